@@ -1,0 +1,50 @@
+/* Logging for every layer of pier: one line per event on stderr, with a UTC
+ * timestamp and a level. Thread-safe (one write(2) per line). The level is a
+ * process-wide setting; log_limited() drops repeats of one call site beyond a
+ * budget per second so a flood of bad clients cannot flood the log. */
+#ifndef PIER_BASE_LOG_H
+#define PIER_BASE_LOG_H
+
+#include <stdint.h>
+
+#define LOG_LEVEL_MAP(XX) \
+  XX(ERROR, "error")      \
+  XX(WARN, "warn")        \
+  XX(INFO, "info")        \
+  XX(DEBUG, "debug")
+
+typedef enum {
+#define XX(name, str) LOG_##name,
+  LOG_LEVEL_MAP(XX)
+#undef XX
+} log_level;
+
+typedef struct log_rate {
+  uint64_t window_ms; /* start of the current one-second window */
+  unsigned count;     /* lines logged in it */
+  unsigned dropped;   /* lines dropped in it, reported with the next line */
+} log_rate;
+
+void log_set_level(log_level level);
+log_level log_get_level(void);
+const char *log_level_name(log_level level);
+/* Returns 0 and sets *out for "error"/"warn"/"info"/"debug", else -EINVAL. */
+int log_level_parse(const char *name, log_level *out);
+
+void log_msg(log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Like log_msg, but at most 10 lines per second per `rate` (one per call site);
+ * the next line that passes says how many were dropped. `rate` must be used
+ * from one thread (each worker keeps its own). */
+void log_limited(log_rate *rate, log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+/* Monotonic milliseconds, for timers and rate limits. */
+uint64_t clock_ms(void);
+
+#endif

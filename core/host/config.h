@@ -1,0 +1,116 @@
+/* The daemon's configuration: server.json parsed into typed structs. Every key
+ * is checked (type, range, unknown and duplicate keys, cross references)
+ * before anything starts, and the first problem is reported as one line that
+ * names the file, the JSON path and what was expected. */
+#ifndef PIER_HOST_CONFIG_H
+#define PIER_HOST_CONFIG_H
+
+#include <stddef.h>
+
+/* Each enum is generated from its list so a new value cannot miss its name. */
+#define CFG_BACKEND_MAP(XX)          \
+  XX(CFG_BACKEND_AUTO, "auto")       \
+  XX(CFG_BACKEND_IO_URING, "io_uring") \
+  XX(CFG_BACKEND_EPOLL, "epoll")
+
+#define CFG_FRAMING_MAP(XX)   \
+  XX(CFG_FRAMING_RAW, "raw")  \
+  XX(CFG_FRAMING_U16_SIZE_ID, "u16_size_id")
+
+#define CFG_THREADING_MAP(XX)          \
+  XX(CFG_THREADING_SESSION, "session") \
+  XX(CFG_THREADING_SERIAL, "serial")
+
+#define CFG_LOG_LEVEL_MAP(XX)  \
+  XX(CFG_LOG_ERROR, "error")   \
+  XX(CFG_LOG_WARN, "warn")     \
+  XX(CFG_LOG_INFO, "info")     \
+  XX(CFG_LOG_DEBUG, "debug")
+
+#define CFG_ENUM_ID(id, str) id,
+typedef enum { CFG_BACKEND_MAP(CFG_ENUM_ID) } cfg_backend;
+typedef enum { CFG_FRAMING_MAP(CFG_ENUM_ID) } cfg_framing;
+typedef enum { CFG_THREADING_MAP(CFG_ENUM_ID) } cfg_threading;
+typedef enum { CFG_LOG_LEVEL_MAP(CFG_ENUM_ID) } cfg_log_level;
+#undef CFG_ENUM_ID
+
+/* Largest server.json cfg_load_file accepts. */
+#define CFG_MAX_FILE_SIZE (1024 * 1024)
+
+typedef struct cfg_callbacks { /* exported symbol names, NULL when not given */
+  char *on_load, *on_unload, *on_connected, *on_recv, *on_send,
+      *on_disconnected, *on_tick;
+} cfg_callbacks;
+
+typedef struct cfg_plugin {
+  char *name;          /* [A-Za-z0-9_-], 1..32 chars, unique among plugins */
+  char *path;          /* as written in the file */
+  char *resolved_path; /* absolute, or relative to the cwd: a relative path is
+                          joined to the config file's directory */
+  cfg_callbacks callbacks;
+  char *config_json;       /* the plugin's "config" object as compact JSON
+                              text; "{}" when absent */
+  cfg_threading threading; /* default session */
+  unsigned tick_ms;        /* 0 = no tick (default); else 1..3600000 */
+  int watch;               /* bool, default 0 */
+} cfg_plugin;
+
+typedef struct cfg_listener {
+  char *address;       /* IPv4 or IPv6 literal, default "127.0.0.1" */
+  unsigned port;       /* 0..65535; 0 = any free port */
+  char *plugin;        /* names a plugin in plugins[] */
+  size_t plugin_index; /* index of that plugin in plugins[] */
+  cfg_framing framing; /* default raw */
+} cfg_listener;
+
+typedef struct cfg_limits {
+  unsigned max_packet_size; /* 4..65535, default 16384 */
+  size_t max_send_queue;    /* bytes per session, 1024..1073741824,
+                               default 1048576 */
+  unsigned idle_timeout_ms; /* 0 = off (default); else 100..86400000 */
+} cfg_limits;
+
+typedef struct cfg_server {
+  char *path;              /* the file it came from, as given */
+  char *base_dir;          /* directory of that file */
+  unsigned workers;        /* 1..64, default 1 */
+  cfg_backend io_backend;  /* default auto */
+  unsigned max_sessions;   /* 1..1000000, default 10000 */
+  cfg_log_level log_level; /* default info */
+  char *admin_socket;      /* resolved against base_dir like plugin paths;
+                              default "run/pierd.sock" before resolving */
+  cfg_limits limits;
+  cfg_plugin *plugins;
+  size_t nplugins;
+  cfg_listener *listeners;
+  size_t nlisteners;
+} cfg_server;
+
+/* Reads, parses and validates the file at `path`. On success returns 0 and
+ * *out owns everything (release with cfg_free). On failure returns a negative
+ * errno-style code (-ENOENT, -EACCES, ... when the file cannot be read, -EFBIG
+ * when it exceeds CFG_MAX_FILE_SIZE, -EINVAL when its content is wrong,
+ * -ENOMEM), leaves *out NULL and writes one line without a trailing newline
+ * to err (when err is non-NULL and errlen > 0). Errors name the file by
+ * `path` as given; base_dir is the directory part of `path`. */
+int cfg_load_file(const char *path, cfg_server **out, char *err, size_t errlen);
+
+/* Like cfg_load_file for `len` bytes of text already in memory (need not be
+ * NUL-terminated). `name` is shown in errors and stored as cfg->path ("config"
+ * when NULL); relative paths are resolved against `base_dir` ("." when NULL
+ * or empty). */
+int cfg_load_text(const char *text, size_t len, const char *name,
+                  const char *base_dir, cfg_server **out, char *err,
+                  size_t errlen);
+
+/* Frees a configuration from cfg_load_*; NULL is ignored. */
+void cfg_free(cfg_server *cfg);
+
+/* Names as written in server.json ("auto", "raw", "info", ...); "unknown" for
+ * a value outside the enum. The strings are static. */
+const char *cfg_backend_name(cfg_backend backend);
+const char *cfg_framing_name(cfg_framing framing);
+const char *cfg_threading_name(cfg_threading threading);
+const char *cfg_log_level_name(cfg_log_level level);
+
+#endif

@@ -1,0 +1,188 @@
+/* The completion core: one event loop per worker thread, behind one small
+ * backend interface (io_uring.c, io_epoll.c). Every operation is submitted with
+ * an io_ev that names its completion callback; the completion is delivered to
+ * exactly that callback with the result (bytes, a file descriptor, or a
+ * negative errno). A submit that fails returns the error and never completes
+ * later. Multishot operations (accept, recv) deliver completions flagged
+ * IO_F_MORE until one final completion without it. The loop also runs timers
+ * and jobs posted from other threads. Nothing here knows what a session is. */
+#ifndef PIER_IO_IO_H
+#define PIER_IO_IO_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+typedef struct io_loop io_loop;
+typedef struct io_ev io_ev;
+typedef struct io_fd io_fd;
+typedef struct io_timer io_timer;
+typedef struct io_job io_job;
+typedef struct io_backend io_backend;
+
+#define IO_F_MORE 1u /* the multishot operation stays armed */
+
+/* `data` is set for recv completions only: `res` bytes valid until the
+ * callback returns (a provided buffer or the worker's scratch buffer). */
+typedef void (*io_cb)(io_ev *ev, int res, unsigned flags, char *data);
+
+#define IO_OP_MAP(XX) \
+  XX(NONE, "none")    \
+  XX(ACCEPT, "accept") \
+  XX(RECV, "recv")    \
+  XX(SEND, "send")    \
+  XX(CONNECT, "connect")
+
+typedef enum {
+#define XX(name, str) IO_OP_##name,
+  IO_OP_MAP(XX)
+#undef XX
+} io_op;
+
+struct io_ev {
+  io_cb cb;
+  io_fd *fd;
+  uint8_t op;
+  uint8_t armed;     /* submitted, final completion not yet delivered */
+  uint8_t canceled;  /* io_cancel() was called on it */
+  uint8_t pending;   /* epoll: on the loop's completion list */
+  int pending_res;   /* epoll: result to deliver */
+  io_ev *next;       /* epoll: completion list link */
+  struct iovec *iov; /* epoll: a blocked send's copy of its iovec */
+  int iovcnt;
+};
+
+/* One file descriptor as the loop sees it; embedded in its owner. An fd may
+ * carry one read-side op (accept or recv) and one write-side op (send or
+ * connect) at a time. */
+struct io_fd {
+  int fd;
+  uint8_t registered; /* epoll: added to the epoll set */
+  uint8_t ready;      /* epoll: on the loop's ready list (more to read) */
+  uint8_t shared;     /* a listening socket several loops wait on */
+  io_ev *rd, *wr;
+  io_fd *next_ready;
+};
+
+struct io_timer {
+  uint64_t due;    /* loop clock, ms */
+  uint64_t repeat; /* 0 = once */
+  size_t index;    /* position in the heap, SIZE_MAX when not running */
+  void (*cb)(io_timer *t);
+};
+
+struct io_job {
+  io_job *next;
+  void (*fn)(io_job *job); /* runs on the loop's thread; owns the job */
+};
+
+typedef struct io_opts {
+  unsigned entries;     /* io_uring SQ size (CQ is 8x) */
+  unsigned buf_count;   /* provided receive buffers per loop (power of 2) */
+  unsigned buf_size;    /* bytes each; also the epoll scratch buffer size */
+} io_opts;
+
+typedef struct io_stats {
+  uint64_t cq_overflows;  /* times the CQ overflowed and was flushed */
+  uint64_t enobufs;       /* multishot recvs re-armed after running out of buffers */
+  uint64_t rearms;        /* multishot ops re-armed after ending without F_MORE */
+  uint64_t completions;
+} io_stats;
+
+struct io_backend {
+  const char *name;
+  int (*init)(io_loop *loop, const io_opts *opts);
+  void (*done)(io_loop *loop);
+  int (*accept)(io_loop *loop, io_ev *ev);  /* multishot */
+  int (*recv)(io_loop *loop, io_ev *ev);    /* multishot, loop-owned buffers */
+  int (*send)(io_loop *loop, io_ev *ev, const struct iovec *iov, int iovcnt);
+  int (*connect)(io_loop *loop, io_ev *ev, const struct sockaddr *sa, socklen_t len);
+  int (*cancel)(io_loop *loop, io_ev *ev);
+  void (*close_fd)(io_loop *loop, io_fd *fd);
+  /* Submit what is queued, wait up to timeout_ms (-1 = forever) for
+   * completions and dispatch them. */
+  int (*poll)(io_loop *loop, int timeout_ms);
+};
+
+struct io_loop {
+  const io_backend *be;
+  void *impl;
+  io_opts opts;
+  io_stats stats;
+  int wake_fd;           /* eventfd written by io_post from other threads */
+  _Atomic int sleeping;  /* the loop is (about to be) blocked in poll */
+  int stop;
+  uint64_t now;          /* ms, refreshed each iteration */
+  pthread_mutex_t inbox_mu;
+  io_job *inbox_head, *inbox_tail;
+  io_timer **heap;
+  size_t heap_len, heap_cap;
+  void *data;            /* owner's pointer */
+  /* Called at the start of each iteration, before the backend submits and
+   * waits: the owner's chance to batch work queued during the last one. */
+  void (*prepare)(io_loop *loop);
+};
+
+extern const io_backend io_uring_backend;
+extern const io_backend io_epoll_backend;
+
+/* Returns 0 when io_uring can run pier's operations on this kernel, else a
+ * negative errno and a reason in why. */
+int io_uring_probe(char *why, size_t whylen);
+
+/* Picks a backend by name: "io_uring", "epoll" or "auto" (io_uring when the
+ * probe passes, else epoll; *fallback_why says why). Returns NULL for an
+ * unknown name. */
+const io_backend *io_backend_pick(const char *name, char *fallback_why, size_t len);
+
+/* Creates the loop's backend state. Any thread; the loop then belongs to the
+ * thread that runs it. Returns 0 or a negative errno. */
+int io_loop_init(io_loop *loop, const io_backend *be, const io_opts *opts);
+void io_loop_done(io_loop *loop);
+/* Runs until io_loop_stop() is called on the loop's thread. */
+int io_loop_run(io_loop *loop);
+/* One iteration: poll (waiting at most timeout_ms, fewer if a timer is due),
+ * then posted jobs and due timers. */
+int io_loop_once(io_loop *loop, int timeout_ms);
+void io_loop_stop(io_loop *loop);
+
+/* Operations (loop thread only). Each returns 0 once submitted, or a negative
+ * errno, in which case the callback will not be called. */
+int io_accept(io_loop *loop, io_ev *ev, io_fd *fd, io_cb cb);
+int io_recv(io_loop *loop, io_ev *ev, io_fd *fd, io_cb cb);
+int io_send(io_loop *loop, io_ev *ev, io_fd *fd, const struct iovec *iov, int iovcnt, io_cb cb);
+int io_connect(io_loop *loop, io_ev *ev, io_fd *fd, const struct sockaddr *sa, socklen_t len, io_cb cb);
+/* Asks an armed operation to end; its final completion (often -ECANCELED)
+ * still arrives later. Returns 0, or -EALREADY if it is not armed. */
+int io_cancel(io_loop *loop, io_ev *ev);
+/* Forgets the fd (no op may be armed on it) and closes it. */
+void io_close_fd(io_loop *loop, io_fd *fd);
+
+/* Timers (loop thread only). */
+void io_timer_init(io_timer *t, void (*cb)(io_timer *t));
+void io_timer_start(io_loop *loop, io_timer *t, uint64_t after_ms, uint64_t repeat_ms);
+void io_timer_stop(io_loop *loop, io_timer *t);
+static inline int io_timer_active(const io_timer *t) { return t->index != SIZE_MAX; }
+
+/* Queues job to run on the loop's thread and wakes it. Any thread. */
+void io_post(io_loop *loop, io_job *job);
+
+/* Backend helpers shared by io_uring.c and io_epoll.c. */
+void io_loop_drain_wake(io_loop *loop);
+/* Delivers a completion. On the final one the op is disarmed first, so the
+ * callback may re-arm it or free its owner; ev is not touched afterwards. */
+static inline void io_complete(io_ev *ev, int res, unsigned flags, char *data) {
+  if (!(flags & IO_F_MORE)) {
+    ev->armed = 0;
+    if (ev->fd->rd == ev)
+      ev->fd->rd = NULL;
+    else if (ev->fd->wr == ev)
+      ev->fd->wr = NULL;
+  }
+  ev->cb(ev, res, flags, data);
+}
+
+#endif

@@ -1,0 +1,327 @@
+/* epoll backend: emulates completions on readiness. Sockets are registered
+ * once, edge-triggered for reads and writes (listening sockets shared by
+ * several loops: level-triggered with EPOLLEXCLUSIVE); when an armed op's fd
+ * becomes ready the syscall runs here and its result is delivered as a
+ * completion. Data completions (IO_F_MORE) are delivered at once from the
+ * scratch buffer; every final completion goes through a list drained after
+ * the ready events, so an owner is only ever freed outside the loop that
+ * walks the epoll result array and its io_fd pointers. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "io/io.h"
+
+#define MAX_EVENTS 256
+#define READS_PER_WAKE 16
+#define ACCEPTS_PER_WAKE 64
+
+typedef struct epoll_impl {
+  int epfd;
+  char *scratch;
+  size_t scratch_size;
+  io_ev *done_head, *done_tail;
+  io_fd *ready_head;
+  io_fd wake;
+} epoll_impl;
+
+static void push_done(epoll_impl *e, io_ev *ev, int res) {
+  ev->pending = 1;
+  ev->pending_res = res;
+  ev->next = NULL;
+  if (e->done_tail)
+    e->done_tail->next = ev;
+  else
+    e->done_head = ev;
+  e->done_tail = ev;
+}
+
+static int ensure_registered(epoll_impl *e, io_fd *fd) {
+  struct epoll_event ee;
+  if (fd->registered)
+    return 0;
+  memset(&ee, 0, sizeof(ee));
+  ee.events = fd->shared ? (EPOLLIN | EPOLLEXCLUSIVE) : (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+  ee.data.ptr = fd;
+  if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd->fd, &ee) < 0)
+    return -errno;
+  fd->registered = 1;
+  return 0;
+}
+
+static void mark_ready(epoll_impl *e, io_fd *fd) {
+  if (fd->ready)
+    return;
+  fd->ready = 1;
+  fd->next_ready = e->ready_head;
+  e->ready_head = fd;
+}
+
+static void epoll_done(io_loop *loop) {
+  epoll_impl *e = loop->impl;
+  if (!e)
+    return;
+  close(e->epfd);
+  free(e->scratch);
+  free(e);
+  loop->impl = NULL;
+}
+
+static int epoll_init(io_loop *loop, const io_opts *opts) {
+  epoll_impl *e = calloc(1, sizeof(*e));
+  int rc;
+  if (!e)
+    return -ENOMEM;
+  loop->impl = e;
+  e->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (e->epfd < 0) {
+    rc = -errno;
+    free(e);
+    loop->impl = NULL;
+    return rc;
+  }
+  e->scratch_size = opts->buf_size;
+  e->scratch = malloc(e->scratch_size);
+  e->wake.fd = loop->wake_fd;
+  e->wake.shared = 0;
+  rc = e->scratch ? 0 : -ENOMEM;
+  if (rc == 0) {
+    struct epoll_event ee = {.events = EPOLLIN, .data.ptr = &e->wake};
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, loop->wake_fd, &ee) < 0)
+      rc = -errno;
+  }
+  if (rc < 0)
+    epoll_done(loop);
+  return rc;
+}
+
+static int epoll_accept(io_loop *loop, io_ev *ev) {
+  epoll_impl *e = loop->impl;
+  int rc = ensure_registered(e, ev->fd);
+  if (rc == 0)
+    mark_ready(e, ev->fd); /* connections may already be waiting */
+  return rc;
+}
+
+static int epoll_recv(io_loop *loop, io_ev *ev) {
+  epoll_impl *e = loop->impl;
+  int rc = ensure_registered(e, ev->fd);
+  /* An edge that came while no recv was armed is gone: try once now. */
+  if (rc == 0)
+    mark_ready(e, ev->fd);
+  return rc;
+}
+
+static int try_send(io_ev *ev, const struct iovec *iov, int iovcnt) {
+  struct msghdr msg;
+  ssize_t n;
+  memset(&msg, 0, sizeof(msg));
+  msg.msg_iov = (struct iovec *)iov;
+  msg.msg_iovlen = (size_t)iovcnt;
+  do {
+    n = sendmsg(ev->fd->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : (int)n;
+}
+
+static int epoll_send(io_loop *loop, io_ev *ev, const struct iovec *iov, int iovcnt) {
+  epoll_impl *e = loop->impl;
+  int rc = try_send(ev, iov, iovcnt);
+  if (rc != -EAGAIN) {
+    push_done(e, ev, rc);
+    return 0;
+  }
+  rc = ensure_registered(e, ev->fd);
+  if (rc < 0)
+    return rc;
+  /* Blocked: keep a copy of the iovec until the socket is writable. */
+  ev->iov = malloc((size_t)iovcnt * sizeof(*iov));
+  if (!ev->iov)
+    return -ENOMEM;
+  memcpy(ev->iov, iov, (size_t)iovcnt * sizeof(*iov));
+  ev->iovcnt = iovcnt;
+  return 0;
+}
+
+static int epoll_connect(io_loop *loop, io_ev *ev, const struct sockaddr *sa, socklen_t len) {
+  epoll_impl *e = loop->impl;
+  int rc = ensure_registered(e, ev->fd);
+  if (rc < 0)
+    return rc;
+  if (connect(ev->fd->fd, sa, len) == 0) {
+    push_done(e, ev, 0);
+    return 0;
+  }
+  if (errno == EINPROGRESS)
+    return 0;
+  push_done(e, ev, -errno);
+  return 0;
+}
+
+static int epoll_cancel(io_loop *loop, io_ev *ev) {
+  if (!ev->pending)
+    push_done(loop->impl, ev, -ECANCELED);
+  return 0;
+}
+
+static void epoll_close_fd(io_loop *loop, io_fd *fd) {
+  epoll_impl *e = loop->impl;
+  if (fd->ready) {
+    io_fd **p = &e->ready_head;
+    while (*p && *p != fd)
+      p = &(*p)->next_ready;
+    if (*p)
+      *p = fd->next_ready;
+    fd->ready = 0;
+  }
+  if (fd->registered) {
+    /* A shared listening fd stays open for other loops: remove it here. */
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd->fd, NULL);
+    fd->registered = 0;
+  }
+}
+
+static int busy(io_ev *ev) { return !ev || ev->canceled || ev->pending; }
+
+static void do_accept(epoll_impl *e, io_fd *fd) {
+  io_ev *ev = fd->rd;
+  for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
+    int nfd = accept4(fd->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (nfd >= 0) {
+      io_complete(ev, nfd, IO_F_MORE, NULL);
+      if (busy(fd->rd) || fd->rd != ev)
+        return;
+      continue;
+    }
+    if (errno == EAGAIN)
+      return;
+    if (errno == EINTR || errno == ECONNABORTED)
+      continue;
+    push_done(e, ev, -errno); /* EMFILE and the like: the owner decides */
+    return;
+  }
+  mark_ready(e, fd);
+}
+
+static void do_read(epoll_impl *e, io_fd *fd) {
+  io_ev *ev = fd->rd;
+  for (int i = 0; i < READS_PER_WAKE; i++) {
+    ssize_t n = recv(fd->fd, e->scratch, e->scratch_size, 0);
+    if (n > 0) {
+      io_complete(ev, (int)n, IO_F_MORE, e->scratch);
+      if (busy(fd->rd) || fd->rd != ev)
+        return;
+      continue;
+    }
+    if (n == 0) {
+      push_done(e, ev, 0);
+      return;
+    }
+    if (errno == EAGAIN)
+      return;
+    if (errno == EINTR)
+      continue;
+    push_done(e, ev, -errno);
+    return;
+  }
+  mark_ready(e, fd); /* more may be waiting; give other fds a turn first */
+}
+
+static void do_write(epoll_impl *e, io_fd *fd) {
+  io_ev *ev = fd->wr;
+  int rc;
+  if (ev->op == IO_OP_CONNECT) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(fd->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+      err = errno;
+    if (err == EINPROGRESS || err == EALREADY)
+      return;
+    push_done(e, ev, -err);
+    return;
+  }
+  rc = try_send(ev, ev->iov, ev->iovcnt);
+  if (rc == -EAGAIN)
+    return;
+  push_done(e, ev, rc);
+}
+
+static void handle(epoll_impl *e, io_fd *fd, uint32_t events) {
+  if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && !busy(fd->wr)) {
+    /* A blocked send or a pending connect. */
+    if (fd->wr->op == IO_OP_CONNECT || fd->wr->iov)
+      do_write(e, fd);
+  }
+  if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) && !busy(fd->rd)) {
+    if (fd->rd->op == IO_OP_ACCEPT)
+      do_accept(e, fd);
+    else
+      do_read(e, fd);
+  }
+}
+
+static void run_done(io_loop *loop, epoll_impl *e) {
+  io_ev *ev;
+  while ((ev = e->done_head)) {
+    e->done_head = ev->next;
+    if (!e->done_head)
+      e->done_tail = NULL;
+    ev->pending = 0;
+    free(ev->iov);
+    ev->iov = NULL;
+    loop->stats.completions++;
+    io_complete(ev, ev->pending_res, 0, NULL);
+  }
+}
+
+static int epoll_poll(io_loop *loop, int timeout_ms) {
+  epoll_impl *e = loop->impl;
+  struct epoll_event events[MAX_EVENTS];
+  io_fd *ready;
+  int n;
+
+  if (e->done_head || e->ready_head)
+    timeout_ms = 0;
+  n = epoll_wait(e->epfd, events, MAX_EVENTS, timeout_ms);
+  if (n < 0) {
+    if (errno != EINTR)
+      return -errno;
+    n = 0;
+  }
+  for (int i = 0; i < n; i++) {
+    io_fd *fd = events[i].data.ptr;
+    if (fd == &e->wake) {
+      io_loop_drain_wake(loop);
+      continue;
+    }
+    /* Reads of an fd on the ready list are served from that list below. */
+    handle(e, fd, fd->ready ? (events[i].events & EPOLLOUT) : events[i].events);
+  }
+  ready = e->ready_head;
+  e->ready_head = NULL;
+  while (ready) {
+    io_fd *fd = ready;
+    ready = fd->next_ready;
+    fd->ready = 0;
+    if (!busy(fd->rd))
+      handle(e, fd, EPOLLIN);
+  }
+  run_done(loop, e);
+  return 0;
+}
+
+const io_backend io_epoll_backend = {
+    .name = "epoll",
+    .init = epoll_init,
+    .done = epoll_done,
+    .accept = epoll_accept,
+    .recv = epoll_recv,
+    .send = epoll_send,
+    .connect = epoll_connect,
+    .cancel = epoll_cancel,
+    .close_fd = epoll_close_fd,
+    .poll = epoll_poll,
+};

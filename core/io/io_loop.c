@@ -1,0 +1,308 @@
+/* The backend-independent half of an event loop: the iteration (poll, posted
+ * jobs, due timers), the timer heap, the cross-thread inbox with its eventfd
+ * wake-up, and the op wrappers that keep io_ev/io_fd bookkeeping in one place
+ * so both backends see the same invariants. */
+#include "io/io.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "base/log.h"
+
+const io_backend *io_backend_pick(const char *name, char *why, size_t len) {
+  if (why && len)
+    why[0] = '\0';
+  if (strcmp(name, "io_uring") == 0)
+    return &io_uring_backend;
+  if (strcmp(name, "epoll") == 0)
+    return &io_epoll_backend;
+  if (strcmp(name, "auto") == 0) {
+    if (io_uring_probe(why, len) == 0)
+      return &io_uring_backend;
+    return &io_epoll_backend;
+  }
+  return NULL;
+}
+
+int io_loop_init(io_loop *loop, const io_backend *be, const io_opts *opts) {
+  int rc;
+
+  memset(loop, 0, sizeof(*loop));
+  loop->be = be;
+  loop->opts = *opts;
+  if (loop->opts.entries == 0)
+    loop->opts.entries = 1024;
+  if (loop->opts.buf_count == 0)
+    loop->opts.buf_count = 256;
+  if (loop->opts.buf_size == 0)
+    loop->opts.buf_size = 16384;
+  loop->now = clock_ms();
+  loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (loop->wake_fd < 0)
+    return -errno;
+  pthread_mutex_init(&loop->inbox_mu, NULL);
+  rc = be->init(loop, &loop->opts);
+  if (rc < 0) {
+    close(loop->wake_fd);
+    pthread_mutex_destroy(&loop->inbox_mu);
+    return rc;
+  }
+  return 0;
+}
+
+void io_loop_done(io_loop *loop) {
+  io_job *job, *next;
+
+  loop->be->done(loop);
+  close(loop->wake_fd);
+  /* Jobs nobody will run still own memory: run them so they can free it. */
+  for (job = loop->inbox_head; job; job = next) {
+    next = job->next;
+    job->fn(job);
+  }
+  pthread_mutex_destroy(&loop->inbox_mu);
+  free(loop->heap);
+}
+
+/* ---- timers: a binary min-heap on due time ---- */
+
+static int timer_before(const io_timer *a, const io_timer *b) { return a->due < b->due; }
+
+static void heap_swap(io_loop *loop, size_t i, size_t j) {
+  io_timer *t = loop->heap[i];
+  loop->heap[i] = loop->heap[j];
+  loop->heap[j] = t;
+  loop->heap[i]->index = i;
+  loop->heap[j]->index = j;
+}
+
+static void heap_up(io_loop *loop, size_t i) {
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (!timer_before(loop->heap[i], loop->heap[parent]))
+      break;
+    heap_swap(loop, i, parent);
+    i = parent;
+  }
+}
+
+static void heap_down(io_loop *loop, size_t i) {
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < loop->heap_len && timer_before(loop->heap[l], loop->heap[m]))
+      m = l;
+    if (r < loop->heap_len && timer_before(loop->heap[r], loop->heap[m]))
+      m = r;
+    if (m == i)
+      break;
+    heap_swap(loop, i, m);
+    i = m;
+  }
+}
+
+void io_timer_init(io_timer *t, void (*cb)(io_timer *t)) {
+  memset(t, 0, sizeof(*t));
+  t->index = SIZE_MAX;
+  t->cb = cb;
+}
+
+void io_timer_stop(io_loop *loop, io_timer *t) {
+  size_t i = t->index;
+  if (i == SIZE_MAX)
+    return;
+  t->index = SIZE_MAX;
+  loop->heap_len--;
+  if (i == loop->heap_len)
+    return;
+  loop->heap[i] = loop->heap[loop->heap_len];
+  loop->heap[i]->index = i;
+  heap_up(loop, i);
+  heap_down(loop, loop->heap[i]->index);
+}
+
+void io_timer_start(io_loop *loop, io_timer *t, uint64_t after_ms, uint64_t repeat_ms) {
+  io_timer_stop(loop, t);
+  if (loop->heap_len == loop->heap_cap) {
+    size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
+    io_timer **heap = realloc(loop->heap, cap * sizeof(*heap));
+    if (!heap)
+      abort(); /* a timer that silently never fires is worse than a clean stop */
+    loop->heap = heap;
+    loop->heap_cap = cap;
+  }
+  t->due = loop->now + after_ms;
+  t->repeat = repeat_ms;
+  t->index = loop->heap_len;
+  loop->heap[loop->heap_len++] = t;
+  heap_up(loop, t->index);
+}
+
+static void run_timers(io_loop *loop) {
+  while (loop->heap_len > 0 && loop->heap[0]->due <= loop->now) {
+    io_timer *t = loop->heap[0];
+    io_timer_stop(loop, t);
+    if (t->repeat)
+      io_timer_start(loop, t, t->repeat, t->repeat);
+    t->cb(t);
+  }
+}
+
+/* ---- cross-thread inbox ---- */
+
+void io_post(io_loop *loop, io_job *job) {
+  int was_empty;
+  job->next = NULL;
+  pthread_mutex_lock(&loop->inbox_mu);
+  was_empty = loop->inbox_head == NULL;
+  if (loop->inbox_tail)
+    loop->inbox_tail->next = job;
+  else
+    loop->inbox_head = job;
+  loop->inbox_tail = job;
+  pthread_mutex_unlock(&loop->inbox_mu);
+  /* Only the post that makes the inbox non-empty needs to wake the loop: it
+   * drains the whole inbox each iteration. */
+  if (was_empty && atomic_load(&loop->sleeping)) {
+    uint64_t one = 1;
+    if (write(loop->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+      log_error("io: eventfd write failed: %s", strerror(errno));
+  }
+}
+
+void io_loop_drain_wake(io_loop *loop) {
+  uint64_t v;
+  while (read(loop->wake_fd, &v, sizeof(v)) > 0) {
+  }
+}
+
+static int run_inbox(io_loop *loop) {
+  io_job *job, *next;
+  int n = 0;
+  pthread_mutex_lock(&loop->inbox_mu);
+  job = loop->inbox_head;
+  loop->inbox_head = loop->inbox_tail = NULL;
+  pthread_mutex_unlock(&loop->inbox_mu);
+  for (; job; job = next) {
+    next = job->next;
+    job->fn(job);
+    n++;
+  }
+  return n;
+}
+
+static int inbox_empty(io_loop *loop) {
+  int empty;
+  pthread_mutex_lock(&loop->inbox_mu);
+  empty = loop->inbox_head == NULL;
+  pthread_mutex_unlock(&loop->inbox_mu);
+  return empty;
+}
+
+/* ---- the iteration ---- */
+
+int io_loop_once(io_loop *loop, int timeout_ms) {
+  int rc;
+
+  if (loop->prepare)
+    loop->prepare(loop);
+  loop->now = clock_ms();
+  if (loop->heap_len > 0) {
+    uint64_t due = loop->heap[0]->due;
+    int until = due <= loop->now ? 0 : (int)(due - loop->now > 60000 ? 60000 : due - loop->now);
+    if (timeout_ms < 0 || until < timeout_ms)
+      timeout_ms = until;
+  }
+  if (timeout_ms != 0) {
+    /* Announce the sleep before the last inbox check, so a post that lands
+     * in between sees `sleeping` and writes the eventfd. */
+    atomic_store(&loop->sleeping, 1);
+    if (!inbox_empty(loop))
+      timeout_ms = 0;
+  }
+  rc = loop->be->poll(loop, timeout_ms);
+  atomic_store(&loop->sleeping, 0);
+  loop->now = clock_ms();
+  run_inbox(loop);
+  run_timers(loop);
+  return rc;
+}
+
+int io_loop_run(io_loop *loop) {
+  int rc = 0;
+  loop->stop = 0;
+  while (!loop->stop) {
+    rc = io_loop_once(loop, -1);
+    if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EAGAIN) {
+      log_error("io: %s loop failed: %s", loop->be->name, strerror(-rc));
+      return rc;
+    }
+  }
+  return 0;
+}
+
+void io_loop_stop(io_loop *loop) { loop->stop = 1; }
+
+/* ---- operations ---- */
+
+static int arm(io_ev *ev, io_fd *fd, io_cb cb, io_op op, io_ev **slot) {
+  if (ev->armed || *slot)
+    return -EBUSY;
+  ev->cb = cb;
+  ev->fd = fd;
+  ev->op = (uint8_t)op;
+  ev->canceled = 0;
+  ev->armed = 1;
+  *slot = ev;
+  return 0;
+}
+
+static int disarm_on_error(io_ev *ev, io_ev **slot, int rc) {
+  if (rc < 0) {
+    ev->armed = 0;
+    *slot = NULL;
+  }
+  return rc;
+}
+
+int io_accept(io_loop *loop, io_ev *ev, io_fd *fd, io_cb cb) {
+  int rc = arm(ev, fd, cb, IO_OP_ACCEPT, &fd->rd);
+  return rc < 0 ? rc : disarm_on_error(ev, &fd->rd, loop->be->accept(loop, ev));
+}
+
+int io_recv(io_loop *loop, io_ev *ev, io_fd *fd, io_cb cb) {
+  int rc = arm(ev, fd, cb, IO_OP_RECV, &fd->rd);
+  return rc < 0 ? rc : disarm_on_error(ev, &fd->rd, loop->be->recv(loop, ev));
+}
+
+int io_send(io_loop *loop, io_ev *ev, io_fd *fd, const struct iovec *iov, int iovcnt, io_cb cb) {
+  int rc = arm(ev, fd, cb, IO_OP_SEND, &fd->wr);
+  return rc < 0 ? rc : disarm_on_error(ev, &fd->wr, loop->be->send(loop, ev, iov, iovcnt));
+}
+
+int io_connect(io_loop *loop, io_ev *ev, io_fd *fd, const struct sockaddr *sa, socklen_t len,
+               io_cb cb) {
+  int rc = arm(ev, fd, cb, IO_OP_CONNECT, &fd->wr);
+  return rc < 0 ? rc : disarm_on_error(ev, &fd->wr, loop->be->connect(loop, ev, sa, len));
+}
+
+int io_cancel(io_loop *loop, io_ev *ev) {
+  if (!ev->armed)
+    return -EALREADY;
+  if (ev->canceled)
+    return 0;
+  ev->canceled = 1;
+  return loop->be->cancel(loop, ev);
+}
+
+void io_close_fd(io_loop *loop, io_fd *fd) {
+  if (fd->fd < 0)
+    return;
+  loop->be->close_fd(loop, fd);
+  if (!fd->shared)
+    close(fd->fd);
+  fd->fd = -1;
+}

@@ -1,0 +1,417 @@
+/* io_uring backend. One ring per loop, a CQ eight times the SQ, and one
+ * provided-buffer ring (registered with io_uring_register_buf_ring, the
+ * liburing 2.3 API) that every multishot recv of the loop draws from, so an
+ * idle session holds no receive buffer. Multishot accept/recv that end without
+ * IORING_CQE_F_MORE while their owner still wants them (-ENOBUFS, CQ overflow)
+ * are re-armed here, invisibly to the owner. iovecs, msghdrs and addresses live
+ * in a per-loop arena until the SQEs that point at them are submitted
+ * (IORING_FEAT_SUBMIT_STABLE: the kernel has consumed them by then). */
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "io/io.h"
+
+#define BUF_GROUP 1
+#define WAKE_TAG 1u /* user_data of the eventfd poll; 0 marks CQEs to ignore */
+#define ARENA_SIZE (64 * 1024)
+#define BATCH 256
+
+typedef struct uring_impl {
+  struct io_uring ring;
+  struct io_uring_buf_ring *br;
+  size_t br_bytes;
+  char *bufs;
+  unsigned buf_count, buf_size, mask;
+  char *arena;
+  size_t arena_len;
+} uring_impl;
+
+static int setup_ring(struct io_uring *ring, unsigned entries) {
+  struct io_uring_params p;
+  int rc;
+
+  memset(&p, 0, sizeof(p));
+  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+  p.cq_entries = entries * 8;
+  rc = io_uring_queue_init_params(entries, ring, &p);
+  if (rc == -EINVAL) { /* kernels before 5.19 lack COOP_TASKRUN / SUBMIT_ALL */
+    memset(&p, 0, sizeof(p));
+    p.flags = IORING_SETUP_CQSIZE;
+    p.cq_entries = entries * 8;
+    rc = io_uring_queue_init_params(entries, ring, &p);
+  }
+  if (rc < 0)
+    return rc;
+  if (!(p.features & IORING_FEAT_NODROP) || !(p.features & IORING_FEAT_SUBMIT_STABLE) ||
+      !(p.features & IORING_FEAT_EXT_ARG)) {
+    io_uring_queue_exit(ring);
+    return -ENOTSUP;
+  }
+  return 0;
+}
+
+static int setup_bufs(uring_impl *u, unsigned count, unsigned size) {
+  struct io_uring_buf_reg reg;
+  int rc;
+
+  u->buf_count = count;
+  u->buf_size = size;
+  u->mask = (unsigned)io_uring_buf_ring_mask(count);
+  u->br_bytes = count * sizeof(struct io_uring_buf);
+  u->br = mmap(NULL, u->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (u->br == MAP_FAILED) {
+    u->br = NULL;
+    return -errno;
+  }
+  memset(&reg, 0, sizeof(reg));
+  reg.ring_addr = (unsigned long)u->br;
+  reg.ring_entries = count;
+  reg.bgid = BUF_GROUP;
+  rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
+  if (rc < 0)
+    return rc;
+  u->bufs = malloc((size_t)count * size);
+  if (!u->bufs)
+    return -ENOMEM;
+  io_uring_buf_ring_init(u->br);
+  for (unsigned i = 0; i < count; i++)
+    io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * size, size, (unsigned short)i, u->mask,
+                          (int)i);
+  io_uring_buf_ring_advance(u->br, (int)count);
+  return 0;
+}
+
+static void recycle(uring_impl *u, unsigned bid) {
+  io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->buf_size, u->buf_size,
+                        (unsigned short)bid, u->mask, 0);
+  io_uring_buf_ring_advance(u->br, 1);
+}
+
+/* An SQE, submitting what is queued first if the SQ is full; NULL if even
+ * that fails (the caller's op then fails to submit). */
+static struct io_uring_sqe *get_sqe(uring_impl *u) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+  if (!sqe) {
+    io_uring_submit(&u->ring);
+    sqe = io_uring_get_sqe(&u->ring);
+  }
+  return sqe;
+}
+
+static void *arena_alloc(uring_impl *u, size_t n) {
+  void *p;
+  n = (n + 15) & ~(size_t)15;
+  if (n > ARENA_SIZE)
+    return NULL;
+  if (u->arena_len + n > ARENA_SIZE) {
+    io_uring_submit(&u->ring);
+    if (io_uring_sq_ready(&u->ring) != 0)
+      return NULL;
+    u->arena_len = 0;
+  }
+  p = u->arena + u->arena_len;
+  u->arena_len += n;
+  return p;
+}
+
+static int arm_wake(io_loop *loop) {
+  uring_impl *u = loop->impl;
+  struct io_uring_sqe *sqe = get_sqe(u);
+  if (!sqe)
+    return -EBUSY;
+  io_uring_prep_poll_multishot(sqe, loop->wake_fd, POLLIN);
+  io_uring_sqe_set_data64(sqe, WAKE_TAG);
+  return 0;
+}
+
+static void uring_done(io_loop *loop) {
+  uring_impl *u = loop->impl;
+  if (!u)
+    return;
+  io_uring_queue_exit(&u->ring);
+  if (u->br)
+    munmap(u->br, u->br_bytes);
+  free(u->bufs);
+  free(u->arena);
+  free(u);
+  loop->impl = NULL;
+}
+
+static int uring_init(io_loop *loop, const io_opts *opts) {
+  uring_impl *u = calloc(1, sizeof(*u));
+  int rc;
+
+  if (!u)
+    return -ENOMEM;
+  loop->impl = u;
+  rc = setup_ring(&u->ring, opts->entries);
+  if (rc < 0) {
+    free(u);
+    loop->impl = NULL;
+    return rc;
+  }
+  u->arena = malloc(ARENA_SIZE);
+  rc = u->arena ? setup_bufs(u, opts->buf_count, opts->buf_size) : -ENOMEM;
+  if (rc == 0)
+    rc = arm_wake(loop);
+  if (rc < 0)
+    uring_done(loop);
+  return rc;
+}
+
+static int prep_accept(uring_impl *u, io_ev *ev) {
+  struct io_uring_sqe *sqe = get_sqe(u);
+  if (!sqe)
+    return -EBUSY;
+  io_uring_prep_multishot_accept(sqe, ev->fd->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  io_uring_sqe_set_data(sqe, ev);
+  return 0;
+}
+
+static int prep_recv(uring_impl *u, io_ev *ev) {
+  struct io_uring_sqe *sqe = get_sqe(u);
+  if (!sqe)
+    return -EBUSY;
+  io_uring_prep_recv_multishot(sqe, ev->fd->fd, NULL, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = BUF_GROUP;
+  io_uring_sqe_set_data(sqe, ev);
+  return 0;
+}
+
+static int uring_accept(io_loop *loop, io_ev *ev) { return prep_accept(loop->impl, ev); }
+
+static int uring_recv(io_loop *loop, io_ev *ev) { return prep_recv(loop->impl, ev); }
+
+static int uring_send(io_loop *loop, io_ev *ev, const struct iovec *iov, int iovcnt) {
+  uring_impl *u = loop->impl;
+  struct io_uring_sqe *sqe;
+
+  if (iovcnt == 1) {
+    sqe = get_sqe(u);
+    if (!sqe)
+      return -EBUSY;
+    io_uring_prep_send(sqe, ev->fd->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+  } else {
+    struct msghdr *msg = arena_alloc(u, sizeof(*msg) + (size_t)iovcnt * sizeof(*iov));
+    if (!msg)
+      return -ENOBUFS;
+    memset(msg, 0, sizeof(*msg));
+    msg->msg_iov = (struct iovec *)(msg + 1);
+    msg->msg_iovlen = (size_t)iovcnt;
+    memcpy(msg->msg_iov, iov, (size_t)iovcnt * sizeof(*iov));
+    sqe = get_sqe(u);
+    if (!sqe)
+      return -EBUSY;
+    io_uring_prep_sendmsg(sqe, ev->fd->fd, msg, MSG_NOSIGNAL);
+  }
+  io_uring_sqe_set_data(sqe, ev);
+  return 0;
+}
+
+static int uring_connect(io_loop *loop, io_ev *ev, const struct sockaddr *sa, socklen_t len) {
+  uring_impl *u = loop->impl;
+  struct io_uring_sqe *sqe;
+  void *copy = arena_alloc(u, len);
+
+  if (!copy)
+    return -ENOBUFS;
+  memcpy(copy, sa, len);
+  sqe = get_sqe(u);
+  if (!sqe)
+    return -EBUSY;
+  io_uring_prep_connect(sqe, ev->fd->fd, copy, len);
+  io_uring_sqe_set_data(sqe, ev);
+  return 0;
+}
+
+static int uring_cancel(io_loop *loop, io_ev *ev) {
+  struct io_uring_sqe *sqe = get_sqe(loop->impl);
+  if (!sqe)
+    return -EBUSY;
+  io_uring_prep_cancel(sqe, ev, 0);
+  io_uring_sqe_set_data64(sqe, 0);
+  sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  return 0;
+}
+
+static void uring_close_fd(io_loop *loop, io_fd *fd) {}
+
+static void dispatch(io_loop *loop, uint64_t ud, int res, unsigned cflags) {
+  uring_impl *u = loop->impl;
+  io_ev *ev = (io_ev *)(uintptr_t)ud;
+  unsigned more = (cflags & IORING_CQE_F_MORE) ? IO_F_MORE : 0;
+  char *data = NULL;
+  int bid = -1;
+
+  if (ud == 0)
+    return;
+  if (ud == WAKE_TAG) {
+    io_loop_drain_wake(loop);
+    if (!more && arm_wake(loop) < 0)
+      log_error("io_uring: cannot re-arm the wake-up poll");
+    return;
+  }
+  loop->stats.completions++;
+  if (cflags & IORING_CQE_F_BUFFER) {
+    bid = (int)(cflags >> IORING_CQE_BUFFER_SHIFT);
+    data = u->bufs + (size_t)bid * u->buf_size;
+  }
+  if (!more && !ev->canceled &&
+      ((ev->op == IO_OP_RECV && (res > 0 || res == -ENOBUFS)) ||
+       (ev->op == IO_OP_ACCEPT && res >= 0))) {
+    /* The multishot ended though its owner still wants it: out of provided
+     * buffers, or the CQ overflowed. Re-arm before delivering. */
+    int rc = ev->op == IO_OP_RECV ? prep_recv(u, ev) : prep_accept(u, ev);
+    if (res == -ENOBUFS)
+      loop->stats.enobufs++;
+    else
+      loop->stats.rearms++;
+    if (rc == 0) {
+      more = IO_F_MORE;
+      if (res == -ENOBUFS)
+        return;
+    } else if (res == -ENOBUFS) {
+      res = rc;
+    }
+  }
+  io_complete(ev, res, more, data);
+  if (bid >= 0)
+    recycle(u, (unsigned)bid);
+}
+
+static int uring_poll(io_loop *loop, int timeout_ms) {
+  uring_impl *u = loop->impl;
+  struct io_uring_cqe *cqe, *cqes[BATCH];
+  struct {
+    uint64_t ud;
+    int res;
+    unsigned flags;
+  } batch[BATCH];
+  unsigned total = 0;
+  int rc;
+
+  if (timeout_ms == 0) {
+    rc = io_uring_submit(&u->ring);
+  } else if (timeout_ms < 0) {
+    rc = io_uring_submit_and_wait(&u->ring, 1);
+  } else {
+    struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
+                                   .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
+    rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+  }
+  if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
+    return rc;
+  if (io_uring_sq_ready(&u->ring) == 0)
+    u->arena_len = 0;
+
+  for (;;) {
+    unsigned n = io_uring_peek_batch_cqe(&u->ring, cqes, BATCH);
+    if (n == 0) {
+      if (!io_uring_cq_has_overflow(&u->ring))
+        break;
+      /* CQEs wait in the kernel's overflow list: flush them into the CQ. */
+      loop->stats.cq_overflows++;
+      io_uring_get_events(&u->ring);
+      continue;
+    }
+    /* Copy out and release the CQ slots before running callbacks, which may
+     * submit and so produce more completions. */
+    for (unsigned i = 0; i < n; i++) {
+      batch[i].ud = cqes[i]->user_data;
+      batch[i].res = cqes[i]->res;
+      batch[i].flags = cqes[i]->flags;
+    }
+    io_uring_cq_advance(&u->ring, n);
+    for (unsigned i = 0; i < n; i++)
+      dispatch(loop, batch[i].ud, batch[i].res, batch[i].flags);
+    total += n;
+    if (total >= 8 * BATCH)
+      break; /* let timers and posted jobs run; the rest comes next time */
+  }
+  return 0;
+}
+
+int io_uring_probe(char *why, size_t whylen) {
+  struct io_uring ring;
+  struct io_uring_cqe *cqe;
+  int sv[2] = {-1, -1}, rc;
+  uring_impl u;
+  unsigned saw_more = 0;
+
+  memset(&u, 0, sizeof(u));
+  rc = setup_ring(&u.ring, 8);
+  if (rc < 0) {
+    snprintf(why, whylen, "io_uring_queue_init: %s", strerror(-rc));
+    return rc;
+  }
+  rc = setup_bufs(&u, 4, 64);
+  if (rc < 0) {
+    snprintf(why, whylen, "io_uring_register_buf_ring: %s", strerror(-rc));
+    goto out;
+  }
+  /* Multishot recv with provided buffers needs Linux 6.0: try one for real. */
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0) {
+    rc = -errno;
+    snprintf(why, whylen, "socketpair: %s", strerror(errno));
+    goto out;
+  }
+  {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u.ring);
+    io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BUF_GROUP;
+    io_uring_sqe_set_data64(sqe, 42);
+  }
+  io_uring_submit(&u.ring);
+  if (write(sv[1], "x", 1) != 1) {
+    rc = -EIO;
+    snprintf(why, whylen, "probe write failed");
+    goto out;
+  }
+  {
+    struct __kernel_timespec ts = {.tv_sec = 1, .tv_nsec = 0};
+    rc = io_uring_wait_cqe_timeout(&u.ring, &cqe, &ts);
+  }
+  if (rc < 0) {
+    snprintf(why, whylen, "multishot recv probe: %s", strerror(-rc));
+    goto out;
+  }
+  saw_more = cqe->flags & IORING_CQE_F_MORE;
+  if (cqe->res != 1 || !saw_more) {
+    rc = -ENOTSUP;
+    snprintf(why, whylen, "multishot recv with provided buffers unsupported (res %d)", cqe->res);
+  }
+  io_uring_cqe_seen(&u.ring, cqe);
+out:
+  if (sv[0] >= 0) {
+    close(sv[0]);
+    close(sv[1]);
+  }
+  ring = u.ring;
+  io_uring_queue_exit(&ring);
+  if (u.br)
+    munmap(u.br, u.br_bytes);
+  free(u.bufs);
+  return rc < 0 ? rc : 0;
+}
+
+const io_backend io_uring_backend = {
+    .name = "io_uring",
+    .init = uring_init,
+    .done = uring_done,
+    .accept = uring_accept,
+    .recv = uring_recv,
+    .send = uring_send,
+    .connect = uring_connect,
+    .cancel = uring_cancel,
+    .close_fd = uring_close_fd,
+    .poll = uring_poll,
+};

@@ -1,0 +1,578 @@
+/* The network service: creation of the workers and their loops, listeners
+ * (one listening socket that every worker accepts on), outgoing connections,
+ * the any-thread API that routes work to a session's worker through its
+ * inbox, and orderly stop. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "net/net_internal.h"
+
+_Thread_local net_worker *net_tls_worker;
+
+#define ACCEPT_RETRY_MS 100
+
+/* ---- workers ---- */
+
+void worker_maybe_finish(net_worker *w) {
+  if (!w->stopping || w->nsessions > 0)
+    return;
+  for (net_listener *l = w->n->listeners; l; l = l->next)
+    if (l->eps[w->id].ev.armed)
+      return;
+  io_loop_stop(&w->loop);
+}
+
+static void on_accept(io_ev *ev, int res, unsigned flags, char *data);
+
+static void arm_accept(listen_ep *le) {
+  int rc = io_accept(&le->w->loop, &le->ev, &le->fd, on_accept);
+  if (rc < 0) {
+    log_limited(&le->w->rl_accept, LOG_ERROR, "listener %d: cannot arm accept: %s; retrying",
+                le->l->fd, strerror(-rc));
+    io_timer_start(&le->w->loop, &le->retry, ACCEPT_RETRY_MS, 0);
+  }
+}
+
+static void on_accept_retry(io_timer *t) {
+  listen_ep *le = container_of(t, listen_ep, retry);
+  if (!le->closed)
+    arm_accept(le);
+}
+
+static int post_adopt(net_worker *to, net_listener *l, int fd);
+
+/* Starts a session for an accepted fd on worker w (max_sessions already
+ * counted for it). */
+static void adopt(net_worker *w, net_listener *l, int fd) {
+  session *s;
+  int one = 1;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+
+  if (w->stopping || !(s = session_new(w, fd, &l->ep))) {
+    atomic_fetch_sub(&w->n->accepted_open, 1);
+    if (!w->stopping)
+      STAT_ADD(w, refused_full, 1);
+    close(fd);
+    return;
+  }
+  s->accepted = 1;
+  STAT_ADD(w, accepted, 1);
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+    net_addr_from_sockaddr((struct sockaddr *)&ss, len, &s->peer);
+  session_start(s);
+}
+
+/* Every worker accepts on the same socket, and the kernel may wake the same
+ * one each time: an fd accepted by a busier worker goes to the least loaded
+ * one, so sessions spread evenly. */
+static net_worker *least_loaded(net *n, net_worker *w) {
+  net_worker *best = w;
+  int best_load = atomic_load_explicit(&w->load, memory_order_relaxed);
+  for (unsigned i = 0; i < n->nworkers; i++) {
+    int load = atomic_load_explicit(&n->workers[i].load, memory_order_relaxed);
+    if (load + 1 < best_load) {
+      best = &n->workers[i];
+      best_load = load;
+    }
+  }
+  return best;
+}
+
+static void accept_one(listen_ep *le, int fd) {
+  net_worker *w = le->w, *to;
+  net *n = w->n;
+
+  if (w->stopping) {
+    close(fd);
+    return;
+  }
+  if (atomic_fetch_add(&n->accepted_open, 1) >= n->opts.max_sessions) {
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    atomic_fetch_sub(&n->accepted_open, 1);
+    STAT_ADD(w, refused_full, 1);
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+    log_limited(&w->rl_full, LOG_WARN, "listener %s: max_sessions (%u) reached; connection refused",
+                net_addr_format(&le->l->addr, (char[NET_ADDR_STRLEN]){0}, NET_ADDR_STRLEN),
+                n->opts.max_sessions);
+    return;
+  }
+  to = least_loaded(n, w);
+  if (to != w && post_adopt(to, le->l, fd) == 0)
+    return;
+  adopt(w, le->l, fd);
+}
+
+static void on_accept(io_ev *ev, int res, unsigned flags, char *data) {
+  listen_ep *le = container_of(ev, listen_ep, ev);
+  net_worker *w = le->w;
+
+  if (res >= 0)
+    accept_one(le, res);
+  if (flags & IO_F_MORE)
+    return;
+  if (le->closed || w->stopping) {
+    worker_maybe_finish(w);
+    return;
+  }
+  if (res < 0 && res != -ECANCELED) {
+    /* EMFILE/ENFILE and the like: back off instead of spinning. */
+    log_limited(&w->rl_accept, LOG_ERROR, "listener %s: accept failed: %s; retrying in %d ms",
+                net_addr_format(&le->l->addr, (char[NET_ADDR_STRLEN]){0}, NET_ADDR_STRLEN),
+                strerror(-res), ACCEPT_RETRY_MS);
+    io_timer_start(&w->loop, &le->retry, ACCEPT_RETRY_MS, 0);
+    return;
+  }
+  arm_accept(le);
+}
+
+static void *worker_main(void *arg) {
+  net_worker *w = arg;
+  net_tls_worker = w;
+  for (net_listener *l = w->n->listeners; l; l = l->next)
+    arm_accept(&l->eps[w->id]);
+  io_loop_run(&w->loop);
+  sbuf_cache_trim();
+  return NULL;
+}
+
+/* ---- cross-thread jobs ---- */
+
+typedef enum { JOB_SEND, JOB_CLOSE, JOB_ABORT, JOB_CONNECT, JOB_ADOPT, JOB_STOP } job_op;
+
+typedef struct net_job {
+  io_job job;
+  net_worker *w;
+  job_op op;
+  pier_sid sid;
+  sbuf *buf;
+  pier_reason reason;
+  net_addr addr;
+  const net_endpoint *ep;
+  net_listener *listener;
+  int fd;
+} net_job;
+
+static void do_connect(net_worker *w, const net_addr *addr, const net_endpoint *ep) {
+  int fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  session *s;
+  int rc;
+
+  if (fd < 0) {
+    rc = -errno;
+    goto fail;
+  }
+  s = w->stopping ? NULL : session_new(w, fd, ep);
+  if (!s) {
+    close(fd);
+    rc = w->stopping ? -ECANCELED : -ENOSPC;
+    goto fail;
+  }
+  rc = session_connect(s, addr);
+  if (rc < 0) {
+    s->state = SS_OPEN; /* never connected: close quietly */
+    session_close(s, PIER_REASON_IO_ERROR, 1);
+    goto fail;
+  }
+  return;
+fail:
+  if (ep->handler->on_connect_failed)
+    ep->handler->on_connect_failed(ep->ctx, addr, rc);
+}
+
+static void stop_worker(net_worker *w) {
+  w->stopping = 1;
+  for (net_listener *l = w->n->listeners; l; l = l->next) {
+    listen_ep *le = &l->eps[w->id];
+    le->closed = 1;
+    io_timer_stop(&w->loop, &le->retry);
+    io_cancel(&w->loop, &le->ev);
+  }
+  for (uint32_t i = 0; i < w->sids.cap; i++) {
+    session *s = &w->sessions[i];
+    if (s->state == SS_OPEN || s->state == SS_CONNECTING || s->state == SS_CLOSING)
+      session_close(s, PIER_REASON_SHUTDOWN, 0);
+  }
+  worker_maybe_finish(w);
+}
+
+static void run_job(io_job *job) {
+  net_job *j = container_of(job, net_job, job);
+  net_worker *w = j->w;
+  session *s;
+
+  if (w->dead) { /* the loop is being torn down: free only */
+    if (j->buf)
+      sbuf_release(j->buf);
+    if (j->op == JOB_ADOPT)
+      close(j->fd);
+    free(j);
+    return;
+  }
+  switch (j->op) {
+  case JOB_SEND:
+    s = session_lookup(w, j->sid);
+    if (s)
+      session_write_buf(s, j->buf);
+    sbuf_release(j->buf);
+    break;
+  case JOB_CLOSE:
+  case JOB_ABORT:
+    s = session_lookup(w, j->sid);
+    if (s)
+      session_close(s, j->reason, j->op == JOB_ABORT);
+    break;
+  case JOB_CONNECT:
+    do_connect(w, &j->addr, j->ep);
+    break;
+  case JOB_ADOPT:
+    atomic_fetch_sub_explicit(&w->load, 1, memory_order_relaxed);
+    adopt(w, j->listener, j->fd);
+    break;
+  case JOB_STOP:
+    stop_worker(w);
+    break;
+  }
+  free(j);
+}
+
+static int post(net_worker *w, job_op op, pier_sid sid, sbuf *buf, pier_reason reason) {
+  net_job *j = calloc(1, sizeof(*j));
+  if (!j)
+    return -ENOMEM;
+  j->job.fn = run_job;
+  j->w = w;
+  j->op = op;
+  j->sid = sid;
+  j->buf = buf;
+  j->reason = reason;
+  io_post(&w->loop, &j->job);
+  return 0;
+}
+
+static int post_adopt(net_worker *to, net_listener *l, int fd) {
+  net_job *j = calloc(1, sizeof(*j));
+  if (!j)
+    return -ENOMEM;
+  j->job.fn = run_job;
+  j->w = to;
+  j->op = JOB_ADOPT;
+  j->listener = l;
+  j->fd = fd;
+  atomic_fetch_add_explicit(&to->load, 1, memory_order_relaxed);
+  io_post(&to->loop, &j->job);
+  return 0;
+}
+
+static net_worker *worker_of(net *n, pier_sid sid) {
+  unsigned id = PIER_SID_WORKER(sid);
+  return sid != 0 && id < n->nworkers ? &n->workers[id] : NULL;
+}
+
+/* ---- public API ---- */
+
+int net_create(const net_opts *opts, net **out) {
+  char why[256];
+  net *n;
+  io_opts io = {0};
+  int rc;
+
+  *out = NULL;
+  if (opts->workers < 1 || opts->workers > 64 || opts->max_sessions < 1)
+    return -EINVAL;
+  n = calloc(1, sizeof(*n));
+  if (!n)
+    return -ENOMEM;
+  n->opts = *opts;
+  if (!n->opts.close_timeout_ms)
+    n->opts.close_timeout_ms = 5000;
+  if (!n->opts.max_send_queue)
+    n->opts.max_send_queue = 1u << 20;
+  n->be = io_backend_pick(opts->backend ? opts->backend : "auto", why, sizeof(why));
+  if (!n->be) {
+    log_error("io_backend \"%s\" unknown (expected auto, io_uring or epoll)", opts->backend);
+    free(n);
+    return -EINVAL;
+  }
+  if (strcmp(opts->backend ? opts->backend : "auto", "auto") == 0 && why[0])
+    log_info("io_uring unavailable (%s); using epoll", why);
+  if (n->be == &io_uring_backend && strcmp(opts->backend ? opts->backend : "auto", "io_uring") == 0 &&
+      io_uring_probe(why, sizeof(why)) < 0) {
+    log_error("io_backend io_uring: %s", why);
+    free(n);
+    return -ENOTSUP;
+  }
+  n->nworkers = opts->workers;
+  n->workers = calloc(n->nworkers, sizeof(*n->workers));
+  if (!n->workers) {
+    free(n);
+    return -ENOMEM;
+  }
+  io.buf_count = opts->buf_count;
+  io.buf_size = opts->buf_size;
+  for (unsigned i = 0; i < n->nworkers; i++) {
+    net_worker *w = &n->workers[i];
+    w->n = n;
+    w->id = i;
+    rc = sid_table_init(&w->sids, i, opts->max_sessions);
+    if (rc == 0) {
+      w->sessions = calloc(opts->max_sessions, sizeof(*w->sessions));
+      rc = w->sessions ? io_loop_init(&w->loop, n->be, &io) : -ENOMEM;
+    }
+    if (rc < 0) {
+      log_error("worker %u: cannot create its %s loop: %s", i, n->be->name, strerror(-rc));
+      sid_table_free(&w->sids);
+      free(w->sessions);
+      w->sessions = NULL;
+      n->nworkers = i;
+      net_destroy(n);
+      return rc;
+    }
+    w->loop.data = w;
+    w->loop.prepare = worker_flush;
+  }
+  *out = n;
+  return 0;
+}
+
+int net_listen(net *n, const net_addr *addr, const net_endpoint *ep, net_listener **out) {
+  char text[NET_ADDR_STRLEN];
+  net_listener *l;
+  int fd, one = 1, rc;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+
+  if (n->started)
+    return -EBUSY;
+  fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (addr->u.sa.sa_family == AF_INET6)
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  if (bind(fd, &addr->u.sa, net_addr_len(addr)) < 0 || listen(fd, 4096) < 0) {
+    rc = -errno;
+    log_error("listen on %s failed: %s", net_addr_format(addr, text, sizeof(text)),
+              strerror(-rc));
+    close(fd);
+    return rc;
+  }
+  l = calloc(1, sizeof(*l));
+  if (l)
+    l->eps = calloc(n->nworkers, sizeof(*l->eps));
+  if (!l || !l->eps) {
+    if (l)
+      free(l);
+    close(fd);
+    return -ENOMEM;
+  }
+  l->n = n;
+  l->fd = fd;
+  l->ep = *ep;
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+    net_addr_from_sockaddr((struct sockaddr *)&ss, len, &l->addr);
+  for (unsigned i = 0; i < n->nworkers; i++) {
+    listen_ep *le = &l->eps[i];
+    le->fd.fd = fd;
+    le->fd.shared = 1;
+    le->w = &n->workers[i];
+    le->l = l;
+    io_timer_init(&le->retry, on_accept_retry);
+  }
+  l->next = n->listeners;
+  n->listeners = l;
+  log_info("listening on %s (%s)", net_addr_format(&l->addr, text, sizeof(text)),
+           ep->framing == NET_FRAMING_RAW ? "raw" : "u16_size_id");
+  if (out)
+    *out = l;
+  return 0;
+}
+
+uint16_t net_listener_port(const net_listener *l) { return net_addr_port(&l->addr); }
+
+int net_start(net *n) {
+  if (n->started)
+    return -EBUSY;
+  n->started = 1;
+  for (unsigned i = 0; i < n->nworkers; i++) {
+    int rc = pthread_create(&n->workers[i].thread, NULL, worker_main, &n->workers[i]);
+    if (rc != 0) {
+      log_error("cannot start worker %u: %s", i, strerror(rc));
+      net_stop(n);
+      return -rc;
+    }
+    n->workers[i].thread_started = 1;
+  }
+  log_info("%u worker%s on %s", n->nworkers, n->nworkers == 1 ? "" : "s", n->be->name);
+  return 0;
+}
+
+void net_stop(net *n) {
+  if (n->stopped)
+    return;
+  n->stopped = 1;
+  for (unsigned i = 0; i < n->nworkers; i++)
+    if (n->workers[i].thread_started)
+      post(&n->workers[i], JOB_STOP, 0, NULL, PIER_REASON_SHUTDOWN);
+  for (unsigned i = 0; i < n->nworkers; i++) {
+    if (n->workers[i].thread_started) {
+      pthread_join(n->workers[i].thread, NULL);
+      n->workers[i].thread_started = 0;
+    }
+  }
+}
+
+void net_destroy(net *n) {
+  net_listener *l, *next;
+  if (!n)
+    return;
+  net_stop(n);
+  for (l = n->listeners; l; l = next) {
+    next = l->next;
+    for (unsigned i = 0; i < n->nworkers; i++)
+      io_close_fd(&n->workers[i].loop, &l->eps[i].fd);
+    close(l->fd);
+    free(l->eps);
+    free(l);
+  }
+  for (unsigned i = 0; i < n->nworkers; i++) {
+    net_worker *w = &n->workers[i];
+    /* Sessions left (a worker that never ran) own fds and buffers. */
+    for (uint32_t k = 0; w->sessions && k < w->sids.cap; k++) {
+      session *s = &w->sessions[k];
+      if (s->state != SS_FREE) {
+        close(s->iofd.fd);
+        sendq_clear(&s->q);
+        framing_reset(&s->fr);
+      }
+    }
+    w->dead = 1;
+    io_loop_done(&w->loop);
+    sid_table_free(&w->sids);
+    free(w->sessions);
+  }
+  free(n->workers);
+  free(n);
+}
+
+int net_connect(net *n, const net_addr *addr, const net_endpoint *ep) {
+  unsigned id = atomic_fetch_add(&n->rr, 1) % n->nworkers;
+  net_job *j;
+  if (n->stopped)
+    return -ECANCELED;
+  j = calloc(1, sizeof(*j));
+  if (!j)
+    return -ENOMEM;
+  j->job.fn = run_job;
+  j->w = &n->workers[id];
+  j->op = JOB_CONNECT;
+  j->addr = *addr;
+  j->ep = ep;
+  io_post(&j->w->loop, &j->job);
+  return 0;
+}
+
+int net_send(net *n, pier_sid sid, const void *data, size_t len) {
+  net_worker *w = worker_of(n, sid);
+  sbuf *b;
+  int rc;
+
+  if (!w)
+    return -ENOTCONN;
+  if (net_tls_worker == w) {
+    session *s = session_lookup(w, sid);
+    return s ? session_write(s, data, len) : -ENOTCONN;
+  }
+  if (!sid_live(&w->sids, sid))
+    return -ENOTCONN;
+  if (len > n->opts.max_send_queue)
+    return -ENOBUFS;
+  b = sbuf_from(data, len);
+  if (!b)
+    return -ENOMEM;
+  rc = post(w, JOB_SEND, sid, b, PIER_REASON_NONE);
+  if (rc < 0)
+    sbuf_release(b);
+  return rc;
+}
+
+int net_send_buf(net *n, pier_sid sid, sbuf *b) {
+  net_worker *w = worker_of(n, sid);
+  int rc;
+
+  if (!w)
+    return -ENOTCONN;
+  if (net_tls_worker == w) {
+    session *s = session_lookup(w, sid);
+    return s ? session_write_buf(s, b) : -ENOTCONN;
+  }
+  if (!sid_live(&w->sids, sid))
+    return -ENOTCONN;
+  rc = post(w, JOB_SEND, sid, sbuf_ref(b), PIER_REASON_NONE);
+  if (rc < 0)
+    sbuf_release(b);
+  return rc;
+}
+
+size_t net_broadcast(net *n, const pier_sid *sids, size_t count, const void *data, size_t len) {
+  sbuf *b = sbuf_from(data, len);
+  size_t ok = 0;
+  if (!b)
+    return 0;
+  for (size_t i = 0; i < count; i++)
+    if (net_send_buf(n, sids[i], b) == 0)
+      ok++;
+  sbuf_release(b);
+  return ok;
+}
+
+static int close_any(net *n, pier_sid sid, pier_reason reason, int abortive) {
+  net_worker *w = worker_of(n, sid);
+  if (!w)
+    return -ENOTCONN;
+  if (net_tls_worker == w) {
+    session *s = session_lookup(w, sid);
+    if (!s || (s->state != SS_OPEN && s->state != SS_CONNECTING && s->state != SS_CLOSING))
+      return -ENOTCONN;
+    session_close(s, reason, abortive);
+    return 0;
+  }
+  if (!sid_live(&w->sids, sid))
+    return -ENOTCONN;
+  /* Sends from other threads fail from now on; those already posted are
+   * queued before the close and so still flushed by a graceful close. */
+  sid_mark_closing(&w->sids, sid);
+  return post(w, abortive ? JOB_ABORT : JOB_CLOSE, sid, NULL, reason);
+}
+
+int net_close(net *n, pier_sid sid, pier_reason reason) { return close_any(n, sid, reason, 0); }
+
+int net_abort(net *n, pier_sid sid, pier_reason reason) { return close_any(n, sid, reason, 1); }
+
+const char *net_backend_name(const net *n) { return n->be->name; }
+
+unsigned net_workers(const net *n) { return n->nworkers; }
+
+void net_get_stats(net *n, net_stats *out) {
+  memset(out, 0, sizeof(*out));
+#define SUM(f) out->f += atomic_load_explicit(&w->stats.f, memory_order_relaxed)
+  for (unsigned i = 0; i < n->nworkers; i++) {
+    net_worker *w = &n->workers[i];
+    SUM(accepted);
+    SUM(refused_full);
+    SUM(connected_out);
+    SUM(disconnects);
+    SUM(bytes_in);
+    SUM(bytes_out);
+    SUM(send_queue_full);
+    SUM(bad_packets);
+  }
+#undef SUM
+  out->sessions = out->accepted + out->connected_out - out->disconnects;
+}

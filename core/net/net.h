@@ -1,0 +1,109 @@
+/* The network service: worker threads, each with its own event loop;
+ * listeners (server side) and outgoing connections (client side); sessions
+ * named by pier_sid. Callbacks of one session run on its worker, in order,
+ * never concurrently. The calls marked "any thread" may be made from any
+ * thread, including other workers: work for another worker travels through
+ * its inbox. */
+#ifndef PIER_NET_NET_H
+#define PIER_NET_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/addr.h"
+#include "net/sbuf.h"
+#include "pier/types.h"
+
+typedef struct net net;
+typedef struct session session;
+typedef struct net_listener net_listener;
+
+typedef enum { NET_FRAMING_RAW, NET_FRAMING_U16_SIZE_ID } net_framing;
+
+/* Upcalls from the network to its user (the plugin host, a test, a tool).
+ * All run on the session's worker. on_disconnected comes exactly once for
+ * every session on_connected saw, after its last send completion. */
+typedef struct net_handler {
+  void (*on_connected)(void *ctx, session *s);
+  /* One whole packet (header included) with framing, else the bytes as read. */
+  void (*on_recv)(void *ctx, session *s, const char *data, size_t len);
+  void (*on_send)(void *ctx, session *s, size_t bytes);
+  void (*on_disconnected)(void *ctx, session *s, pier_reason reason);
+  /* Client side: the connection could not be made (err is a negative errno). */
+  void (*on_connect_failed)(void *ctx, const net_addr *addr, int err);
+} net_handler;
+
+typedef struct net_endpoint {
+  const net_handler *handler;
+  void *ctx;
+  net_framing framing;
+  unsigned max_packet_size; /* u16_size_id only; 4..65535 */
+} net_endpoint;
+
+typedef struct net_opts {
+  unsigned workers;          /* 1..64 */
+  const char *backend;       /* "auto" | "io_uring" | "epoll" */
+  unsigned max_sessions;     /* accepted sessions, all workers together */
+  size_t max_send_queue;     /* bytes queued per session */
+  unsigned close_timeout_ms; /* graceful close: how long pending data may take */
+  unsigned buf_count, buf_size; /* receive buffers per worker (0 = defaults) */
+} net_opts;
+
+typedef struct net_stats {
+  uint64_t sessions;       /* open now */
+  uint64_t accepted;
+  uint64_t refused_full;   /* connections closed at once: max_sessions reached */
+  uint64_t connected_out;
+  uint64_t disconnects;
+  uint64_t bytes_in, bytes_out;
+  uint64_t send_queue_full;
+  uint64_t bad_packets;
+} net_stats;
+
+/* Creates the workers' loops (no threads yet). Logs which backend was chosen,
+ * and why "auto" fell back to epoll. Returns 0 or a negative errno. */
+int net_create(const net_opts *opts, net **out);
+/* Binds and listens (before net_start). *out stays owned by n. */
+int net_listen(net *n, const net_addr *addr, const net_endpoint *ep, net_listener **out);
+uint16_t net_listener_port(const net_listener *l);
+/* Starts the worker threads; listeners begin accepting. */
+int net_start(net *n);
+/* Gracefully closes every session (reason SHUTDOWN; pending sends get up to
+ * close_timeout_ms), stops accepting, and joins the workers. Idempotent. */
+void net_stop(net *n);
+void net_destroy(net *n);
+
+/* Any thread. Connects to addr on some worker; the endpoint's handler gets
+ * on_connected or on_connect_failed. Returns 0 or a negative errno. */
+int net_connect(net *n, const net_addr *addr, const net_endpoint *ep);
+
+/* Any thread. Copies data into the session's send queue. Returns 0,
+ * -ENOTCONN for a stale or closing session, or -ENOBUFS when the queue would
+ * exceed max_send_queue (the session is then disconnected with
+ * SEND_QUEUE_FULL). From a thread other than the session's worker the
+ * staleness check is made at once and the rest happens on the worker; a
+ * session that closes in between drops the data. */
+int net_send(net *n, pier_sid sid, const void *data, size_t len);
+/* Any thread. Queues a reference to b (the caller keeps its own). */
+int net_send_buf(net *n, pier_sid sid, sbuf *b);
+/* Any thread. One shared buffer for all recipients; returns how many ids
+ * were live and got the data queued. */
+size_t net_broadcast(net *n, const pier_sid *sids, size_t count, const void *data, size_t len);
+/* Any thread. Graceful: pending data is flushed, then FIN. */
+int net_close(net *n, pier_sid sid, pier_reason reason);
+/* Any thread. Abortive: pending data is dropped, the peer gets RST. */
+int net_abort(net *n, pier_sid sid, pier_reason reason);
+
+const char *net_backend_name(const net *n);
+unsigned net_workers(const net *n);
+/* Sums the workers' counters. Any thread; the values are a moment's view. */
+void net_get_stats(net *n, net_stats *out);
+
+/* Session accessors: on the session's worker only (inside callbacks). */
+pier_sid session_sid(const session *s);
+const net_addr *session_peer(const session *s);
+void *session_user(const session *s);
+void session_set_user(session *s, void *user);
+size_t session_queued(const session *s);
+
+#endif

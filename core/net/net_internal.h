@@ -1,0 +1,111 @@
+/* Private structures of core/net shared by session.c and net.c. */
+#ifndef PIER_NET_INTERNAL_H
+#define PIER_NET_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "base/log.h"
+#include "io/io.h"
+#include "net/framing.h"
+#include "net/net.h"
+#include "net/sendq.h"
+#include "net/sid.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+typedef struct net_worker net_worker;
+
+typedef enum { SS_FREE, SS_CONNECTING, SS_OPEN, SS_CLOSING, SS_CLOSED } session_state;
+
+struct session {
+  io_fd iofd;
+  io_ev ev_recv;
+  io_ev ev_send; /* also the connect of a client session */
+  net_worker *w;
+  const net_endpoint *ep;
+  pier_sid sid;
+  sendq q;
+  framer fr;
+  void *user;
+  io_timer close_timer; /* graceful close deadline */
+  net_addr peer;
+  session *next_flush;
+  uint32_t inflight;  /* bytes in the send in flight, 0 if none */
+  uint16_t refs;      /* open state + each armed op + flush list */
+  uint8_t state;
+  uint8_t notified;   /* on_connected ran: on_disconnected is owed */
+  uint8_t flush_queued;
+  uint8_t accepted;   /* counts against max_sessions */
+  uint8_t reason;
+};
+
+typedef struct net_counters {
+  _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
+      send_queue_full, bad_packets;
+} net_counters;
+
+#define STAT_ADD(w, field, v) \
+  atomic_fetch_add_explicit(&(w)->stats.field, (uint64_t)(v), memory_order_relaxed)
+
+typedef struct listen_ep {
+  io_fd fd;
+  io_ev ev;
+  io_timer retry;
+  net_worker *w;
+  net_listener *l;
+  uint8_t closed;
+} listen_ep;
+
+struct net_listener {
+  net *n;
+  int fd;
+  net_addr addr;
+  net_endpoint ep;
+  listen_ep *eps; /* one per worker */
+  net_listener *next;
+};
+
+struct net_worker {
+  net *n;
+  unsigned id;
+  io_loop loop;
+  pthread_t thread;
+  int thread_started;
+  sid_table sids;
+  session *sessions; /* sids.cap slots */
+  uint32_t nsessions;
+  _Atomic int load;  /* sessions plus connections handed to it, for balancing */
+  session *flush_head;
+  int stopping;
+  int dead; /* loop torn down: queued jobs only free themselves */
+  net_counters stats;
+  log_rate rl_packet, rl_full, rl_accept;
+};
+
+struct net {
+  net_opts opts;
+  const io_backend *be;
+  net_worker *workers;
+  unsigned nworkers;
+  net_listener *listeners;
+  _Atomic unsigned accepted_open; /* accepted sessions open now, for max_sessions */
+  _Atomic unsigned rr;            /* next worker for an outgoing connection */
+  int started, stopped;
+};
+
+extern _Thread_local net_worker *net_tls_worker;
+
+/* session.c */
+session *session_new(net_worker *w, int fd, const net_endpoint *ep);
+void session_start(session *s);
+int session_connect(session *s, const net_addr *addr);
+int session_write(session *s, const void *data, size_t len);
+int session_write_buf(session *s, sbuf *b);
+void session_close(session *s, pier_reason reason, int abortive);
+session *session_lookup(net_worker *w, pier_sid sid);
+void worker_flush(io_loop *loop);
+void worker_maybe_finish(net_worker *w);
+
+#endif

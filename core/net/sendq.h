@@ -1,0 +1,43 @@
+/* A session's send queue: a ring of (buffer, offset, length) entries over
+ * refcounted sbufs, the byte count that max_send_queue caps, and the iovec
+ * view that one scatter-gather send takes. The ring's storage is allocated on
+ * first use, so a session that never sent holds none. */
+#ifndef PIER_NET_SENDQ_H
+#define PIER_NET_SENDQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "net/sbuf.h"
+
+typedef struct sendq_entry {
+  sbuf *buf;
+  uint32_t off; /* next byte to send */
+  uint32_t end; /* one past the last byte to send */
+} sendq_entry;
+
+typedef struct sendq {
+  sendq_entry *ring;
+  uint32_t head, count, cap; /* cap is a power of two, 0 before first use */
+  size_t bytes;              /* queued, not yet confirmed sent */
+} sendq;
+
+#define SENDQ_IOV_MAX 64
+
+/* Queues bytes [off, off+len) of b, taking a reference. Returns 0, -ENOBUFS
+ * when that would put more than limit bytes in the queue (nothing queued), or
+ * -ENOMEM. */
+int sendq_push(sendq *q, sbuf *b, uint32_t off, uint32_t len, size_t limit);
+/* Queues a copy of data: appended to the tail buffer when this queue holds its
+ * only reference and it has room, else into a new buffer. Same returns as
+ * sendq_push. */
+int sendq_write(sendq *q, const void *data, size_t len, size_t limit);
+/* Fills up to max iovecs from the head of the queue; returns how many. */
+int sendq_iov(const sendq *q, struct iovec *iov, int max);
+/* Marks n bytes from the head as sent, releasing buffers sent in full. */
+void sendq_consume(sendq *q, size_t n);
+/* Releases every queued buffer and the ring. */
+void sendq_clear(sendq *q);
+
+#endif

@@ -1,0 +1,344 @@
+/* A session's life on its worker: start (on_connected, then the first
+ * multishot recv), framing of what arrives, the send queue and its one
+ * scatter-gather send in flight, and close. A session is held by references:
+ * one while it is open, one per armed operation, one while it waits on the
+ * flush list. It is finished (fd closed, on_disconnected, slot released) only
+ * when the last reference drops, so no completion can reach a reused slot. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "net/net_internal.h"
+
+static const char *const reason_text[] = {
+#define XX(name, value, text) [value] = text,
+    PIER_REASON_MAP(XX)
+#undef XX
+};
+
+static const char *reason_str(unsigned r) {
+  return r < sizeof(reason_text) / sizeof(reason_text[0]) && reason_text[r] ? reason_text[r] : "?";
+}
+
+static void finish(session *s) {
+  net_worker *w = s->w;
+  const net_endpoint *ep = s->ep;
+
+  io_timer_stop(&w->loop, &s->close_timer);
+  io_close_fd(&w->loop, &s->iofd);
+  sendq_clear(&s->q);
+  framing_reset(&s->fr);
+  if (s->notified) {
+    STAT_ADD(w, disconnects, 1);
+    if (ep->handler->on_disconnected)
+      ep->handler->on_disconnected(ep->ctx, s, (pier_reason)s->reason);
+  }
+  if (s->accepted)
+    atomic_fetch_sub(&w->n->accepted_open, 1);
+  atomic_fetch_sub_explicit(&w->load, 1, memory_order_relaxed);
+  sid_release(&w->sids, s->sid);
+  s->state = SS_FREE;
+  s->sid = 0;
+  w->nsessions--;
+  worker_maybe_finish(w);
+}
+
+static void unref(session *s) {
+  if (--s->refs == 0)
+    finish(s);
+}
+
+static void on_close_timeout(io_timer *t) {
+  session *s = container_of(t, session, close_timer);
+  char peer[NET_ADDR_STRLEN];
+  log_info("session %016llx %s: %zu bytes not sent before the close deadline; resetting",
+           (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)), s->q.bytes);
+  session_close(s, PIER_REASON_FLUSH_TIMEOUT, 1);
+}
+
+session *session_new(net_worker *w, int fd, const net_endpoint *ep) {
+  pier_sid sid = sid_alloc(&w->sids);
+  session *s;
+
+  if (sid == 0)
+    return NULL;
+  s = &w->sessions[PIER_SID_SLOT(sid)];
+  memset(s, 0, sizeof(*s));
+  s->iofd.fd = fd;
+  s->w = w;
+  s->ep = ep;
+  s->sid = sid;
+  s->refs = 1;
+  s->state = SS_OPEN;
+  io_timer_init(&s->close_timer, on_close_timeout);
+  w->nsessions++;
+  atomic_fetch_add_explicit(&w->load, 1, memory_order_relaxed);
+  return s;
+}
+
+session *session_lookup(net_worker *w, pier_sid sid) {
+  uint32_t slot = PIER_SID_SLOT(sid);
+  session *s;
+  if (slot >= w->sids.cap)
+    return NULL;
+  s = &w->sessions[slot];
+  return s->state != SS_FREE && s->sid == sid ? s : NULL;
+}
+
+/* Closing for good: FIN (graceful) or RST (abortive), and cancel what is
+ * armed; the final completions drop the remaining references. */
+static void enter_closed(session *s, int abortive) {
+  uint8_t prev = s->state;
+  io_loop *loop = &s->w->loop;
+
+  s->state = SS_CLOSED;
+  io_timer_stop(loop, &s->close_timer);
+  if (abortive) {
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(s->iofd.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    io_cancel(loop, &s->ev_send);
+  } else if (prev != SS_CONNECTING) {
+    shutdown(s->iofd.fd, SHUT_WR);
+  }
+  if (prev == SS_CONNECTING)
+    io_cancel(loop, &s->ev_send);
+  io_cancel(loop, &s->ev_recv);
+  unref(s); /* the open reference */
+}
+
+void session_close(session *s, pier_reason reason, int abortive) {
+  switch (s->state) {
+  case SS_FREE:
+  case SS_CLOSED:
+    return;
+  case SS_CLOSING:
+    if (abortive)
+      enter_closed(s, 1);
+    return;
+  case SS_CONNECTING:
+    s->reason = (uint8_t)reason;
+    sid_mark_closing(&s->w->sids, s->sid);
+    enter_closed(s, 1);
+    return;
+  default:
+    break;
+  }
+  s->reason = (uint8_t)reason;
+  sid_mark_closing(&s->w->sids, s->sid);
+  if (abortive || (s->q.bytes == 0 && !s->inflight)) {
+    enter_closed(s, abortive);
+    return;
+  }
+  s->state = SS_CLOSING;
+  io_timer_start(&s->w->loop, &s->close_timer, s->w->n->opts.close_timeout_ms, 0);
+}
+
+/* ---- receive ---- */
+
+static int on_packet(void *ctx, const char *packet, size_t len) {
+  session *s = ctx;
+  s->ep->handler->on_recv(s->ep->ctx, s, packet, len);
+  return s->state != SS_OPEN;
+}
+
+static void deliver(session *s, const char *data, size_t len) {
+  const net_endpoint *ep = s->ep;
+  int rc;
+
+  STAT_ADD(s->w, bytes_in, len);
+  if (ep->framing == NET_FRAMING_RAW) {
+    ep->handler->on_recv(ep->ctx, s, data, len);
+    return;
+  }
+  rc = framing_feed(&s->fr, ep->max_packet_size, data, len, on_packet, s);
+  if (rc < 0) {
+    char peer[NET_ADDR_STRLEN];
+    pier_reason r = rc == -EPROTO    ? PIER_REASON_PACKET_TOO_SMALL
+                    : rc == -EMSGSIZE ? PIER_REASON_PACKET_TOO_LARGE
+                                      : PIER_REASON_NO_MEMORY;
+    STAT_ADD(s->w, bad_packets, 1);
+    log_limited(&s->w->rl_packet, LOG_WARN, "session %016llx %s: %s (max_packet_size %u); closing",
+                (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
+                reason_str(r), ep->max_packet_size);
+    session_close(s, r, 1);
+  }
+}
+
+static void on_recv_done(io_ev *ev, int res, unsigned flags, char *data) {
+  session *s = container_of(ev, session, ev_recv);
+
+  if (res > 0 && s->state == SS_OPEN)
+    deliver(s, data, (size_t)res);
+  if (flags & IO_F_MORE)
+    return;
+  if (res == 0)
+    session_close(s, PIER_REASON_PEER_CLOSED, 0); /* half-close: flush, then FIN */
+  else if (res == -ECONNRESET || res == -EPIPE)
+    session_close(s, PIER_REASON_PEER_RESET, 1);
+  else if (res != -ECANCELED)
+    session_close(s, PIER_REASON_IO_ERROR, 1);
+  unref(s);
+}
+
+void session_start(session *s) {
+  int rc;
+  s->state = SS_OPEN;
+  s->notified = 1;
+  if (s->ep->handler->on_connected)
+    s->ep->handler->on_connected(s->ep->ctx, s);
+  if (s->state != SS_OPEN)
+    return;
+  rc = io_recv(&s->w->loop, &s->ev_recv, &s->iofd, on_recv_done);
+  if (rc < 0) {
+    log_error("session %016llx: cannot arm recv: %s", (unsigned long long)s->sid, strerror(-rc));
+    session_close(s, PIER_REASON_IO_ERROR, 1);
+    return;
+  }
+  s->refs++;
+}
+
+/* ---- send ---- */
+
+static void on_send_done(io_ev *ev, int res, unsigned flags, char *data);
+
+static void flush(session *s) {
+  struct iovec iov[SENDQ_IOV_MAX];
+  size_t bytes = 0;
+  int n, rc;
+
+  if (s->inflight || s->q.bytes == 0 || (s->state != SS_OPEN && s->state != SS_CLOSING))
+    return;
+  n = sendq_iov(&s->q, iov, SENDQ_IOV_MAX);
+  for (int i = 0; i < n; i++)
+    bytes += iov[i].iov_len;
+  rc = io_send(&s->w->loop, &s->ev_send, &s->iofd, iov, n, on_send_done);
+  if (rc < 0) {
+    log_error("session %016llx: cannot submit send: %s", (unsigned long long)s->sid,
+              strerror(-rc));
+    session_close(s, PIER_REASON_IO_ERROR, 1);
+    return;
+  }
+  s->inflight = (uint32_t)bytes;
+  s->refs++;
+}
+
+static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
+  session *s = container_of(ev, session, ev_send);
+
+  s->inflight = 0;
+  if (res > 0) {
+    sendq_consume(&s->q, (size_t)res);
+    STAT_ADD(s->w, bytes_out, res);
+    if (s->ep->handler->on_send)
+      s->ep->handler->on_send(s->ep->ctx, s, (size_t)res);
+  } else if (res != -ECANCELED) {
+    session_close(s, res == -ECONNRESET || res == -EPIPE ? PIER_REASON_PEER_RESET
+                                                          : PIER_REASON_IO_ERROR,
+                  1);
+  }
+  if (s->state == SS_OPEN || s->state == SS_CLOSING) {
+    if (s->q.bytes)
+      flush(s);
+    else if (s->state == SS_CLOSING)
+      enter_closed(s, 0);
+  }
+  unref(s);
+}
+
+void worker_flush(io_loop *loop) {
+  net_worker *w = loop->data;
+  session *s;
+  while ((s = w->flush_head)) {
+    w->flush_head = s->next_flush;
+    s->flush_queued = 0;
+    flush(s);
+    unref(s);
+  }
+}
+
+static void want_flush(session *s) {
+  if (s->flush_queued || s->inflight)
+    return;
+  s->flush_queued = 1;
+  s->refs++;
+  s->next_flush = s->w->flush_head;
+  s->w->flush_head = s;
+}
+
+static int queue_full(session *s, size_t len) {
+  char peer[NET_ADDR_STRLEN];
+  STAT_ADD(s->w, send_queue_full, 1);
+  log_limited(&s->w->rl_full, LOG_WARN,
+              "session %016llx %s: send queue full (%zu queued + %zu > max_send_queue %zu); "
+              "disconnecting",
+              (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
+              s->q.bytes, len, s->w->n->opts.max_send_queue);
+  session_close(s, PIER_REASON_SEND_QUEUE_FULL, 1);
+  return -ENOBUFS;
+}
+
+int session_write(session *s, const void *data, size_t len) {
+  int rc;
+  if (s->state != SS_OPEN)
+    return -ENOTCONN;
+  rc = sendq_write(&s->q, data, len, s->w->n->opts.max_send_queue);
+  if (rc == -ENOBUFS)
+    return queue_full(s, len);
+  if (rc == 0)
+    want_flush(s);
+  return rc;
+}
+
+int session_write_buf(session *s, sbuf *b) {
+  int rc;
+  if (s->state != SS_OPEN)
+    return -ENOTCONN;
+  rc = sendq_push(&s->q, b, 0, b->len, s->w->n->opts.max_send_queue);
+  if (rc == -ENOBUFS)
+    return queue_full(s, b->len);
+  if (rc == 0)
+    want_flush(s);
+  return rc;
+}
+
+/* ---- client side ---- */
+
+static void on_connect_done(io_ev *ev, int res, unsigned flags, char *data) {
+  session *s = container_of(ev, session, ev_send);
+  const net_endpoint *ep = s->ep;
+
+  if (res == 0 && s->state == SS_CONNECTING) {
+    int one = 1;
+    setsockopt(s->iofd.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    STAT_ADD(s->w, connected_out, 1);
+    session_start(s);
+  } else {
+    if (ep->handler->on_connect_failed)
+      ep->handler->on_connect_failed(ep->ctx, &s->peer, res < 0 ? res : -ECANCELED);
+    if (s->state == SS_CONNECTING) {
+      s->state = SS_CLOSED;
+      unref(s); /* the open reference */
+    }
+  }
+  unref(s);
+}
+
+int session_connect(session *s, const net_addr *addr) {
+  int rc;
+  s->state = SS_CONNECTING;
+  s->peer = *addr;
+  rc = io_connect(&s->w->loop, &s->ev_send, &s->iofd, &addr->u.sa, net_addr_len(addr),
+                  on_connect_done);
+  if (rc < 0)
+    return rc;
+  s->refs++;
+  return 0;
+}
+
+pier_sid session_sid(const session *s) { return s->sid; }
+const net_addr *session_peer(const session *s) { return &s->peer; }
+void *session_user(const session *s) { return s->user; }
+void session_set_user(session *s, void *user) { s->user = user; }
+size_t session_queued(const session *s) { return s->q.bytes; }

@@ -1,0 +1,65 @@
+/* Slot table. Slots are handed out lowest-first from a stack; a slot's
+ * generation advances on every allocation so an old id never matches a newer
+ * session in the same slot. */
+#include "net/sid.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+int sid_table_init(sid_table *t, unsigned worker, uint32_t cap) {
+  t->cap = cap;
+  t->worker = worker;
+  t->free_slots = malloc(cap * sizeof(*t->free_slots));
+  t->next_gen = calloc(cap, sizeof(*t->next_gen));
+  t->live = calloc(cap, sizeof(*t->live));
+  if (!t->free_slots || !t->next_gen || !t->live) {
+    sid_table_free(t);
+    return -ENOMEM;
+  }
+  for (uint32_t i = 0; i < cap; i++)
+    t->free_slots[i] = cap - 1 - i;
+  t->nfree = cap;
+  return 0;
+}
+
+void sid_table_free(sid_table *t) {
+  free(t->free_slots);
+  free(t->next_gen);
+  free((void *)t->live);
+  t->free_slots = NULL;
+  t->next_gen = NULL;
+  t->live = NULL;
+  t->nfree = 0;
+}
+
+pier_sid sid_alloc(sid_table *t) {
+  uint32_t slot, gen;
+  if (t->nfree == 0)
+    return 0;
+  slot = t->free_slots[--t->nfree];
+  gen = (t->next_gen[slot] + 1) & 0xffffffu;
+  if (gen == 0)
+    gen = 1;
+  t->next_gen[slot] = gen;
+  atomic_store_explicit(&t->live[slot], gen, memory_order_release);
+  return PIER_SID_MAKE(t->worker, gen, slot);
+}
+
+void sid_release(sid_table *t, pier_sid sid) {
+  uint32_t slot = PIER_SID_SLOT(sid);
+  atomic_store_explicit(&t->live[slot], 0, memory_order_release);
+  t->free_slots[t->nfree++] = slot;
+}
+
+void sid_mark_closing(sid_table *t, pier_sid sid) {
+  uint32_t slot = PIER_SID_SLOT(sid), gen = PIER_SID_GEN(sid);
+  if (slot < t->cap)
+    atomic_compare_exchange_strong(&t->live[slot], &gen, gen | SID_CLOSING);
+}
+
+int sid_live(const sid_table *t, pier_sid sid) {
+  uint32_t slot = PIER_SID_SLOT(sid), gen = PIER_SID_GEN(sid);
+  if (sid == 0 || PIER_SID_WORKER(sid) != t->worker || slot >= t->cap || gen == 0)
+    return 0;
+  return atomic_load_explicit(&t->live[slot], memory_order_acquire) == gen;
+}

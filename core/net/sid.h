@@ -1,0 +1,39 @@
+/* Session slot table of one worker: slot allocation, generations, and the
+ * cross-thread staleness check behind every pier_sid. The owner thread
+ * allocates and releases; any thread may ask whether an id is live. */
+#ifndef PIER_NET_SID_H
+#define PIER_NET_SID_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pier/types.h"
+
+#define SID_CLOSING 0x1000000u
+
+typedef struct sid_table {
+  uint32_t cap;
+  uint32_t nfree;
+  uint32_t *free_slots;     /* stack of free slot numbers */
+  uint32_t *next_gen;       /* owner thread only */
+  _Atomic uint32_t *live;   /* generation of the open session in the slot; 0 if free,
+                             SID_CLOSING added once it is closing */
+  unsigned worker;
+} sid_table;
+
+/* Returns 0 or -ENOMEM. cap must be >= 1. */
+int sid_table_init(sid_table *t, unsigned worker, uint32_t cap);
+void sid_table_free(sid_table *t);
+/* Takes a free slot and gives it a new generation (never 0). Returns the id,
+ * or 0 when the table is full. Owner thread only. */
+pier_sid sid_alloc(sid_table *t);
+/* Marks the slot free; its id becomes stale at once. Owner thread only. */
+void sid_release(sid_table *t, pier_sid sid);
+/* Marks a live id as closing: sid_live() is false for it from now on, so
+ * other threads stop queueing to it. Any thread. */
+void sid_mark_closing(sid_table *t, pier_sid sid);
+/* Whether sid names the live session of its slot. Any thread. */
+int sid_live(const sid_table *t, pier_sid sid);
+
+#endif

@@ -1,0 +1,727 @@
+/* Loopback integration tests of core/net: real sockets, real worker threads,
+ * every case once per backend (io_uring, epoll). */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net/framing.h"
+#include "testlib.h"
+
+enum { MODE_ECHO, MODE_RELAY, MODE_FLOOD, MODE_SILENT };
+
+#define MAX_TRACK 1024
+
+typedef struct srv {
+  net *n;
+  uint16_t port;
+  int mode;
+  net_endpoint ep;
+  _Atomic int connected, disconnected, recvs, sends;
+  _Atomic int reasons[32];
+  _Atomic int flood_rc;
+  _Atomic size_t flood_queued;
+  pthread_mutex_t mu;
+  pier_sid sids[MAX_TRACK]; /* by connection order (echo) or client index (relay) */
+  int nsids;
+  _Atomic int registered;
+  _Atomic int cross_worker;
+  _Atomic int per_sid_disconnects[MAX_TRACK];
+} srv;
+
+static void on_connected(void *ctx, session *s) {
+  srv *v = ctx;
+  pthread_mutex_lock(&v->mu);
+  if (v->mode != MODE_RELAY && v->nsids < MAX_TRACK)
+    v->sids[v->nsids++] = session_sid(s);
+  pthread_mutex_unlock(&v->mu);
+  atomic_fetch_add(&v->connected, 1);
+}
+
+static void relay(srv *v, session *s, const char *pkt, size_t len) {
+  uint16_t id = frame_u16(pkt + 2);
+  if (id & 0x8000) { /* hello: register this session as client (id & 0x7fff) */
+    pthread_mutex_lock(&v->mu);
+    v->sids[id & 0x7fff] = session_sid(s);
+    pthread_mutex_unlock(&v->mu);
+    atomic_fetch_add(&v->registered, 1);
+    return;
+  }
+  pthread_mutex_lock(&v->mu);
+  pier_sid to = v->sids[id];
+  pthread_mutex_unlock(&v->mu);
+  if (PIER_SID_WORKER(to) != PIER_SID_WORKER(session_sid(s)))
+    atomic_fetch_add(&v->cross_worker, 1);
+  ck_assert_int_eq(net_send(v->n, to, pkt, len), 0);
+}
+
+static void on_recv(void *ctx, session *s, const char *data, size_t len) {
+  srv *v = ctx;
+  atomic_fetch_add(&v->recvs, 1);
+  if (v->mode == MODE_ECHO) {
+    net_send(v->n, session_sid(s), data, len);
+  } else if (v->mode == MODE_RELAY) {
+    relay(v, s, data, len);
+  } else if (v->mode == MODE_FLOOD) {
+    /* Queue 64 KiB blocks until the cap refuses one. */
+    static char block[65536];
+    int rc = 0;
+    for (int i = 0; i < 1024 && rc == 0; i++) {
+      atomic_store(&v->flood_queued, session_queued(s));
+      rc = net_send(v->n, session_sid(s), block, sizeof(block));
+    }
+    atomic_store(&v->flood_rc, rc);
+  }
+}
+
+static void on_send(void *ctx, session *s, size_t bytes) {
+  srv *v = ctx;
+  atomic_fetch_add(&v->sends, 1);
+}
+
+static void on_disconnected(void *ctx, session *s, pier_reason reason) {
+  srv *v = ctx;
+  atomic_fetch_add(&v->reasons[reason], 1);
+  atomic_fetch_add(&v->disconnected, 1);
+  pthread_mutex_lock(&v->mu);
+  for (int i = 0; i < v->nsids; i++)
+    if (v->sids[i] == session_sid(s))
+      atomic_fetch_add(&v->per_sid_disconnects[i], 1);
+  pthread_mutex_unlock(&v->mu);
+}
+
+static const net_handler srv_handler = {on_connected, on_recv, on_send, on_disconnected, NULL};
+
+static srv *srv_start(const char *backend, int mode, unsigned workers, unsigned max_sessions,
+                      size_t max_send_queue, net_framing framing) {
+  srv *v = calloc(1, sizeof(*v));
+  net_opts o = {.workers = workers,
+                .backend = backend,
+                .max_sessions = max_sessions,
+                .max_send_queue = max_send_queue,
+                .close_timeout_ms = 3000};
+  net_addr a;
+  net_listener *l;
+
+  pthread_mutex_init(&v->mu, NULL);
+  v->mode = mode;
+  v->ep = (net_endpoint){&srv_handler, v, framing, 1024};
+  ck_assert_int_eq(net_create(&o, &v->n), 0);
+  ck_assert_str_eq(net_backend_name(v->n), backend);
+  ck_assert_int_eq(net_addr_parse("127.0.0.1", 0, &a), 0);
+  ck_assert_int_eq(net_listen(v->n, &a, &v->ep, &l), 0);
+  v->port = net_listener_port(l);
+  ck_assert_int_gt(v->port, 0);
+  ck_assert_int_eq(net_start(v->n), 0);
+  return v;
+}
+
+static void srv_free(srv *v) {
+  net_destroy(v->n);
+  pthread_mutex_destroy(&v->mu);
+  free(v);
+}
+
+typedef struct wait_int {
+  _Atomic int *p;
+  int want;
+} wait_int;
+
+static int cond_int(void *arg) {
+  wait_int *w = arg;
+  return atomic_load(w->p) >= w->want;
+}
+
+static int wait_for(_Atomic int *p, int want) {
+  wait_int w = {p, want};
+  return test_wait(cond_int, &w, 10000);
+}
+
+/* ---- 100 sessions each echo 1 MiB byte-exact ---- */
+
+#define ECHO_CONNS 100
+#define ECHO_BYTES (1u << 20)
+
+START_TEST(test_net_echo_100_sessions_1mib) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 1000, 4u << 20, NET_FRAMING_RAW);
+  struct pollfd pfd[ECHO_CONNS];
+  size_t sent[ECHO_CONNS] = {0}, got[ECHO_CONNS] = {0};
+  char buf[65536];
+  int done = 0;
+  time_t deadline = time(NULL) + 120;
+
+  for (int i = 0; i < ECHO_CONNS; i++) {
+    pfd[i].fd = test_connect(v->port);
+    fcntl(pfd[i].fd, F_SETFL, O_NONBLOCK);
+  }
+  while (done < ECHO_CONNS) {
+    ck_assert_msg(time(NULL) < deadline, "echo timed out: %d of %d done", done, ECHO_CONNS);
+    for (int i = 0; i < ECHO_CONNS; i++)
+      pfd[i].events = (got[i] < ECHO_BYTES ? POLLIN : 0) | (sent[i] < ECHO_BYTES ? POLLOUT : 0);
+    ck_assert_int_ge(poll(pfd, ECHO_CONNS, 1000), 0);
+    for (int i = 0; i < ECHO_CONNS; i++) {
+      if ((pfd[i].revents & POLLOUT) && sent[i] < ECHO_BYTES) {
+        size_t n = ECHO_BYTES - sent[i] < sizeof(buf) ? ECHO_BYTES - sent[i] : sizeof(buf);
+        for (size_t k = 0; k < n; k++)
+          buf[k] = (char)test_pattern((uint32_t)i, sent[i] + k);
+        ssize_t w = send(pfd[i].fd, buf, n, MSG_NOSIGNAL);
+        if (w > 0)
+          sent[i] += (size_t)w;
+      }
+      if (pfd[i].revents & (POLLIN | POLLERR | POLLHUP)) {
+        ssize_t r = recv(pfd[i].fd, buf, sizeof(buf), 0);
+        ck_assert_msg(r > 0 || (r < 0 && errno == EAGAIN), "conn %d: recv %zd (%s)", i, r,
+                      strerror(errno));
+        /* Check's assertions log each pass: compare first, assert on a miss. */
+        for (ssize_t k = 0; k < r; k++)
+          if ((uint8_t)buf[k] != test_pattern((uint32_t)i, got[i] + (size_t)k))
+            ck_abort_msg("conn %d: byte %zu differs", i, got[i] + (size_t)k);
+        if (r > 0) {
+          got[i] += (size_t)r;
+          if (got[i] == ECHO_BYTES)
+            done++;
+        }
+      }
+    }
+  }
+  for (int i = 0; i < ECHO_CONNS; i++)
+    close(pfd[i].fd);
+  ck_assert(wait_for(&v->disconnected, ECHO_CONNS));
+  ck_assert_int_eq(atomic_load(&v->connected), ECHO_CONNS);
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_PEER_CLOSED]), ECHO_CONNS);
+  net_stats st;
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.bytes_in, (uint64_t)ECHO_CONNS * ECHO_BYTES);
+  ck_assert_uint_eq(st.bytes_out, (uint64_t)ECHO_CONNS * ECHO_BYTES);
+  srv_free(v);
+}
+END_TEST
+
+/* ---- disconnect notifications ---- */
+
+START_TEST(test_net_server_close_notifies_once) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  char c;
+  size_t got = 0;
+
+  ck_assert(wait_for(&v->connected, 1));
+  ck_assert_int_eq(net_close(v->n, v->sids[0], PIER_REASON_KICKED), 0);
+  /* The client sees a clean EOF. */
+  ck_assert_int_eq(test_recv_until_close(fd, &got), 0);
+  ck_assert_uint_eq(got, 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  /* A second close of the same id is refused, and nothing more is notified. */
+  ck_assert_int_eq(net_close(v->n, v->sids[0], PIER_REASON_KICKED), -ENOTCONN);
+  close(fd);
+  usleep(50000);
+  ck_assert_int_eq(atomic_load(&v->disconnected), 1);
+  ck_assert_int_eq(atomic_load(&v->per_sid_disconnects[0]), 1);
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_KICKED]), 1);
+  (void)c;
+  srv_free(v);
+}
+END_TEST
+
+START_TEST(test_net_client_close_notifies_once) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  char buf[5];
+
+  test_send_all(fd, "hello", 5);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 5), 0);
+  ck_assert_int_eq(memcmp(buf, "hello", 5), 0);
+  close(fd);
+  ck_assert(wait_for(&v->disconnected, 1));
+  usleep(50000);
+  ck_assert_int_eq(atomic_load(&v->disconnected), 1);
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_PEER_CLOSED]), 1);
+  /* Shutdown notifies nobody twice. */
+  net_stop(v->n);
+  ck_assert_int_eq(atomic_load(&v->disconnected), 1);
+  srv_free(v);
+}
+END_TEST
+
+START_TEST(test_net_reset_mid_stream_notifies_once) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  struct linger lg = {1, 0};
+  char buf[3];
+
+  test_send_all(fd, "abc", 3);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 3), 0);
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  close(fd); /* RST */
+  ck_assert(wait_for(&v->disconnected, 1));
+  usleep(50000);
+  ck_assert_int_eq(atomic_load(&v->disconnected), 1);
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_PEER_RESET]), 1);
+  srv_free(v);
+}
+END_TEST
+
+/* ---- graceful vs abortive close, half-close ---- */
+
+START_TEST(test_net_graceful_close_flushes_then_fin) {
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, 8u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  static char big[2u << 20];
+  size_t got = 0;
+
+  ck_assert(wait_for(&v->connected, 1));
+  memset(big, 'x', sizeof(big));
+  ck_assert_int_eq(net_send(v->n, v->sids[0], big, sizeof(big)), 0);
+  ck_assert_int_eq(net_close(v->n, v->sids[0], PIER_REASON_CLOSED), 0);
+  /* Sends after close are refused; what was queued before arrives in full. */
+  ck_assert_int_eq(net_send(v->n, v->sids[0], "late", 4), -ENOTCONN);
+  ck_assert_int_eq(test_recv_until_close(fd, &got), 0);
+  ck_assert_uint_eq(got, sizeof(big));
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_CLOSED]), 1);
+  close(fd);
+  srv_free(v);
+}
+END_TEST
+
+START_TEST(test_net_abort_resets_peer) {
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+
+  ck_assert(wait_for(&v->connected, 1));
+  ck_assert_int_eq(net_abort(v->n, v->sids[0], PIER_REASON_KICKED), 0);
+  ck_assert_int_eq(test_recv_until_close(fd, NULL), -ECONNRESET);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_KICKED]), 1);
+  close(fd);
+  srv_free(v);
+}
+END_TEST
+
+START_TEST(test_net_half_close_still_gets_echo) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  char buf[64];
+  size_t got = 0;
+
+  test_send_all(fd, "last words", 10);
+  shutdown(fd, SHUT_WR);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 10), 0);
+  ck_assert_int_eq(memcmp(buf, "last words", 10), 0);
+  ck_assert_int_eq(test_recv_until_close(fd, &got), 0);
+  ck_assert_uint_eq(got, 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_PEER_CLOSED]), 1);
+  close(fd);
+  srv_free(v);
+}
+END_TEST
+
+/* ---- limits ---- */
+
+START_TEST(test_net_max_sessions_refuses_extra) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 3, 1u << 20, NET_FRAMING_RAW);
+  int fd[4];
+  char buf[8];
+  size_t got = 0;
+  net_stats st;
+
+  for (int i = 0; i < 3; i++)
+    fd[i] = test_connect(v->port);
+  ck_assert(wait_for(&v->connected, 3));
+  fd[3] = test_connect(v->port); /* the kernel accepts; pier closes it at once */
+  int rc = test_recv_until_close(fd[3], &got);
+  ck_assert_msg(rc == 0 || rc == -ECONNRESET, "extra connection: %s", strerror(-rc));
+  ck_assert_uint_eq(got, 0);
+  for (int i = 0; i < 3; i++) {
+    test_send_all(fd[i], "ping", 4);
+    ck_assert_int_eq(test_recv_exact(fd[i], buf, 4), 0);
+    ck_assert_int_eq(memcmp(buf, "ping", 4), 0);
+  }
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.refused_full, 1);
+  ck_assert_uint_eq(st.accepted, 3);
+  ck_assert_int_eq(atomic_load(&v->connected), 3);
+  /* A slot freed is a slot available again. */
+  close(fd[0]);
+  ck_assert(wait_for(&v->disconnected, 1));
+  fd[0] = test_connect(v->port);
+  test_send_all(fd[0], "pong", 4);
+  ck_assert_int_eq(test_recv_exact(fd[0], buf, 4), 0);
+  for (int i = 0; i < 4; i++)
+    close(fd[i]);
+  srv_free(v);
+}
+END_TEST
+
+static long rss_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = -1;
+  while (f && fgets(line, sizeof(line), f))
+    if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+      break;
+  if (f)
+    fclose(f);
+  return kib;
+}
+
+START_TEST(test_net_send_cap_disconnects_non_reader) {
+  const size_t cap = 256u << 10;
+  srv *v = srv_start(test_backend(_i), MODE_FLOOD, 1, 100, cap, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  int rcvbuf = 4096;
+  long before = rss_kib();
+
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  test_send_all(fd, "go", 2); /* then never read */
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
+  ck_assert_int_eq(atomic_load(&v->flood_rc), -ENOBUFS);
+  /* The queue never held more than the cap, though 64 MiB were offered. */
+  ck_assert_uint_le(atomic_load(&v->flood_queued), cap);
+  ck_assert_int_lt(rss_kib() - before, 16 * 1024);
+  net_stats st;
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.send_queue_full, 1);
+  close(fd);
+  srv_free(v);
+}
+END_TEST
+
+/* ---- stale ids ---- */
+
+START_TEST(test_net_stale_sid_fails_cleanly) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 4, 1u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port), fd2;
+  pier_sid old;
+  char buf[4];
+
+  ck_assert(wait_for(&v->connected, 1));
+  old = v->sids[0];
+  close(fd);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(net_send(v->n, old, "x", 1), -ENOTCONN);
+  ck_assert_int_eq(net_close(v->n, old, PIER_REASON_KICKED), -ENOTCONN);
+  /* The next session reuses the slot under a new generation: the old id
+   * still fails and the new player gets nothing meant for the old one. */
+  fd2 = test_connect(v->port);
+  ck_assert(wait_for(&v->connected, 2));
+  ck_assert_uint_eq(PIER_SID_SLOT(v->sids[1]), PIER_SID_SLOT(old));
+  ck_assert_uint_ne(v->sids[1], old);
+  ck_assert_int_eq(net_send(v->n, old, "x", 1), -ENOTCONN);
+  ck_assert_int_eq(net_send(v->n, 0, "x", 1), -ENOTCONN);
+  ck_assert_int_eq(net_send(v->n, PIER_SID_MAKE(9, 1, 0), "x", 1), -ENOTCONN);
+  ck_assert_int_eq(net_send(v->n, PIER_SID_MAKE(0, 1, 999999), "x", 1), -ENOTCONN);
+  test_send_all(fd2, "abc", 3);
+  ck_assert_int_eq(test_recv_exact(fd2, buf, 3), 0);
+  ck_assert_int_eq(memcmp(buf, "abc", 3), 0);
+  close(fd2);
+  srv_free(v);
+}
+END_TEST
+
+/* ---- 2 workers x 500 sessions, cross-worker sends ---- */
+
+#define RELAY_CONNS 500
+#define RELAY_PACKETS 20
+#define RELAY_BODY 60
+
+static void relay_packet(char *p, uint16_t to, uint32_t from, uint32_t seq) {
+  uint16_t size = 4 + RELAY_BODY;
+  p[0] = (char)(size & 0xff);
+  p[1] = (char)(size >> 8);
+  p[2] = (char)(to & 0xff);
+  p[3] = (char)(to >> 8);
+  for (int k = 0; k < RELAY_BODY; k++)
+    p[4 + k] = (char)test_pattern(from * 1000 + seq, (size_t)k);
+}
+
+START_TEST(test_net_two_workers_cross_sends) {
+  srv *v = srv_start(test_backend(_i), MODE_RELAY, 2, 4096, 1u << 20, NET_FRAMING_U16_SIZE_ID);
+  int fd[RELAY_CONNS];
+  char pkt[4 + RELAY_BODY], want[4 + RELAY_BODY];
+
+  for (int i = 0; i < RELAY_CONNS; i++) {
+    fd[i] = test_connect(v->port);
+    char hello[4] = {4, 0, (char)(i & 0xff), (char)(0x80 | (i >> 8))};
+    test_send_all(fd[i], hello, 4);
+  }
+  ck_assert(wait_for(&v->registered, RELAY_CONNS));
+  /* Client i sends to client i+1; everything goes through the server. */
+  for (uint32_t seq = 0; seq < RELAY_PACKETS; seq++)
+    for (int i = 0; i < RELAY_CONNS; i++) {
+      relay_packet(pkt, (uint16_t)((i + 1) % RELAY_CONNS), (uint32_t)i, seq);
+      test_send_all(fd[i], pkt, sizeof(pkt));
+    }
+  for (int i = 0; i < RELAY_CONNS; i++) {
+    int from = (i + RELAY_CONNS - 1) % RELAY_CONNS;
+    for (uint32_t seq = 0; seq < RELAY_PACKETS; seq++) {
+      ck_assert_int_eq(test_recv_exact(fd[i], pkt, sizeof(pkt)), 0);
+      relay_packet(want, (uint16_t)i, (uint32_t)from, seq);
+      ck_assert_msg(memcmp(pkt, want, sizeof(pkt)) == 0, "client %d packet %u differs", i, seq);
+    }
+  }
+  /* Both workers served sessions, and sends crossed between them. */
+  int on0 = 0;
+  for (int i = 0; i < RELAY_CONNS; i++)
+    on0 += PIER_SID_WORKER(v->sids[i]) == 0;
+  ck_assert_int_gt(on0, 0);
+  ck_assert_int_lt(on0, RELAY_CONNS);
+  ck_assert_int_gt(atomic_load(&v->cross_worker), 0);
+  for (int i = 0; i < RELAY_CONNS; i++)
+    close(fd[i]);
+  ck_assert(wait_for(&v->disconnected, RELAY_CONNS));
+  srv_free(v);
+}
+END_TEST
+
+/* ---- client service ---- */
+
+typedef struct cli {
+  net *n;
+  _Atomic int connected, failed, disconnected, last_err;
+  _Atomic int got;
+  _Atomic pier_sid sid;
+  char buf[64];
+} cli;
+
+static void cli_connected(void *ctx, session *s) {
+  cli *c = ctx;
+  atomic_store(&c->sid, session_sid(s));
+  atomic_fetch_add(&c->connected, 1);
+  net_send(c->n, session_sid(s), "hi there", 8);
+}
+
+static void cli_recv(void *ctx, session *s, const char *data, size_t len) {
+  cli *c = ctx;
+  int got = atomic_load(&c->got);
+  if ((size_t)got + len <= sizeof(c->buf))
+    memcpy(c->buf + got, data, len);
+  atomic_fetch_add(&c->got, (int)len);
+}
+
+static void cli_disconnected(void *ctx, session *s, pier_reason r) {
+  cli *c = ctx;
+  atomic_fetch_add(&c->disconnected, 1);
+}
+
+static void cli_failed(void *ctx, const net_addr *a, int err) {
+  cli *c = ctx;
+  atomic_store(&c->last_err, err);
+  atomic_fetch_add(&c->failed, 1);
+}
+
+static const net_handler cli_handler = {cli_connected, cli_recv, NULL, cli_disconnected,
+                                        cli_failed};
+
+START_TEST(test_net_client_service_connects_and_reports_errors) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  cli c;
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 16};
+  net_endpoint ep = {&cli_handler, &c, NET_FRAMING_RAW, 0};
+  net_addr a;
+  int closed_port;
+
+  memset(&c, 0, sizeof(c));
+  ck_assert_int_eq(net_create(&o, &c.n), 0);
+  ck_assert_int_eq(net_start(c.n), 0);
+  ck_assert_int_eq(net_addr_parse("127.0.0.1", v->port, &a), 0);
+  ck_assert_int_eq(net_connect(c.n, &a, &ep), 0);
+  ck_assert(wait_for(&c.got, 8));
+  ck_assert_int_eq(memcmp(c.buf, "hi there", 8), 0);
+  ck_assert_int_eq(atomic_load(&c.connected), 1);
+
+  /* The server side closes: the client side hears it exactly once. */
+  ck_assert(wait_for(&v->connected, 1));
+  ck_assert_int_eq(net_close(v->n, v->sids[0], PIER_REASON_KICKED), 0);
+  ck_assert(wait_for(&c.disconnected, 1));
+
+  /* A port nobody listens on: the error reaches the owner. */
+  {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in in = {.sin_family = AF_INET};
+    socklen_t len = sizeof(in);
+    in.sin_addr.s_addr = htonl(0x7f000001);
+    ck_assert_int_eq(bind(s, (struct sockaddr *)&in, sizeof(in)), 0);
+    getsockname(s, (struct sockaddr *)&in, &len);
+    closed_port = ntohs(in.sin_port);
+    close(s);
+  }
+  ck_assert_int_eq(net_addr_parse("127.0.0.1", (uint16_t)closed_port, &a), 0);
+  ck_assert_int_eq(net_connect(c.n, &a, &ep), 0);
+  ck_assert(wait_for(&c.failed, 1));
+  ck_assert_int_eq(atomic_load(&c.last_err), -ECONNREFUSED);
+  ck_assert_int_eq(atomic_load(&c.connected), 1);
+  net_destroy(c.n);
+  ck_assert_int_eq(atomic_load(&c.disconnected), 1);
+  srv_free(v);
+}
+END_TEST
+
+START_TEST(test_net_ipv6_echo) {
+  srv *v = calloc(1, sizeof(*v));
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8};
+  net_addr a;
+  net_listener *l;
+  char buf[4], text[NET_ADDR_STRLEN];
+
+  pthread_mutex_init(&v->mu, NULL);
+  v->mode = MODE_ECHO;
+  v->ep = (net_endpoint){&srv_handler, v, NET_FRAMING_RAW, 0};
+  ck_assert_int_eq(net_create(&o, &v->n), 0);
+  ck_assert_int_eq(net_addr_parse("::1", 0, &a), 0);
+  ck_assert_int_eq(net_listen(v->n, &a, &v->ep, &l), 0);
+  ck_assert_int_eq(net_start(v->n), 0);
+  int fd = test_connect6(net_listener_port(l));
+  test_send_all(fd, "six!", 4);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 4), 0);
+  ck_assert_int_eq(memcmp(buf, "six!", 4), 0);
+  ck_assert(wait_for(&v->connected, 1));
+  close(fd);
+  ck_assert(wait_for(&v->disconnected, 1));
+  snprintf(text, sizeof(text), "[::1]:%u", net_listener_port(l));
+  (void)text;
+  srv_free(v);
+}
+END_TEST
+
+/* ---- framing ---- */
+
+START_TEST(test_net_bad_packet_size_closes_only_that_session) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 100, 1u << 20, NET_FRAMING_U16_SIZE_ID);
+  int good = test_connect(v->port), small = test_connect(v->port), big = test_connect(v->port);
+  const char ok[6] = {6, 0, 7, 0, 'h', 'i'};
+  char buf[6];
+  size_t got;
+
+  test_send_all(small, "\x03\x00\x01\x00", 4);
+  test_send_all(big, "\x01\x04\x01\x00", 4); /* 1025 > 1024 */
+  ck_assert_int_eq(test_recv_until_close(small, &got), -ECONNRESET);
+  ck_assert_int_eq(test_recv_until_close(big, &got), -ECONNRESET);
+  ck_assert(wait_for(&v->disconnected, 2));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_PACKET_TOO_SMALL]), 1);
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_PACKET_TOO_LARGE]), 1);
+  /* The well-behaved player is still served, packet by packet, even when a
+   * packet arrives in pieces. */
+  test_send_all(good, ok, 3);
+  usleep(20000);
+  test_send_all(good, ok + 3, 3);
+  ck_assert_int_eq(test_recv_exact(good, buf, 6), 0);
+  ck_assert_int_eq(memcmp(buf, ok, 6), 0);
+  close(good);
+  close(small);
+  close(big);
+  srv_free(v);
+}
+END_TEST
+
+/* ---- both backends, one transcript ---- */
+
+typedef struct transcript {
+  net *n;
+  char log[512];
+  pthread_mutex_t mu;
+  _Atomic int done;
+} transcript;
+
+static void tr_add(transcript *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#include <stdarg.h>
+static void tr_add(transcript *t, const char *fmt, ...) {
+  va_list ap;
+  size_t n;
+  pthread_mutex_lock(&t->mu);
+  n = strlen(t->log);
+  va_start(ap, fmt);
+  vsnprintf(t->log + n, sizeof(t->log) - n, fmt, ap);
+  va_end(ap);
+  pthread_mutex_unlock(&t->mu);
+}
+
+static void tr_connected(void *ctx, session *s) { tr_add(ctx, "C;"); }
+static void tr_recv(void *ctx, session *s, const char *d, size_t len) {
+  tr_add(ctx, "R%u:%zu;", frame_u16(d + 2), len);
+  if (frame_u16(d + 2) == 3)
+    net_close(((transcript *)ctx)->n, session_sid(s), PIER_REASON_CLOSED);
+}
+static void tr_disconnected(void *ctx, session *s, pier_reason r) {
+  transcript *t = ctx;
+  tr_add(t, "D%d;", (int)r);
+  atomic_store(&t->done, 1);
+}
+static const net_handler tr_handler = {tr_connected, tr_recv, NULL, tr_disconnected, NULL};
+
+static void run_transcript(const char *backend, transcript *t) {
+  net *n;
+  net_opts o = {.workers = 1, .backend = backend, .max_sessions = 4};
+  net_endpoint ep = {&tr_handler, t, NET_FRAMING_U16_SIZE_ID, 100};
+  net_addr a;
+  net_listener *l;
+  const char pkts[] = "\x04\x00\x01\x00"
+                      "\x06\x00\x02\x00xy"
+                      "\x05\x00\x03\x00z"
+                      "\x04\x00\x04\x00";
+  size_t got;
+
+  memset(t->log, 0, sizeof(t->log));
+  pthread_mutex_init(&t->mu, NULL);
+  atomic_store(&t->done, 0);
+  ck_assert_int_eq(net_create(&o, &n), 0);
+  t->n = n;
+  net_addr_parse("127.0.0.1", 0, &a);
+  ck_assert_int_eq(net_listen(n, &a, &ep, &l), 0);
+  ck_assert_int_eq(net_start(n), 0);
+  int fd = test_connect(net_listener_port(l));
+  test_send_all(fd, pkts, sizeof(pkts) - 1);
+  ck_assert_int_eq(test_recv_until_close(fd, &got), 0);
+  ck_assert(wait_for(&t->done, 1));
+  close(fd);
+  net_destroy(n);
+  pthread_mutex_destroy(&t->mu);
+}
+
+START_TEST(test_net_backends_give_identical_results) {
+  transcript a, b;
+  run_transcript("io_uring", &a);
+  run_transcript("epoll", &b);
+  ck_assert_str_eq(a.log, "C;R1:4;R2:6;R3:5;D4;");
+  ck_assert_str_eq(a.log, b.log);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("net");
+  TCase *tc = tcase_create("loopback");
+  struct rlimit rl;
+
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+  tcase_set_timeout(tc, 240);
+  tcase_add_loop_test(tc, test_net_echo_100_sessions_1mib, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_server_close_notifies_once, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_client_close_notifies_once, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_reset_mid_stream_notifies_once, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_graceful_close_flushes_then_fin, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_abort_resets_peer, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_half_close_still_gets_echo, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_max_sessions_refuses_extra, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_send_cap_disconnects_non_reader, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_stale_sid_fails_cleanly, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_two_workers_cross_sends, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_client_service_connects_and_reports_errors, 0,
+                      TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_ipv6_echo, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_bad_packet_size_closes_only_that_session, 0,
+                      TEST_NBACKENDS);
+  tcase_add_test(tc, test_net_backends_give_identical_results);
+  suite_add_tcase(s, tc);
+  return test_run(s);
+}

@@ -1,0 +1,598 @@
+/* Unit tests for server.json loading: the shipped default config, defaults,
+ * path resolution, and the exact one-line message for each kind of mistake.
+ * Also feeds truncated, mutated and pathological inputs to show they fail
+ * cleanly. */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "host/config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef PIER_SOURCE_DIR
+#define PIER_SOURCE_DIR "."
+#endif
+
+#define DEFAULT_CONFIG PIER_SOURCE_DIR "/config/server.json"
+
+/* JSON in the tests is written with ' for " to stay readable. */
+static char *dq(const char *s) {
+  char *t = strdup(s);
+  ck_assert_ptr_nonnull(t);
+  for (char *p = t; *p; p++)
+    if (*p == '\'')
+      *p = '"';
+  return t;
+}
+
+/* Loads text written with ' for " as "server.json" with base_dir "/srv". */
+static int load(const char *json, cfg_server **out, char *err, size_t errlen) {
+  char *t = dq(json);
+  int rc = cfg_load_text(t, strlen(t), "server.json", "/srv", out, err, errlen);
+  free(t);
+  return rc;
+}
+
+#define PL "'plugins':[{'name':'echo','path':'echo.so'}]"
+#define LS "'listeners':[{'port':7777,'plugin':'echo'}]"
+#define PL2 "'plugins':[{'name':'echo','path':'e.so'},{'name':'chat','path':'c.so'}]"
+
+START_TEST(test_config_default_file_loads) {
+  cfg_server *cfg = NULL;
+  char err[512];
+  int rc = cfg_load_file(DEFAULT_CONFIG, &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_str_eq(cfg->path, DEFAULT_CONFIG);
+  ck_assert_str_eq(cfg->base_dir, PIER_SOURCE_DIR "/config");
+  ck_assert_uint_eq(cfg->workers, 1);
+  ck_assert_int_eq(cfg->io_backend, CFG_BACKEND_AUTO);
+  ck_assert_uint_eq(cfg->max_sessions, 10000);
+  ck_assert_int_eq(cfg->log_level, CFG_LOG_INFO);
+  ck_assert_str_eq(cfg->admin_socket, PIER_SOURCE_DIR "/config/run/pierd.sock");
+  ck_assert_uint_eq(cfg->limits.max_packet_size, 16384);
+  ck_assert_uint_eq(cfg->limits.max_send_queue, 1048576);
+  ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 0);
+
+  ck_assert_uint_eq(cfg->nplugins, 2);
+  ck_assert_str_eq(cfg->plugins[0].name, "echo");
+  ck_assert_str_eq(cfg->plugins[0].path, "../plugins/echo.so");
+  ck_assert_str_eq(cfg->plugins[0].resolved_path,
+                   PIER_SOURCE_DIR "/config/../plugins/echo.so");
+  ck_assert_str_eq(cfg->plugins[1].name, "chat");
+  ck_assert_str_eq(cfg->plugins[1].path, "../plugins/chat.so");
+  ck_assert_str_eq(cfg->plugins[1].config_json, "{}");
+
+  ck_assert_uint_eq(cfg->nlisteners, 2);
+  ck_assert_str_eq(cfg->listeners[0].address, "127.0.0.1");
+  ck_assert_uint_eq(cfg->listeners[0].port, 7777);
+  ck_assert_str_eq(cfg->listeners[0].plugin, "echo");
+  ck_assert_uint_eq(cfg->listeners[0].plugin_index, 0);
+  ck_assert_int_eq(cfg->listeners[0].framing, CFG_FRAMING_RAW);
+  ck_assert_str_eq(cfg->listeners[1].address, "127.0.0.1");
+  ck_assert_uint_eq(cfg->listeners[1].port, 7778);
+  ck_assert_str_eq(cfg->listeners[1].plugin, "chat");
+  ck_assert_uint_eq(cfg->listeners[1].plugin_index, 1);
+  ck_assert_int_eq(cfg->listeners[1].framing, CFG_FRAMING_U16_SIZE_ID);
+  cfg_free(cfg);
+}
+END_TEST
+
+START_TEST(test_config_defaults_when_absent) {
+  cfg_server *cfg = NULL;
+  char err[512];
+  int rc = load("{" PL "," LS "}", &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_str_eq(cfg->path, "server.json");
+  ck_assert_str_eq(cfg->base_dir, "/srv");
+  ck_assert_uint_eq(cfg->workers, 1);
+  ck_assert_int_eq(cfg->io_backend, CFG_BACKEND_AUTO);
+  ck_assert_uint_eq(cfg->max_sessions, 10000);
+  ck_assert_int_eq(cfg->log_level, CFG_LOG_INFO);
+  ck_assert_str_eq(cfg->admin_socket, "/srv/run/pierd.sock");
+  ck_assert_uint_eq(cfg->limits.max_packet_size, 16384);
+  ck_assert_uint_eq(cfg->limits.max_send_queue, 1048576);
+  ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 0);
+  const cfg_plugin *p = &cfg->plugins[0];
+  ck_assert_ptr_null(p->callbacks.on_load);
+  ck_assert_ptr_null(p->callbacks.on_unload);
+  ck_assert_ptr_null(p->callbacks.on_connected);
+  ck_assert_ptr_null(p->callbacks.on_recv);
+  ck_assert_ptr_null(p->callbacks.on_send);
+  ck_assert_ptr_null(p->callbacks.on_disconnected);
+  ck_assert_ptr_null(p->callbacks.on_tick);
+  ck_assert_str_eq(p->config_json, "{}");
+  ck_assert_int_eq(p->threading, CFG_THREADING_SESSION);
+  ck_assert_uint_eq(p->tick_ms, 0);
+  ck_assert_int_eq(p->watch, 0);
+  ck_assert_str_eq(cfg->listeners[0].address, "127.0.0.1");
+  ck_assert_int_eq(cfg->listeners[0].framing, CFG_FRAMING_RAW);
+  cfg_free(cfg);
+}
+END_TEST
+
+START_TEST(test_config_every_key_set) {
+  cfg_server *cfg = NULL;
+  char err[512];
+  int rc = load(
+      "{'workers':64,'io_backend':'epoll','max_sessions':1000000,"
+      "'log_level':'debug','admin_socket':'/run/p.sock',"
+      "'limits':{'max_packet_size':4,'max_send_queue':1073741824,"
+      "'idle_timeout_ms':86400000},"
+      "'plugins':[{'name':'A-z_9','path':'/opt/a.so','threading':'serial',"
+      "'tick_ms':3600000,'watch':true,'config':{'greeting':'hi','n':[1,2.5,"
+      "true,null,-3],'o':{}},'callbacks':{'on_load':'a','on_unload':'b',"
+      "'on_connected':'c','on_recv':'d','on_send':'e','on_disconnected':'f',"
+      "'on_tick':'_g9'}}],"
+      "'listeners':[{'address':'::1','port':0,'plugin':'A-z_9',"
+      "'framing':'u16_size_id'},{'address':'::1','port':0,'plugin':'A-z_9'}]}",
+      &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_uint_eq(cfg->workers, 64);
+  ck_assert_int_eq(cfg->io_backend, CFG_BACKEND_EPOLL);
+  ck_assert_uint_eq(cfg->max_sessions, 1000000);
+  ck_assert_int_eq(cfg->log_level, CFG_LOG_DEBUG);
+  ck_assert_str_eq(cfg->admin_socket, "/run/p.sock");
+  ck_assert_uint_eq(cfg->limits.max_packet_size, 4);
+  ck_assert_uint_eq(cfg->limits.max_send_queue, 1073741824);
+  ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 86400000);
+  const cfg_plugin *p = &cfg->plugins[0];
+  ck_assert_str_eq(p->name, "A-z_9");
+  ck_assert_int_eq(p->threading, CFG_THREADING_SERIAL);
+  ck_assert_uint_eq(p->tick_ms, 3600000);
+  ck_assert_int_eq(p->watch, 1);
+  ck_assert_str_eq(p->config_json,
+                   "{\"greeting\":\"hi\",\"n\":[1,2.5,true,null,-3],\"o\":{}}");
+  ck_assert_str_eq(p->callbacks.on_load, "a");
+  ck_assert_str_eq(p->callbacks.on_unload, "b");
+  ck_assert_str_eq(p->callbacks.on_connected, "c");
+  ck_assert_str_eq(p->callbacks.on_recv, "d");
+  ck_assert_str_eq(p->callbacks.on_send, "e");
+  ck_assert_str_eq(p->callbacks.on_disconnected, "f");
+  ck_assert_str_eq(p->callbacks.on_tick, "_g9");
+  ck_assert_uint_eq(cfg->nlisteners, 2); /* port 0 twice is no conflict */
+  ck_assert_str_eq(cfg->listeners[0].address, "::1");
+  ck_assert_uint_eq(cfg->listeners[0].port, 0);
+  ck_assert_int_eq(cfg->listeners[0].framing, CFG_FRAMING_U16_SIZE_ID);
+  cfg_free(cfg);
+}
+END_TEST
+
+static void check_resolved(const char *base, const char *path,
+                           const char *want) {
+  char json[256], err[512];
+  cfg_server *cfg = NULL;
+  snprintf(json, sizeof json,
+           "{\"plugins\":[{\"name\":\"p\",\"path\":\"%s\"}],"
+           "\"listeners\":[{\"port\":1,\"plugin\":\"p\"}]}", path);
+  int rc = cfg_load_text(json, strlen(json), "x.json", base, &cfg, err,
+                         sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_str_eq(cfg->plugins[0].path, path);
+  ck_assert_str_eq(cfg->plugins[0].resolved_path, want);
+  cfg_free(cfg);
+}
+
+START_TEST(test_config_plugin_path_resolution) {
+  check_resolved("/etc/pier", "echo.so", "/etc/pier/echo.so");
+  check_resolved("/etc/pier/", "../lib/echo.so", "/etc/pier/../lib/echo.so");
+  check_resolved("/etc/pier", "/opt/echo.so", "/opt/echo.so");
+  check_resolved("build/config", "../plugins/echo.so",
+                 "build/config/../plugins/echo.so");
+  check_resolved("/", "echo.so", "/echo.so");
+  check_resolved(".", "echo.so", "./echo.so"); /* never a bare name */
+  check_resolved(".", "../plugins/echo.so", "../plugins/echo.so");
+  check_resolved(NULL, "echo.so", "./echo.so");
+}
+END_TEST
+
+/* {json written with ' for ", exact message} */
+static const struct {
+  const char *json, *msg;
+} bad[] = {
+    {"{'workers':0," PL "," LS "}",
+     "server.json: workers: expected an integer 1..64, got 0"},
+    {"{" PL ",'listeners':[{'port':'abc','plugin':'echo'}]}",
+     "server.json: listeners[0].port: expected an integer 0..65535, got \"abc\""},
+    {"{'io_backend':'uring'," PL "," LS "}",
+     "server.json: io_backend: expected one of \"auto\", \"io_uring\", "
+     "\"epoll\", got \"uring\""},
+    {"{" PL2 ",'listeners':[{'port':1,'plugin':'echo'},"
+     "{'port':2,'plugin':'chatt'}]}",
+     "server.json: listeners[1].plugin: no plugin named \"chatt\" "
+     "(plugins: echo, chat)"},
+    {"{'plugins':[{'name':'echo','path':'e.so','callbacks':{'on_recv':12}}],"
+     LS "}",
+     "server.json: plugins[0].callbacks.on_recv: expected a string (exported "
+     "symbol name), got 12"},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','framming':'raw'}]}",
+     "server.json: listeners[0].framming: unknown key (did you mean "
+     "\"framing\"?)"},
+    {"{'workers':2," PL "," LS ",'workers':3}",
+     "server.json: workers: duplicate key"},
+    {"{'plugins':[{'name':'echo'}]," LS "}",
+     "server.json: plugins[0]: missing required key \"path\""},
+    {"{" PL ",'listeners':[]}",
+     "server.json: listeners: expected a non-empty array, got an empty array"},
+    {"{'plugins':[{'name':'echo','path':'a.so'},{'name':'echo','path':'b.so'}],"
+     LS "}",
+     "server.json: plugins[1].name: duplicate plugin name \"echo\" (same as "
+     "plugins[0])"},
+    {"{" PL ",'listeners':[{'port':7777,'plugin':'echo'},{'port':7778,"
+     "'plugin':'echo'},{'address':'127.0.0.1','port':7777,'plugin':'echo'}]}",
+     "server.json: listeners[2]: duplicate listener 127.0.0.1:7777 (same as "
+     "listeners[0])"},
+    {"{" PL ",'listeners':[{'address':'::1','port':9,'plugin':'echo'},"
+     "{'address':'0:0:0:0:0:0:0:1','port':9,'plugin':'echo'}]}",
+     "server.json: listeners[1]: duplicate listener [0:0:0:0:0:0:0:1]:9 (same "
+     "as listeners[0])"},
+    {"{" PL ",'listeners':[{'address':'localhost','port':1,'plugin':'echo'}]}",
+     "server.json: listeners[0].address: expected an IPv4 or IPv6 address "
+     "literal, got \"localhost\""},
+    {"[1,2]", "server.json: expected an object at the top level, got an array"},
+    {"true", "server.json: expected an object at the top level, got true"},
+    {"{" PL ",'listeners':[{'port':1.5,'plugin':'echo'}]}",
+     "server.json: listeners[0].port: expected an integer 0..65535, got 1.5"},
+    {"{" PL ",'listeners':[{'port':-1,'plugin':'echo'}]}",
+     "server.json: listeners[0].port: expected an integer 0..65535, got -1"},
+    {"{" PL ",'listeners':[{'port':65536,'plugin':'echo'}]}",
+     "server.json: listeners[0].port: expected an integer 0..65535, got 65536"},
+    {"{'plugins':[{'name':'echo','path':'e.so','watch':1}]," LS "}",
+     "server.json: plugins[0].watch: expected true or false, got 1"},
+    {"{'plugins':[{'name':'a b','path':'e.so'}]," LS "}",
+     "server.json: plugins[0].name: expected a name of 1..32 characters from "
+     "[A-Za-z0-9_-], got \"a b\""},
+    {"{'plugins':[{'name':'abcdefghijklmnopqrstuvwxyz0123456','path':'e.so'}],"
+     LS "}",
+     "server.json: plugins[0].name: expected a name of 1..32 characters from "
+     "[A-Za-z0-9_-], got \"abcdefghijklmnopqrstuvwxyz0123456\""},
+    {"{'plugins':[{'name':'echo','path':'e.so','config':5}]," LS "}",
+     "server.json: plugins[0].config: expected an object, got 5"},
+    {"{'plugins':[{'name':'echo','path':'e.so','config':{'a':{'b':1,'b':2}}}],"
+     LS "}",
+     "server.json: plugins[0].config.a.b: duplicate key"},
+    {"{'plugins':[{'name':'echo','path':'e.so','config':{'a':[1,1e999]}}],"
+     LS "}",
+     "server.json: plugins[0].config.a[1]: expected a finite number, got a "
+     "number out of range"},
+    {"{'limits':{'max_packet_size':3}," PL "," LS "}",
+     "server.json: limits.max_packet_size: expected an integer 4..65535, got 3"},
+    {"{'limits':{'idle_timeout_ms':50}," PL "," LS "}",
+     "server.json: limits.idle_timeout_ms: expected 0 or an integer "
+     "100..86400000, got 50"},
+    {"{'limits':{'max_send_queue':1e300}," PL "," LS "}",
+     "server.json: limits.max_send_queue: expected an integer "
+     "1024..1073741824, got 1e+300"},
+    {"{'limits':[]," PL "," LS "}",
+     "server.json: limits: expected an object, got an empty array"},
+    {"{'bogus':1," PL "," LS "}", "server.json: bogus: unknown key"},
+    {"{'Workers':1," PL "," LS "}",
+     "server.json: Workers: unknown key (did you mean \"workers\"?)"},
+    {"{'bad key':1," PL "," LS "}", "server.json: [\"bad key\"]: unknown key"},
+    {"{'log_level':'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'," PL
+     "," LS "}",
+     "server.json: log_level: expected one of \"error\", \"warn\", \"info\", "
+     "\"debug\", got \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...\""},
+    {"{'log_level':true," PL "," LS "}",
+     "server.json: log_level: expected one of \"error\", \"warn\", \"info\", "
+     "\"debug\", got true"},
+    {"{'workers':null," PL "," LS "}",
+     "server.json: workers: expected an integer 1..64, got null"},
+    {"{'workers':{}," PL "," LS "}",
+     "server.json: workers: expected an integer 1..64, got an object"},
+    {"{'workers':1e999," PL "," LS "}",
+     "server.json: workers: expected an integer 1..64, got a number out of "
+     "range"},
+    {"{'max_sessions':0," PL "," LS "}",
+     "server.json: max_sessions: expected an integer 1..1000000, got 0"},
+    {"{" PL "}", "server.json: missing required key \"listeners\""},
+    {"{}", "server.json: missing required key \"plugins\""},
+    {"{'plugins':{}," LS "}",
+     "server.json: plugins: expected a non-empty array, got an object"},
+    {"{" PL ",'listeners':[5]}",
+     "server.json: listeners[0]: expected an object, got 5"},
+    {"{" PL ",'listeners':[{'plugin':'echo'}]}",
+     "server.json: listeners[0]: missing required key \"port\""},
+    {"{" PL ",'listeners':[{'port':1,'plugin':7}]}",
+     "server.json: listeners[0].plugin: expected a string (plugin name), got 7"},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','framing':'u16'}]}",
+     "server.json: listeners[0].framing: expected one of \"raw\", "
+     "\"u16_size_id\", got \"u16\""},
+    {"{'plugins':[{'name':'echo','path':'e.so','callbacks':{'on_rcv':'f'}}],"
+     LS "}",
+     "server.json: plugins[0].callbacks.on_rcv: unknown key (did you mean "
+     "\"on_recv\"?)"},
+    {"{'plugins':[{'name':'echo','path':'e.so','callbacks':{'on_tick':'1x'}}],"
+     LS "}",
+     "server.json: plugins[0].callbacks.on_tick: expected a C identifier of at "
+     "most 128 characters (exported symbol name), got \"1x\""},
+    {"{'plugins':[{'name':'echo','path':'e.so','threading':'parallel'}]," LS
+     "}",
+     "server.json: plugins[0].threading: expected one of \"session\", "
+     "\"serial\", got \"parallel\""},
+    {"{'plugins':[{'name':'echo','path':'e.so','tick_ms':3600001}]," LS "}",
+     "server.json: plugins[0].tick_ms: expected an integer 0..3600000, got "
+     "3600001"},
+    {"{'plugins':[{'name':'echo','path':''}]," LS "}",
+     "server.json: plugins[0].path: expected a non-empty string (path to the "
+     "plugin's shared object), got \"\""},
+    {"{'admin_socket':''," PL "," LS "}",
+     "server.json: admin_socket: expected a non-empty string (unix socket "
+     "path), got \"\""},
+    {"{'admin_socket':'" /* 108 bytes */
+     "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'," PL "," LS "}",
+     "server.json: admin_socket: path too long for a unix socket once "
+     "resolved (108 bytes, at most 107)"},
+    {"{} x", "server.json:1:4: syntax error near 'x'"},
+    {"{'x\\u0000y':1}",
+     "server.json:1:4: \"\\u0000\" (NUL) is not allowed in strings"},
+    {"", "server.json: empty file"},
+    {" \n\t\r\n", "server.json: empty file"},
+};
+
+START_TEST(test_config_rejects_bad_input) {
+  cfg_server *cfg = (cfg_server *)&cfg; /* must be reset to NULL */
+  char err[512];
+  int rc = load(bad[_i].json, &cfg, err, sizeof err);
+  ck_assert_msg(rc < 0, "case %d accepted: %s", _i, bad[_i].json);
+  ck_assert_ptr_null(cfg);
+  ck_assert_str_eq(err, bad[_i].msg);
+}
+END_TEST
+
+START_TEST(test_config_syntax_error_position) {
+  static const char text[] = "{\n  \"workers\": 1,\n  \"io_backend\" \"auto\"\n}";
+  cfg_server *cfg = NULL;
+  char err[512];
+  ck_assert_int_eq(cfg_load_text(text, strlen(text), "server.json", ".", &cfg,
+                                 err, sizeof err), -EINVAL);
+  ck_assert_str_eq(err, "server.json:3:16: syntax error near '\"auto\"\\n}'");
+
+  static const char trailing[] = "{\"a\": [1, 2,]}";
+  ck_assert_int_eq(cfg_load_text(trailing, strlen(trailing), "s.json", ".",
+                                 &cfg, err, sizeof err), -EINVAL);
+  ck_assert_str_eq(err, "s.json:1:13: syntax error near ']}'");
+
+  static const char longer[] = "{\n\"workers\": 1,\n \"x\": [tru, 12345678901234567890]}";
+  ck_assert_int_eq(cfg_load_text(longer, strlen(longer), "s.json", ".", &cfg,
+                                 err, sizeof err), -EINVAL);
+  ck_assert_str_eq(err, "s.json:3:8: syntax error near 'tru, 12345678901'");
+  ck_assert_ptr_null(cfg);
+}
+END_TEST
+
+START_TEST(test_config_nul_byte_in_text) {
+  static const char text[] = "{\"plugins\"\0: []}";
+  cfg_server *cfg = NULL;
+  char err[512];
+  ck_assert_int_eq(cfg_load_text(text, sizeof text - 1, "server.json", ".",
+                                 &cfg, err, sizeof err), -EINVAL);
+  ck_assert_str_eq(err, "server.json:1:11: syntax error near '\\0: []}'");
+
+  static const char after[] = "{}\n\0";
+  ck_assert_int_eq(cfg_load_text(after, sizeof after - 1, "server.json", ".",
+                                 &cfg, err, sizeof err), -EINVAL);
+  ck_assert_str_eq(err, "server.json:2:1: syntax error near '\\0'");
+
+  static const char in_string[] = "{\"a\0b\": 1}";
+  ck_assert_int_eq(cfg_load_text(in_string, sizeof in_string - 1,
+                                 "server.json", ".", &cfg, err, sizeof err),
+                   -EINVAL);
+  ck_assert_str_eq(err, "server.json:1:4: syntax error near '\\0b\": 1}'");
+  ck_assert_ptr_null(cfg);
+}
+END_TEST
+
+START_TEST(test_config_missing_file) {
+  cfg_server *cfg = NULL;
+  char err[512];
+  int rc = cfg_load_file("/nonexistent/pier/server.json", &cfg, err, sizeof err);
+  ck_assert_int_eq(rc, -ENOENT);
+  ck_assert_ptr_null(cfg);
+  ck_assert_str_eq(err, "/nonexistent/pier/server.json: cannot read: No such "
+                        "file or directory");
+}
+END_TEST
+
+/* Writes content to <dir>/<name> and returns the path (static buffer). */
+static const char *write_file(const char *dir, const char *name,
+                              const char *content, size_t len) {
+  static char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(content, 1, len, f), len);
+  ck_assert_int_eq(fclose(f), 0);
+  return path;
+}
+
+START_TEST(test_config_file_errors_and_base_dir) {
+  char dir[] = "/tmp/pier_cfg_XXXXXX", err[512], want[1024];
+  cfg_server *cfg = NULL;
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+
+  char *ok = dq("{" PL "," LS "}");
+  const char *path = write_file(dir, "s.json", ok, strlen(ok));
+  free(ok);
+  ck_assert_int_eq(cfg_load_file(path, &cfg, err, sizeof err), 0);
+  ck_assert_str_eq(cfg->path, path);
+  ck_assert_str_eq(cfg->base_dir, dir);
+  snprintf(want, sizeof want, "%s/echo.so", dir);
+  ck_assert_str_eq(cfg->plugins[0].resolved_path, want);
+  cfg_free(cfg);
+  unlink(path);
+
+  path = write_file(dir, "w.json", "{\"workers\": 99}", 15);
+  ck_assert_int_eq(cfg_load_file(path, &cfg, err, sizeof err), -EINVAL);
+  snprintf(want, sizeof want, "%s: missing required key \"plugins\"", path);
+  ck_assert_str_eq(err, want);
+  unlink(path);
+
+  size_t big = CFG_MAX_FILE_SIZE + 1;
+  char *spaces = malloc(big);
+  ck_assert_ptr_nonnull(spaces);
+  memset(spaces, ' ', big);
+  path = write_file(dir, "big.json", spaces, big);
+  free(spaces);
+  ck_assert_int_eq(cfg_load_file(path, &cfg, err, sizeof err), -EFBIG);
+  snprintf(want, sizeof want, "%s: file too large (more than 1048576 bytes)",
+           path);
+  ck_assert_str_eq(err, want);
+  unlink(path);
+
+  ck_assert_int_eq(cfg_load_file(dir, &cfg, err, sizeof err), -EISDIR);
+  snprintf(want, sizeof want, "%s: cannot read: Is a directory", dir);
+  ck_assert_str_eq(err, want);
+  ck_assert_ptr_null(cfg);
+  rmdir(dir);
+}
+END_TEST
+
+START_TEST(test_config_error_buffer_handling) {
+  cfg_server *cfg = NULL;
+  char small[12];
+  ck_assert_int_eq(load("{'workers':0}", &cfg, small, sizeof small), -EINVAL);
+  ck_assert_str_eq(small, "server.json"); /* cut, still terminated */
+  ck_assert_int_eq(load("{'workers':0}", &cfg, NULL, 0), -EINVAL);
+  ck_assert_int_eq(cfg_load_text(NULL, 5, "x", ".", &cfg, small, sizeof small),
+                   -EINVAL);
+  ck_assert_int_eq(cfg_load_text("{}", 2, "x", ".", NULL, NULL, 0), -EINVAL);
+  ck_assert_int_eq(cfg_load_file(NULL, &cfg, NULL, 0), -EINVAL);
+  ck_assert_ptr_null(cfg);
+  cfg_free(NULL);
+}
+END_TEST
+
+START_TEST(test_config_enum_names) {
+  ck_assert_str_eq(cfg_backend_name(CFG_BACKEND_AUTO), "auto");
+  ck_assert_str_eq(cfg_backend_name(CFG_BACKEND_IO_URING), "io_uring");
+  ck_assert_str_eq(cfg_backend_name(CFG_BACKEND_EPOLL), "epoll");
+  ck_assert_str_eq(cfg_framing_name(CFG_FRAMING_RAW), "raw");
+  ck_assert_str_eq(cfg_framing_name(CFG_FRAMING_U16_SIZE_ID), "u16_size_id");
+  ck_assert_str_eq(cfg_threading_name(CFG_THREADING_SESSION), "session");
+  ck_assert_str_eq(cfg_threading_name(CFG_THREADING_SERIAL), "serial");
+  ck_assert_str_eq(cfg_log_level_name(CFG_LOG_ERROR), "error");
+  ck_assert_str_eq(cfg_log_level_name(CFG_LOG_WARN), "warn");
+  ck_assert_str_eq(cfg_log_level_name(CFG_LOG_INFO), "info");
+  ck_assert_str_eq(cfg_log_level_name(CFG_LOG_DEBUG), "debug");
+  ck_assert_str_eq(cfg_backend_name((cfg_backend)99), "unknown");
+  ck_assert_str_eq(cfg_log_level_name((cfg_log_level)-1), "unknown");
+}
+END_TEST
+
+/* Every failure must be one non-empty line and leave *out NULL. */
+static void expect_clean(const char *text, size_t len, int may_pass) {
+  cfg_server *cfg = NULL;
+  char err[512];
+  int rc = cfg_load_text(text, len, "f.json", "/d", &cfg, err, sizeof err);
+  if (rc == 0) {
+    ck_assert_msg(may_pass, "unexpectedly accepted");
+    cfg_free(cfg);
+    return;
+  }
+  ck_assert_ptr_null(cfg);
+  ck_assert_msg(strncmp(err, "f.json", 6) == 0, "bad message: %s", err);
+  ck_assert_ptr_null(strchr(err, '\n'));
+}
+
+START_TEST(test_config_truncated_and_mutated_input) {
+  FILE *f = fopen(DEFAULT_CONFIG, "rb");
+  ck_assert_ptr_nonnull(f);
+  char text[4096];
+  size_t len = fread(text, 1, sizeof text, f);
+  fclose(f);
+  ck_assert_uint_gt(len, 100);
+  for (size_t n = 0; n < len; n++)
+    expect_clean(text, n, 1); /* a prefix may end in whitespace only */
+  expect_clean(text, len, 1);
+
+  unsigned seed = 12345;
+  static const char junk[] = "\0\"{}[]:,\\-01e.9 tfnx\n\xff";
+  for (int round = 0; round < 2000; round++) {
+    char m[4096];
+    memcpy(m, text, len);
+    for (int k = 0; k < 3; k++) {
+      seed = seed * 1103515245u + 12345u;
+      size_t at = (seed >> 8) % len;
+      seed = seed * 1103515245u + 12345u;
+      m[at] = junk[(seed >> 8) % (sizeof junk - 1)];
+    }
+    expect_clean(m, len, 1);
+  }
+}
+END_TEST
+
+START_TEST(test_config_pathological_input) {
+  size_t n = 100000;
+  char *deep = malloc(2 * n + 1);
+  ck_assert_ptr_nonnull(deep);
+  memset(deep, '[', n);
+  memset(deep + n, ']', n);
+  expect_clean(deep, 2 * n, 0);
+  memset(deep, '{', n);
+  expect_clean(deep, n, 0);
+  free(deep);
+
+  /* nesting within cJSON's limit inside a plugin config */
+  char *nested = malloc(8192);
+  ck_assert_ptr_nonnull(nested);
+  size_t k = (size_t)sprintf(nested, "{\"plugins\":[{\"name\":\"p\",\"path\":"
+                                     "\"p.so\",\"config\":{\"a\":");
+  for (int i = 0; i < 900; i++)
+    nested[k++] = '[';
+  for (int i = 0; i < 900; i++)
+    nested[k++] = ']';
+  k += (size_t)sprintf(nested + k, "}}],\"listeners\":[{\"port\":1,"
+                                   "\"plugin\":\"p\"}]}");
+  expect_clean(nested, k, 1);
+  free(nested);
+
+  static const char *const odd[] = {
+      ("{\"workers\": 12345678901234567890123456789012345678901234567890"
+       "123456789012345678901234567890}"),
+      "{\"workers\": -0}", "{\"workers\": NaN}", "{\"workers\": Infinity}",
+      "{\"workers\": 1e-400}", "{\"workers\": -1e999}", "{\"workers\": 0x10}",
+      "{\"workers\": \"\\ud800\"}", "{\"workers\": \"\\u12\"}", "\"\\",
+      "{\"a\":", "{\"", "\xef\xbb\xbf{}", "{\"plugins\":[{}]}",
+      "{\"plugins\":[[]],\"listeners\":[]}",
+  };
+  for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
+    expect_clean(odd[i], strlen(odd[i]), 0);
+}
+END_TEST
+
+static Suite *config_suite(void) {
+  Suite *s = suite_create("config");
+  TCase *tc = tcase_create("config");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_config_default_file_loads);
+  tcase_add_test(tc, test_config_defaults_when_absent);
+  tcase_add_test(tc, test_config_every_key_set);
+  tcase_add_test(tc, test_config_plugin_path_resolution);
+  tcase_add_loop_test(tc, test_config_rejects_bad_input, 0,
+                      (int)(sizeof bad / sizeof bad[0]));
+  tcase_add_test(tc, test_config_syntax_error_position);
+  tcase_add_test(tc, test_config_nul_byte_in_text);
+  tcase_add_test(tc, test_config_missing_file);
+  tcase_add_test(tc, test_config_file_errors_and_base_dir);
+  tcase_add_test(tc, test_config_error_buffer_handling);
+  tcase_add_test(tc, test_config_enum_names);
+  tcase_add_test(tc, test_config_truncated_and_mutated_input);
+  tcase_add_test(tc, test_config_pathological_input);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(config_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
