@@ -555,6 +555,43 @@ int net_close(net *n, pier_sid sid, pier_reason reason) { return close_any(n, si
 
 int net_abort(net *n, pier_sid sid, pier_reason reason) { return close_any(n, sid, reason, 1); }
 
+int net_set_user(net *n, pier_sid sid, void *user) {
+  net_worker *w = worker_of(n, sid);
+  if (!w || !sid_exists(&w->sids, sid))
+    return -ENOTCONN;
+  atomic_store_explicit(&w->sids.user[PIER_SID_SLOT(sid)], user, memory_order_relaxed);
+  return 0;
+}
+
+void *net_get_user(net *n, pier_sid sid) {
+  net_worker *w = worker_of(n, sid);
+  void *user;
+  if (!w || !sid_exists(&w->sids, sid))
+    return NULL;
+  user = atomic_load_explicit(&w->sids.user[PIER_SID_SLOT(sid)], memory_order_relaxed);
+  return sid_exists(&w->sids, sid) ? user : NULL;
+}
+
+int net_peer(net *n, pier_sid sid, net_addr *out) {
+  net_worker *w = worker_of(n, sid);
+  if (!w || !sid_exists(&w->sids, sid))
+    return -ENOTCONN;
+  /* The peer is written before the id becomes live and not again while it
+   * is: a copy taken between two checks of the id is that session's. */
+  *out = w->sessions[PIER_SID_SLOT(sid)].peer;
+  return sid_exists(&w->sids, sid) ? 0 : -ENOTCONN;
+}
+
+void net_post(net *n, unsigned worker, io_job *job) {
+  io_post(&n->workers[worker % n->nworkers].loop, job);
+}
+
+int net_current_worker(const net *n) {
+  return net_tls_worker && net_tls_worker->n == n ? (int)net_tls_worker->id : -1;
+}
+
+io_loop *net_loop(net *n, unsigned i) { return &n->workers[i % n->nworkers].loop; }
+
 const char *net_backend_name(const net *n) { return n->be->name; }
 
 unsigned net_workers(const net *n) { return n->nworkers; }

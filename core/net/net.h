@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/io.h"
 #include "net/addr.h"
 #include "net/sbuf.h"
 #include "pier/types.h"
@@ -93,6 +94,22 @@ size_t net_broadcast(net *n, const pier_sid *sids, size_t count, const void *dat
 int net_close(net *n, pier_sid sid, pier_reason reason);
 /* Any thread. Abortive: pending data is dropped, the peer gets RST. */
 int net_abort(net *n, pier_sid sid, pier_reason reason);
+
+/* Any thread. A pointer kept with the session for its owner (the plugin
+ * host); readable until on_disconnected returns. set: 0 or -ENOTCONN. */
+int net_set_user(net *n, pier_sid sid, void *user);
+void *net_get_user(net *n, pier_sid sid);
+/* Any thread. The session's peer address; 0 or -ENOTCONN. */
+int net_peer(net *n, pier_sid sid, net_addr *out);
+/* Any thread. Runs job on worker `worker`'s thread (index modulo workers). */
+void net_post(net *n, unsigned worker, io_job *job);
+/* The index of the worker whose thread this is, or -1. */
+int net_current_worker(const net *n);
+
+/* Worker i's loop, for timers that belong on it (loop thread only). */
+io_loop *net_loop(net *n, unsigned i);
+/* Human-readable text of a disconnect reason. */
+const char *net_reason_text(pier_reason reason);
 
 const char *net_backend_name(const net *n);
 unsigned net_workers(const net *n);

@@ -28,7 +28,6 @@ struct session {
   pier_sid sid;
   sendq q;
   framer fr;
-  void *user;
   io_timer close_timer; /* graceful close deadline */
   net_addr peer;
   session *next_flush;

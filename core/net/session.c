@@ -18,7 +18,8 @@ static const char *const reason_text[] = {
 #undef XX
 };
 
-static const char *reason_str(unsigned r) {
+const char *net_reason_text(pier_reason reason) {
+  unsigned r = (unsigned)reason;
   return r < sizeof(reason_text) / sizeof(reason_text[0]) && reason_text[r] ? reason_text[r] : "?";
 }
 
@@ -161,7 +162,7 @@ static void deliver(session *s, const char *data, size_t len) {
     STAT_ADD(s->w, bad_packets, 1);
     log_limited(&s->w->rl_packet, LOG_WARN, "session %016llx %s: %s (max_packet_size %u); closing",
                 (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
-                reason_str(r), ep->max_packet_size);
+                net_reason_text(r), ep->max_packet_size);
     session_close(s, r, 1);
   }
 }
@@ -186,10 +187,14 @@ void session_start(session *s) {
   int rc;
   s->state = SS_OPEN;
   s->notified = 1;
+  s->refs++; /* a close inside on_connected must not finish the session under it */
   if (s->ep->handler->on_connected)
     s->ep->handler->on_connected(s->ep->ctx, s);
-  if (s->state != SS_OPEN)
+  if (s->state != SS_OPEN) {
+    unref(s);
     return;
+  }
+  s->refs--;
   rc = io_recv(&s->w->loop, &s->ev_recv, &s->iofd, on_recv_done);
   if (rc < 0) {
     log_error("session %016llx: cannot arm recv: %s", (unsigned long long)s->sid, strerror(-rc));
@@ -339,6 +344,10 @@ int session_connect(session *s, const net_addr *addr) {
 
 pier_sid session_sid(const session *s) { return s->sid; }
 const net_addr *session_peer(const session *s) { return &s->peer; }
-void *session_user(const session *s) { return s->user; }
-void session_set_user(session *s, void *user) { s->user = user; }
+void *session_user(const session *s) {
+  return atomic_load_explicit(&s->w->sids.user[PIER_SID_SLOT(s->sid)], memory_order_relaxed);
+}
+void session_set_user(session *s, void *user) {
+  atomic_store_explicit(&s->w->sids.user[PIER_SID_SLOT(s->sid)], user, memory_order_relaxed);
+}
 size_t session_queued(const session *s) { return s->q.bytes; }

@@ -12,7 +12,8 @@ int sid_table_init(sid_table *t, unsigned worker, uint32_t cap) {
   t->free_slots = malloc(cap * sizeof(*t->free_slots));
   t->next_gen = calloc(cap, sizeof(*t->next_gen));
   t->live = calloc(cap, sizeof(*t->live));
-  if (!t->free_slots || !t->next_gen || !t->live) {
+  t->user = calloc(cap, sizeof(*t->user));
+  if (!t->free_slots || !t->next_gen || !t->live || !t->user) {
     sid_table_free(t);
     return -ENOMEM;
   }
@@ -26,6 +27,8 @@ void sid_table_free(sid_table *t) {
   free(t->free_slots);
   free(t->next_gen);
   free((void *)t->live);
+  free((void *)t->user);
+  t->user = NULL;
   t->free_slots = NULL;
   t->next_gen = NULL;
   t->live = NULL;
@@ -48,6 +51,7 @@ pier_sid sid_alloc(sid_table *t) {
 void sid_release(sid_table *t, pier_sid sid) {
   uint32_t slot = PIER_SID_SLOT(sid);
   atomic_store_explicit(&t->live[slot], 0, memory_order_release);
+  atomic_store_explicit(&t->user[slot], NULL, memory_order_relaxed);
   t->free_slots[t->nfree++] = slot;
 }
 
@@ -55,6 +59,13 @@ void sid_mark_closing(sid_table *t, pier_sid sid) {
   uint32_t slot = PIER_SID_SLOT(sid), gen = PIER_SID_GEN(sid);
   if (slot < t->cap)
     atomic_compare_exchange_strong(&t->live[slot], &gen, gen | SID_CLOSING);
+}
+
+int sid_exists(const sid_table *t, pier_sid sid) {
+  uint32_t slot = PIER_SID_SLOT(sid), gen = PIER_SID_GEN(sid);
+  if (sid == 0 || PIER_SID_WORKER(sid) != t->worker || slot >= t->cap || gen == 0)
+    return 0;
+  return (atomic_load_explicit(&t->live[slot], memory_order_acquire) & ~SID_CLOSING) == gen;
 }
 
 int sid_live(const sid_table *t, pier_sid sid) {

@@ -19,6 +19,7 @@ typedef struct sid_table {
   uint32_t *next_gen;       /* owner thread only */
   _Atomic uint32_t *live;   /* generation of the open session in the slot; 0 if free,
                              SID_CLOSING added once it is closing */
+  _Atomic(void *) *user;   /* per-session pointer of the session's owner */
   unsigned worker;
 } sid_table;
 
@@ -33,6 +34,8 @@ void sid_release(sid_table *t, pier_sid sid);
 /* Marks a live id as closing: sid_live() is false for it from now on, so
  * other threads stop queueing to it. Any thread. */
 void sid_mark_closing(sid_table *t, pier_sid sid);
+/* Whether sid names the session in its slot, closing or not. Any thread. */
+int sid_exists(const sid_table *t, pier_sid sid);
 /* Whether sid names the live session of its slot. Any thread. */
 int sid_live(const sid_table *t, pier_sid sid);
 

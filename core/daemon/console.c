@@ -1,0 +1,94 @@
+/* Console command parser and dispatcher. Lines are split on blanks; a line
+ * longer than the buffer is rejected whole rather than cut into commands. */
+#include "daemon/console.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void console_init(console *c, host *h) {
+  memset(c, 0, sizeof(*c));
+  c->h = h;
+}
+
+static const char help_text[] = "commands:\n"
+                                "  help            this text\n"
+                                "  status          uptime, backend, sessions per listener, plugins\n"
+                                "  sessions        open sessions: id, plugin, peer\n"
+                                "  kick SID        close session SID (hex, as `sessions` shows)\n"
+                                "  plugins         loaded plugins and versions\n"
+                                "  quit            stop the daemon (as SIGTERM)\n";
+
+int console_exec(console *c, const char *line, FILE *out) {
+  char cmd[32], arg[64], extra[8];
+  int n = sscanf(line, "%31s %63s %7s", cmd, arg, extra);
+
+  if (n <= 0)
+    return 0;
+  if (strcmp(cmd, "help") == 0 && n == 1) {
+    fputs(help_text, out);
+  } else if (strcmp(cmd, "status") == 0 && n == 1) {
+    host_print_status(c->h, out);
+  } else if (strcmp(cmd, "sessions") == 0 && n == 1) {
+    host_print_sessions(c->h, out);
+  } else if (strcmp(cmd, "plugins") == 0 && n == 1) {
+    host_print_plugins(c->h, out);
+  } else if (strcmp(cmd, "kick") == 0 && n == 2) {
+    char *end;
+    errno = 0;
+    unsigned long long sid = strtoull(arg, &end, 16);
+    if (errno || *end || end == arg) {
+      fprintf(out, "error: kick: \"%s\" is not a session id (hex, as `sessions` shows)\n", arg);
+      return -1;
+    }
+    if (host_kick(c->h, (pier_sid)sid) < 0) {
+      fprintf(out, "error: kick: no session %016llx\n", sid);
+      return -1;
+    }
+    fprintf(out, "kicked %016llx\n", sid);
+  } else if (strcmp(cmd, "quit") == 0 && n == 1) {
+    return CONSOLE_QUIT;
+  } else {
+    fprintf(out, "error: unknown command \"%s\" (type `help`)\n", line);
+    return -1;
+  }
+  return 0;
+}
+
+int console_read(console *c, int fd, FILE *out) {
+  ssize_t n = read(fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+  int rc = CONSOLE_OK;
+  char *start, *nl;
+
+  if (n == 0)
+    return CONSOLE_EOF;
+  if (n < 0)
+    return errno == EAGAIN || errno == EINTR ? CONSOLE_OK : CONSOLE_EOF;
+  c->len += (size_t)n;
+  c->buf[c->len] = '\0';
+  start = c->buf;
+  while ((nl = memchr(start, '\n', c->len - (size_t)(start - c->buf)))) {
+    *nl = '\0';
+    if (nl > start && nl[-1] == '\r')
+      nl[-1] = '\0';
+    if (c->discarding) {
+      c->discarding = 0;
+      fprintf(out, "error: line too long\n");
+    } else if (console_exec(c, start, out) == CONSOLE_QUIT) {
+      rc = CONSOLE_QUIT;
+    }
+    start = nl + 1;
+    if (rc == CONSOLE_QUIT)
+      break;
+  }
+  c->len -= (size_t)(start - c->buf);
+  memmove(c->buf, start, c->len);
+  if (c->len == sizeof(c->buf) - 1) {
+    c->len = 0;
+    c->discarding = 1;
+  }
+  fflush(out);
+  return rc;
+}

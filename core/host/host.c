@@ -1,0 +1,775 @@
+/* Plugin host. Session events arrive from core/net on the session's worker
+ * and become plugin callbacks: called at once for "session" plugins; for
+ * "serial" plugins called at once when the plugin's strand is idle, else
+ * queued on the strand with a copy of the data. Plugin timers, ticks and
+ * posted jobs run on worker 0's loop (then through the strand for serial
+ * plugins). */
+#include "host/host.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "host/loader.h"
+#include "host/strand.h"
+#include "net/framing.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+typedef struct host_plugin host_plugin;
+
+typedef struct host_listener {
+  host *h;
+  host_plugin *p;
+  const cfg_listener *cfg;
+  net_endpoint ep;
+  net_listener *nl;
+  _Atomic long sessions;
+} host_listener;
+
+typedef struct host_timer {
+  struct host_timer *next;
+  host_plugin *p;
+  uint64_t id;
+  pier_timer_fn fn; /* NULL: the plugin's tick */
+  void *arg;
+  uint64_t after, repeat;
+  io_timer t;
+  int canceled;       /* under host.timer_mu */
+  _Atomic int refs;   /* the timer list, plus each queued strand call */
+} host_timer;
+
+struct host_plugin {
+  pier_host api; /* what the plugin gets; container_of leads back here */
+  host *h;
+  const cfg_plugin *cfg;
+  plugin_image img;
+  unsigned generation;
+  int serial;
+  int loaded; /* on_load succeeded */
+  strand st;
+  pthread_mutex_t reg_mu; /* the plugin's open sessions */
+  pier_sid *sids;
+  size_t nsids, capsids;
+};
+
+struct host {
+  const cfg_server *cfg;
+  net *net;
+  host_plugin *plugins;
+  size_t nplugins;
+  host_listener *listeners;
+  size_t nlisteners;
+  pthread_mutex_t timer_mu;
+  host_timer *timers;
+  _Atomic uint64_t next_timer_id;
+  uint64_t started_ms;
+  int started, stopped;
+};
+
+/* During a serial plugin's on_disconnected the session's slot may already
+ * be reused: get_user answers from the value captured at disconnect. */
+static _Thread_local pier_sid tls_gone_sid;
+static _Thread_local void *tls_gone_user;
+
+/* ---- session registry per plugin ---- */
+
+static void reg_add(host_plugin *p, pier_sid sid) {
+  pthread_mutex_lock(&p->reg_mu);
+  if (p->nsids == p->capsids) {
+    size_t cap = p->capsids ? p->capsids * 2 : 64;
+    pier_sid *n = realloc(p->sids, cap * sizeof(*n));
+    if (n) {
+      p->sids = n;
+      p->capsids = cap;
+    }
+  }
+  if (p->nsids < p->capsids)
+    p->sids[p->nsids++] = sid;
+  pthread_mutex_unlock(&p->reg_mu);
+}
+
+static void reg_remove(host_plugin *p, pier_sid sid) {
+  pthread_mutex_lock(&p->reg_mu);
+  for (size_t i = p->nsids; i-- > 0;) {
+    if (p->sids[i] == sid) {
+      p->sids[i] = p->sids[--p->nsids];
+      break;
+    }
+  }
+  pthread_mutex_unlock(&p->reg_mu);
+}
+
+/* ---- event delivery ---- */
+
+typedef enum { EV_CONNECTED, EV_RECV, EV_SEND, EV_DISCONNECTED, EV_TICK, EV_TIMER, EV_POST } ev_type;
+
+typedef struct ev_job {
+  strand_job base;
+  host_plugin *p;
+  ev_type type;
+  pier_sid sid;
+  pier_reason reason;
+  size_t n;
+  void *user;
+  pier_timer_fn fn;
+  void *arg;
+  host_timer *timer;
+  char data[];
+} ev_job;
+
+typedef struct ev {
+  ev_type type;
+  pier_sid sid;
+  pier_reason reason;
+  size_t n; /* bytes of data, or bytes sent */
+  const char *data;
+  void *user;
+  pier_timer_fn fn;
+  void *arg;
+  host_timer *timer;
+} ev;
+
+static void timer_unref(host_timer *t);
+
+static void call(host_plugin *p, const ev *e) {
+  const pier_plugin *cb = &p->img.cb;
+  switch (e->type) {
+  case EV_CONNECTED:
+    if (cb->on_connected)
+      cb->on_connected(e->sid, e->data);
+    break;
+  case EV_RECV:
+    if (cb->on_recv)
+      cb->on_recv(e->sid, e->data, e->n);
+    break;
+  case EV_SEND:
+    if (cb->on_send)
+      cb->on_send(e->sid, e->n);
+    break;
+  case EV_DISCONNECTED:
+    tls_gone_sid = e->sid;
+    tls_gone_user = e->user;
+    if (cb->on_disconnected)
+      cb->on_disconnected(e->sid, e->reason);
+    tls_gone_sid = 0;
+    tls_gone_user = NULL;
+    break;
+  case EV_TICK:
+    if (cb->on_tick)
+      cb->on_tick(e->n);
+    break;
+  case EV_TIMER: {
+    int canceled;
+    pthread_mutex_lock(&p->h->timer_mu);
+    canceled = e->timer->canceled && e->timer->repeat; /* a once-timer that fired still runs */
+    pthread_mutex_unlock(&p->h->timer_mu);
+    if (!canceled)
+      e->fn(e->arg);
+    break;
+  }
+  case EV_POST:
+    e->fn(e->arg);
+    break;
+  }
+}
+
+static void run_job(strand_job *job) {
+  ev_job *j = (ev_job *)job;
+  ev e = {j->type, j->sid, j->reason, j->n, j->data, j->user, j->fn, j->arg, j->timer};
+  call(j->p, &e);
+  if (j->timer)
+    timer_unref(j->timer);
+  free(j);
+}
+
+static void deliver(host_plugin *p, const ev *e, int may_inline) {
+  ev_job *j;
+  size_t extra = e->type == EV_RECV || e->type == EV_CONNECTED ? e->n : 0;
+
+  if (!p->serial) {
+    call(p, e);
+    return;
+  }
+  if (may_inline && strand_try_enter(&p->st)) {
+    call(p, e);
+    strand_release(&p->st);
+    return;
+  }
+  j = malloc(sizeof(*j) + extra);
+  if (!j) {
+    log_error("plugin \"%s\": out of memory queueing an event; dropped", p->cfg->name);
+    return;
+  }
+  j->base.run = run_job;
+  j->p = p;
+  j->type = e->type;
+  j->sid = e->sid;
+  j->reason = e->reason;
+  j->n = e->n;
+  j->user = e->user;
+  j->fn = e->fn;
+  j->arg = e->arg;
+  j->timer = e->timer;
+  if (e->timer)
+    atomic_fetch_add(&e->timer->refs, 1);
+  if (extra)
+    memcpy(j->data, e->data, extra);
+  strand_push(&p->st, &j->base);
+}
+
+static void kick_run(io_job *job) { strand_run(container_of(job, strand, kick_job)); }
+
+static void kick(strand *st) {
+  host_plugin *p = st->owner;
+  int w = net_current_worker(p->h->net);
+  st->kick_job.fn = kick_run;
+  net_post(p->h->net, w < 0 ? 0 : (unsigned)w, &st->kick_job);
+}
+
+/* ---- net handler ---- */
+
+static void on_connected(void *ctx, session *s) {
+  host_listener *l = ctx;
+  char peer[NET_ADDR_STRLEN];
+  ev e = {.type = EV_CONNECTED, .sid = session_sid(s)};
+
+  atomic_fetch_add(&l->sessions, 1);
+  reg_add(l->p, e.sid);
+  net_addr_format(session_peer(s), peer, sizeof(peer));
+  e.data = peer;
+  e.n = strlen(peer) + 1;
+  deliver(l->p, &e, 1);
+}
+
+static void on_recv(void *ctx, session *s, const char *data, size_t len) {
+  host_listener *l = ctx;
+  ev e = {.type = EV_RECV, .sid = session_sid(s), .data = data, .n = len};
+  deliver(l->p, &e, 1);
+}
+
+static void on_send(void *ctx, session *s, size_t bytes) {
+  host_listener *l = ctx;
+  ev e = {.type = EV_SEND, .sid = session_sid(s), .n = bytes};
+  if (l->p->img.cb.on_send)
+    deliver(l->p, &e, 1);
+}
+
+static void on_disconnected(void *ctx, session *s, pier_reason reason) {
+  host_listener *l = ctx;
+  ev e = {.type = EV_DISCONNECTED, .sid = session_sid(s), .reason = reason,
+          .user = session_user(s)};
+  atomic_fetch_sub(&l->sessions, 1);
+  reg_remove(l->p, e.sid);
+  deliver(l->p, &e, 1);
+}
+
+static const net_handler host_handler = {on_connected, on_recv, on_send, on_disconnected, NULL};
+
+/* ---- timers (on worker 0) ---- */
+
+static void timer_unref(host_timer *t) {
+  if (atomic_fetch_sub(&t->refs, 1) == 1)
+    free(t);
+}
+
+/* Removes t from the list and its loop; worker 0 (or after the workers
+ * stopped). */
+static void timer_reap(host *h, host_timer *t) {
+  pthread_mutex_lock(&h->timer_mu);
+  for (host_timer **pp = &h->timers; *pp; pp = &(*pp)->next) {
+    if (*pp == t) {
+      *pp = t->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&h->timer_mu);
+  if (h->net && !h->stopped)
+    io_timer_stop(net_loop(h->net, 0), &t->t);
+  timer_unref(t);
+}
+
+static void timer_fire(io_timer *it) {
+  host_timer *t = container_of(it, host_timer, t);
+  host *h = t->p->h;
+  int canceled;
+  ev e = {.type = t->fn ? EV_TIMER : EV_TICK, .fn = t->fn, .arg = t->arg, .timer = t};
+
+  pthread_mutex_lock(&h->timer_mu);
+  canceled = t->canceled;
+  pthread_mutex_unlock(&h->timer_mu);
+  if (canceled)
+    return;
+  if (!t->fn) {
+    e.n = clock_ms();
+    e.timer = NULL;
+  }
+  atomic_fetch_add(&t->refs, 1); /* t stays valid through the call */
+  deliver(t->p, &e, 1);
+  if (!t->repeat) {
+    pthread_mutex_lock(&h->timer_mu);
+    canceled = t->canceled;
+    t->canceled = 1;
+    pthread_mutex_unlock(&h->timer_mu);
+    if (!canceled)
+      timer_reap(h, t); /* else the cancel's reap job does it */
+  }
+  timer_unref(t);
+}
+
+typedef struct timer_job {
+  io_job job;
+  host_timer *t;
+  int reap;
+} timer_job;
+
+static void timer_job_run(io_job *job) {
+  timer_job *j = container_of(job, timer_job, job);
+  host *h = j->t->p->h;
+  if (j->reap)
+    timer_reap(h, j->t);
+  else if (!h->stopped)
+    io_timer_start(net_loop(h->net, 0), &j->t->t, j->t->after, j->t->repeat);
+  timer_unref(j->t);
+  free(j);
+}
+
+static int timer_post(host *h, host_timer *t, int reap) {
+  timer_job *j = calloc(1, sizeof(*j));
+  if (!j)
+    return -ENOMEM;
+  j->job.fn = timer_job_run;
+  j->t = t;
+  j->reap = reap;
+  atomic_fetch_add(&t->refs, 1);
+  net_post(h->net, 0, &j->job);
+  return 0;
+}
+
+static int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn, void *arg,
+                     uint64_t *id) {
+  host *h = p->h;
+  host_timer *t = calloc(1, sizeof(*t));
+  int rc;
+  if (!t)
+    return -ENOMEM;
+  t->p = p;
+  t->id = atomic_fetch_add(&h->next_timer_id, 1) + 1;
+  t->fn = fn;
+  t->arg = arg;
+  t->after = after;
+  t->repeat = repeat;
+  atomic_init(&t->refs, 1);
+  io_timer_init(&t->t, timer_fire);
+  pthread_mutex_lock(&h->timer_mu);
+  t->next = h->timers;
+  h->timers = t;
+  pthread_mutex_unlock(&h->timer_mu);
+  if (id)
+    *id = t->id;
+  rc = timer_post(h, t, 0);
+  if (rc < 0) {
+    pthread_mutex_lock(&h->timer_mu);
+    t->canceled = 1;
+    pthread_mutex_unlock(&h->timer_mu);
+    timer_reap(h, t);
+  }
+  return rc;
+}
+
+/* Cancels timers of p matching id (0 = all of p's). Returns how many. */
+static int timer_cancel_match(host *h, host_plugin *p, uint64_t id) {
+  host_timer *hit[64];
+  int n = 0, total = 0;
+  do {
+    n = 0;
+    pthread_mutex_lock(&h->timer_mu);
+    for (host_timer *t = h->timers; t && n < 64; t = t->next) {
+      if (t->p == p && !t->canceled && (id == 0 || t->id == id)) {
+        t->canceled = 1;
+        hit[n++] = t;
+      }
+    }
+    pthread_mutex_unlock(&h->timer_mu);
+    for (int i = 0; i < n; i++) {
+      if (h->stopped || !h->started)
+        timer_reap(h, hit[i]);
+      else
+        timer_post(h, hit[i], 1);
+    }
+    total += n;
+  } while (n == 64);
+  return total;
+}
+
+/* ---- the pier_host table ---- */
+
+#define PLUGIN(api) container_of(api, host_plugin, api)
+
+static int api_send(const pier_host *api, pier_sid sid, const void *data, size_t len) {
+  return net_send(PLUGIN(api)->h->net, sid, data, len);
+}
+
+static int api_send_packet(const pier_host *api, pier_sid sid, uint16_t id, const void *body,
+                           size_t len) {
+  sbuf *b;
+  int rc;
+  if (len + FRAME_HEADER > 65535)
+    return -EMSGSIZE;
+  b = sbuf_alloc(len + FRAME_HEADER);
+  if (!b)
+    return -ENOMEM;
+  b->data[0] = (char)((len + FRAME_HEADER) & 0xff);
+  b->data[1] = (char)((len + FRAME_HEADER) >> 8);
+  b->data[2] = (char)(id & 0xff);
+  b->data[3] = (char)(id >> 8);
+  if (len)
+    memcpy(b->data + FRAME_HEADER, body, len);
+  b->len = (uint32_t)(len + FRAME_HEADER);
+  rc = net_send_buf(PLUGIN(api)->h->net, sid, b);
+  sbuf_release(b);
+  return rc;
+}
+
+static size_t api_broadcast(const pier_host *api, const pier_sid *sids, size_t n, const void *data,
+                            size_t len) {
+  return net_broadcast(PLUGIN(api)->h->net, sids, n, data, len);
+}
+
+static int api_close(const pier_host *api, pier_sid sid, pier_reason reason) {
+  return net_close(PLUGIN(api)->h->net, sid, reason);
+}
+
+static int api_set_user(const pier_host *api, pier_sid sid, void *user) {
+  return net_set_user(PLUGIN(api)->h->net, sid, user);
+}
+
+static void *api_get_user(const pier_host *api, pier_sid sid) {
+  if (sid != 0 && sid == tls_gone_sid)
+    return tls_gone_user;
+  return net_get_user(PLUGIN(api)->h->net, sid);
+}
+
+static int api_peer(const pier_host *api, pier_sid sid, char *buf, size_t len) {
+  net_addr a;
+  int rc = net_peer(PLUGIN(api)->h->net, sid, &a);
+  if (rc == 0)
+    net_addr_format(&a, buf, len);
+  return rc;
+}
+
+static int api_timer_start(const pier_host *api, uint64_t after_ms, uint64_t repeat_ms,
+                           pier_timer_fn fn, void *arg, uint64_t *id) {
+  if (!fn)
+    return -EINVAL;
+  return timer_add(PLUGIN(api), after_ms, repeat_ms, fn, arg, id);
+}
+
+static int api_timer_cancel(const pier_host *api, uint64_t id) {
+  host_plugin *p = PLUGIN(api);
+  return id && timer_cancel_match(p->h, p, id) > 0 ? 0 : -ENOENT;
+}
+
+static void api_log(const pier_host *api, pier_log_level level, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  if ((int)level > (int)log_get_level())
+    return;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  log_msg((log_level)(level > PIER_LOG_DEBUG ? PIER_LOG_DEBUG : level), "[%s] %s",
+          PLUGIN(api)->cfg->name, buf);
+}
+
+static size_t api_sessions(const pier_host *api, pier_sid *out, size_t max) {
+  host_plugin *p = PLUGIN(api);
+  size_t n;
+  pthread_mutex_lock(&p->reg_mu);
+  n = p->nsids;
+  if (out)
+    memcpy(out, p->sids, (n < max ? n : max) * sizeof(*out));
+  pthread_mutex_unlock(&p->reg_mu);
+  return n;
+}
+
+typedef struct post_job {
+  io_job job;
+  host_plugin *p;
+  pier_job_fn fn;
+  void *arg;
+} post_job;
+
+static void post_run(io_job *job) {
+  post_job *j = container_of(job, post_job, job);
+  ev e = {.type = EV_POST, .fn = j->fn, .arg = j->arg};
+  if (!j->p->h->stopped)
+    deliver(j->p, &e, 1);
+  free(j);
+}
+
+static int api_post(const pier_host *api, pier_job_fn fn, void *arg) {
+  host_plugin *p = PLUGIN(api);
+  post_job *j;
+  if (!fn)
+    return -EINVAL;
+  if (p->h->stopped)
+    return -ECANCELED;
+  j = malloc(sizeof(*j));
+  if (!j)
+    return -ENOMEM;
+  j->job.fn = post_run;
+  j->p = p;
+  j->fn = fn;
+  j->arg = arg;
+  net_post(p->h->net, 0, &j->job);
+  return 0;
+}
+
+static uint64_t api_now(const pier_host *api) { return clock_ms(); }
+
+static const char *api_reason_text(pier_reason reason) { return net_reason_text(reason); }
+
+static void fill_api(host_plugin *p) {
+  pier_host *a = &p->api;
+  a->size = sizeof(*a);
+  a->abi_major = PIER_ABI_MAJOR;
+  a->abi_minor = PIER_ABI_MINOR;
+  a->send = api_send;
+  a->send_packet = api_send_packet;
+  a->broadcast = api_broadcast;
+  a->close = api_close;
+  a->set_user = api_set_user;
+  a->get_user = api_get_user;
+  a->peer = api_peer;
+  a->timer_start = api_timer_start;
+  a->timer_cancel = api_timer_cancel;
+  a->log = api_log;
+  a->sessions = api_sessions;
+  a->post = api_post;
+  a->now = api_now;
+  a->reason_text = api_reason_text;
+}
+
+/* ---- lifecycle ---- */
+
+int host_create(const cfg_server *cfg, const char *backend_override, int check_only,
+                host **out) {
+  host *h = calloc(1, sizeof(*h));
+  char err[1024];
+  int rc = 0;
+
+  *out = NULL;
+  if (!h)
+    return -ENOMEM;
+  h->cfg = cfg;
+  pthread_mutex_init(&h->timer_mu, NULL);
+  h->plugins = calloc(cfg->nplugins, sizeof(*h->plugins));
+  h->listeners = calloc(cfg->nlisteners, sizeof(*h->listeners));
+  if (!h->plugins || !h->listeners) {
+    host_destroy(h);
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < cfg->nplugins; i++) {
+    host_plugin *p = &h->plugins[i];
+    p->h = h;
+    p->cfg = &cfg->plugins[i];
+    p->serial = p->cfg->threading == CFG_THREADING_SERIAL;
+    pthread_mutex_init(&p->reg_mu, NULL);
+    strand_init(&p->st, kick, p);
+    fill_api(p);
+    h->nplugins = i + 1;
+    rc = loader_open(p->cfg, &p->img, err, sizeof(err));
+    if (rc < 0) {
+      log_error("%s", err);
+      host_destroy(h);
+      return rc;
+    }
+    log_info("plugin \"%s\": %s %s from %s (%s)", p->cfg->name, p->img.name, p->img.version,
+             p->cfg->resolved_path, p->serial ? "serial" : "session");
+  }
+  h->nlisteners = cfg->nlisteners;
+  for (size_t i = 0; i < cfg->nlisteners; i++) {
+    host_listener *l = &h->listeners[i];
+    l->h = h;
+    l->cfg = &cfg->listeners[i];
+    l->p = &h->plugins[l->cfg->plugin_index];
+    l->ep.handler = &host_handler;
+    l->ep.ctx = l;
+    l->ep.framing =
+        l->cfg->framing == CFG_FRAMING_RAW ? NET_FRAMING_RAW : NET_FRAMING_U16_SIZE_ID;
+    l->ep.max_packet_size = cfg->limits.max_packet_size;
+  }
+  if (!check_only) {
+    net_opts o = {.workers = cfg->workers,
+                  .backend = backend_override ? backend_override
+                                              : cfg_backend_name(cfg->io_backend),
+                  .max_sessions = cfg->max_sessions,
+                  .max_send_queue = cfg->limits.max_send_queue,
+                  .close_timeout_ms = 5000};
+    rc = net_create(&o, &h->net);
+    if (rc < 0) {
+      host_destroy(h);
+      return rc;
+    }
+  }
+  *out = h;
+  return 0;
+}
+
+static void unload_all(host *h) {
+  for (size_t i = h->nplugins; i-- > 0;) {
+    host_plugin *p = &h->plugins[i];
+    if (p->loaded) {
+      pier_state st = {NULL, 0};
+      if (p->img.cb.on_unload)
+        p->img.cb.on_unload(&st);
+      free(st.data);
+      p->loaded = 0;
+      log_info("plugin \"%s\" unloaded", p->cfg->name);
+    }
+  }
+}
+
+int host_start(host *h) {
+  int rc;
+  for (size_t i = 0; i < h->nplugins; i++) {
+    host_plugin *p = &h->plugins[i];
+    pier_load_args args = {.size = sizeof(args),
+                           .host = &p->api,
+                           .config_json = p->cfg->config_json,
+                           .generation = 1};
+    p->generation = 1;
+    rc = p->img.cb.on_load ? p->img.cb.on_load(&args) : 0;
+    if (rc != 0) {
+      log_error("plugin \"%s\" (%s): on_load failed: %s (%d)", p->cfg->name,
+                p->cfg->resolved_path, rc < 0 ? strerror(-rc) : "non-zero return", rc);
+      unload_all(h);
+      return rc < 0 ? rc : -EINVAL;
+    }
+    p->loaded = 1;
+  }
+  for (size_t i = 0; i < h->nlisteners; i++) {
+    host_listener *l = &h->listeners[i];
+    net_addr a;
+    rc = net_addr_parse(l->cfg->address, (uint16_t)l->cfg->port, &a);
+    if (rc == 0)
+      rc = net_listen(h->net, &a, &l->ep, &l->nl);
+    if (rc < 0) {
+      log_error("listeners[%zu] %s:%u (plugin \"%s\"): %s", i, l->cfg->address, l->cfg->port,
+                l->p->cfg->name, strerror(-rc));
+      unload_all(h);
+      return rc;
+    }
+  }
+  h->started_ms = clock_ms();
+  h->started = 1;
+  for (size_t i = 0; i < h->nplugins; i++) {
+    host_plugin *p = &h->plugins[i];
+    if (p->cfg->tick_ms && p->img.cb.on_tick)
+      timer_add(p, p->cfg->tick_ms, p->cfg->tick_ms, NULL, NULL, NULL);
+  }
+  rc = net_start(h->net);
+  if (rc < 0) {
+    unload_all(h);
+    return rc;
+  }
+  return 0;
+}
+
+void host_stop(host *h) {
+  if (!h->started || h->stopped)
+    return;
+  net_stop(h->net); /* every session gets on_disconnected */
+  h->stopped = 1;
+  for (size_t i = 0; i < h->nplugins; i++) {
+    timer_cancel_match(h, &h->plugins[i], 0);
+    strand_drain(&h->plugins[i].st);
+  }
+  unload_all(h);
+}
+
+void host_destroy(host *h) {
+  if (!h)
+    return;
+  host_stop(h);
+  unload_all(h);
+  net_destroy(h->net); /* may run leftover jobs: strands must still exist */
+  h->net = NULL;
+  while (h->timers)
+    timer_reap(h, h->timers);
+  for (size_t i = 0; i < h->nplugins; i++) {
+    host_plugin *p = &h->plugins[i];
+    loader_close(&p->img);
+    strand_destroy(&p->st);
+    pthread_mutex_destroy(&p->reg_mu);
+    free(p->sids);
+  }
+  free(h->plugins);
+  free(h->listeners);
+  pthread_mutex_destroy(&h->timer_mu);
+  free(h);
+}
+
+net *host_net(host *h) { return h->net; }
+
+/* ---- console views ---- */
+
+void host_print_status(host *h, FILE *out) {
+  net_stats st;
+  uint64_t up = (clock_ms() - h->started_ms) / 1000;
+  net_get_stats(h->net, &st);
+  fprintf(out, "uptime %llus, backend %s, workers %u\n", (unsigned long long)up,
+          net_backend_name(h->net), net_workers(h->net));
+  fprintf(out,
+          "sessions %llu open, %llu accepted, %llu refused (max_sessions %u), %llu closed "
+          "for send queue, %llu for bad packets\n",
+          (unsigned long long)st.sessions, (unsigned long long)st.accepted,
+          (unsigned long long)st.refused_full, h->cfg->max_sessions,
+          (unsigned long long)st.send_queue_full, (unsigned long long)st.bad_packets);
+  for (size_t i = 0; i < h->nlisteners; i++) {
+    host_listener *l = &h->listeners[i];
+    char addr[NET_ADDR_STRLEN] = "?";
+    if (l->nl) {
+      net_addr a;
+      net_addr_parse(l->cfg->address, net_listener_port(l->nl), &a);
+      net_addr_format(&a, addr, sizeof(addr));
+    }
+    fprintf(out, "listener %s %s plugin %s: %ld sessions\n", addr,
+            cfg_framing_name(l->cfg->framing), l->p->cfg->name, atomic_load(&l->sessions));
+  }
+  host_print_plugins(h, out);
+}
+
+void host_print_plugins(host *h, FILE *out) {
+  for (size_t i = 0; i < h->nplugins; i++) {
+    host_plugin *p = &h->plugins[i];
+    fprintf(out, "plugin %s: %s %s, generation %u, %s, %s\n", p->cfg->name, p->img.name,
+            p->img.version, p->generation, p->serial ? "serial" : "session",
+            p->cfg->resolved_path);
+  }
+}
+
+void host_print_sessions(host *h, FILE *out) {
+  size_t total = 0;
+  for (size_t i = 0; i < h->nplugins; i++) {
+    host_plugin *p = &h->plugins[i];
+    pthread_mutex_lock(&p->reg_mu);
+    for (size_t k = 0; k < p->nsids; k++) {
+      net_addr a;
+      char peer[NET_ADDR_STRLEN] = "?";
+      if (net_peer(h->net, p->sids[k], &a) == 0)
+        net_addr_format(&a, peer, sizeof(peer));
+      fprintf(out, "%016llx %s %s\n", (unsigned long long)p->sids[k], p->cfg->name, peer);
+    }
+    total += p->nsids;
+    pthread_mutex_unlock(&p->reg_mu);
+  }
+  fprintf(out, "%zu session%s\n", total, total == 1 ? "" : "s");
+}
+
+int host_kick(host *h, pier_sid sid) { return net_close(h->net, sid, PIER_REASON_KICKED); }

@@ -1,0 +1,169 @@
+/* The file is copied to a private temporary file and loaded from there with
+ * RTLD_NOW | RTLD_LOCAL, then the copy is unlinked: the operator may replace
+ * or rebuild the file on disk at any time without touching the mapped image,
+ * and two versions of one plugin can be loaded side by side (each copy is a
+ * distinct file to the dynamic loader). */
+#include "host/loader.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The smallest descriptor a plugin of ABI 1.0 can have: up to on_tick. */
+#define MIN_DESC_SIZE (offsetof(pier_plugin, on_tick) + sizeof(void (*)(void)))
+
+static int copy_private(const char *src, char *dst, size_t dstlen, char *err, size_t errlen,
+                        const char *name) {
+  struct stat st;
+  const char *tmp = getenv("TMPDIR");
+  int in, out, rc = 0;
+  off_t off = 0;
+
+  in = open(src, O_RDONLY | O_CLOEXEC);
+  if (in < 0) {
+    rc = -errno;
+    snprintf(err, errlen, "plugin \"%s\": cannot open %s: %s", name, src, strerror(errno));
+    return rc;
+  }
+  if (fstat(in, &st) < 0 || !S_ISREG(st.st_mode)) {
+    snprintf(err, errlen, "plugin \"%s\": %s is not a regular file", name, src);
+    close(in);
+    return -EINVAL;
+  }
+  snprintf(dst, dstlen, "%s/pier-%s-XXXXXX.so", tmp && *tmp ? tmp : "/tmp", name);
+  out = mkstemps(dst, 3);
+  if (out < 0) {
+    rc = -errno;
+    snprintf(err, errlen, "plugin \"%s\": cannot create a private copy in %s: %s", name,
+             tmp && *tmp ? tmp : "/tmp", strerror(errno));
+    close(in);
+    return rc;
+  }
+  while (off < st.st_size) {
+    ssize_t n = sendfile(out, in, &off, (size_t)(st.st_size - off));
+    if (n <= 0) {
+      rc = n < 0 ? -errno : -EIO;
+      snprintf(err, errlen, "plugin \"%s\": copying %s failed: %s", name, src, strerror(-rc));
+      break;
+    }
+  }
+  close(in);
+  close(out);
+  if (rc < 0)
+    unlink(dst);
+  return rc;
+}
+
+static int bind_symbol(plugin_image *img, const cfg_plugin *cfg, const char *key,
+                       const char *symbol, void **slot, char *err, size_t errlen) {
+  void *p;
+  if (!symbol)
+    return 0;
+  dlerror();
+  p = dlsym(img->dl, symbol);
+  if (!p) {
+    snprintf(err, errlen,
+             "plugin \"%s\" (%s): callbacks.%s names symbol \"%s\", which the plugin does not "
+             "export",
+             cfg->name, cfg->resolved_path, key, symbol);
+    return -ENOENT;
+  }
+  *slot = p;
+  return 0;
+}
+
+static int check_desc(const pier_plugin *d, const cfg_plugin *cfg, char *err, size_t errlen) {
+  if (d->magic != PIER_PLUGIN_MAGIC) {
+    snprintf(err, errlen,
+             "plugin \"%s\" (%s): descriptor magic is 0x%08x, expected 0x%08x (not a pier "
+             "plugin descriptor)",
+             cfg->name, cfg->resolved_path, d->magic, PIER_PLUGIN_MAGIC);
+    return -EINVAL;
+  }
+  if (d->abi_major != PIER_ABI_MAJOR) {
+    snprintf(err, errlen,
+             "plugin \"%s\" (%s): built for ABI %u.%u, host ABI is %u.%u: major versions "
+             "differ; rebuild the plugin against this host's include/pier",
+             cfg->name, cfg->resolved_path, d->abi_major, d->abi_minor, PIER_ABI_MAJOR,
+             PIER_ABI_MINOR);
+    return -EPROTO;
+  }
+  if (d->abi_minor > PIER_ABI_MINOR) {
+    snprintf(err, errlen,
+             "plugin \"%s\" (%s): built for ABI %u.%u, host ABI is %u.%u: the plugin needs a "
+             "newer host (minor %u > %u)",
+             cfg->name, cfg->resolved_path, d->abi_major, d->abi_minor, PIER_ABI_MAJOR,
+             PIER_ABI_MINOR, d->abi_minor, PIER_ABI_MINOR);
+    return -EPROTO;
+  }
+  if (d->size < MIN_DESC_SIZE) {
+    snprintf(err, errlen,
+             "plugin \"%s\" (%s): descriptor size %u is smaller than ABI %u.0's %zu bytes",
+             cfg->name, cfg->resolved_path, d->size, PIER_ABI_MAJOR, (size_t)MIN_DESC_SIZE);
+    return -EPROTO;
+  }
+  return 0;
+}
+
+int loader_open(const cfg_plugin *cfg, plugin_image *img, char *err, size_t errlen) {
+  char copy[4096];
+  const pier_plugin *d;
+  int rc;
+
+  memset(img, 0, sizeof(*img));
+  rc = copy_private(cfg->resolved_path, copy, sizeof(copy), err, errlen, cfg->name);
+  if (rc < 0)
+    return rc;
+  img->dl = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
+  unlink(copy);
+  if (!img->dl) {
+    snprintf(err, errlen, "plugin \"%s\" (%s): cannot load: %s", cfg->name, cfg->resolved_path,
+             dlerror());
+    return -ENOEXEC;
+  }
+  d = dlsym(img->dl, PIER_DESCRIPTOR_SYMBOL);
+  if (!d) {
+    snprintf(err, errlen,
+             "plugin \"%s\" (%s): no exported \"%s\" descriptor (define one with PIER_PLUGIN())",
+             cfg->name, cfg->resolved_path, PIER_DESCRIPTOR_SYMBOL);
+    rc = -ENOENT;
+    goto fail;
+  }
+  if ((rc = check_desc(d, cfg, err, errlen)) < 0)
+    goto fail;
+  img->desc = d;
+  /* Copy only the part of the descriptor this plugin has. */
+  memcpy(&img->cb, d, d->size < sizeof(img->cb) ? d->size : sizeof(img->cb));
+  snprintf(img->name, sizeof(img->name), "%s", d->name ? d->name : cfg->name);
+  snprintf(img->version, sizeof(img->version), "%s", d->version ? d->version : "?");
+#define BIND(field)                                                                         \
+  if ((rc = bind_symbol(img, cfg, #field, cfg->callbacks.field, (void **)&img->cb.field, err, \
+                        errlen)) < 0)                                                        \
+    goto fail;
+  BIND(on_load)
+  BIND(on_unload)
+  BIND(on_connected)
+  BIND(on_recv)
+  BIND(on_send)
+  BIND(on_disconnected)
+  BIND(on_tick)
+#undef BIND
+  return 0;
+fail:
+  dlclose(img->dl);
+  img->dl = NULL;
+  return rc;
+}
+
+void loader_close(plugin_image *img) {
+  if (img->dl)
+    dlclose(img->dl);
+  img->dl = NULL;
+  img->desc = NULL;
+}

@@ -1,0 +1,170 @@
+/* pier plugin SDK: the only header a content plugin includes.
+ *
+ * A plugin is a shared library that exports one descriptor, `pier_plugin`,
+ * made with PIER_PLUGIN(...). The daemon loads it as server.json says, checks
+ * the descriptor's magic, ABI version and size, and calls its callbacks. The
+ * host's services reach the plugin as a function table (const pier_host *)
+ * handed to on_load: plugins never link against the daemon.
+ *
+ * ABI rule: a plugin built for ABI major.minor loads into a host with the
+ * same major and a minor >= the plugin's. Structs only grow at the end and
+ * start with their size, so either side can tell which fields the other has.
+ *
+ * Threads: with "threading": "session" (default) all callbacks of one session
+ * run on that session's worker, in order, never concurrently; callbacks of
+ * different sessions may run at the same time on different workers. With
+ * "threading": "serial" every callback of the plugin runs one at a time, so
+ * plugin state needs no locks. Every host function may be called from any
+ * thread. */
+#ifndef PIER_PLUGIN_H
+#define PIER_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pier/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PIER_ABI_MAJOR 1
+#define PIER_ABI_MINOR 0
+#define PIER_PLUGIN_MAGIC 0x52454950u /* "PIER" */
+
+typedef enum pier_log_level {
+  PIER_LOG_ERROR = 0,
+  PIER_LOG_WARN = 1,
+  PIER_LOG_INFO = 2,
+  PIER_LOG_DEBUG = 3
+} pier_log_level;
+
+typedef struct pier_host pier_host;
+
+/* What on_load gets. */
+typedef struct pier_load_args {
+  uint32_t size;           /* sizeof(pier_load_args) of the host */
+  const pier_host *host;   /* valid until on_unload returns */
+  const char *config_json; /* this plugin's "config" object from server.json, as JSON text */
+  const void *state;       /* handed over by the previous version's on_unload, else NULL */
+  size_t state_len;
+  unsigned generation;     /* 1 for the first load, +1 for each reload */
+} pier_load_args;
+
+/* What on_unload may hand to the next version: set data to a malloc'd block
+ * (the host frees it with free()) and len to its size. */
+typedef struct pier_state {
+  void *data;
+  size_t len;
+} pier_state;
+
+typedef void (*pier_timer_fn)(void *arg);
+typedef void (*pier_job_fn)(void *arg);
+
+/* Host services. Each takes the pier_host the plugin was given, first.
+ * Returns: 0 or a negative errno-style code. -ENOTCONN: the session is gone
+ * (a stale id never reaches another player). */
+struct pier_host {
+  uint32_t size; /* sizeof(pier_host) of the host: entries past it are absent */
+  uint16_t abi_major, abi_minor;
+
+  /* Copies len bytes into the session's send queue. -ENOBUFS: the queue was
+   * over max_send_queue and the session is being disconnected. */
+  int (*send)(const pier_host *h, pier_sid sid, const void *data, size_t len);
+  /* Sends one u16_size_id packet: header (size = len + 4, id) then body.
+   * -EMSGSIZE if len + 4 > 65535. */
+  int (*send_packet)(const pier_host *h, pier_sid sid, uint16_t id, const void *body, size_t len);
+  /* One shared copy of data queued to every live id; returns how many got it. */
+  size_t (*broadcast)(const pier_host *h, const pier_sid *sids, size_t n, const void *data,
+                      size_t len);
+  /* Graceful close: queued data is sent first; on_disconnected gets reason. */
+  int (*close)(const pier_host *h, pier_sid sid, pier_reason reason);
+  /* Per-session pointer owned by the plugin; it stays with the session across
+   * a reload of the plugin. get returns NULL for a stale id. */
+  int (*set_user)(const pier_host *h, pier_sid sid, void *user);
+  void *(*get_user)(const pier_host *h, pier_sid sid);
+  /* "1.2.3.4:5678" / "[::1]:5678" into buf. */
+  int (*peer)(const pier_host *h, pier_sid sid, char *buf, size_t len);
+  /* Calls fn(arg) after after_ms, then every repeat_ms if non-zero, as a
+   * callback of this plugin (serial plugins: on their strand). *id names it
+   * for timer_cancel. Timers end when the plugin unloads. */
+  int (*timer_start)(const pier_host *h, uint64_t after_ms, uint64_t repeat_ms, pier_timer_fn fn,
+                     void *arg, uint64_t *id);
+  /* After it returns the timer never fires again (-ENOENT if unknown). */
+  int (*timer_cancel)(const pier_host *h, uint64_t id);
+  void (*log)(const pier_host *h, pier_log_level level, const char *fmt, ...)
+      __attribute__((format(printf, 3, 4)));
+  /* Ids of the open sessions of this plugin's listeners: up to max written to
+   * out; returns the total. */
+  size_t (*sessions)(const pier_host *h, pier_sid *out, size_t max);
+  /* Runs fn(arg) later as a callback of this plugin (serial: on its strand). */
+  int (*post)(const pier_host *h, pier_job_fn fn, void *arg);
+  /* Monotonic milliseconds. */
+  uint64_t (*now)(const pier_host *h);
+  /* Text for a disconnect reason. */
+  const char *(*reason_text)(pier_reason reason);
+};
+
+/* The descriptor. Callbacks may be NULL; server.json may bind any of them to
+ * another exported symbol by name ("callbacks": {"on_recv": "my_recv"}). */
+typedef struct pier_plugin {
+  uint32_t magic;     /* PIER_PLUGIN_MAGIC */
+  uint16_t abi_major; /* PIER_ABI_MAJOR the plugin was built with */
+  uint16_t abi_minor;
+  uint32_t size;      /* sizeof(pier_plugin) the plugin was built with */
+  const char *name;
+  const char *version;
+  /* Returns 0, or a negative errno to refuse to start (the daemon says so). */
+  int (*on_load)(const pier_load_args *args);
+  void (*on_unload)(pier_state *out);
+  void (*on_connected)(pier_sid sid, const char *peer);
+  /* One whole packet (header included) on u16_size_id listeners, else the
+   * bytes as they came. data is valid during the call only. */
+  void (*on_recv)(pier_sid sid, const void *data, size_t len);
+  /* bytes of this session's queue went out. */
+  void (*on_send)(pier_sid sid, size_t bytes);
+  /* Exactly once for every session on_connected saw. */
+  void (*on_disconnected)(pier_sid sid, pier_reason reason);
+  void (*on_tick)(uint64_t now_ms);
+} pier_plugin;
+
+typedef int (*pier_on_load_fn)(const pier_load_args *args);
+typedef void (*pier_on_unload_fn)(pier_state *out);
+typedef void (*pier_on_connected_fn)(pier_sid sid, const char *peer);
+typedef void (*pier_on_recv_fn)(pier_sid sid, const void *data, size_t len);
+typedef void (*pier_on_send_fn)(pier_sid sid, size_t bytes);
+typedef void (*pier_on_disconnected_fn)(pier_sid sid, pier_reason reason);
+typedef void (*pier_on_tick_fn)(uint64_t now_ms);
+
+#define PIER_EXPORT __attribute__((visibility("default")))
+
+/* Defines the exported descriptor:
+ *   PIER_PLUGIN("echo", "1.0.0", .on_recv = echo_recv, .on_load = echo_load);
+ */
+#define PIER_PLUGIN(plugin_name, plugin_version, ...)          \
+  PIER_EXPORT const pier_plugin pier_plugin_descriptor = {     \
+      .magic = PIER_PLUGIN_MAGIC,                              \
+      .abi_major = PIER_ABI_MAJOR,                             \
+      .abi_minor = PIER_ABI_MINOR,                             \
+      .size = sizeof(pier_plugin),                             \
+      .name = plugin_name,                                     \
+      .version = plugin_version,                               \
+      __VA_ARGS__}
+
+#define PIER_DESCRIPTOR_SYMBOL "pier_plugin_descriptor"
+
+/* Little-endian helpers for u16_size_id packets. */
+static inline uint16_t pier_u16le(const void *p) {
+  const uint8_t *b = (const uint8_t *)p;
+  return (uint16_t)(b[0] | (b[1] << 8));
+}
+static inline uint16_t pier_packet_size(const void *packet) { return pier_u16le(packet); }
+static inline uint16_t pier_packet_id(const void *packet) {
+  return pier_u16le((const uint8_t *)packet + 2);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
