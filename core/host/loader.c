@@ -123,8 +123,12 @@ int loader_open(const cfg_plugin *cfg, plugin_image *img, char *err, size_t errl
   img->dl = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
   unlink(copy);
   if (!img->dl) {
+    /* dlerror() names the private copy; the operator knows the original. */
+    const char *why = dlerror(), *p = why ? strstr(why, copy) : NULL;
+    if (p && strncmp(p + strlen(copy), ": ", 2) == 0)
+      why = p + strlen(copy) + 2;
     snprintf(err, errlen, "plugin \"%s\" (%s): cannot load: %s", cfg->name, cfg->resolved_path,
-             dlerror());
+             why ? why : "unknown error");
     return -ENOEXEC;
   }
   d = dlsym(img->dl, PIER_DESCRIPTOR_SYMBOL);

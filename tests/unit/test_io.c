@@ -1,0 +1,1037 @@
+/* Unit tests for the event loop, every case once per backend (io_uring,
+ * epoll): timers, cross-thread posts, multishot recv and accept, cancel,
+ * scatter-gather send, and the one-op-per-direction rule. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io/io.h"
+#include "testlib.h"
+
+#define DEADLINE_MS 5000
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static void loop_setup(io_loop *loop, int i, const io_opts *opts) {
+  char why[256];
+  io_opts none = {0};
+  const io_backend *be = io_backend_pick(test_backend(i), why, sizeof why);
+  int rc;
+
+  ck_assert_ptr_nonnull(be);
+  ck_assert_str_eq(be->name, test_backend(i));
+  rc = io_loop_init(loop, be, opts ? opts : &none);
+  ck_assert_msg(rc == 0, "io_loop_init(%s): %s", test_backend(i), strerror(-rc));
+}
+
+/* Runs the loop in 100 ms steps until *flag is non-zero or 5 s pass. */
+static int run_until(io_loop *loop, const int *flag) {
+  uint64_t end = now_ms() + DEADLINE_MS;
+  while (!*flag && now_ms() < end)
+    io_loop_once(loop, 100);
+  return *flag != 0;
+}
+
+/* Runs the loop for about ms milliseconds. */
+static void run_for(io_loop *loop, int ms) {
+  uint64_t end = now_ms() + (uint64_t)ms;
+  while (now_ms() < end)
+    io_loop_once(loop, 10);
+}
+
+static void make_pair(int sv[2]) {
+  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+}
+
+static void set_blocking(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  ck_assert_int_ge(fl, 0);
+  ck_assert_int_eq(fcntl(fd, F_SETFL, fl & ~O_NONBLOCK), 0);
+}
+
+/* ---- timers ---- */
+
+typedef struct ttimer {
+  io_timer t; /* first: the callback gets &t */
+  int id;
+  int fired;
+  uint64_t fired_at;
+} ttimer;
+
+static struct {
+  io_loop *loop;
+  int order[16];
+  int norder;
+  int stop_after; /* repeating timer stops itself after this many */
+} tstate;
+
+static void on_timer(io_timer *t) {
+  ttimer *tt = (ttimer *)t;
+  tt->fired++;
+  tt->fired_at = tstate.loop->now;
+  if (tstate.norder < 16)
+    tstate.order[tstate.norder] = tt->id;
+  tstate.norder++;
+  if (tstate.stop_after && tt->fired >= tstate.stop_after)
+    io_timer_stop(tstate.loop, t);
+}
+
+START_TEST(test_io_timers_fire_in_due_order) {
+  io_loop loop;
+  ttimer t[3];
+  const int after[3] = {30, 10, 20};
+  uint64_t t0;
+  int three = 0;
+
+  loop_setup(&loop, _i, NULL);
+  memset(&tstate, 0, sizeof(tstate));
+  tstate.loop = &loop;
+  io_loop_once(&loop, 0);
+  t0 = loop.now;
+  for (int k = 0; k < 3; k++) {
+    io_timer_init(&t[k].t, on_timer);
+    ck_assert(!io_timer_active(&t[k].t));
+    t[k].id = after[k];
+    t[k].fired = 0;
+    io_timer_start(&loop, &t[k].t, (uint64_t)after[k], 0);
+    ck_assert(io_timer_active(&t[k].t));
+  }
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (tstate.norder < 3 && now_ms() < end)
+      io_loop_once(&loop, 100);
+    three = tstate.norder == 3;
+  }
+  ck_assert_msg(three, "%d of 3 timers fired", tstate.norder);
+  ck_assert_int_eq(tstate.order[0], 10);
+  ck_assert_int_eq(tstate.order[1], 20);
+  ck_assert_int_eq(tstate.order[2], 30);
+  for (int k = 0; k < 3; k++) {
+    ck_assert_int_eq(t[k].fired, 1);
+    ck_assert_uint_ge(t[k].fired_at, t0 + (uint64_t)after[k]);
+    ck_assert(!io_timer_active(&t[k].t));
+  }
+  /* One-shot: nothing more. */
+  run_for(&loop, 50);
+  ck_assert_int_eq(tstate.norder, 3);
+  io_loop_done(&loop);
+}
+END_TEST
+
+START_TEST(test_io_stopped_timer_never_fires) {
+  io_loop loop;
+  ttimer t[5];
+  const int after[5] = {40, 10, 30, 20, 50};
+  const int want[4] = {10, 20, 40, 50};
+
+  loop_setup(&loop, _i, NULL);
+  memset(&tstate, 0, sizeof(tstate));
+  tstate.loop = &loop;
+  for (int k = 0; k < 5; k++) {
+    io_timer_init(&t[k].t, on_timer);
+    t[k].id = after[k];
+    t[k].fired = 0;
+    io_timer_start(&loop, &t[k].t, (uint64_t)after[k], 0);
+  }
+  /* Stop one in the middle of the heap; the others keep their order. */
+  io_timer_stop(&loop, &t[2].t);
+  ck_assert(!io_timer_active(&t[2].t));
+  io_timer_stop(&loop, &t[2].t); /* stopping twice is harmless */
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (tstate.norder < 4 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  run_for(&loop, 60);
+  ck_assert_int_eq(tstate.norder, 4);
+  for (int k = 0; k < 4; k++)
+    ck_assert_int_eq(tstate.order[k], want[k]);
+  ck_assert_int_eq(t[2].fired, 0);
+  io_loop_done(&loop);
+}
+END_TEST
+
+START_TEST(test_io_timer_restart_moves_due_time) {
+  io_loop loop;
+  ttimer a, b;
+
+  loop_setup(&loop, _i, NULL);
+  memset(&tstate, 0, sizeof(tstate));
+  tstate.loop = &loop;
+  io_timer_init(&a.t, on_timer);
+  io_timer_init(&b.t, on_timer);
+  a.id = 1;
+  b.id = 2;
+  a.fired = b.fired = 0;
+  io_timer_start(&loop, &a.t, 10, 0);
+  io_timer_start(&loop, &b.t, 30, 0);
+  io_timer_start(&loop, &a.t, 60, 0); /* restart: now after b, and only once */
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (tstate.norder < 2 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  run_for(&loop, 30);
+  ck_assert_int_eq(tstate.norder, 2);
+  ck_assert_int_eq(tstate.order[0], 2);
+  ck_assert_int_eq(tstate.order[1], 1);
+  ck_assert_int_eq(a.fired, 1);
+  io_loop_done(&loop);
+}
+END_TEST
+
+START_TEST(test_io_repeating_timer_fires_until_stopped) {
+  io_loop loop;
+  ttimer r;
+  uint64_t t0;
+
+  loop_setup(&loop, _i, NULL);
+  memset(&tstate, 0, sizeof(tstate));
+  tstate.loop = &loop;
+  tstate.stop_after = 5;
+  io_loop_once(&loop, 0);
+  t0 = loop.now;
+  io_timer_init(&r.t, on_timer);
+  r.id = 7;
+  r.fired = 0;
+  io_timer_start(&loop, &r.t, 5, 5);
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (r.fired < 5 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  ck_assert_int_eq(r.fired, 5);
+  ck_assert(!io_timer_active(&r.t));
+  ck_assert_uint_ge(r.fired_at, t0 + 25);
+  run_for(&loop, 50);
+  ck_assert_int_eq(r.fired, 5);
+  io_loop_done(&loop);
+}
+END_TEST
+
+/* ---- io_post ---- */
+
+typedef struct pjob {
+  io_job job; /* first */
+  pthread_t ran_on;
+  _Atomic int ran;
+} pjob;
+
+static void on_job(io_job *job) {
+  pjob *p = (pjob *)job;
+  p->ran_on = pthread_self();
+  atomic_fetch_add(&p->ran, 1);
+}
+
+typedef struct poster {
+  io_loop *loop;
+  pjob *job;
+  _Atomic int rescued; /* the post did not wake the loop */
+} poster;
+
+static void *post_thread(void *arg) {
+  poster *p = arg;
+  uint64_t end = now_ms() + DEADLINE_MS;
+
+  /* Wait until the loop is blocked. */
+  while (!atomic_load(&p->loop->sleeping) && now_ms() < end)
+    sleep_ms(1);
+  sleep_ms(30);
+  io_post(p->loop, &p->job->job);
+  end = now_ms() + 3000;
+  while (!atomic_load(&p->job->ran) && now_ms() < end)
+    sleep_ms(1);
+  if (!atomic_load(&p->job->ran)) {
+    /* Unblock the loop so the test fails instead of hanging. */
+    uint64_t one = 1;
+    atomic_store(&p->rescued, 1);
+    if (write(p->loop->wake_fd, &one, sizeof(one)) < 0)
+      perror("write");
+  }
+  return NULL;
+}
+
+START_TEST(test_io_post_wakes_blocked_loop) {
+  io_loop loop;
+  pjob job = {0};
+  poster p = {0};
+  pthread_t th;
+  uint64_t end;
+
+  loop_setup(&loop, _i, NULL);
+  io_loop_once(&loop, 0);
+  p.loop = &loop;
+  p.job = &job;
+  job.job.fn = on_job;
+  ck_assert_int_eq(pthread_create(&th, NULL, post_thread, &p), 0);
+  end = now_ms() + DEADLINE_MS;
+  while (!atomic_load(&job.ran) && now_ms() < end)
+    io_loop_once(&loop, -1);
+  ck_assert_int_eq(pthread_join(th, NULL), 0);
+  ck_assert_msg(!atomic_load(&p.rescued), "io_post did not wake the loop");
+  ck_assert_int_eq(atomic_load(&job.ran), 1);
+  ck_assert(pthread_equal(job.ran_on, pthread_self()));
+  ck_assert(!pthread_equal(job.ran_on, th));
+  io_loop_done(&loop);
+}
+END_TEST
+
+#define POSTERS 4
+#define POSTS_PER_THREAD 2000
+
+typedef struct burst {
+  io_loop *loop;
+  pjob *jobs;
+} burst;
+
+static _Atomic int burst_ran;
+static pthread_t burst_loop_thread;
+static _Atomic int burst_wrong_thread;
+
+static void on_burst_job(io_job *job) {
+  pjob *p = (pjob *)job;
+  if (!pthread_equal(pthread_self(), burst_loop_thread))
+    atomic_store(&burst_wrong_thread, 1);
+  atomic_fetch_add(&p->ran, 1);
+  atomic_fetch_add(&burst_ran, 1);
+}
+
+static void *burst_thread(void *arg) {
+  burst *b = arg;
+  for (int k = 0; k < POSTS_PER_THREAD; k++) {
+    b->jobs[k].job.fn = on_burst_job;
+    io_post(b->loop, &b->jobs[k].job);
+    if (k % 97 == 0)
+      sched_yield();
+  }
+  return NULL;
+}
+
+typedef struct watchdog {
+  io_loop *loop;
+  _Atomic int done;
+  _Atomic int stuck;
+} watchdog;
+
+/* If the loop stops making progress while jobs are outstanding, records it
+ * and wakes the loop by hand. */
+static void *watchdog_thread(void *arg) {
+  watchdog *w = arg;
+  int last = -1;
+  uint64_t since = now_ms();
+  while (!atomic_load(&w->done)) {
+    int cur = atomic_load(&burst_ran);
+    if (cur != last) {
+      last = cur;
+      since = now_ms();
+    } else if (now_ms() - since > 2000) {
+      uint64_t one = 1;
+      atomic_store(&w->stuck, 1);
+      if (write(w->loop->wake_fd, &one, sizeof(one)) < 0)
+        perror("write");
+      since = now_ms();
+    }
+    sleep_ms(5);
+  }
+  return NULL;
+}
+
+START_TEST(test_io_post_from_many_threads_runs_each_once) {
+  static pjob jobs[POSTERS][POSTS_PER_THREAD];
+  io_loop loop;
+  burst b[POSTERS];
+  pthread_t th[POSTERS], wd;
+  watchdog w = {0};
+  uint64_t end;
+  int bad = -1;
+
+  memset(jobs, 0, sizeof(jobs));
+  atomic_store(&burst_ran, 0);
+  atomic_store(&burst_wrong_thread, 0);
+  burst_loop_thread = pthread_self();
+  loop_setup(&loop, _i, NULL);
+  w.loop = &loop;
+  ck_assert_int_eq(pthread_create(&wd, NULL, watchdog_thread, &w), 0);
+  for (int t = 0; t < POSTERS; t++) {
+    b[t].loop = &loop;
+    b[t].jobs = jobs[t];
+    ck_assert_int_eq(pthread_create(&th[t], NULL, burst_thread, &b[t]), 0);
+  }
+  end = now_ms() + 20000;
+  while (atomic_load(&burst_ran) < POSTERS * POSTS_PER_THREAD && now_ms() < end)
+    io_loop_once(&loop, -1);
+  for (int t = 0; t < POSTERS; t++)
+    ck_assert_int_eq(pthread_join(th[t], NULL), 0);
+  atomic_store(&w.done, 1);
+  ck_assert_int_eq(pthread_join(wd, NULL), 0);
+  ck_assert_int_eq(atomic_load(&burst_ran), POSTERS * POSTS_PER_THREAD);
+  for (int t = 0; t < POSTERS; t++)
+    for (int k = 0; k < POSTS_PER_THREAD; k++)
+      if (atomic_load(&jobs[t][k].ran) != 1 && bad < 0)
+        bad = t * POSTS_PER_THREAD + k;
+  ck_assert_msg(bad < 0, "job %d ran %d times", bad,
+                bad < 0 ? 1 : atomic_load(&jobs[bad / POSTS_PER_THREAD][bad % POSTS_PER_THREAD].ran));
+  ck_assert(!atomic_load(&burst_wrong_thread));
+  ck_assert_msg(!atomic_load(&w.stuck), "a post was not noticed by the blocked loop");
+  io_loop_done(&loop);
+}
+END_TEST
+
+static void on_free_job(io_job *job) {
+  pjob *p = (pjob *)job;
+  atomic_fetch_add(&p->ran, 1);
+}
+
+START_TEST(test_io_loop_done_runs_unrun_jobs) {
+  io_loop loop;
+  pjob a = {0}, b = {0};
+
+  loop_setup(&loop, _i, NULL);
+  a.job.fn = on_free_job;
+  b.job.fn = on_free_job;
+  io_post(&loop, &a.job);
+  io_post(&loop, &b.job);
+  io_loop_done(&loop);
+  ck_assert_int_eq(atomic_load(&a.ran), 1);
+  ck_assert_int_eq(atomic_load(&b.ran), 1);
+}
+END_TEST
+
+/* ---- multishot recv ---- */
+
+#define STREAM_BYTES (256u * 1024u)
+
+typedef struct rx {
+  io_ev ev;
+  io_fd fd;
+  char *buf;
+  size_t cap, got;
+  int data_cbs;     /* completions carrying bytes */
+  int more_cbs;     /* completions flagged IO_F_MORE */
+  int finals;       /* completions without IO_F_MORE */
+  int final_res;
+  int after_final;  /* completions delivered after the final one */
+  int bad;          /* res > 0 without data, overflow, or res <= 0 with IO_F_MORE */
+} rx;
+
+static void on_rx(io_ev *ev, int res, unsigned flags, char *data) {
+  rx *r = (rx *)((char *)ev - offsetof(rx, ev));
+  if (r->finals)
+    r->after_final++;
+  if (flags & IO_F_MORE) {
+    r->more_cbs++;
+    if (res <= 0) {
+      r->bad = 1;
+      return;
+    }
+  }
+  if (res > 0) {
+    if (!data || r->got + (size_t)res > r->cap) {
+      r->bad = 1;
+    } else {
+      memcpy(r->buf + r->got, data, (size_t)res);
+      r->got += (size_t)res;
+    }
+    r->data_cbs++;
+  }
+  if (!(flags & IO_F_MORE)) {
+    r->finals++;
+    r->final_res = res;
+  }
+}
+
+typedef struct writer {
+  int fd;
+  size_t total;
+  uint32_t seed;
+  int chunks;
+  _Atomic int err;
+} writer;
+
+/* Writes the pattern in pseudo-random chunks of 1..4096 bytes, then
+ * half-closes. */
+static void *writer_thread(void *arg) {
+  writer *w = arg;
+  static _Thread_local char chunk[4096];
+  uint32_t x = w->seed;
+  size_t off = 0;
+
+  while (off < w->total) {
+    size_t n;
+    x = x * 1103515245u + 12345u;
+    n = 1 + (x >> 8) % sizeof(chunk);
+    if (n > w->total - off)
+      n = w->total - off;
+    for (size_t k = 0; k < n; k++)
+      chunk[k] = (char)test_pattern(w->seed, off + k);
+    for (size_t done = 0; done < n;) {
+      ssize_t s = send(w->fd, chunk + done, n - done, MSG_NOSIGNAL);
+      if (s <= 0) {
+        atomic_store(&w->err, errno ? errno : EIO);
+        return NULL;
+      }
+      done += (size_t)s;
+    }
+    off += n;
+    w->chunks++;
+  }
+  shutdown(w->fd, SHUT_WR);
+  return NULL;
+}
+
+static void recv_stream(int i, const io_opts *opts, io_stats *stats_out, int *callbacks) {
+  io_loop loop;
+  rx r;
+  writer w = {0};
+  pthread_t th;
+  int sv[2];
+  size_t bad_at = SIZE_MAX;
+
+  loop_setup(&loop, i, opts);
+  make_pair(sv);
+  set_blocking(sv[1]);
+  memset(&r, 0, sizeof(r));
+  r.fd.fd = sv[0];
+  r.cap = STREAM_BYTES;
+  r.buf = malloc(r.cap);
+  ck_assert_ptr_nonnull(r.buf);
+  ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
+  ck_assert(r.ev.armed);
+
+  w.fd = sv[1];
+  w.total = STREAM_BYTES;
+  w.seed = 0x5eed + (uint32_t)i;
+  ck_assert_int_eq(pthread_create(&th, NULL, writer_thread, &w), 0);
+  run_until(&loop, &r.finals);
+  if (!r.finals) {
+    /* Unblock a stuck writer before failing. */
+    shutdown(sv[0], SHUT_RDWR);
+  }
+  ck_assert_int_eq(pthread_join(th, NULL), 0);
+  ck_assert_int_eq(atomic_load(&w.err), 0);
+  ck_assert_msg(r.finals == 1, "no final completion; got %zu of %u bytes", r.got, STREAM_BYTES);
+  ck_assert_int_eq(r.final_res, 0); /* EOF */
+  ck_assert_int_eq(r.bad, 0);
+  ck_assert_uint_eq(r.got, STREAM_BYTES);
+  for (size_t k = 0; k < r.got && bad_at == SIZE_MAX; k++)
+    if ((uint8_t)r.buf[k] != test_pattern(w.seed, k))
+      bad_at = k;
+  ck_assert_msg(bad_at == SIZE_MAX, "byte %zu differs", bad_at);
+  ck_assert_int_eq(r.more_cbs, r.data_cbs);
+  ck_assert(!r.ev.armed);
+  ck_assert_ptr_null(r.fd.rd);
+  if (stats_out)
+    *stats_out = loop.stats;
+  if (callbacks)
+    *callbacks = r.data_cbs + r.finals;
+  io_close_fd(&loop, &r.fd);
+  close(sv[1]);
+  free(r.buf);
+  io_loop_done(&loop);
+}
+
+START_TEST(test_io_recv_multishot_delivers_stream_in_order) {
+  recv_stream(_i, NULL, NULL, NULL);
+}
+END_TEST
+
+START_TEST(test_io_stats_count_every_completion) {
+  io_opts o = {.buf_count = 16, .buf_size = 1024};
+  io_stats st;
+  int callbacks = 0;
+
+  /* Data completions (IO_F_MORE) are completions too: the counter covers at
+   * least every callback the loop made. */
+  recv_stream(_i, &o, &st, &callbacks);
+  ck_assert_int_gt(callbacks, 2);
+  ck_assert_msg(st.completions >= (uint64_t)callbacks, "%s: stats.completions %llu, callbacks %d",
+                test_backend(_i), (unsigned long long)st.completions, callbacks);
+}
+END_TEST
+
+START_TEST(test_io_recv_tiny_buffer_ring_rearms) {
+  io_opts o = {.buf_count = 4, .buf_size = 64};
+  io_stats st;
+
+  recv_stream(_i, &o, &st, NULL);
+  if (_i == 0) /* io_uring: 4 x 64 B runs dry; the recv re-arms invisibly */
+    ck_assert_msg(st.enobufs > 0, "enobufs %llu rearms %llu", (unsigned long long)st.enobufs,
+                  (unsigned long long)st.rearms);
+}
+END_TEST
+
+START_TEST(test_io_recv_data_before_arm_is_delivered) {
+  io_loop loop;
+  rx r;
+  int sv[2];
+
+  loop_setup(&loop, _i, NULL);
+  make_pair(sv);
+  memset(&r, 0, sizeof(r));
+  r.fd.fd = sv[0];
+  r.cap = 64;
+  r.buf = calloc(1, r.cap);
+  ck_assert_int_eq(write(sv[1], "early", 5), 5);
+  ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (r.got < 5 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  ck_assert_uint_eq(r.got, 5);
+  ck_assert_int_eq(memcmp(r.buf, "early", 5), 0);
+  ck_assert_int_eq(r.finals, 0);
+  ck_assert(r.ev.armed);
+  /* The peer closing ends the recv with 0. */
+  close(sv[1]);
+  ck_assert(run_until(&loop, &r.finals));
+  ck_assert_int_eq(r.finals, 1);
+  ck_assert_int_eq(r.final_res, 0);
+  ck_assert_int_eq(r.bad, 0);
+  io_close_fd(&loop, &r.fd);
+  free(r.buf);
+  io_loop_done(&loop);
+}
+END_TEST
+
+/* ---- cancel ---- */
+
+static void cancel_case(int i, int data_first) {
+  io_loop loop;
+  rx r;
+  int sv[2];
+
+  loop_setup(&loop, i, NULL);
+  make_pair(sv);
+  memset(&r, 0, sizeof(r));
+  r.fd.fd = sv[0];
+  r.cap = 64;
+  r.buf = calloc(1, r.cap);
+  ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
+  if (data_first) {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    ck_assert_int_eq(write(sv[1], "abc", 3), 3);
+    while (r.got < 3 && now_ms() < end)
+      io_loop_once(&loop, 100);
+    ck_assert_uint_eq(r.got, 3);
+  } else {
+    io_loop_once(&loop, 0); /* submitted / registered */
+  }
+  ck_assert_int_eq(io_cancel(&loop, &r.ev), 0);
+  ck_assert(r.ev.canceled);
+  ck_assert_int_eq(io_cancel(&loop, &r.ev), 0); /* still armed: asking again is fine */
+  /* Data arriving after the cancel must not be delivered after the final. */
+  ck_assert_int_eq(write(sv[1], "late", 4), 4);
+  ck_assert(run_until(&loop, &r.finals));
+  ck_assert_msg(r.final_res == -ECANCELED || r.final_res == 0, "final res %d", r.final_res);
+  run_for(&loop, 100);
+  ck_assert_int_eq(write(sv[1], "later", 5), 5);
+  run_for(&loop, 100);
+  ck_assert_int_eq(r.finals, 1);
+  ck_assert_int_eq(r.after_final, 0);
+  ck_assert_int_eq(r.bad, 0);
+  ck_assert(!r.ev.armed);
+  ck_assert_ptr_null(r.fd.rd);
+  ck_assert_int_eq(io_cancel(&loop, &r.ev), -EALREADY);
+  io_close_fd(&loop, &r.fd);
+  close(sv[1]);
+  free(r.buf);
+  io_loop_done(&loop);
+}
+
+START_TEST(test_io_cancel_recv_one_final_completion) {
+  cancel_case(_i, 0);
+}
+END_TEST
+
+START_TEST(test_io_cancel_recv_after_data_one_final_completion) {
+  cancel_case(_i, 1);
+}
+END_TEST
+
+START_TEST(test_io_cancel_before_first_poll) {
+  io_loop loop;
+  rx r;
+  int sv[2];
+
+  loop_setup(&loop, _i, NULL);
+  make_pair(sv);
+  memset(&r, 0, sizeof(r));
+  r.fd.fd = sv[0];
+  r.cap = 64;
+  r.buf = calloc(1, r.cap);
+  ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
+  ck_assert_int_eq(io_cancel(&loop, &r.ev), 0);
+  ck_assert(run_until(&loop, &r.finals));
+  ck_assert_int_eq(write(sv[1], "x", 1), 1);
+  run_for(&loop, 100);
+  ck_assert_int_eq(r.finals, 1);
+  ck_assert_msg(r.final_res == -ECANCELED || r.final_res == 0, "final res %d", r.final_res);
+  ck_assert_int_eq(r.after_final, 0);
+  ck_assert_uint_eq(r.got, 0);
+  /* The fd can carry a new recv once the old one ended. */
+  ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (r.got < 1 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  ck_assert_uint_eq(r.got, 1);
+  ck_assert_int_eq(r.buf[0], 'x');
+  ck_assert_int_eq(io_cancel(&loop, &r.ev), 0);
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (r.finals < 2 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  ck_assert_int_eq(r.finals, 2);
+  io_close_fd(&loop, &r.fd);
+  close(sv[1]);
+  free(r.buf);
+  io_loop_done(&loop);
+}
+END_TEST
+
+/* ---- send ---- */
+
+typedef struct tx {
+  io_ev ev;
+  int calls;
+  int res;
+  unsigned flags;
+} tx;
+
+static void on_tx(io_ev *ev, int res, unsigned flags, char *data) {
+  tx *t = (tx *)ev;
+  t->calls++;
+  t->res = res;
+  t->flags = flags;
+}
+
+START_TEST(test_io_send_three_iovecs_one_completion) {
+  io_loop loop;
+  io_fd fd = {0};
+  tx t = {0};
+  int sv[2];
+  char a[] = "hello ", b[] = "pier ", c[] = "world";
+  struct iovec iov[3] = {{a, 6}, {b, 5}, {c, 5}};
+  char got[32] = {0};
+  int done = 0;
+
+  loop_setup(&loop, _i, NULL);
+  make_pair(sv);
+  fd.fd = sv[0];
+  ck_assert_int_eq(io_send(&loop, &t.ev, &fd, iov, 3, on_tx), 0);
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (t.calls == 0 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  run_for(&loop, 30);
+  done = t.calls;
+  ck_assert_int_eq(done, 1);
+  ck_assert_int_eq(t.res, 16);
+  ck_assert_uint_eq(t.flags & IO_F_MORE, 0);
+  ck_assert(!t.ev.armed);
+  ck_assert_ptr_null(fd.wr);
+  ck_assert_int_eq(read(sv[1], got, sizeof(got)), 16);
+  ck_assert_str_eq(got, "hello pier world");
+
+  /* One iovec takes the same path to the peer. */
+  iov[0].iov_base = (void *)"single";
+  iov[0].iov_len = 6;
+  ck_assert_int_eq(io_send(&loop, &t.ev, &fd, iov, 1, on_tx), 0);
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (t.calls < 2 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  ck_assert_int_eq(t.calls, 2);
+  ck_assert_int_eq(t.res, 6);
+  memset(got, 0, sizeof(got));
+  ck_assert_int_eq(read(sv[1], got, sizeof(got)), 6);
+  ck_assert_str_eq(got, "single");
+  io_close_fd(&loop, &fd);
+  close(sv[1]);
+  io_loop_done(&loop);
+}
+END_TEST
+
+START_TEST(test_io_send_while_send_armed_is_ebusy) {
+  io_loop loop;
+  io_fd fd = {0};
+  tx t1 = {0}, t2 = {0};
+  int sv[2];
+  struct iovec iov1 = {(void *)"first", 5}, iov2 = {(void *)"second", 6};
+  char got[32] = {0};
+
+  loop_setup(&loop, _i, NULL);
+  make_pair(sv);
+  fd.fd = sv[0];
+  ck_assert_int_eq(io_send(&loop, &t1.ev, &fd, &iov1, 1, on_tx), 0);
+  ck_assert_int_eq(io_send(&loop, &t2.ev, &fd, &iov2, 1, on_tx), -EBUSY);
+  ck_assert_int_eq(io_send(&loop, &t1.ev, &fd, &iov2, 1, on_tx), -EBUSY);
+  ck_assert_ptr_eq(fd.wr, &t1.ev);
+  ck_assert(!t2.ev.armed);
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (t1.calls == 0 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  run_for(&loop, 50);
+  ck_assert_int_eq(t1.calls, 1);
+  ck_assert_int_eq(t1.res, 5);
+  ck_assert_int_eq(t2.calls, 0);
+  ck_assert_int_eq(read(sv[1], got, sizeof(got)), 5);
+  ck_assert_str_eq(got, "first");
+
+  /* The write side is free again. */
+  ck_assert_int_eq(io_send(&loop, &t2.ev, &fd, &iov2, 1, on_tx), 0);
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (t2.calls == 0 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  ck_assert_int_eq(t2.calls, 1);
+  ck_assert_int_eq(t2.res, 6);
+  ck_assert_int_eq(t1.calls, 1);
+  io_close_fd(&loop, &fd);
+  close(sv[1]);
+  io_loop_done(&loop);
+}
+END_TEST
+
+START_TEST(test_io_second_recv_on_fd_is_ebusy) {
+  io_loop loop;
+  rx r1, r2;
+  int sv[2];
+
+  loop_setup(&loop, _i, NULL);
+  make_pair(sv);
+  memset(&r1, 0, sizeof(r1));
+  memset(&r2, 0, sizeof(r2));
+  r1.fd.fd = sv[0];
+  r1.cap = r2.cap = 16;
+  r1.buf = calloc(1, 16);
+  r2.buf = calloc(1, 16);
+  ck_assert_int_eq(io_recv(&loop, &r1.ev, &r1.fd, on_rx), 0);
+  ck_assert_int_eq(io_recv(&loop, &r2.ev, &r1.fd, on_rx), -EBUSY);
+  ck_assert_int_eq(io_accept(&loop, &r2.ev, &r1.fd, on_rx), -EBUSY);
+  ck_assert_int_eq(write(sv[1], "q", 1), 1);
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (r1.got == 0 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  ck_assert_uint_eq(r1.got, 1);
+  ck_assert_int_eq(r2.data_cbs + r2.finals, 0);
+  ck_assert_int_eq(io_cancel(&loop, &r1.ev), 0);
+  ck_assert(run_until(&loop, &r1.finals));
+  ck_assert_int_eq(r2.data_cbs + r2.finals, 0);
+  io_close_fd(&loop, &r1.fd);
+  close(sv[1]);
+  free(r1.buf);
+  free(r2.buf);
+  io_loop_done(&loop);
+}
+END_TEST
+
+/* ---- accept ---- */
+
+typedef struct acc {
+  io_ev ev;
+  int fds[8];
+  int n;
+  int finals;
+  int final_res;
+  int bad;
+} acc;
+
+static void on_acc(io_ev *ev, int res, unsigned flags, char *data) {
+  acc *a = (acc *)ev;
+  if (!(flags & IO_F_MORE)) {
+    a->finals++;
+    a->final_res = res;
+    if (res >= 0)
+      close(res);
+    return;
+  }
+  if (res < 0 || a->n >= 8) {
+    a->bad = 1;
+    if (res >= 0)
+      close(res);
+    return;
+  }
+  a->fds[a->n++] = res;
+}
+
+static uint16_t local_port(int fd) {
+  struct sockaddr_in in;
+  socklen_t len = sizeof(in);
+  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&in, &len), 0);
+  return ntohs(in.sin_port);
+}
+
+static uint16_t peer_port(int fd) {
+  struct sockaddr_in in;
+  socklen_t len = sizeof(in);
+  ck_assert_int_eq(getpeername(fd, (struct sockaddr *)&in, &len), 0);
+  return ntohs(in.sin_port);
+}
+
+/* Clients connect from their own thread: a blocking call on the thread that
+ * owns an io_uring may return EINTR when completion work is queued to it. */
+typedef struct dialer {
+  uint16_t port;
+  int fds[3];
+  uint16_t ports[3];
+  _Atomic int connected;
+  _Atomic int go_on; /* set once the first connection was accepted */
+  _Atomic int err;
+} dialer;
+
+static int dial(dialer *d, int k) {
+  struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(d->port)};
+  struct sockaddr_in me;
+  socklen_t len = sizeof(me);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&in, sizeof(in)) < 0 ||
+      getsockname(fd, (struct sockaddr *)&me, &len) < 0) {
+    atomic_store(&d->err, errno ? errno : EIO);
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  d->fds[k] = fd;
+  d->ports[k] = ntohs(me.sin_port);
+  atomic_fetch_add(&d->connected, 1);
+  return 0;
+}
+
+static void *dial_thread(void *arg) {
+  dialer *d = arg;
+  uint64_t end = now_ms() + DEADLINE_MS;
+
+  if (dial(d, 0) < 0)
+    return NULL;
+  /* One accepted while the loop waits, the other two while it is busy. */
+  while (!atomic_load(&d->go_on) && now_ms() < end)
+    sleep_ms(1);
+  if (dial(d, 1) == 0)
+    dial(d, 2);
+  return NULL;
+}
+
+START_TEST(test_io_accept_multishot_three_connects) {
+  io_loop loop;
+  io_fd lfd = {0};
+  acc a = {0};
+  dialer d = {0};
+  pthread_t th;
+  struct sockaddr_in in = {.sin_family = AF_INET};
+  int s, one = 1;
+
+  loop_setup(&loop, _i, NULL);
+  s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  ck_assert_int_ge(s, 0);
+  setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(bind(s, (struct sockaddr *)&in, sizeof(in)), 0);
+  ck_assert_int_eq(listen(s, 16), 0);
+  d.port = local_port(s);
+  lfd.fd = s;
+  ck_assert_int_eq(io_accept(&loop, &a.ev, &lfd, on_acc), 0);
+  io_loop_once(&loop, 0);
+
+  ck_assert_int_eq(pthread_create(&th, NULL, dial_thread, &d), 0);
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (a.n < 1 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  ck_assert_int_eq(a.n, 1);
+  atomic_store(&d.go_on, 1);
+  {
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (a.n < 3 && now_ms() < end)
+      io_loop_once(&loop, 100);
+  }
+  ck_assert_int_eq(pthread_join(th, NULL), 0);
+  ck_assert_int_eq(atomic_load(&d.err), 0);
+  ck_assert_int_eq(atomic_load(&d.connected), 3);
+  run_for(&loop, 50);
+  ck_assert_int_eq(a.bad, 0);
+  ck_assert_int_eq(a.n, 3);
+  ck_assert_int_eq(a.finals, 0);
+  ck_assert(a.ev.armed);
+  /* Each accepted fd is the server end of one of the clients, in order. */
+  for (int k = 0; k < 3; k++) {
+    ck_assert_int_ge(a.fds[k], 0);
+    ck_assert_uint_eq(peer_port(a.fds[k]), d.ports[k]);
+  }
+
+  ck_assert_int_eq(io_cancel(&loop, &a.ev), 0);
+  ck_assert(run_until(&loop, &a.finals));
+  run_for(&loop, 50);
+  ck_assert_int_eq(a.finals, 1);
+  ck_assert_msg(a.final_res == -ECANCELED || a.final_res == 0, "final res %d", a.final_res);
+  ck_assert_int_eq(a.n, 3);
+  io_close_fd(&loop, &lfd);
+  for (int k = 0; k < 3; k++) {
+    close(a.fds[k]);
+    close(d.fds[k]);
+  }
+  io_loop_done(&loop);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("io");
+  TCase *tc = tcase_create("loop");
+
+  tcase_set_timeout(tc, 120);
+  tcase_add_loop_test(tc, test_io_timers_fire_in_due_order, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_stopped_timer_never_fires, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_timer_restart_moves_due_time, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_repeating_timer_fires_until_stopped, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_post_wakes_blocked_loop, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_post_from_many_threads_runs_each_once, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_loop_done_runs_unrun_jobs, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_recv_multishot_delivers_stream_in_order, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_recv_tiny_buffer_ring_rearms, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_stats_count_every_completion, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_recv_data_before_arm_is_delivered, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_cancel_recv_one_final_completion, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_cancel_recv_after_data_one_final_completion, 0,
+                      TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_cancel_before_first_poll, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_send_three_iovecs_one_completion, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_send_while_send_armed_is_ebusy, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_second_recv_on_fd_is_ebusy, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_accept_multishot_three_connects, 0, TEST_NBACKENDS);
+  suite_add_tcase(s, tc);
+  return test_run(s);
+}
