@@ -610,7 +610,8 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
                                               : cfg_backend_name(cfg->io_backend),
                   .max_sessions = cfg->max_sessions,
                   .max_send_queue = cfg->limits.max_send_queue,
-                  .close_timeout_ms = 5000};
+                  .close_timeout_ms = 5000,
+                  .idle_timeout_ms = cfg->limits.idle_timeout_ms};
     rc = net_create(&o, &h->net);
     if (rc < 0) {
       host_destroy(h);
@@ -727,10 +728,11 @@ void host_print_status(host *h, FILE *out) {
           net_backend_name(h->net), net_workers(h->net));
   fprintf(out,
           "sessions %llu open, %llu accepted, %llu refused (max_sessions %u), %llu closed "
-          "for send queue, %llu for bad packets\n",
+          "for send queue, %llu for bad packets, %llu idle\n",
           (unsigned long long)st.sessions, (unsigned long long)st.accepted,
           (unsigned long long)st.refused_full, h->cfg->max_sessions,
-          (unsigned long long)st.send_queue_full, (unsigned long long)st.bad_packets);
+          (unsigned long long)st.send_queue_full, (unsigned long long)st.bad_packets,
+          (unsigned long long)st.idle_timeouts);
   for (size_t i = 0; i < h->nlisteners; i++) {
     host_listener *l = &h->listeners[i];
     char addr[NET_ADDR_STRLEN] = "?";

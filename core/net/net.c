@@ -609,6 +609,7 @@ void net_get_stats(net *n, net_stats *out) {
     SUM(bytes_out);
     SUM(send_queue_full);
     SUM(bad_packets);
+    SUM(idle_timeouts);
   }
 #undef SUM
   out->sessions = out->accepted + out->connected_out - out->disconnects;

@@ -47,6 +47,7 @@ typedef struct net_opts {
   unsigned max_sessions;     /* accepted sessions, all workers together */
   size_t max_send_queue;     /* bytes queued per session */
   unsigned close_timeout_ms; /* graceful close: how long pending data may take */
+  unsigned idle_timeout_ms;  /* close sessions that send nothing this long; 0 = never */
   unsigned buf_count, buf_size; /* receive buffers per worker (0 = defaults) */
 } net_opts;
 
@@ -59,6 +60,7 @@ typedef struct net_stats {
   uint64_t bytes_in, bytes_out;
   uint64_t send_queue_full;
   uint64_t bad_packets;
+  uint64_t idle_timeouts;
 } net_stats;
 
 /* Creates the workers' loops (no threads yet). Logs which backend was chosen,

@@ -29,6 +29,8 @@ struct session {
   sendq q;
   framer fr;
   io_timer close_timer; /* graceful close deadline */
+  io_timer idle_timer;  /* idle_timeout_ms; re-armed lazily from last_rx */
+  uint64_t last_rx;     /* loop time of the last data received */
   net_addr peer;
   session *next_flush;
   uint32_t inflight;  /* bytes in the send in flight, 0 if none */
@@ -42,7 +44,7 @@ struct session {
 
 typedef struct net_counters {
   _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
-      send_queue_full, bad_packets;
+      send_queue_full, bad_packets, idle_timeouts;
 } net_counters;
 
 #define STAT_ADD(w, field, v) \
@@ -80,7 +82,7 @@ struct net_worker {
   int stopping;
   int dead; /* loop torn down: queued jobs only free themselves */
   net_counters stats;
-  log_rate rl_packet, rl_full, rl_accept;
+  log_rate rl_packet, rl_full, rl_accept, rl_idle;
 };
 
 struct net {

@@ -28,6 +28,7 @@ static void finish(session *s) {
   const net_endpoint *ep = s->ep;
 
   io_timer_stop(&w->loop, &s->close_timer);
+  io_timer_stop(&w->loop, &s->idle_timer);
   io_close_fd(&w->loop, &s->iofd);
   sendq_clear(&s->q);
   framing_reset(&s->fr);
@@ -59,6 +60,25 @@ static void on_close_timeout(io_timer *t) {
   session_close(s, PIER_REASON_FLUSH_TIMEOUT, 1);
 }
 
+static void on_idle(io_timer *t) {
+  session *s = container_of(t, session, idle_timer);
+  io_loop *loop = &s->w->loop;
+  uint64_t idle = s->w->n->opts.idle_timeout_ms, quiet = loop->now - s->last_rx;
+  char peer[NET_ADDR_STRLEN];
+
+  if (s->state != SS_OPEN)
+    return;
+  if (quiet < idle) { /* data came since the timer was set: wait the rest */
+    io_timer_start(loop, &s->idle_timer, idle - quiet, 0);
+    return;
+  }
+  STAT_ADD(s->w, idle_timeouts, 1);
+  log_limited(&s->w->rl_idle, LOG_INFO, "session %016llx %s: idle for %llu ms; closing",
+              (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
+              (unsigned long long)quiet);
+  session_close(s, PIER_REASON_IDLE_TIMEOUT, 0);
+}
+
 session *session_new(net_worker *w, int fd, const net_endpoint *ep) {
   pier_sid sid = sid_alloc(&w->sids);
   session *s;
@@ -74,6 +94,7 @@ session *session_new(net_worker *w, int fd, const net_endpoint *ep) {
   s->refs = 1;
   s->state = SS_OPEN;
   io_timer_init(&s->close_timer, on_close_timeout);
+  io_timer_init(&s->idle_timer, on_idle);
   w->nsessions++;
   atomic_fetch_add_explicit(&w->load, 1, memory_order_relaxed);
   return s;
@@ -96,6 +117,7 @@ static void enter_closed(session *s, int abortive) {
 
   s->state = SS_CLOSED;
   io_timer_stop(loop, &s->close_timer);
+  io_timer_stop(loop, &s->idle_timer);
   if (abortive) {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(s->iofd.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -170,8 +192,10 @@ static void deliver(session *s, const char *data, size_t len) {
 static void on_recv_done(io_ev *ev, int res, unsigned flags, char *data) {
   session *s = container_of(ev, session, ev_recv);
 
-  if (res > 0 && s->state == SS_OPEN)
+  if (res > 0 && s->state == SS_OPEN) {
+    s->last_rx = s->w->loop.now;
     deliver(s, data, (size_t)res);
+  }
   if (flags & IO_F_MORE)
     return;
   if (res == 0)
@@ -195,6 +219,10 @@ void session_start(session *s) {
     return;
   }
   s->refs--;
+  if (s->w->n->opts.idle_timeout_ms) {
+    s->last_rx = s->w->loop.now;
+    io_timer_start(&s->w->loop, &s->idle_timer, s->w->n->opts.idle_timeout_ms, 0);
+  }
   rc = io_recv(&s->w->loop, &s->ev_recv, &s->iofd, on_recv_done);
   if (rc < 0) {
     log_error("session %016llx: cannot arm recv: %s", (unsigned long long)s->sid, strerror(-rc));

@@ -623,6 +623,44 @@ START_TEST(test_net_bad_packet_size_closes_only_that_session) {
 }
 END_TEST
 
+/* ---- idle timeout ---- */
+
+START_TEST(test_net_idle_timeout_closes_only_quiet_sessions) {
+  srv *v = calloc(1, sizeof(*v));
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .idle_timeout_ms = 300};
+  net_addr a;
+  net_listener *l;
+  char buf[2];
+  size_t got;
+  net_stats st;
+
+  pthread_mutex_init(&v->mu, NULL);
+  v->mode = MODE_ECHO;
+  v->ep = (net_endpoint){&srv_handler, v, NET_FRAMING_RAW, 0};
+  ck_assert_int_eq(net_create(&o, &v->n), 0);
+  net_addr_parse("127.0.0.1", 0, &a);
+  ck_assert_int_eq(net_listen(v->n, &a, &v->ep, &l), 0);
+  ck_assert_int_eq(net_start(v->n), 0);
+  int quiet = test_connect(net_listener_port(l)), busy = test_connect(net_listener_port(l));
+  /* The busy client talks every 100 ms for 900 ms: three idle periods. */
+  for (int i = 0; i < 9; i++) {
+    test_send_all(busy, "k", 1);
+    ck_assert_int_eq(test_recv_exact(busy, buf, 1), 0);
+    usleep(100000);
+  }
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_IDLE_TIMEOUT]), 1);
+  ck_assert_int_eq(test_recv_until_close(quiet, &got), 0);
+  test_send_all(busy, "k", 1);
+  ck_assert_int_eq(test_recv_exact(busy, buf, 1), 0);
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.idle_timeouts, 1);
+  close(quiet);
+  close(busy);
+  srv_free(v);
+}
+END_TEST
+
 /* ---- both backends, one transcript ---- */
 
 typedef struct transcript {
@@ -721,6 +759,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_ipv6_echo, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_bad_packet_size_closes_only_that_session, 0,
                       TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_idle_timeout_closes_only_quiet_sessions, 0, TEST_NBACKENDS);
   tcase_add_test(tc, test_net_backends_give_identical_results);
   suite_add_tcase(s, tc);
   return test_run(s);
