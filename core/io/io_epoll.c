@@ -186,11 +186,12 @@ static void epoll_close_fd(io_loop *loop, io_fd *fd) {
 
 static int busy(io_ev *ev) { return !ev || ev->canceled || ev->pending; }
 
-static void do_accept(epoll_impl *e, io_fd *fd) {
+static void do_accept(io_loop *loop, epoll_impl *e, io_fd *fd) {
   io_ev *ev = fd->rd;
   for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
     int nfd = accept4(fd->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (nfd >= 0) {
+      loop->stats.completions++;
       io_complete(ev, nfd, IO_F_MORE, NULL);
       if (busy(fd->rd) || fd->rd != ev)
         return;
@@ -206,11 +207,12 @@ static void do_accept(epoll_impl *e, io_fd *fd) {
   mark_ready(e, fd);
 }
 
-static void do_read(epoll_impl *e, io_fd *fd) {
+static void do_read(io_loop *loop, epoll_impl *e, io_fd *fd) {
   io_ev *ev = fd->rd;
   for (int i = 0; i < READS_PER_WAKE; i++) {
     ssize_t n = recv(fd->fd, e->scratch, e->scratch_size, 0);
     if (n > 0) {
+      loop->stats.completions++;
       io_complete(ev, (int)n, IO_F_MORE, e->scratch);
       if (busy(fd->rd) || fd->rd != ev)
         return;
@@ -249,7 +251,7 @@ static void do_write(epoll_impl *e, io_fd *fd) {
   push_done(e, ev, rc);
 }
 
-static void handle(epoll_impl *e, io_fd *fd, uint32_t events) {
+static void handle(io_loop *loop, epoll_impl *e, io_fd *fd, uint32_t events) {
   if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && !busy(fd->wr)) {
     /* A blocked send or a pending connect. */
     if (fd->wr->op == IO_OP_CONNECT || fd->wr->iov)
@@ -257,9 +259,9 @@ static void handle(epoll_impl *e, io_fd *fd, uint32_t events) {
   }
   if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) && !busy(fd->rd)) {
     if (fd->rd->op == IO_OP_ACCEPT)
-      do_accept(e, fd);
+      do_accept(loop, e, fd);
     else
-      do_read(e, fd);
+      do_read(loop, e, fd);
   }
 }
 
@@ -298,7 +300,7 @@ static int epoll_poll(io_loop *loop, int timeout_ms) {
       continue;
     }
     /* Reads of an fd on the ready list are served from that list below. */
-    handle(e, fd, fd->ready ? (events[i].events & EPOLLOUT) : events[i].events);
+    handle(loop, e, fd, fd->ready ? (events[i].events & EPOLLOUT) : events[i].events);
   }
   ready = e->ready_head;
   e->ready_head = NULL;
@@ -307,7 +309,7 @@ static int epoll_poll(io_loop *loop, int timeout_ms) {
     ready = fd->next_ready;
     fd->ready = 0;
     if (!busy(fd->rd))
-      handle(e, fd, EPOLLIN);
+      handle(loop, e, fd, EPOLLIN);
   }
   run_done(loop, e);
   return 0;

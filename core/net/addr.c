@@ -64,9 +64,11 @@ int net_addr_parse_hostport(const char *text, net_addr *out) {
     return -EINVAL;
   memcpy(host, text, hlen);
   host[hlen] = '\0';
-  errno = 0;
+  for (const char *d = colon + 1; *d; d++)
+    if (*d < '0' || *d > '9' || d - colon > 5)
+      return -EINVAL; /* digits only: no sign, blanks or junk */
   port = strtoul(colon + 1, &end, 10);
-  if (errno || *end != '\0' || port > 65535 || colon[1] == '-' || colon[1] == '+')
+  if (port > 65535)
     return -EINVAL;
   return net_addr_parse(host, (uint16_t)port, out);
 }
