@@ -155,7 +155,7 @@ int main(int argc, char **argv) {
   {
     net_stats st;
     net_get_stats(host_net(h), &st);
-    log_info("pierd stopped: %" PRIu64 " sessions served", st.accepted);
+    log_info("pierd stopped: %" PRIu64 " session%s served", st.accepted, st.accepted == 1 ? "" : "s");
   }
   host_destroy(h);
   cfg_free(cfg);

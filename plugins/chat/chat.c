@@ -1,16 +1,6 @@
 /* chat: chat rooms over u16_size_id packets. A client joins one room at a
- * time (rooms are made on demand and vanish when their last member leaves)
- * and its text goes to everyone in that room; joins, leaves and refusals come
- * back as system notices. The protocol is described in README.md.
- *
- * Threading: correct under both "serial" and "session" threading. All room
- * state sits behind one mutex; a callback decides what to send while holding
- * it, collects the packets in an outbox, and hands them to the host only
- * after unlocking, so no host function is ever called under the lock.
- *
- * Hot reload: on_unload hands the rooms and their members to the next
- * version as a versioned blob (rooms.h), which on_load validates and
- * restores. */
+ * time (rooms are made on demand and vanish with their last member) and its
+ * text goes to everyone in that room; the protocol is in README.md. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -21,6 +11,15 @@
 
 #include "pier/plugin.h"
 #include "rooms.h"
+
+/* Threading: correct under "serial" and "session" threading alike. All room
+ * state sits behind one mutex; a callback decides what to send while holding
+ * it, collects the packets in an outbox, and hands them to the host only
+ * after unlocking, so no host function is ever called under the lock.
+ *
+ * Hot reload: on_unload hands the rooms and their members to the next
+ * version as a versioned blob (rooms.h), which on_load validates and
+ * restores. */
 
 enum { C_JOIN = 1, C_CHAT = 2, S_CHAT = 101, S_SYSTEM = 102 };
 
@@ -345,7 +344,7 @@ static void prune_job(void *arg) {
   if (!stale)
     h->log(h, PIER_LOG_WARN, "out of memory: restored rooms not checked for ended sessions");
   else if (nstale)
-    h->log(h, PIER_LOG_INFO, "%zu sessions ended during the reload and left their rooms",
+    h->log(h, PIER_LOG_INFO, "sessions that ended during the reload left their rooms: %zu",
            nstale);
   free(stale);
   free(live);

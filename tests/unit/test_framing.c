@@ -143,7 +143,7 @@ START_TEST(test_framing_size_below_header_is_eproto) {
 END_TEST
 
 START_TEST(test_framing_size_above_max_is_emsgsize) {
-  char stream[64];
+  char stream[128];
   size_t n;
   framer f = {0};
   sink s = {0};
