@@ -2,6 +2,8 @@
  * longer than the buffer is rejected whole rather than cut into commands. */
 #include "daemon/console.h"
 
+#include "base/log.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -19,6 +21,7 @@ static const char help_text[] = "commands:\n"
                                 "  sessions        open sessions: id, plugin, peer\n"
                                 "  kick SID        close session SID (hex, as `sessions` shows)\n"
                                 "  plugins         loaded plugins and versions\n"
+                                "  reload NAME     hot-reload plugin NAME from its file\n"
                                 "  quit            stop the daemon (as SIGTERM)\n";
 
 int console_exec(console *c, const char *line, FILE *out) {
@@ -48,6 +51,15 @@ int console_exec(console *c, const char *line, FILE *out) {
       return -1;
     }
     fprintf(out, "kicked %016llx\n", sid);
+  } else if (strcmp(cmd, "reload") == 0 && n == 2) {
+    char msg[1536];
+    int rc = host_reload(c->h, arg, NULL, msg, sizeof(msg));
+    fprintf(out, "%s%s\n", rc < 0 ? "error: " : "", msg);
+    if (rc < 0) {
+      log_error("%s", msg);
+      return -1;
+    }
+    log_info("%s", msg);
   } else if (strcmp(cmd, "quit") == 0 && n == 1) {
     return CONSOLE_QUIT;
   } else {

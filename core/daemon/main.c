@@ -15,7 +15,10 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "daemon/admin.h"
 #include "daemon/console.h"
+#include "daemon/reconfig.h"
+#include "daemon/watch.h"
 #include "host/config.h"
 #include "host/host.h"
 
@@ -29,6 +32,10 @@ static void usage(FILE *out) {
           "  --io-backend B    override the config's io_backend\n"
           "  --help            this text\n"
           "Console commands on stdin: type `help` once running.\n");
+}
+
+static int admin_exec(void *ctx, const char *line, FILE *out) {
+  return console_exec(ctx, line, out);
 }
 
 int main(int argc, char **argv) {
@@ -45,6 +52,8 @@ int main(int argc, char **argv) {
   sigset_t mask;
   log_level lvl;
   console con;
+  watch *wt = NULL;
+  admin *adm = NULL;
 
   while ((c = getopt_long(argc, argv, "c:tb:h", opts, NULL)) != -1) {
     switch (c) {
@@ -116,15 +125,28 @@ int main(int argc, char **argv) {
     cfg_free(cfg);
     return 1;
   }
+  if (admin_open(cfg->admin_socket, &adm, err, sizeof(err)) < 0) {
+    log_error("%s", err);
+    host_stop(h);
+    host_destroy(h);
+    cfg_free(cfg);
+    return 1;
+  }
+  log_info("admin socket %s (mode 0600): use pierctl", cfg->admin_socket);
   log_info("pierd ready: %zu listener%s, %zu plugin%s, %s backend, %u worker%s; type `help`",
            cfg->nlisteners, cfg->nlisteners == 1 ? "" : "s", cfg->nplugins,
            cfg->nplugins == 1 ? "" : "s", net_backend_name(host_net(h)), cfg->workers,
            cfg->workers == 1 ? "" : "s");
 
   console_init(&con, h);
+  if (watch_open(cfg, &wt) < 0)
+    log_error("watch: cannot start inotify; plugin files are not watched");
   while (!quit) {
-    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = stdin_open ? 0 : -1, .events = POLLIN}};
-    if (poll(p, 2, -1) < 0) {
+    struct pollfd p[3 + ADMIN_MAX_POLLFDS] = {{.fd = sfd, .events = POLLIN},
+                                              {.fd = stdin_open ? 0 : -1, .events = POLLIN},
+                                              {.fd = watch_fd(wt), .events = POLLIN}};
+    int nadm = admin_pollfds(adm, p + 3, ADMIN_MAX_POLLFDS);
+    if (poll(p, 3 + (nfds_t)nadm, watch_timeout_ms(wt)) < 0) {
       if (errno == EINTR)
         continue;
       log_error("poll: %s", strerror(errno));
@@ -134,13 +156,22 @@ int main(int argc, char **argv) {
       struct signalfd_siginfo si;
       if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
         if (si.ssi_signo == SIGHUP) {
-          log_info("SIGHUP: configuration reload is not supported yet; keeping the running one");
+          reconfig_apply(h, cfg);
         } else {
           log_info("%s: shutting down", si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
           quit = 1;
         }
       }
     }
+    if (!quit && nadm > 0 &&
+        admin_handle_ready(adm, p + 3, nadm, admin_exec, &con) == CONSOLE_QUIT) {
+      log_info("quit (admin socket): shutting down");
+      quit = 1;
+    }
+    if (p[2].revents & POLLIN)
+      watch_read(wt);
+    if (!quit)
+      watch_run_due(wt, h);
     if (!quit && (p[1].revents & (POLLIN | POLLHUP))) {
       int r = console_read(&con, 0, stdout);
       if (r == CONSOLE_EOF)
@@ -151,6 +182,8 @@ int main(int argc, char **argv) {
       }
     }
   }
+  watch_close(wt);
+  admin_close(adm);
   host_stop(h);
   {
     net_stats st;

@@ -11,7 +11,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "host/loader.h"
@@ -39,6 +41,7 @@ typedef struct host_timer {
   void *arg;
   uint64_t after, repeat;
   io_timer t;
+  unsigned gen;       /* plugin generation that started it */
   int canceled;       /* under host.timer_mu */
   _Atomic int refs;   /* the timer list, plus each queued strand call */
 } host_timer;
@@ -48,10 +51,20 @@ struct host_plugin {
   host *h;
   const cfg_plugin *cfg;
   plugin_image img;
-  unsigned generation;
+  _Atomic unsigned generation;
   int serial;
   int loaded; /* on_load succeeded */
+  char *config_json; /* what on_load gets; SIGHUP may replace it */
+  struct stat file;  /* identity of the file the image came from */
   strand st;
+  /* The reload gate: callbacks count themselves in `active`; a reload sets
+   * `paused`, waits for active == 0, and events arriving meanwhile are held
+   * in order and delivered to the new version. */
+  _Atomic int active;
+  _Atomic int paused;
+  pthread_mutex_t held_mu;
+  struct ev_job *held_head, *held_tail;
+  size_t nheld;
   pthread_mutex_t reg_mu; /* the plugin's open sessions */
   pier_sid *sids;
   size_t nsids, capsids;
@@ -110,8 +123,10 @@ typedef enum { EV_CONNECTED, EV_RECV, EV_SEND, EV_DISCONNECTED, EV_TICK, EV_TIME
 
 typedef struct ev_job {
   strand_job base;
+  struct ev_job *next_held;
   host_plugin *p;
   ev_type type;
+  unsigned gen;
   pier_sid sid;
   pier_reason reason;
   size_t n;
@@ -124,6 +139,7 @@ typedef struct ev_job {
 
 typedef struct ev {
   ev_type type;
+  unsigned gen; /* EV_TIMER/EV_POST: generation whose code fn belongs to */
   pier_sid sid;
   pier_reason reason;
   size_t n; /* bytes of data, or bytes sent */
@@ -138,6 +154,10 @@ static void timer_unref(host_timer *t);
 
 static void call(host_plugin *p, const ev *e) {
   const pier_plugin *cb = &p->img.cb;
+  /* A timer or job of a version that was reloaded away points into code
+   * that is gone: drop it. */
+  if ((e->type == EV_TIMER || e->type == EV_POST) && e->gen != p->generation)
+    return;
   switch (e->type) {
   case EV_CONNECTED:
     if (cb->on_connected)
@@ -178,35 +198,39 @@ static void call(host_plugin *p, const ev *e) {
   }
 }
 
-static void run_job(strand_job *job) {
-  ev_job *j = (ev_job *)job;
-  ev e = {j->type, j->sid, j->reason, j->n, j->data, j->user, j->fn, j->arg, j->timer};
-  call(j->p, &e);
+static void gated_call(host_plugin *p, const ev *e);
+
+static void job_to_ev(const ev_job *j, ev *e) {
+  *e = (ev){.type = j->type, .gen = j->gen, .sid = j->sid, .reason = j->reason, .n = j->n,
+            .data = j->data, .user = j->user, .fn = j->fn, .arg = j->arg, .timer = j->timer};
+}
+
+static void free_job(ev_job *j) {
   if (j->timer)
     timer_unref(j->timer);
   free(j);
 }
 
-static void deliver(host_plugin *p, const ev *e, int may_inline) {
-  ev_job *j;
-  size_t extra = e->type == EV_RECV || e->type == EV_CONNECTED ? e->n : 0;
+static void run_job(strand_job *job) {
+  ev_job *j = (ev_job *)job;
+  ev e;
+  job_to_ev(j, &e);
+  gated_call(j->p, &e);
+  free_job(j);
+}
 
-  if (!p->serial) {
-    call(p, e);
-    return;
-  }
-  if (may_inline && strand_try_enter(&p->st)) {
-    call(p, e);
-    strand_release(&p->st);
-    return;
-  }
-  j = malloc(sizeof(*j) + extra);
+/* A heap copy of e (with its data) that outlives the callback. */
+static ev_job *make_job(host_plugin *p, const ev *e) {
+  size_t extra = e->type == EV_RECV || e->type == EV_CONNECTED ? e->n : 0;
+  ev_job *j = malloc(sizeof(*j) + extra);
   if (!j) {
     log_error("plugin \"%s\": out of memory queueing an event; dropped", p->cfg->name);
-    return;
+    return NULL;
   }
   j->base.run = run_job;
+  j->next_held = NULL;
   j->p = p;
+  j->gen = e->gen;
   j->type = e->type;
   j->sid = e->sid;
   j->reason = e->reason;
@@ -219,7 +243,60 @@ static void deliver(host_plugin *p, const ev *e, int may_inline) {
     atomic_fetch_add(&e->timer->refs, 1);
   if (extra)
     memcpy(j->data, e->data, extra);
-  strand_push(&p->st, &j->base);
+  return j;
+}
+
+/* Holds e while a reload is under way; returns 0 if the reload already
+ * finished (the caller then calls through). */
+static int hold(host_plugin *p, const ev *e) {
+  ev_job *j;
+  pthread_mutex_lock(&p->held_mu);
+  if (!atomic_load(&p->paused)) {
+    pthread_mutex_unlock(&p->held_mu);
+    return 0;
+  }
+  j = make_job(p, e);
+  if (j) {
+    if (p->held_tail)
+      p->held_tail->next_held = j;
+    else
+      p->held_head = j;
+    p->held_tail = j;
+    p->nheld++;
+  }
+  pthread_mutex_unlock(&p->held_mu);
+  return 1;
+}
+
+static void gated_call(host_plugin *p, const ev *e) {
+  for (;;) {
+    atomic_fetch_add(&p->active, 1);
+    if (!atomic_load(&p->paused)) {
+      call(p, e);
+      atomic_fetch_sub(&p->active, 1);
+      return;
+    }
+    atomic_fetch_sub(&p->active, 1);
+    if (hold(p, e))
+      return;
+  }
+}
+
+static void deliver(host_plugin *p, const ev *e, int may_inline) {
+  ev_job *j;
+
+  if (!p->serial) {
+    gated_call(p, e);
+    return;
+  }
+  if (may_inline && strand_try_enter(&p->st)) {
+    gated_call(p, e);
+    strand_release(&p->st);
+    return;
+  }
+  j = make_job(p, e);
+  if (j)
+    strand_push(&p->st, &j->base);
 }
 
 static void kick_run(io_job *job) { strand_run(container_of(job, strand, kick_job)); }
@@ -297,7 +374,8 @@ static void timer_fire(io_timer *it) {
   host_timer *t = container_of(it, host_timer, t);
   host *h = t->p->h;
   int canceled;
-  ev e = {.type = t->fn ? EV_TIMER : EV_TICK, .fn = t->fn, .arg = t->arg, .timer = t};
+  ev e = {.type = t->fn ? EV_TIMER : EV_TICK, .gen = t->gen, .fn = t->fn, .arg = t->arg,
+          .timer = t};
 
   pthread_mutex_lock(&h->timer_mu);
   canceled = t->canceled;
@@ -358,6 +436,7 @@ static int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer
   if (!t)
     return -ENOMEM;
   t->p = p;
+  t->gen = p->generation;
   t->id = atomic_fetch_add(&h->next_timer_id, 1) + 1;
   t->fn = fn;
   t->arg = arg;
@@ -381,7 +460,9 @@ static int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer
   return rc;
 }
 
-/* Cancels timers of p matching id (0 = all of p's). Returns how many. */
+/* Cancels timers of p matching id (0 = all of p's; TIMERS_OF_CODE = all but
+ * the host's tick). Returns how many. */
+#define TIMERS_OF_CODE UINT64_MAX
 static int timer_cancel_match(host *h, host_plugin *p, uint64_t id) {
   host_timer *hit[64];
   int n = 0, total = 0;
@@ -389,7 +470,8 @@ static int timer_cancel_match(host *h, host_plugin *p, uint64_t id) {
     n = 0;
     pthread_mutex_lock(&h->timer_mu);
     for (host_timer *t = h->timers; t && n < 64; t = t->next) {
-      if (t->p == p && !t->canceled && (id == 0 || t->id == id)) {
+      if (t->p == p && !t->canceled &&
+          (id == 0 || t->id == id || (id == TIMERS_OF_CODE && t->fn))) {
         t->canceled = 1;
         hit[n++] = t;
       }
@@ -471,7 +553,7 @@ static int api_timer_start(const pier_host *api, uint64_t after_ms, uint64_t rep
 
 static int api_timer_cancel(const pier_host *api, uint64_t id) {
   host_plugin *p = PLUGIN(api);
-  return id && timer_cancel_match(p->h, p, id) > 0 ? 0 : -ENOENT;
+  return id && id != TIMERS_OF_CODE && timer_cancel_match(p->h, p, id) > 0 ? 0 : -ENOENT;
 }
 
 static void api_log(const pier_host *api, pier_log_level level, const char *fmt, ...) {
@@ -500,13 +582,14 @@ static size_t api_sessions(const pier_host *api, pier_sid *out, size_t max) {
 typedef struct post_job {
   io_job job;
   host_plugin *p;
+  unsigned gen;
   pier_job_fn fn;
   void *arg;
 } post_job;
 
 static void post_run(io_job *job) {
   post_job *j = container_of(job, post_job, job);
-  ev e = {.type = EV_POST, .fn = j->fn, .arg = j->arg};
+  ev e = {.type = EV_POST, .gen = j->gen, .fn = j->fn, .arg = j->arg};
   if (!j->p->h->stopped)
     deliver(j->p, &e, 1);
   free(j);
@@ -524,6 +607,7 @@ static int api_post(const pier_host *api, pier_job_fn fn, void *arg) {
     return -ENOMEM;
   j->job.fn = post_run;
   j->p = p;
+  j->gen = p->generation;
   j->fn = fn;
   j->arg = arg;
   net_post(p->h->net, 0, &j->job);
@@ -580,7 +664,10 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
     p->cfg = &cfg->plugins[i];
     p->serial = p->cfg->threading == CFG_THREADING_SERIAL;
     pthread_mutex_init(&p->reg_mu, NULL);
+    pthread_mutex_init(&p->held_mu, NULL);
     strand_init(&p->st, kick, p);
+    p->config_json = strdup(p->cfg->config_json ? p->cfg->config_json : "{}");
+    p->generation = 1;
     fill_api(p);
     h->nplugins = i + 1;
     rc = loader_open(p->cfg, &p->img, err, sizeof(err));
@@ -589,6 +676,7 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
       host_destroy(h);
       return rc;
     }
+    stat(p->cfg->resolved_path, &p->file);
     log_info("plugin \"%s\": %s %s from %s (%s)", p->cfg->name, p->img.name, p->img.version,
              p->cfg->resolved_path, p->serial ? "serial" : "session");
   }
@@ -642,9 +730,8 @@ int host_start(host *h) {
     host_plugin *p = &h->plugins[i];
     pier_load_args args = {.size = sizeof(args),
                            .host = &p->api,
-                           .config_json = p->cfg->config_json,
+                           .config_json = p->config_json,
                            .generation = 1};
-    p->generation = 1;
     rc = p->img.cb.on_load ? p->img.cb.on_load(&args) : 0;
     if (rc != 0) {
       log_error("plugin \"%s\" (%s): on_load failed: %s (%d)", p->cfg->name,
@@ -708,7 +795,9 @@ void host_destroy(host *h) {
     loader_close(&p->img);
     strand_destroy(&p->st);
     pthread_mutex_destroy(&p->reg_mu);
+    pthread_mutex_destroy(&p->held_mu);
     free(p->sids);
+    free(p->config_json);
   }
   free(h->plugins);
   free(h->listeners);
@@ -717,6 +806,172 @@ void host_destroy(host *h) {
 }
 
 net *host_net(host *h) { return h->net; }
+
+/* ---- hot reload ---- */
+
+#define QUIESCE_TIMEOUT_MS 2000
+
+static host_plugin *find_plugin(host *h, const char *name) {
+  for (size_t i = 0; i < h->nplugins; i++)
+    if (strcmp(h->plugins[i].cfg->name, name) == 0)
+      return &h->plugins[i];
+  return NULL;
+}
+
+static uint64_t clock_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Pauses p's callbacks at a callback boundary: from now on events are held.
+ * Returns 0 once no callback of p runs, or -ETIMEDOUT. */
+static int quiesce(host_plugin *p) {
+  uint64_t deadline = clock_ms() + QUIESCE_TIMEOUT_MS;
+  atomic_store(&p->paused, 1);
+  while (atomic_load(&p->active) > 0) {
+    if (clock_ms() > deadline)
+      return -ETIMEDOUT;
+    struct timespec ts = {0, 20000};
+    nanosleep(&ts, NULL);
+  }
+  return 0;
+}
+
+/* Delivers what was held, in order, then lets callbacks through again.
+ * Returns how many events were held. */
+static size_t resume(host_plugin *p) {
+  size_t n = 0;
+  for (;;) {
+    ev_job *j;
+    ev e;
+    pthread_mutex_lock(&p->held_mu);
+    j = p->held_head;
+    if (!j) {
+      atomic_store(&p->paused, 0);
+      p->held_tail = NULL;
+      pthread_mutex_unlock(&p->held_mu);
+      return n;
+    }
+    p->held_head = j->next_held;
+    if (!p->held_head)
+      p->held_tail = NULL;
+    p->nheld--;
+    pthread_mutex_unlock(&p->held_mu);
+    job_to_ev(j, &e);
+    call(p, &e);
+    free_job(j);
+    n++;
+  }
+}
+
+int host_reload(host *h, const char *name, const char *config_json, char *msg, size_t len) {
+  host_plugin *p = find_plugin(h, name);
+  plugin_image fresh, old;
+  pier_state state = {NULL, 0};
+  char err[1024], oldver[64];
+  unsigned gen;
+  uint64_t t0, t1;
+  size_t held;
+  int rc;
+
+  if (!p) {
+    snprintf(msg, len, "reload %s: no such plugin", name);
+    return -ENOENT;
+  }
+  if (!h->started || h->stopped) {
+    snprintf(msg, len, "reload %s: the daemon is not running", name);
+    return -ECANCELED;
+  }
+  /* Step 1: the new file must load and pass every check before the running
+   * version is touched. */
+  rc = loader_open(p->cfg, &fresh, err, sizeof(err));
+  if (rc < 0) {
+    snprintf(msg, len, "reload %s failed at load: %s; generation %u keeps serving", name, err,
+             atomic_load(&p->generation));
+    return rc;
+  }
+  /* Step 2: quiesce at a callback boundary. */
+  t0 = clock_us();
+  rc = quiesce(p);
+  if (rc < 0) {
+    resume(p);
+    loader_close(&fresh);
+    snprintf(msg, len,
+             "reload %s failed at quiesce: a callback ran longer than %d ms; generation %u keeps "
+             "serving",
+             name, QUIESCE_TIMEOUT_MS, atomic_load(&p->generation));
+    return rc;
+  }
+  /* Step 3: hand over. Timers and jobs of the old code end here. */
+  if (p->img.cb.on_unload)
+    p->img.cb.on_unload(&state);
+  timer_cancel_match(h, p, TIMERS_OF_CODE);
+  old = p->img;
+  snprintf(oldver, sizeof(oldver), "%s", old.version);
+  gen = atomic_load(&p->generation);
+  p->img = fresh;
+  atomic_store(&p->generation, gen + 1);
+  if (config_json && strcmp(config_json, p->config_json) != 0) {
+    char *c = strdup(config_json);
+    if (c) {
+      free(p->config_json);
+      p->config_json = c;
+    }
+  }
+  {
+    pier_load_args args = {.size = sizeof(args),
+                           .host = &p->api,
+                           .config_json = p->config_json,
+                           .state = state.data,
+                           .state_len = state.len,
+                           .generation = gen + 1};
+    rc = p->img.cb.on_load ? p->img.cb.on_load(&args) : 0;
+    if (rc != 0) {
+      /* Step 4 (failure): the old version comes back with its own state. */
+      int rc2;
+      p->img = old;
+      atomic_store(&p->generation, gen);
+      args.generation = gen;
+      rc2 = p->img.cb.on_load ? p->img.cb.on_load(&args) : 0;
+      loader_close(&fresh);
+      free(state.data);
+      held = resume(p);
+      snprintf(msg, len,
+               "reload %s failed at on_load: the new version returned %d (%s); generation %u (%s) "
+               "restored%s",
+               name, rc, rc < 0 ? strerror(-rc) : "error", gen, oldver,
+               rc2 == 0 ? "" : ", but its own on_load failed too");
+      (void)held;
+      return rc < 0 ? rc : -EINVAL;
+    }
+  }
+  loader_close(&old);
+  free(state.data);
+  stat(p->cfg->resolved_path, &p->file);
+  held = resume(p);
+  t1 = clock_us();
+  snprintf(msg, len,
+           "reloaded %s: generation %u, version %s (was %s), paused %.3f ms, %zu event%s held",
+           name, gen + 1, p->img.version, oldver, (double)(t1 - t0) / 1000.0, held,
+           held == 1 ? "" : "s");
+  return 0;
+}
+
+int host_plugin_file_changed(host *h, const char *name) {
+  host_plugin *p = find_plugin(h, name);
+  struct stat st;
+  if (!p || stat(p->cfg->resolved_path, &st) < 0)
+    return 0;
+  return st.st_ino != p->file.st_ino || st.st_dev != p->file.st_dev ||
+         st.st_size != p->file.st_size || st.st_mtim.tv_sec != p->file.st_mtim.tv_sec ||
+         st.st_mtim.tv_nsec != p->file.st_mtim.tv_nsec;
+}
+
+const char *host_plugin_config_json(host *h, const char *name) {
+  host_plugin *p = find_plugin(h, name);
+  return p ? p->config_json : NULL;
+}
 
 /* ---- console views ---- */
 

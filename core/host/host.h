@@ -32,6 +32,19 @@ net *host_net(host *h);
 void host_print_status(host *h, FILE *out);
 void host_print_sessions(host *h, FILE *out);
 void host_print_plugins(host *h, FILE *out);
+/* Hot reload: loads the plugin's file again, checks it, quiesces the running
+ * version at a callback boundary (events that arrive are held, in order),
+ * hands the old version's on_unload state to the new version's on_load, and
+ * lets the held events through to the new version. Timers and posted jobs of
+ * the old version are cancelled; per-session user data stays. On any failure
+ * the old version keeps serving. config_json (or NULL to keep it) is what
+ * the new on_load gets. One line for the operator goes to msg. Main thread;
+ * one reload at a time. Returns 0 or a negative errno. */
+int host_reload(host *h, const char *name, const char *config_json, char *msg, size_t len);
+/* Whether the plugin's file on disk differs from the one loaded. */
+int host_plugin_file_changed(host *h, const char *name);
+const char *host_plugin_config_json(host *h, const char *name);
+
 /* Returns 0, or -ENOTCONN if no such session. */
 int host_kick(host *h, pier_sid sid);
 

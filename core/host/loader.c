@@ -6,6 +6,7 @@
 #include "host/loader.h"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -57,6 +58,53 @@ static int copy_private(const char *src, char *dst, size_t dstlen, char *err, si
   close(out);
   if (rc < 0)
     unlink(dst);
+  return rc;
+}
+
+/* dlopen() of a truncated or damaged ELF file can kill the process with
+ * SIGBUS (the loader maps segments past the end of the file and touches
+ * them), so the copy is checked first: an ELF shared object for this
+ * machine whose headers and loadable segments lie inside the file. */
+static int check_elf(const char *path, const char *src, const char *name, char *err,
+                     size_t errlen) {
+  Elf64_Ehdr eh;
+  struct stat st;
+  int fd = open(path, O_RDONLY | O_CLOEXEC), rc = -ENOEXEC;
+  const char *why = NULL;
+
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    rc = -errno;
+    snprintf(err, errlen, "plugin \"%s\" (%s): cannot read the private copy: %s", name, src,
+             strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    return rc;
+  }
+  if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG))
+    why = "not an ELF file (or truncated)";
+  else if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_type != ET_DYN)
+    why = "not a 64-bit ELF shared object";
+#ifdef __x86_64__
+  else if (eh.e_machine != EM_X86_64)
+    why = "built for another machine";
+#endif
+  else if (eh.e_phentsize != sizeof(Elf64_Phdr) ||
+           eh.e_phoff + (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr) > (uint64_t)st.st_size)
+    why = "program headers lie past the end of the file (truncated?)";
+  else if (eh.e_shoff && eh.e_shoff + (uint64_t)eh.e_shnum * eh.e_shentsize > (uint64_t)st.st_size)
+    why = "section headers lie past the end of the file (truncated?)";
+  for (unsigned i = 0; !why && i < eh.e_phnum; i++) {
+    Elf64_Phdr ph;
+    if (pread(fd, &ph, sizeof(ph), (off_t)(eh.e_phoff + i * sizeof(ph))) != (ssize_t)sizeof(ph))
+      why = "unreadable program header";
+    else if (ph.p_type == PT_LOAD && ph.p_offset + ph.p_filesz > (uint64_t)st.st_size)
+      why = "a loadable segment lies past the end of the file (truncated?)";
+  }
+  close(fd);
+  if (!why)
+    return 0;
+  snprintf(err, errlen, "plugin \"%s\" (%s): cannot load: %s (%lld bytes)", name, src, why,
+           (long long)st.st_size);
   return rc;
 }
 
@@ -120,6 +168,11 @@ int loader_open(const cfg_plugin *cfg, plugin_image *img, char *err, size_t errl
   rc = copy_private(cfg->resolved_path, copy, sizeof(copy), err, errlen, cfg->name);
   if (rc < 0)
     return rc;
+  rc = check_elf(copy, cfg->resolved_path, cfg->name, err, errlen);
+  if (rc < 0) {
+    unlink(copy);
+    return rc;
+  }
   img->dl = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
   unlink(copy);
   if (!img->dl) {

@@ -210,6 +210,8 @@ static void run_job(io_job *job) {
   if (w->dead) { /* the loop is being torn down: free only */
     if (j->buf)
       sbuf_release(j->buf);
+    if (j->op == JOB_SEND)
+      atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], 1);
     if (j->op == JOB_ADOPT)
       close(j->fd);
     free(j);
@@ -221,6 +223,7 @@ static void run_job(io_job *job) {
     if (s)
       session_write_buf(s, j->buf);
     sbuf_release(j->buf);
+    atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], 1);
     break;
   case JOB_CLOSE:
   case JOB_ABORT:
@@ -478,14 +481,34 @@ int net_connect(net *n, const net_addr *addr, const net_endpoint *ep) {
   return 0;
 }
 
+/* Whether a send to sid may go straight into the queue: only on the
+ * session's own worker, and only when no send from another thread is still
+ * on its way through the inbox (it must not be overtaken: sends to one
+ * session arrive in the order the calls were made). */
+static int send_direct(net_worker *w, pier_sid sid) {
+  return net_tls_worker == w &&
+         atomic_load_explicit(&w->sids.xsend[PIER_SID_SLOT(sid)], memory_order_acquire) == 0;
+}
+
+/* Posts a send of b (a reference the job takes over) to the session's worker. */
+static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
+  int rc;
+  atomic_fetch_add(&w->sids.xsend[PIER_SID_SLOT(sid)], 1);
+  rc = post(w, JOB_SEND, sid, b, PIER_REASON_NONE);
+  if (rc < 0) {
+    atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(sid)], 1);
+    sbuf_release(b);
+  }
+  return rc;
+}
+
 int net_send(net *n, pier_sid sid, const void *data, size_t len) {
   net_worker *w = worker_of(n, sid);
   sbuf *b;
-  int rc;
 
-  if (!w)
+  if (!w || PIER_SID_SLOT(sid) >= w->sids.cap)
     return -ENOTCONN;
-  if (net_tls_worker == w) {
+  if (send_direct(w, sid)) {
     session *s = session_lookup(w, sid);
     return s ? session_write(s, data, len) : -ENOTCONN;
   }
@@ -496,28 +519,21 @@ int net_send(net *n, pier_sid sid, const void *data, size_t len) {
   b = sbuf_from(data, len);
   if (!b)
     return -ENOMEM;
-  rc = post(w, JOB_SEND, sid, b, PIER_REASON_NONE);
-  if (rc < 0)
-    sbuf_release(b);
-  return rc;
+  return post_send(w, sid, b);
 }
 
 int net_send_buf(net *n, pier_sid sid, sbuf *b) {
   net_worker *w = worker_of(n, sid);
-  int rc;
 
-  if (!w)
+  if (!w || PIER_SID_SLOT(sid) >= w->sids.cap)
     return -ENOTCONN;
-  if (net_tls_worker == w) {
+  if (send_direct(w, sid)) {
     session *s = session_lookup(w, sid);
     return s ? session_write_buf(s, b) : -ENOTCONN;
   }
   if (!sid_live(&w->sids, sid))
     return -ENOTCONN;
-  rc = post(w, JOB_SEND, sid, sbuf_ref(b), PIER_REASON_NONE);
-  if (rc < 0)
-    sbuf_release(b);
-  return rc;
+  return post_send(w, sid, sbuf_ref(b));
 }
 
 size_t net_broadcast(net *n, const pier_sid *sids, size_t count, const void *data, size_t len) {

@@ -68,6 +68,7 @@ sbuf *sbuf_alloc(size_t cap) {
   }
   atomic_init(&b->refs, 1);
   b->len = 0;
+  b->appendable = 0;
   b->next_free = NULL;
   return b;
 }

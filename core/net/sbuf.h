@@ -14,6 +14,7 @@ typedef struct sbuf {
   uint32_t len;  /* bytes of data in use */
   uint32_t cap;  /* bytes of data available */
   uint8_t cls;   /* size class, or SBUF_UNPOOLED */
+  uint8_t appendable; /* made by a send queue for its own small writes */
   struct sbuf *next_free;
   char data[];
 } sbuf;

@@ -1,7 +1,9 @@
 /* Send queue ring. Small writes are the common case in a game (many small
- * packets per tick), so sendq_push appends into the tail buffer when this
- * queue holds its only reference and it has room, instead of adding an entry:
- * fewer iovecs per send and fewer buffers in flight. */
+ * packets per tick), so sendq_write appends into the tail buffer when that
+ * buffer is one sendq_write made for this queue, the queue holds its only
+ * reference and it has room, instead of adding an entry: fewer iovecs per
+ * send and fewer buffers in flight. Buffers made elsewhere (broadcasts, sends
+ * from other threads) are never written into. */
 #include "net/sendq.h"
 
 #include <errno.h>
@@ -51,7 +53,7 @@ int sendq_write(sendq *q, const void *data, size_t len, size_t limit) {
     sendq_entry *e = &q->ring[(q->head + q->count - 1) & (q->cap - 1)];
     b = e->buf;
     /* The bytes appended lie past any range a send in flight reads. */
-    if (e->end == b->len && b->cap - b->len >= len &&
+    if (b->appendable && e->end == b->len && b->cap - b->len >= len &&
         atomic_load_explicit(&b->refs, memory_order_acquire) == 1) {
       memcpy(b->data + b->len, data, len);
       b->len += (uint32_t)len;
@@ -65,6 +67,7 @@ int sendq_write(sendq *q, const void *data, size_t len, size_t limit) {
     return -ENOMEM;
   memcpy(b->data, data, len);
   b->len = (uint32_t)len;
+  b->appendable = 1;
   rc = sendq_push(q, b, 0, (uint32_t)len, limit);
   sbuf_release(b);
   return rc;

@@ -13,7 +13,8 @@ int sid_table_init(sid_table *t, unsigned worker, uint32_t cap) {
   t->next_gen = calloc(cap, sizeof(*t->next_gen));
   t->live = calloc(cap, sizeof(*t->live));
   t->user = calloc(cap, sizeof(*t->user));
-  if (!t->free_slots || !t->next_gen || !t->live || !t->user) {
+  t->xsend = calloc(cap, sizeof(*t->xsend));
+  if (!t->free_slots || !t->next_gen || !t->live || !t->user || !t->xsend) {
     sid_table_free(t);
     return -ENOMEM;
   }
@@ -28,7 +29,9 @@ void sid_table_free(sid_table *t) {
   free(t->next_gen);
   free((void *)t->live);
   free((void *)t->user);
+  free((void *)t->xsend);
   t->user = NULL;
+  t->xsend = NULL;
   t->free_slots = NULL;
   t->next_gen = NULL;
   t->live = NULL;

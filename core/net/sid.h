@@ -20,6 +20,7 @@ typedef struct sid_table {
   _Atomic uint32_t *live;   /* generation of the open session in the slot; 0 if free,
                              SID_CLOSING added once it is closing */
   _Atomic(void *) *user;   /* per-session pointer of the session's owner */
+  _Atomic uint32_t *xsend; /* sends to the slot posted from other threads, not yet run */
   unsigned worker;
 } sid_table;
 

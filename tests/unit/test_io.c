@@ -778,6 +778,87 @@ START_TEST(test_io_send_three_iovecs_one_completion) {
 }
 END_TEST
 
+START_TEST(test_io_send_on_full_socket_completes_when_drained) {
+  io_loop loop;
+  io_fd fd = {0};
+  tx t = {0};
+  int sv[2];
+  static char filler[4096];
+  char a[10], b[10], c[10], want[30], got[64];
+  struct iovec iov[3] = {{a, 10}, {b, 10}, {c, 10}};
+  size_t filled = 0, drained = 0, tail = 0;
+  uint64_t end;
+  int bad = 0;
+
+  loop_setup(&loop, _i, NULL);
+  make_pair(sv);
+  fd.fd = sv[0];
+  for (int k = 0; k < 10; k++) {
+    a[k] = (char)('a' + k);
+    b[k] = (char)('A' + k);
+    c[k] = (char)('0' + k);
+  }
+  memcpy(want, a, 10);
+  memcpy(want + 10, b, 10);
+  memcpy(want + 20, c, 10);
+  memset(filler, 'f', sizeof(filler));
+  for (;;) {
+    ssize_t n = send(sv[0], filler, sizeof(filler), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      ck_assert_int_eq(errno, EAGAIN);
+      break;
+    }
+    filled += (size_t)n;
+  }
+  ck_assert_uint_gt(filled, 0);
+
+  /* The socket is full: the send waits, it does not fail with EAGAIN. */
+  ck_assert_int_eq(io_send(&loop, &t.ev, &fd, iov, 3, on_tx), 0);
+  run_for(&loop, 50);
+  ck_assert_msg(t.calls == 0, "completed on a full socket with %d", t.res);
+  ck_assert(t.ev.armed);
+
+  /* The peer reads everything queued; the send then completes once. */
+  end = now_ms() + DEADLINE_MS;
+  while ((drained < filled || t.calls == 0) && now_ms() < end) {
+    ssize_t n = read(sv[1], filler, sizeof(filler));
+    if (n > 0) {
+      size_t f = (size_t)n;
+      /* Filler first, then the sent bytes. */
+      for (size_t k = 0; k < f; k++) {
+        if (drained < filled) {
+          if (filler[k] != 'f')
+            bad = 1;
+          drained++;
+        } else if (tail < sizeof(got)) {
+          got[tail++] = filler[k];
+        } else {
+          bad = 1;
+        }
+      }
+    } else {
+      io_loop_once(&loop, 10);
+    }
+  }
+  run_for(&loop, 30);
+  ck_assert_int_eq(t.calls, 1);
+  ck_assert_int_eq(t.res, 30);
+  while (tail < 30) {
+    ssize_t n = read(sv[1], got + tail, sizeof(got) - tail);
+    if (n <= 0)
+      break;
+    tail += (size_t)n;
+  }
+  ck_assert_int_eq(bad, 0);
+  ck_assert_uint_eq(drained, filled);
+  ck_assert_uint_eq(tail, 30);
+  ck_assert_int_eq(memcmp(got, want, 30), 0);
+  io_close_fd(&loop, &fd);
+  close(sv[1]);
+  io_loop_done(&loop);
+}
+END_TEST
+
 START_TEST(test_io_send_while_send_armed_is_ebusy) {
   io_loop loop;
   io_fd fd = {0};
@@ -1029,6 +1110,8 @@ int main(void) {
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_cancel_before_first_poll, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_send_three_iovecs_one_completion, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_send_on_full_socket_completes_when_drained, 0,
+                      TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_send_while_send_armed_is_ebusy, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_second_recv_on_fd_is_ebusy, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_accept_multishot_three_connects, 0, TEST_NBACKENDS);

@@ -1,0 +1,86 @@
+/* Comparison of the running config with the file on disk, key by key. */
+#include "daemon/reconfig.h"
+
+#include <string.h>
+
+#include "base/log.h"
+
+static int same_str(const char *a, const char *b) {
+  return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static int same_callbacks(const cfg_callbacks *a, const cfg_callbacks *b) {
+  return same_str(a->on_load, b->on_load) && same_str(a->on_unload, b->on_unload) &&
+         same_str(a->on_connected, b->on_connected) && same_str(a->on_recv, b->on_recv) &&
+         same_str(a->on_send, b->on_send) && same_str(a->on_disconnected, b->on_disconnected) &&
+         same_str(a->on_tick, b->on_tick);
+}
+
+static void refuse(const char *what) {
+  log_warn("SIGHUP: %s changed: needs a restart; not applied", what);
+}
+
+int reconfig_apply(host *h, const cfg_server *cur) {
+  cfg_server *nc;
+  char err[1024], msg[1536];
+  int rc = cfg_load_file(cur->path, &nc, err, sizeof(err));
+  int plugins_same;
+
+  if (rc < 0) {
+    log_error("SIGHUP: %s; keeping the running configuration", err);
+    return rc;
+  }
+  if (nc->workers != cur->workers)
+    refuse("workers");
+  if (nc->io_backend != cur->io_backend)
+    refuse("io_backend");
+  if (nc->max_sessions != cur->max_sessions)
+    refuse("max_sessions");
+  if (!same_str(nc->admin_socket, cur->admin_socket))
+    refuse("admin_socket");
+  if (memcmp(&nc->limits, &cur->limits, sizeof(nc->limits)) != 0)
+    refuse("limits");
+  if (nc->nlisteners != cur->nlisteners) {
+    refuse("listeners");
+  } else {
+    for (size_t i = 0; i < nc->nlisteners; i++) {
+      const cfg_listener *a = &nc->listeners[i], *b = &cur->listeners[i];
+      if (!same_str(a->address, b->address) || a->port != b->port ||
+          !same_str(a->plugin, b->plugin) || a->framing != b->framing) {
+        refuse("listeners");
+        break;
+      }
+    }
+  }
+  plugins_same = nc->nplugins == cur->nplugins;
+  for (size_t i = 0; plugins_same && i < nc->nplugins; i++) {
+    const cfg_plugin *a = &nc->plugins[i], *b = &cur->plugins[i];
+    plugins_same = same_str(a->name, b->name) && same_str(a->resolved_path, b->resolved_path) &&
+                   a->threading == b->threading && a->tick_ms == b->tick_ms &&
+                   a->watch == b->watch && same_callbacks(&a->callbacks, &b->callbacks);
+  }
+  if (!plugins_same)
+    refuse("the plugin list (names, paths, threading, callbacks, tick_ms or watch)");
+  if (nc->log_level != cur->log_level) {
+    log_level lvl;
+    if (log_level_parse(cfg_log_level_name(nc->log_level), &lvl) == 0) {
+      log_set_level(lvl);
+      log_msg(LOG_INFO, "SIGHUP: log_level is now %s", cfg_log_level_name(nc->log_level));
+    }
+  }
+  /* Plugins: a new file or a new "config" object is applied by reload. */
+  for (size_t i = 0; plugins_same && i < nc->nplugins; i++) {
+    const cfg_plugin *a = &nc->plugins[i];
+    const char *running = host_plugin_config_json(h, a->name);
+    int config_changed = running && strcmp(running, a->config_json) != 0;
+    if (!config_changed && !host_plugin_file_changed(h, a->name))
+      continue;
+    if (host_reload(h, a->name, a->config_json, msg, sizeof(msg)) == 0)
+      log_info("SIGHUP: %s", msg);
+    else
+      log_error("SIGHUP: %s", msg);
+  }
+  log_info("SIGHUP: configuration %s re-read", cur->path);
+  cfg_free(nc);
+  return 0;
+}

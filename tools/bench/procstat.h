@@ -1,0 +1,21 @@
+/* CPU time and memory of processes as Linux reports them: another process's
+ * user+system time and resident set from /proc/<pid>, and this process's own
+ * CPU time from getrusage. pier-bench samples these at the edges of its
+ * measured interval. */
+#ifndef PIER_BENCH_PROCSTAT_H
+#define PIER_BENCH_PROCSTAT_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/* utime+stime of every thread of pid, in seconds (clock-tick resolution).
+ * Returns 0 or a negative errno. */
+int proc_cpu_seconds(pid_t pid, double *out);
+/* VmRSS of pid in KiB. Returns 0 or a negative errno. */
+int proc_rss_kib(pid_t pid, uint64_t *out);
+/* This process's user+system CPU seconds. */
+double self_cpu_seconds(void);
+/* Monotonic nanoseconds. */
+uint64_t now_ns(void);
+
+#endif

@@ -1,0 +1,277 @@
+/* pierctl: sends one console command to a running pierd over its admin socket
+ * and prints the answer. The socket comes from --socket, or from the
+ * admin_socket of the same config pierd reads (config/server.json by default). */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/admin.h"
+#include "host/config.h"
+
+#define DEFAULT_CONFIG "config/server.json"
+#define TIMEOUT_MS 10000
+
+/* Exit statuses. */
+#define EXIT_OK 0
+#define EXIT_ERR 1         /* the daemon answered ERR */
+#define EXIT_UNREACHED 2   /* usage, config or connection problem: nothing ran */
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: pierctl [--config PATH] [--socket PATH] COMMAND [ARG...]\n"
+          "  --config PATH   find the admin socket in this config (default " DEFAULT_CONFIG ")\n"
+          "  --socket PATH   use this admin socket\n"
+          "  --help          this text\n"
+          "Runs one pierd console command (`pierctl help` lists them) and prints its output.\n"
+          "Exit status: 0 done, 1 the command failed (its error lines go to stderr),\n"
+          "2 pierd was not reached (no config, no socket, no answer within %d s).\n",
+          TIMEOUT_MS / 1000);
+}
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Joins argv into one command line; returns NULL (with a message) when it
+ * cannot be sent as one. */
+static char *join_command(int argc, char **argv) {
+  size_t len = 0;
+  char *line;
+
+  for (int i = 0; i < argc; i++) {
+    if (strpbrk(argv[i], "\r\n")) {
+      fprintf(stderr, "pierctl: the command must be a single line\n");
+      return NULL;
+    }
+    len += strlen(argv[i]) + 1;
+  }
+  if (len + 1 > ADMIN_MAX_LINE) {
+    fprintf(stderr, "pierctl: the command is too long (at most %d bytes)\n", ADMIN_MAX_LINE - 1);
+    return NULL;
+  }
+  line = calloc(1, len + 1);
+  if (!line) {
+    fprintf(stderr, "pierctl: out of memory\n");
+    return NULL;
+  }
+  for (int i = 0; i < argc; i++) {
+    if (i)
+      strcat(line, " ");
+    strcat(line, argv[i]);
+  }
+  strcat(line, "\n");
+  return line;
+}
+
+/* Connects to path with the deadline; returns the socket or -1 (message
+ * printed). */
+static int connect_to(const char *path) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  struct timeval tv = {.tv_sec = TIMEOUT_MS / 1000};
+  int fd;
+
+  if (strlen(path) >= sizeof(sa.sun_path)) {
+    fprintf(stderr, "pierctl: cannot connect to %s: %s\n", path, strerror(ENAMETOOLONG));
+    return -1;
+  }
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    fprintf(stderr, "pierctl: socket: %s\n", strerror(errno));
+    return -1;
+  }
+  /* connect and send honour the send timeout on unix sockets. */
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    fprintf(stderr, "pierctl: cannot connect to %s: %s (is pierd running?)\n", path,
+            strerror(errno));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* True when text (len bytes) ends with the line "OK" or "ERR"; sets *body_len
+ * to the length before that line and *ok. */
+static int final_line(const char *text, size_t len, size_t *body_len, int *ok) {
+  size_t start;
+  if (len == 0 || text[len - 1] != '\n')
+    return 0;
+  start = len - 1;
+  while (start > 0 && text[start - 1] != '\n')
+    start--;
+  if (len - 1 - start == 2 && memcmp(text + start, "OK", 2) == 0)
+    *ok = 1;
+  else if (len - 1 - start == 3 && memcmp(text + start, "ERR", 3) == 0)
+    *ok = 0;
+  else
+    return 0;
+  *body_len = start;
+  return 1;
+}
+
+/* Prints the body of an ERR answer: its "error:" lines to stderr, the rest to
+ * stdout. */
+static void print_failure(const char *body, size_t len) {
+  int errors = 0;
+  while (len > 0) {
+    const char *nl = memchr(body, '\n', len);
+    size_t n = nl ? (size_t)(nl - body) + 1 : len;
+    if (n >= 6 && memcmp(body, "error:", 6) == 0) {
+      fwrite(body, 1, n, stderr);
+      errors++;
+    } else {
+      fwrite(body, 1, n, stdout);
+    }
+    body += n;
+    len -= n;
+  }
+  if (!errors)
+    fprintf(stderr, "pierctl: pierd reported an error\n");
+}
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                       {"socket", required_argument, NULL, 's'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  const char *config = DEFAULT_CONFIG, *sock = NULL;
+  char *line, *answer = NULL, *path;
+  size_t len = 0, cap = 0, body;
+  cfg_server *cfg = NULL;
+  long long deadline = now_ms() + TIMEOUT_MS;
+  int c, fd, ok = 0, timed_out = 0, status;
+
+  while ((c = getopt_long(argc, argv, "+c:s:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'c':
+      config = optarg;
+      break;
+    case 's':
+      sock = optarg;
+      break;
+    case 'h':
+      usage(stdout);
+      return EXIT_OK;
+    default:
+      usage(stderr);
+      return EXIT_UNREACHED;
+    }
+  }
+  if (optind >= argc) {
+    fprintf(stderr, "pierctl: no command given\n");
+    usage(stderr);
+    return EXIT_UNREACHED;
+  }
+  line = join_command(argc - optind, argv + optind);
+  if (!line)
+    return EXIT_UNREACHED;
+
+  if (!sock) {
+    char err[1024];
+    if (cfg_load_file(config, &cfg, err, sizeof(err)) < 0) {
+      fprintf(stderr, "pierctl: %s\npierctl: cannot find the admin socket (give --config PATH "
+                      "or --socket PATH)\n", err);
+      free(line);
+      return EXIT_UNREACHED;
+    }
+    sock = cfg->admin_socket;
+  }
+  path = strdup(sock);
+  cfg_free(cfg);
+  if (!path) {
+    free(line);
+    return EXIT_UNREACHED;
+  }
+
+  fd = connect_to(path);
+  if (fd < 0) {
+    free(line);
+    free(path);
+    return EXIT_UNREACHED;
+  }
+  for (size_t off = 0, n = strlen(line); off < n;) {
+    ssize_t w = send(fd, line + off, n - off, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      fprintf(stderr, "pierctl: cannot send to %s: %s\n", path, strerror(errno));
+      close(fd);
+      free(line);
+      free(path);
+      return EXIT_UNREACHED;
+    }
+    off += (size_t)w;
+  }
+  free(line);
+
+  /* The answer ends when pierd closes the connection. */
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    long long left = deadline - now_ms();
+    ssize_t n;
+    if (left <= 0) {
+      timed_out = 1;
+      break;
+    }
+    int r = poll(&p, 1, (int)left);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r == 0) {
+      timed_out = 1;
+      break;
+    }
+    if (len + 4096 > cap) {
+      char *bigger = realloc(answer, cap ? cap * 2 : 8192);
+      if (!bigger) {
+        fprintf(stderr, "pierctl: out of memory\n");
+        free(answer);
+        free(path);
+        close(fd);
+        return EXIT_UNREACHED;
+      }
+      answer = bigger;
+      cap = cap ? cap * 2 : 8192;
+    }
+    n = recv(fd, answer + len, cap - len, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break; /* EOF, or a reset after the answer */
+    len += (size_t)n;
+  }
+  close(fd);
+
+  if (!final_line(answer, len, &body, &ok)) {
+    if (len)
+      fwrite(answer, 1, len, stdout);
+    if (timed_out)
+      fprintf(stderr, "pierctl: no answer from pierd on %s within %d s\n", path,
+              TIMEOUT_MS / 1000);
+    else
+      fprintf(stderr, "pierctl: %s closed the connection before the answer was complete\n",
+              path);
+    free(answer);
+    free(path);
+    return EXIT_UNREACHED;
+  }
+  if (ok) {
+    fwrite(answer, 1, body, stdout);
+    status = EXIT_OK;
+  } else {
+    print_failure(answer, body);
+    status = EXIT_ERR;
+  }
+  free(answer);
+  free(path);
+  return fflush(stdout) == 0 ? status : EXIT_ERR;
+}
