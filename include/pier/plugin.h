@@ -15,7 +15,24 @@
  * different sessions may run at the same time on different workers. With
  * "threading": "serial" every callback of the plugin runs one at a time, so
  * plugin state needs no locks. Every host function may be called from any
- * thread. */
+ * thread.
+ *
+ * Hot reload (`reload NAME`, pierctl, SIGHUP, or "watch": true) swaps a
+ * plugin's code while its sessions stay connected:
+ *   1. the new file is loaded and checked; if that fails nothing changes;
+ *   2. the running version is paused between two callbacks; events that
+ *      arrive meanwhile are held, in order, and go to the new version;
+ *   3. the old version's on_unload may fill a pier_state; the new version's
+ *      on_load gets it (args->state, args->generation = old + 1);
+ *   4. timers started and jobs posted by the old version are cancelled (they
+ *      point into code that is unloaded): the new version starts its own;
+ *      the host's on_tick carries on;
+ *   5. if the new on_load fails, the old version is loaded back with the
+ *      same state (its on_load runs again) and keeps serving.
+ * Per-session user data (set_user) stays with each session across a reload:
+ * it must point to memory that outlives the old image (malloc'd, not a
+ * static of the plugin), and the new version must understand its layout
+ * (keep a version field in it, or convert it in on_load via sessions()). */
 #ifndef PIER_PLUGIN_H
 #define PIER_PLUGIN_H
 
@@ -86,8 +103,9 @@ struct pier_host {
   /* "1.2.3.4:5678" / "[::1]:5678" into buf. */
   int (*peer)(const pier_host *h, pier_sid sid, char *buf, size_t len);
   /* Calls fn(arg) after after_ms, then every repeat_ms if non-zero, as a
-   * callback of this plugin (serial plugins: on their strand). *id names it
-   * for timer_cancel. Timers end when the plugin unloads. */
+   * callback of this plugin (serial plugins: on their strand; "session"
+   * plugins: on worker 0). *id names it for timer_cancel. Timers end when
+   * the plugin unloads or is reloaded. */
   int (*timer_start)(const pier_host *h, uint64_t after_ms, uint64_t repeat_ms, pier_timer_fn fn,
                      void *arg, uint64_t *id);
   /* After it returns the timer never fires again (-ENOENT if unknown). */
@@ -97,7 +115,8 @@ struct pier_host {
   /* Ids of the open sessions of this plugin's listeners: up to max written to
    * out; returns the total. */
   size_t (*sessions)(const pier_host *h, pier_sid *out, size_t max);
-  /* Runs fn(arg) later as a callback of this plugin (serial: on its strand). */
+  /* Runs fn(arg) later as a callback of this plugin (serial: on its strand;
+   * else on worker 0). Dropped if the plugin is reloaded before it runs. */
   int (*post)(const pier_host *h, pier_job_fn fn, void *arg);
   /* Monotonic milliseconds. */
   uint64_t (*now)(const pier_host *h);
