@@ -118,21 +118,22 @@ int main(int argc, char **argv) {
     cfg_free(cfg);
     return 0;
   }
+  /* The admin socket first: a second pierd on the same config stops here,
+   * before it runs any plugin code. */
+  if (admin_open(cfg->admin_socket, &adm, err, sizeof(err)) < 0) {
+    log_error("%s", err);
+    host_destroy(h);
+    cfg_free(cfg);
+    return 1;
+  }
   rc = host_start(h);
   if (rc < 0) {
     log_error("pierd: not started: %s", strerror(-rc));
+    admin_close(adm);
     host_destroy(h);
     cfg_free(cfg);
     return 1;
   }
-  if (admin_open(cfg->admin_socket, &adm, err, sizeof(err)) < 0) {
-    log_error("%s", err);
-    host_stop(h);
-    host_destroy(h);
-    cfg_free(cfg);
-    return 1;
-  }
-  log_info("admin socket %s (mode 0600): use pierctl", cfg->admin_socket);
   log_info("pierd ready: %zu listener%s, %zu plugin%s, %s backend, %u worker%s; type `help`",
            cfg->nlisteners, cfg->nlisteners == 1 ? "" : "s", cfg->nplugins,
            cfg->nplugins == 1 ? "" : "s", net_backend_name(host_net(h)), cfg->workers,
@@ -183,8 +184,8 @@ int main(int argc, char **argv) {
     }
   }
   watch_close(wt);
-  admin_close(adm);
   host_stop(h);
+  admin_close(adm); /* after the sessions are closed: `pierctl quit` returns when done */
   {
     net_stats st;
     net_get_stats(host_net(h), &st);
