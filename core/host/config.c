@@ -775,8 +775,9 @@ static int get_array(ctx *c, const cJSON *v, const char *key, size_t *n) {
 }
 
 static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
-  static const char *const keys[] = {"max_packet_size", "max_send_queue",
-                                     "idle_timeout_ms"};
+  static const char *const keys[] = {"max_packet_size",   "max_send_queue",
+                                     "idle_timeout_ms",   "packet_timeout_ms",
+                                     "max_conns_per_ip",  "slow_callback_ms"};
   const cJSON *f[COUNT(keys)];
   unsigned long long q = lim->max_send_queue;
   size_t save;
@@ -796,6 +797,18 @@ static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
   path_pop(c, save);
   save = path_key(c, keys[2]);
   if ((rc = get_unsigned(c, f[2], 100, 86400000, 1, &lim->idle_timeout_ms)))
+    return rc;
+  path_pop(c, save);
+  save = path_key(c, keys[3]);
+  if ((rc = get_unsigned(c, f[3], 100, 3600000, 1, &lim->packet_timeout_ms)))
+    return rc;
+  path_pop(c, save);
+  save = path_key(c, keys[4]);
+  if ((rc = get_unsigned(c, f[4], 1, 1000000, 1, &lim->max_conns_per_ip)))
+    return rc;
+  path_pop(c, save);
+  save = path_key(c, keys[5]);
+  if ((rc = get_unsigned(c, f[5], 1, 600000, 1, &lim->slow_callback_ms)))
     return rc;
   path_pop(c, save);
   return 0;
@@ -1052,6 +1065,9 @@ int cfg_load_text(const char *text, size_t len, const char *name,
     cfg->limits.max_packet_size = 16384;
     cfg->limits.max_send_queue = 1048576;
     cfg->limits.idle_timeout_ms = 0;
+    cfg->limits.packet_timeout_ms = 10000;
+    cfg->limits.max_conns_per_ip = 0;
+    cfg->limits.slow_callback_ms = 100;
     cfg->path = strdup(c.name);
     cfg->base_dir = strdup(c.base_dir);
     rc = cfg->path && cfg->base_dir ? parse_server(&c, root, cfg) : oom(&c);

@@ -68,6 +68,12 @@ typedef struct cfg_limits {
   size_t max_send_queue;    /* bytes per session, 1024..1073741824,
                                default 1048576 */
   unsigned idle_timeout_ms; /* 0 = off (default); else 100..86400000 */
+  unsigned packet_timeout_ms; /* a partial packet must complete within this;
+                                 0 = off; default 10000; else 100..3600000 */
+  unsigned max_conns_per_ip;  /* open sessions per remote address; 0 = no cap
+                                 (default); else 1..1000000 */
+  unsigned slow_callback_ms;  /* log plugin callbacks that run longer; 0 = off;
+                                 default 100; else 1..600000 */
 } cfg_limits;
 
 typedef struct cfg_server {

@@ -699,7 +699,9 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
                   .max_sessions = cfg->max_sessions,
                   .max_send_queue = cfg->limits.max_send_queue,
                   .close_timeout_ms = 5000,
-                  .idle_timeout_ms = cfg->limits.idle_timeout_ms};
+                  .idle_timeout_ms = cfg->limits.idle_timeout_ms,
+                  .packet_timeout_ms = cfg->limits.packet_timeout_ms,
+                  .max_conns_per_ip = cfg->limits.max_conns_per_ip};
     rc = net_create(&o, &h->net);
     if (rc < 0) {
       host_destroy(h);
@@ -983,11 +985,13 @@ void host_print_status(host *h, FILE *out) {
           net_backend_name(h->net), net_workers(h->net));
   fprintf(out,
           "sessions %llu open, %llu accepted, %llu refused (max_sessions %u), %llu closed "
-          "for send queue, %llu for bad packets, %llu idle\n",
+          "for send queue, %llu for bad packets, %llu idle, %llu for slow packets, %llu over "
+          "max_conns_per_ip\n",
           (unsigned long long)st.sessions, (unsigned long long)st.accepted,
           (unsigned long long)st.refused_full, h->cfg->max_sessions,
           (unsigned long long)st.send_queue_full, (unsigned long long)st.bad_packets,
-          (unsigned long long)st.idle_timeouts);
+          (unsigned long long)st.idle_timeouts, (unsigned long long)st.packet_timeouts,
+          (unsigned long long)st.refused_per_ip);
   for (size_t i = 0; i < h->nlisteners; i++) {
     host_listener *l = &h->listeners[i];
     char addr[NET_ADDR_STRLEN] = "?";

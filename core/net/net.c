@@ -15,6 +15,77 @@ _Thread_local net_worker *net_tls_worker;
 
 #define ACCEPT_RETRY_MS 100
 
+/* ---- max_conns_per_ip ---- */
+
+typedef struct ip_count {
+  struct ip_count *next;
+  uint8_t key[17]; /* family byte + address */
+  unsigned count;
+} ip_count;
+
+static void ip_key(const net_addr *a, uint8_t key[17]) {
+  memset(key, 0, 17);
+  if (a->u.sa.sa_family == AF_INET6) {
+    key[0] = 6;
+    memcpy(key + 1, &a->u.in6.sin6_addr, 16);
+  } else {
+    key[0] = 4;
+    memcpy(key + 1, &a->u.in4.sin_addr, 4);
+  }
+}
+
+static size_t ip_hash(const uint8_t key[17], size_t buckets) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (int i = 0; i < 17; i++)
+    h = (h ^ key[i]) * 1099511628211ull;
+  return (size_t)(h % buckets);
+}
+
+/* Counts one more session from peer; -EUSERS if that would pass the cap. */
+int net_ip_acquire(net *n, const net_addr *peer) {
+  uint8_t key[17];
+  ip_count **pp, *e;
+  int rc = 0;
+  if (!n->opts.max_conns_per_ip)
+    return 0;
+  ip_key(peer, key);
+  pthread_mutex_lock(&n->ip_mu);
+  for (pp = &n->ip_table[ip_hash(key, n->ip_buckets)]; (e = *pp); pp = &e->next)
+    if (memcmp(e->key, key, 17) == 0)
+      break;
+  if (!e && (e = calloc(1, sizeof(*e)))) {
+    memcpy(e->key, key, 17);
+    *pp = e;
+  }
+  if (!e)
+    rc = -ENOMEM;
+  else if (e->count >= n->opts.max_conns_per_ip)
+    rc = -EUSERS;
+  else
+    e->count++;
+  pthread_mutex_unlock(&n->ip_mu);
+  return rc;
+}
+
+void net_ip_release(net *n, const net_addr *peer) {
+  uint8_t key[17];
+  ip_count **pp, *e;
+  if (!n->opts.max_conns_per_ip)
+    return;
+  ip_key(peer, key);
+  pthread_mutex_lock(&n->ip_mu);
+  for (pp = &n->ip_table[ip_hash(key, n->ip_buckets)]; (e = *pp); pp = &e->next) {
+    if (memcmp(e->key, key, 17) == 0) {
+      if (--e->count == 0) {
+        *pp = e->next;
+        free(e);
+      }
+      break;
+    }
+  }
+  pthread_mutex_unlock(&n->ip_mu);
+}
+
 /* ---- workers ---- */
 
 void worker_maybe_finish(net_worker *w) {
@@ -43,29 +114,33 @@ static void on_accept_retry(io_timer *t) {
     arm_accept(le);
 }
 
-static int post_adopt(net_worker *to, net_listener *l, int fd);
+static int post_adopt(net_worker *to, net_listener *l, int fd, const net_addr *peer);
 
-/* Starts a session for an accepted fd on worker w (max_sessions already
- * counted for it). */
-static void adopt(net_worker *w, net_listener *l, int fd) {
+/* Starts a session for an accepted fd on worker w (max_sessions and the
+ * per-address count already taken for it). */
+static void adopt(net_worker *w, net_listener *l, int fd, const net_addr *peer) {
   session *s;
   int one = 1;
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof(ss);
 
   if (w->stopping || !(s = session_new(w, fd, &l->ep))) {
     atomic_fetch_sub(&w->n->accepted_open, 1);
+    net_ip_release(w->n, peer);
     if (!w->stopping)
       STAT_ADD(w, refused_full, 1);
     close(fd);
     return;
   }
   s->accepted = 1;
+  s->peer = *peer;
   STAT_ADD(w, accepted, 1);
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
-    net_addr_from_sockaddr((struct sockaddr *)&ss, len, &s->peer);
   session_start(s);
+}
+
+static void refuse(int fd) {
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  close(fd);
 }
 
 /* Every worker accepts on the same socket, and the kernel may wake the same
@@ -87,26 +162,41 @@ static net_worker *least_loaded(net *n, net_worker *w) {
 static void accept_one(listen_ep *le, int fd) {
   net_worker *w = le->w, *to;
   net *n = w->n;
+  net_addr peer;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  char text[NET_ADDR_STRLEN];
 
   if (w->stopping) {
     close(fd);
     return;
   }
+  memset(&peer, 0, sizeof(peer));
+  if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+    net_addr_from_sockaddr((struct sockaddr *)&ss, len, &peer);
   if (atomic_fetch_add(&n->accepted_open, 1) >= n->opts.max_sessions) {
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
     atomic_fetch_sub(&n->accepted_open, 1);
     STAT_ADD(w, refused_full, 1);
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    close(fd);
+    refuse(fd);
     log_limited(&w->rl_full, LOG_WARN, "listener %s: max_sessions (%u) reached; connection refused",
                 net_addr_format(&le->l->addr, (char[NET_ADDR_STRLEN]){0}, NET_ADDR_STRLEN),
                 n->opts.max_sessions);
     return;
   }
-  to = least_loaded(n, w);
-  if (to != w && post_adopt(to, le->l, fd) == 0)
+  if (net_ip_acquire(n, &peer) < 0) {
+    atomic_fetch_sub(&n->accepted_open, 1);
+    STAT_ADD(w, refused_per_ip, 1);
+    refuse(fd);
+    log_limited(&w->rl_ip, LOG_WARN,
+                "listener %s: %s already has max_conns_per_ip (%u) sessions; connection refused",
+                net_addr_format(&le->l->addr, (char[NET_ADDR_STRLEN]){0}, NET_ADDR_STRLEN),
+                net_addr_format(&peer, text, sizeof(text)), n->opts.max_conns_per_ip);
     return;
-  adopt(w, le->l, fd);
+  }
+  to = least_loaded(n, w);
+  if (to != w && post_adopt(to, le->l, fd, &peer) == 0)
+    return;
+  adopt(w, le->l, fd, &peer);
 }
 
 static void on_accept(io_ev *ev, int res, unsigned flags, char *data) {
@@ -212,8 +302,11 @@ static void run_job(io_job *job) {
       sbuf_release(j->buf);
     if (j->op == JOB_SEND)
       atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], 1);
-    if (j->op == JOB_ADOPT)
+    if (j->op == JOB_ADOPT) {
       close(j->fd);
+      atomic_fetch_sub(&w->n->accepted_open, 1);
+      net_ip_release(w->n, &j->addr);
+    }
     free(j);
     return;
   }
@@ -236,7 +329,7 @@ static void run_job(io_job *job) {
     break;
   case JOB_ADOPT:
     atomic_fetch_sub_explicit(&w->load, 1, memory_order_relaxed);
-    adopt(w, j->listener, j->fd);
+    adopt(w, j->listener, j->fd, &j->addr);
     break;
   case JOB_STOP:
     stop_worker(w);
@@ -259,7 +352,7 @@ static int post(net_worker *w, job_op op, pier_sid sid, sbuf *buf, pier_reason r
   return 0;
 }
 
-static int post_adopt(net_worker *to, net_listener *l, int fd) {
+static int post_adopt(net_worker *to, net_listener *l, int fd, const net_addr *peer) {
   net_job *j = calloc(1, sizeof(*j));
   if (!j)
     return -ENOMEM;
@@ -268,6 +361,7 @@ static int post_adopt(net_worker *to, net_listener *l, int fd) {
   j->op = JOB_ADOPT;
   j->listener = l;
   j->fd = fd;
+  j->addr = *peer;
   atomic_fetch_add_explicit(&to->load, 1, memory_order_relaxed);
   io_post(&to->loop, &j->job);
   return 0;
@@ -313,7 +407,12 @@ int net_create(const net_opts *opts, net **out) {
   }
   n->nworkers = opts->workers;
   n->workers = calloc(n->nworkers, sizeof(*n->workers));
-  if (!n->workers) {
+  n->ip_buckets = 4096;
+  n->ip_table = calloc(n->ip_buckets, sizeof(*n->ip_table));
+  pthread_mutex_init(&n->ip_mu, NULL);
+  if (!n->workers || !n->ip_table) {
+    free(n->workers);
+    free(n->ip_table);
     free(n);
     return -ENOMEM;
   }
@@ -461,6 +560,15 @@ void net_destroy(net *n) {
     free(w->sessions);
   }
   free(n->workers);
+  for (size_t i = 0; i < n->ip_buckets; i++) {
+    while (n->ip_table[i]) {
+      ip_count *e = n->ip_table[i];
+      n->ip_table[i] = e->next;
+      free(e);
+    }
+  }
+  free(n->ip_table);
+  pthread_mutex_destroy(&n->ip_mu);
   free(n);
 }
 
@@ -626,6 +734,8 @@ void net_get_stats(net *n, net_stats *out) {
     SUM(send_queue_full);
     SUM(bad_packets);
     SUM(idle_timeouts);
+    SUM(packet_timeouts);
+    SUM(refused_per_ip);
   }
 #undef SUM
   out->sessions = out->accepted + out->connected_out - out->disconnects;

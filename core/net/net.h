@@ -48,6 +48,8 @@ typedef struct net_opts {
   size_t max_send_queue;     /* bytes queued per session */
   unsigned close_timeout_ms; /* graceful close: how long pending data may take */
   unsigned idle_timeout_ms;  /* close sessions that send nothing this long; 0 = never */
+  unsigned packet_timeout_ms; /* a partial framed packet must complete in this; 0 = never */
+  unsigned max_conns_per_ip;  /* accepted sessions per remote address; 0 = no cap */
   unsigned buf_count, buf_size; /* receive buffers per worker (0 = defaults) */
 } net_opts;
 
@@ -61,6 +63,8 @@ typedef struct net_stats {
   uint64_t send_queue_full;
   uint64_t bad_packets;
   uint64_t idle_timeouts;
+  uint64_t packet_timeouts;   /* partial packets not completed in time */
+  uint64_t refused_per_ip;    /* connections over max_conns_per_ip */
 } net_stats;
 
 /* Creates the workers' loops (no threads yet). Logs which backend was chosen,

@@ -30,6 +30,8 @@ struct session {
   framer fr;
   io_timer close_timer; /* graceful close deadline */
   io_timer idle_timer;  /* idle_timeout_ms; re-armed lazily from last_rx */
+  io_timer packet_timer; /* packet_timeout_ms; re-armed lazily from partial_since */
+  uint64_t partial_since; /* loop time the held partial packet began, 0 if none */
   uint64_t last_rx;     /* loop time of the last data received */
   net_addr peer;
   session *next_flush;
@@ -44,7 +46,7 @@ struct session {
 
 typedef struct net_counters {
   _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
-      send_queue_full, bad_packets, idle_timeouts;
+      send_queue_full, bad_packets, idle_timeouts, packet_timeouts, refused_per_ip;
 } net_counters;
 
 #define STAT_ADD(w, field, v) \
@@ -82,7 +84,7 @@ struct net_worker {
   int stopping;
   int dead; /* loop torn down: queued jobs only free themselves */
   net_counters stats;
-  log_rate rl_packet, rl_full, rl_accept, rl_idle;
+  log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip;
 };
 
 struct net {
@@ -93,10 +95,17 @@ struct net {
   net_listener *listeners;
   _Atomic unsigned accepted_open; /* accepted sessions open now, for max_sessions */
   _Atomic unsigned rr;            /* next worker for an outgoing connection */
+  pthread_mutex_t ip_mu;          /* open accepted sessions per remote address */
+  struct ip_count **ip_table;
+  size_t ip_buckets;
   int started, stopped;
 };
 
 extern _Thread_local net_worker *net_tls_worker;
+
+/* net.c: max_conns_per_ip accounting. */
+int net_ip_acquire(net *n, const net_addr *peer);
+void net_ip_release(net *n, const net_addr *peer);
 
 /* session.c */
 session *session_new(net_worker *w, int fd, const net_endpoint *ep);

@@ -29,6 +29,7 @@ static void finish(session *s) {
 
   io_timer_stop(&w->loop, &s->close_timer);
   io_timer_stop(&w->loop, &s->idle_timer);
+  io_timer_stop(&w->loop, &s->packet_timer);
   io_close_fd(&w->loop, &s->iofd);
   sendq_clear(&s->q);
   framing_reset(&s->fr);
@@ -37,8 +38,10 @@ static void finish(session *s) {
     if (ep->handler->on_disconnected)
       ep->handler->on_disconnected(ep->ctx, s, (pier_reason)s->reason);
   }
-  if (s->accepted)
+  if (s->accepted) {
     atomic_fetch_sub(&w->n->accepted_open, 1);
+    net_ip_release(w->n, &s->peer);
+  }
   atomic_fetch_sub_explicit(&w->load, 1, memory_order_relaxed);
   sid_release(&w->sids, s->sid);
   s->state = SS_FREE;
@@ -79,6 +82,28 @@ static void on_idle(io_timer *t) {
   session_close(s, PIER_REASON_IDLE_TIMEOUT, 0);
 }
 
+static void on_packet_timeout(io_timer *t) {
+  session *s = container_of(t, session, packet_timer);
+  io_loop *loop = &s->w->loop;
+  uint64_t limit = s->w->n->opts.packet_timeout_ms, held;
+  char peer[NET_ADDR_STRLEN];
+
+  if (s->state != SS_OPEN || !s->partial_since)
+    return; /* no partial packet now; the next one re-arms */
+  held = loop->now - s->partial_since;
+  if (held < limit) {
+    io_timer_start(loop, &s->packet_timer, limit - held, 0);
+    return;
+  }
+  STAT_ADD(s->w, packet_timeouts, 1);
+  log_limited(&s->w->rl_packet, LOG_WARN,
+              "session %016llx %s: %u of a packet's bytes held for %llu ms (packet_timeout_ms); "
+              "closing",
+              (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
+              s->fr.len, (unsigned long long)held);
+  session_close(s, PIER_REASON_PACKET_TIMEOUT, 1);
+}
+
 session *session_new(net_worker *w, int fd, const net_endpoint *ep) {
   pier_sid sid = sid_alloc(&w->sids);
   session *s;
@@ -95,6 +120,7 @@ session *session_new(net_worker *w, int fd, const net_endpoint *ep) {
   s->state = SS_OPEN;
   io_timer_init(&s->close_timer, on_close_timeout);
   io_timer_init(&s->idle_timer, on_idle);
+  io_timer_init(&s->packet_timer, on_packet_timeout);
   w->nsessions++;
   atomic_fetch_add_explicit(&w->load, 1, memory_order_relaxed);
   return s;
@@ -118,6 +144,7 @@ static void enter_closed(session *s, int abortive) {
   s->state = SS_CLOSED;
   io_timer_stop(loop, &s->close_timer);
   io_timer_stop(loop, &s->idle_timer);
+  io_timer_stop(loop, &s->packet_timer);
   if (abortive) {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(s->iofd.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -176,6 +203,15 @@ static void deliver(session *s, const char *data, size_t len) {
     return;
   }
   rc = framing_feed(&s->fr, ep->max_packet_size, data, len, on_packet, s);
+  if (rc == 0 && s->w->n->opts.packet_timeout_ms) {
+    /* Timed from the first byte of the packet now held, if any. */
+    if (!s->fr.len)
+      s->partial_since = 0;
+    else if (!s->partial_since)
+      s->partial_since = s->w->loop.now ? s->w->loop.now : 1;
+    if (s->partial_since && !io_timer_active(&s->packet_timer))
+      io_timer_start(&s->w->loop, &s->packet_timer, s->w->n->opts.packet_timeout_ms, 0);
+  }
   if (rc < 0) {
     char peer[NET_ADDR_STRLEN];
     pier_reason r = rc == -EPROTO    ? PIER_REASON_PACKET_TOO_SMALL
