@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "daemon/admin.h"
 #include "daemon/console.h"
+#include "daemon/crash.h"
 #include "daemon/reconfig.h"
 #include "daemon/watch.h"
 #include "host/config.h"
@@ -85,6 +86,7 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+  crash_install();
   rc = cfg_load_file(config, &cfg, err, sizeof(err));
   if (rc < 0) {
     log_error("%s", err);
@@ -111,6 +113,7 @@ int main(int argc, char **argv) {
     cfg_free(cfg);
     return 1;
   }
+  crash_note_plugins(h);
   if (check) {
     fprintf(stderr, "pierd: configuration %s is valid (%zu plugins, %zu listeners)\n", config,
             cfg->nplugins, cfg->nlisteners);
@@ -173,6 +176,7 @@ int main(int argc, char **argv) {
       watch_read(wt);
     if (!quit)
       watch_run_due(wt, h);
+    crash_note_plugins(h); /* generations may have changed */
     if (!quit && (p[1].revents & (POLLIN | POLLHUP))) {
       int r = console_read(&con, 0, stdout);
       if (r == CONSOLE_EOF)

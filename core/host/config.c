@@ -777,7 +777,8 @@ static int get_array(ctx *c, const cJSON *v, const char *key, size_t *n) {
 static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
   static const char *const keys[] = {"max_packet_size",   "max_send_queue",
                                      "idle_timeout_ms",   "packet_timeout_ms",
-                                     "max_conns_per_ip",  "slow_callback_ms"};
+                                     "max_conns_per_ip",  "slow_callback_ms",
+                                     "quarantine_after"};
   const cJSON *f[COUNT(keys)];
   unsigned long long q = lim->max_send_queue;
   size_t save;
@@ -809,6 +810,10 @@ static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
   path_pop(c, save);
   save = path_key(c, keys[5]);
   if ((rc = get_unsigned(c, f[5], 1, 600000, 1, &lim->slow_callback_ms)))
+    return rc;
+  path_pop(c, save);
+  save = path_key(c, keys[6]);
+  if ((rc = get_unsigned(c, f[6], 1, 1000000, 1, &lim->quarantine_after)))
     return rc;
   path_pop(c, save);
   return 0;

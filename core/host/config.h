@@ -74,6 +74,8 @@ typedef struct cfg_limits {
                                  (default); else 1..1000000 */
   unsigned slow_callback_ms;  /* log plugin callbacks that run longer; 0 = off;
                                  default 100; else 1..600000 */
+  unsigned quarantine_after;  /* failures (slow callbacks, pier_host.fail) before a
+                                 plugin is quarantined; 0 = never (default) */
 } cfg_limits;
 
 typedef struct cfg_server {

@@ -65,13 +65,30 @@ struct host_plugin {
   pthread_mutex_t held_mu;
   struct ev_job *held_head, *held_tail;
   size_t nheld;
+  /* Faults: callbacks in progress per thread (workers, then one slot for
+   * any other thread) for the watchdog; failures toward quarantine. */
+  struct cb_slot *running;
+  _Atomic unsigned failures;
+  _Atomic unsigned slow_calls;
+  _Atomic int quarantined;
+  pthread_mutex_t fault_mu; /* the plugin's rate-limited fault log */
+  log_rate fault_rl;
   pthread_mutex_t reg_mu; /* the plugin's open sessions */
   pier_sid *sids;
   size_t nsids, capsids;
 };
 
+typedef struct cb_slot {
+  _Atomic uint64_t start_us; /* 0 when no callback runs */
+  _Atomic int type;
+  uint64_t reported;         /* watchdog thread only: start_us it already reported */
+} cb_slot;
+
 struct host {
   const cfg_server *cfg;
+  pthread_t watchdog;
+  int watchdog_running;
+  _Atomic int watchdog_stop;
   net *net;
   host_plugin *plugins;
   size_t nplugins;
@@ -151,6 +168,11 @@ typedef struct ev {
 } ev;
 
 static void timer_unref(host_timer *t);
+static void plugin_failed(host_plugin *p, const char *why);
+static uint64_t clock_us(void);
+
+static const char *const ev_callback[] = {"on_connected", "on_recv", "on_send", "on_disconnected",
+                                          "on_tick", "timer", "posted job"};
 
 static void call(host_plugin *p, const ev *e) {
   const pier_plugin *cb = &p->img.cb;
@@ -268,11 +290,43 @@ static int hold(host_plugin *p, const ev *e) {
   return 1;
 }
 
+/* call() with the watchdog's bookkeeping: the start time is visible to the
+ * watchdog thread while it runs, and a slow call is logged and counted. */
+static void timed_call(host_plugin *p, const ev *e) {
+  unsigned slow_ms = p->h->cfg->limits.slow_callback_ms;
+  cb_slot *slot;
+  uint64_t t0, us;
+  int w;
+
+  if (!slow_ms) {
+    call(p, e);
+    return;
+  }
+  w = net_current_worker(p->h->net);
+  slot = &p->running[w < 0 ? net_workers(p->h->net) : (unsigned)w];
+  t0 = clock_us();
+  atomic_store(&slot->type, (int)e->type);
+  atomic_store(&slot->start_us, t0);
+  call(p, e);
+  atomic_store(&slot->start_us, 0);
+  us = clock_us() - t0;
+  if (us > (uint64_t)slow_ms * 1000) {
+    char why[160];
+    atomic_fetch_add(&p->slow_calls, 1);
+    snprintf(why, sizeof(why), "%s took %.1f ms (slow_callback_ms %u)", ev_callback[e->type],
+             (double)us / 1000.0, slow_ms);
+    plugin_failed(p, why);
+  }
+}
+
 static void gated_call(host_plugin *p, const ev *e) {
+  /* A quarantined plugin gets no callback until it is reloaded. */
+  if (atomic_load_explicit(&p->quarantined, memory_order_relaxed))
+    return;
   for (;;) {
     atomic_fetch_add(&p->active, 1);
     if (!atomic_load(&p->paused)) {
-      call(p, e);
+      timed_call(p, e);
       atomic_fetch_sub(&p->active, 1);
       return;
     }
@@ -315,6 +369,11 @@ static void on_connected(void *ctx, session *s) {
   char peer[NET_ADDR_STRLEN];
   ev e = {.type = EV_CONNECTED, .sid = session_sid(s)};
 
+  if (atomic_load(&l->p->quarantined)) { /* its listeners refuse new sessions */
+    atomic_fetch_add(&l->sessions, 1);
+    net_abort(l->h->net, e.sid, PIER_REASON_PLUGIN_ERROR);
+    return;
+  }
   atomic_fetch_add(&l->sessions, 1);
   reg_add(l->p, e.sid);
   net_addr_format(session_peer(s), peer, sizeof(peer));
@@ -342,7 +401,8 @@ static void on_disconnected(void *ctx, session *s, pier_reason reason) {
           .user = session_user(s)};
   atomic_fetch_sub(&l->sessions, 1);
   reg_remove(l->p, e.sid);
-  deliver(l->p, &e, 1);
+  if (!atomic_load(&l->p->quarantined))
+    deliver(l->p, &e, 1);
 }
 
 static const net_handler host_handler = {on_connected, on_recv, on_send, on_disconnected, NULL};
@@ -616,6 +676,44 @@ static int api_post(const pier_host *api, pier_job_fn fn, void *arg) {
 
 static uint64_t api_now(const pier_host *api) { return clock_ms(); }
 
+/* Quarantine: close every session of p; its listeners refuse new ones (see
+ * on_connected) and gated_call drops its callbacks until a reload. */
+static void quarantine(host_plugin *p, const char *why) {
+  pier_sid *sids;
+  size_t n;
+  if (atomic_exchange(&p->quarantined, 1))
+    return;
+  pthread_mutex_lock(&p->reg_mu);
+  n = p->nsids;
+  sids = malloc((n ? n : 1) * sizeof(*sids));
+  if (sids)
+    memcpy(sids, p->sids, n * sizeof(*sids));
+  pthread_mutex_unlock(&p->reg_mu);
+  log_error("plugin \"%s\" quarantined after %u failures (last: %s): closing its %zu sessions, "
+            "refusing new ones until `reload %s`",
+            p->cfg->name, atomic_load(&p->failures), why, n, p->cfg->name);
+  for (size_t i = 0; sids && i < n; i++)
+    net_close(p->h->net, sids[i], PIER_REASON_PLUGIN_ERROR);
+  free(sids);
+}
+
+static void plugin_failed(host_plugin *p, const char *why) {
+  unsigned limit = p->h->cfg->limits.quarantine_after;
+  unsigned n = atomic_fetch_add(&p->failures, 1) + 1;
+  pthread_mutex_lock(&p->fault_mu);
+  log_limited(&p->fault_rl, LOG_WARN, "plugin \"%s\": %s", p->cfg->name, why);
+  pthread_mutex_unlock(&p->fault_mu);
+  if (limit && n >= limit)
+    quarantine(p, why);
+}
+
+static int api_fail(const pier_host *api, const char *reason) {
+  char why[300];
+  snprintf(why, sizeof(why), "reported failure: %s", reason ? reason : "(no reason)");
+  plugin_failed(PLUGIN(api), why);
+  return 0;
+}
+
 static const char *api_reason_text(pier_reason reason) { return net_reason_text(reason); }
 
 static void fill_api(host_plugin *p) {
@@ -637,6 +735,7 @@ static void fill_api(host_plugin *p) {
   a->post = api_post;
   a->now = api_now;
   a->reason_text = api_reason_text;
+  a->fail = api_fail;
 }
 
 /* ---- lifecycle ---- */
@@ -665,7 +764,13 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
     p->serial = p->cfg->threading == CFG_THREADING_SERIAL;
     pthread_mutex_init(&p->reg_mu, NULL);
     pthread_mutex_init(&p->held_mu, NULL);
+    pthread_mutex_init(&p->fault_mu, NULL);
     strand_init(&p->st, kick, p);
+    p->running = calloc(cfg->workers + 1, sizeof(*p->running));
+    if (!p->running) {
+      host_destroy(h);
+      return -ENOMEM;
+    }
     p->config_json = strdup(p->cfg->config_json ? p->cfg->config_json : "{}");
     p->generation = 1;
     fill_api(p);
@@ -726,6 +831,32 @@ static void unload_all(host *h) {
   }
 }
 
+/* Reports callbacks that are still running past slow_callback_ms (a callback
+ * that never returns is never logged by timed_call). */
+static void *watchdog_main(void *arg) {
+  host *h = arg;
+  unsigned slow_ms = h->cfg->limits.slow_callback_ms;
+  while (!atomic_load(&h->watchdog_stop)) {
+    struct timespec ts = {0, 100 * 1000000};
+    nanosleep(&ts, NULL);
+    uint64_t now = clock_us();
+    for (size_t i = 0; i < h->nplugins; i++) {
+      host_plugin *p = &h->plugins[i];
+      for (unsigned k = 0; k <= h->cfg->workers; k++) {
+        cb_slot *s = &p->running[k];
+        uint64_t start = atomic_load(&s->start_us);
+        if (start && start != s->reported && now - start > (uint64_t)slow_ms * 1000) {
+          s->reported = start;
+          log_warn("plugin \"%s\": %s still running after %.0f ms on %s %u", p->cfg->name,
+                   ev_callback[atomic_load(&s->type)], (double)(now - start) / 1000.0,
+                   k < h->cfg->workers ? "worker" : "thread", k);
+        }
+      }
+    }
+  }
+  return NULL;
+}
+
 int host_start(host *h) {
   int rc;
   for (size_t i = 0; i < h->nplugins; i++) {
@@ -768,12 +899,20 @@ int host_start(host *h) {
     unload_all(h);
     return rc;
   }
+  if (h->cfg->limits.slow_callback_ms &&
+      pthread_create(&h->watchdog, NULL, watchdog_main, h) == 0)
+    h->watchdog_running = 1;
   return 0;
 }
 
 void host_stop(host *h) {
   if (!h->started || h->stopped)
     return;
+  if (h->watchdog_running) {
+    atomic_store(&h->watchdog_stop, 1);
+    pthread_join(h->watchdog, NULL);
+    h->watchdog_running = 0;
+  }
   net_stop(h->net); /* every session gets on_disconnected */
   h->stopped = 1;
   for (size_t i = 0; i < h->nplugins; i++) {
@@ -798,6 +937,8 @@ void host_destroy(host *h) {
     strand_destroy(&p->st);
     pthread_mutex_destroy(&p->reg_mu);
     pthread_mutex_destroy(&p->held_mu);
+    pthread_mutex_destroy(&p->fault_mu);
+    free(p->running);
     free(p->sids);
     free(p->config_json);
   }
@@ -951,6 +1092,9 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
   loader_close(&old);
   free(state.data);
   stat(p->cfg->resolved_path, &p->file);
+  if (atomic_exchange(&p->quarantined, 0))
+    log_info("plugin \"%s\": quarantine lifted by the reload", name);
+  atomic_store(&p->failures, 0);
   held = resume(p);
   t1 = clock_us();
   snprintf(msg, len,
@@ -1009,9 +1153,11 @@ void host_print_status(host *h, FILE *out) {
 void host_print_plugins(host *h, FILE *out) {
   for (size_t i = 0; i < h->nplugins; i++) {
     host_plugin *p = &h->plugins[i];
-    fprintf(out, "plugin %s: %s %s, generation %u, %s, %s\n", p->cfg->name, p->img.name,
-            p->img.version, p->generation, p->serial ? "serial" : "session",
-            p->cfg->resolved_path);
+    fprintf(out, "plugin %s: %s %s, generation %u, %s, %s%s, %u failures, %u slow callbacks\n",
+            p->cfg->name, p->img.name, p->img.version, atomic_load(&p->generation),
+            p->serial ? "serial" : "session", p->cfg->resolved_path,
+            atomic_load(&p->quarantined) ? ", QUARANTINED" : "", atomic_load(&p->failures),
+            atomic_load(&p->slow_calls));
   }
 }
 

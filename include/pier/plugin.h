@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define PIER_ABI_MAJOR 1
-#define PIER_ABI_MINOR 0
+#define PIER_ABI_MINOR 1
 #define PIER_PLUGIN_MAGIC 0x52454950u /* "PIER" */
 
 typedef enum pier_log_level {
@@ -122,6 +122,13 @@ struct pier_host {
   uint64_t (*now)(const pier_host *h);
   /* Text for a disconnect reason. */
   const char *(*reason_text)(pier_reason reason);
+
+  /* ABI 1.1. Reports that the plugin failed to do its job (reason is logged).
+   * With limits.quarantine_after set, a plugin that fails that many times
+   * (slow callbacks count too) is quarantined: its sessions are closed with
+   * PIER_REASON_PLUGIN_ERROR, new ones are refused, and it gets no callback
+   * until it is reloaded. Check h->size before using it. */
+  int (*fail)(const pier_host *h, const char *reason);
 };
 
 /* The descriptor. Callbacks may be NULL; server.json may bind any of them to
