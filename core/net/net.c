@@ -122,7 +122,7 @@ static void adopt(net_worker *w, net_listener *l, int fd, const net_addr *peer) 
   session *s;
   int one = 1;
 
-  if (w->stopping || !(s = session_new(w, fd, &l->ep))) {
+  if (w->stopping || !(s = session_new(w, fd, &l->ep, peer))) {
     atomic_fetch_sub(&w->n->accepted_open, 1);
     net_ip_release(w->n, peer);
     if (!w->stopping)
@@ -131,7 +131,6 @@ static void adopt(net_worker *w, net_listener *l, int fd, const net_addr *peer) 
     return;
   }
   s->accepted = 1;
-  s->peer = *peer;
   STAT_ADD(w, accepted, 1);
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   session_start(s);
@@ -258,7 +257,7 @@ static void do_connect(net_worker *w, const net_addr *addr, const net_endpoint *
     rc = -errno;
     goto fail;
   }
-  s = w->stopping ? NULL : session_new(w, fd, ep);
+  s = w->stopping ? NULL : session_new(w, fd, ep, addr);
   if (!s) {
     close(fd);
     rc = w->stopping ? -ECANCELED : -ENOSPC;

@@ -108,7 +108,7 @@ int net_ip_acquire(net *n, const net_addr *peer);
 void net_ip_release(net *n, const net_addr *peer);
 
 /* session.c */
-session *session_new(net_worker *w, int fd, const net_endpoint *ep);
+session *session_new(net_worker *w, int fd, const net_endpoint *ep, const net_addr *peer);
 void session_start(session *s);
 int session_connect(session *s, const net_addr *addr);
 int session_write(session *s, const void *data, size_t len);

@@ -104,8 +104,8 @@ static void on_packet_timeout(io_timer *t) {
   session_close(s, PIER_REASON_PACKET_TIMEOUT, 1);
 }
 
-session *session_new(net_worker *w, int fd, const net_endpoint *ep) {
-  pier_sid sid = sid_alloc(&w->sids);
+session *session_new(net_worker *w, int fd, const net_endpoint *ep, const net_addr *peer) {
+  pier_sid sid = sid_take(&w->sids);
   session *s;
 
   if (sid == 0)
@@ -121,6 +121,9 @@ session *session_new(net_worker *w, int fd, const net_endpoint *ep) {
   io_timer_init(&s->close_timer, on_close_timeout);
   io_timer_init(&s->idle_timer, on_idle);
   io_timer_init(&s->packet_timer, on_packet_timeout);
+  if (peer)
+    s->peer = *peer;
+  sid_publish(&w->sids, sid); /* from here other threads may read the peer */
   w->nsessions++;
   atomic_fetch_add_explicit(&w->load, 1, memory_order_relaxed);
   return s;
@@ -397,7 +400,6 @@ static void on_connect_done(io_ev *ev, int res, unsigned flags, char *data) {
 int session_connect(session *s, const net_addr *addr) {
   int rc;
   s->state = SS_CONNECTING;
-  s->peer = *addr;
   rc = io_connect(&s->w->loop, &s->ev_send, &s->iofd, &addr->u.sa, net_addr_len(addr),
                   on_connect_done);
   if (rc < 0)

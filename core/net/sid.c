@@ -38,7 +38,7 @@ void sid_table_free(sid_table *t) {
   t->nfree = 0;
 }
 
-pier_sid sid_alloc(sid_table *t) {
+pier_sid sid_take(sid_table *t) {
   uint32_t slot, gen;
   if (t->nfree == 0)
     return 0;
@@ -47,8 +47,18 @@ pier_sid sid_alloc(sid_table *t) {
   if (gen == 0)
     gen = 1;
   t->next_gen[slot] = gen;
-  atomic_store_explicit(&t->live[slot], gen, memory_order_release);
   return PIER_SID_MAKE(t->worker, gen, slot);
+}
+
+void sid_publish(sid_table *t, pier_sid sid) {
+  atomic_store_explicit(&t->live[PIER_SID_SLOT(sid)], PIER_SID_GEN(sid), memory_order_release);
+}
+
+pier_sid sid_alloc(sid_table *t) {
+  pier_sid sid = sid_take(t);
+  if (sid)
+    sid_publish(t, sid);
+  return sid;
 }
 
 void sid_release(sid_table *t, pier_sid sid) {

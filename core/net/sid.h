@@ -30,6 +30,11 @@ void sid_table_free(sid_table *t);
 /* Takes a free slot and gives it a new generation (never 0). Returns the id,
  * or 0 when the table is full. Owner thread only. */
 pier_sid sid_alloc(sid_table *t);
+/* sid_alloc in two steps: sid_take reserves the id without making it live,
+ * so the owner can fill in what other threads may read once it is (the
+ * peer address); sid_publish makes it live. */
+pier_sid sid_take(sid_table *t);
+void sid_publish(sid_table *t, pier_sid sid);
 /* Marks the slot free; its id becomes stale at once. Owner thread only. */
 void sid_release(sid_table *t, pier_sid sid);
 /* Marks a live id as closing: sid_live() is false for it from now on, so
