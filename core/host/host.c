@@ -71,6 +71,7 @@ struct host_plugin {
   _Atomic unsigned failures;
   _Atomic unsigned slow_calls;
   _Atomic int quarantined;
+  _Atomic int wants_send; /* the version loaded has on_send: skip the event otherwise */
   pthread_mutex_t fault_mu; /* the plugin's rate-limited fault log */
   log_rate fault_rl;
   pthread_mutex_t reg_mu; /* the plugin's open sessions */
@@ -391,7 +392,7 @@ static void on_recv(void *ctx, session *s, const char *data, size_t len) {
 static void on_send(void *ctx, session *s, size_t bytes) {
   host_listener *l = ctx;
   ev e = {.type = EV_SEND, .sid = session_sid(s), .n = bytes};
-  if (l->p->img.cb.on_send)
+  if (atomic_load_explicit(&l->p->wants_send, memory_order_relaxed))
     deliver(l->p, &e, 1);
 }
 
@@ -782,6 +783,7 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
       return rc;
     }
     stat(p->cfg->resolved_path, &p->file);
+    atomic_store(&p->wants_send, p->img.cb.on_send != NULL);
     log_info("plugin \"%s\": %s %s from %s (%s)", p->cfg->name, p->img.name, p->img.version,
              p->cfg->resolved_path, p->serial ? "serial" : "session");
   }
@@ -1054,6 +1056,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
   snprintf(oldver, sizeof(oldver), "%s", old.version);
   gen = atomic_load(&p->generation);
   p->img = fresh;
+  atomic_store(&p->wants_send, p->img.cb.on_send != NULL);
   atomic_store(&p->generation, gen + 1);
   if (config_json && strcmp(config_json, p->config_json) != 0) {
     char *c = strdup(config_json);
@@ -1074,6 +1077,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
       /* Step 4 (failure): the old version comes back with its own state. */
       int rc2;
       p->img = old;
+      atomic_store(&p->wants_send, p->img.cb.on_send != NULL);
       atomic_store(&p->generation, gen);
       args.generation = gen;
       rc2 = p->img.cb.on_load ? p->img.cb.on_load(&args) : 0;

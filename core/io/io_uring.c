@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,7 +340,33 @@ static int uring_poll(io_loop *loop, int timeout_ms) {
   return 0;
 }
 
+static int probe(char *why, size_t whylen);
+
+typedef struct probe_args {
+  char *why;
+  size_t whylen;
+  int rc;
+} probe_args;
+
+static void *probe_thread(void *arg) {
+  probe_args *a = arg;
+  a->rc = probe(a->why, a->whylen);
+  return NULL;
+}
+
+/* The probe runs on a thread of its own: tearing its ring down queues work
+ * to the task that submitted on it, which would interrupt that thread's next
+ * blocking call with EINTR. */
 int io_uring_probe(char *why, size_t whylen) {
+  probe_args a = {why, whylen, -EAGAIN};
+  pthread_t t;
+  if (pthread_create(&t, NULL, probe_thread, &a) != 0)
+    return probe(why, whylen);
+  pthread_join(t, NULL);
+  return a.rc;
+}
+
+static int probe(char *why, size_t whylen) {
   struct io_uring ring;
   struct io_uring_cqe *cqe;
   int sv[2] = {-1, -1}, rc;
