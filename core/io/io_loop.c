@@ -42,7 +42,7 @@ int io_loop_init(io_loop *loop, const io_backend *be, const io_opts *opts) {
   if (loop->opts.buf_count == 0)
     loop->opts.buf_count = 2048;
   if (loop->opts.buf_size == 0)
-    loop->opts.buf_size = 4096;
+    loop->opts.buf_size = 2048;
   loop->now = clock_ms();
   loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (loop->wake_fd < 0)
