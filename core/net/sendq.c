@@ -62,7 +62,7 @@ int sendq_write(sendq *q, const void *data, size_t len, size_t limit) {
       return 0;
     }
   }
-  b = sbuf_alloc(len < 2048 ? 2048 : len);
+  b = sbuf_alloc(len); /* the smallest class that fits: later small writes may still append */
   if (!b)
     return -ENOMEM;
   memcpy(b->data, data, len);
