@@ -40,7 +40,7 @@ int io_loop_init(io_loop *loop, const io_backend *be, const io_opts *opts) {
    * packet per round trip, every completion takes one buffer until it is
    * handled, and an empty ring costs a -ENOBUFS completion and a re-arm. */
   if (loop->opts.buf_count == 0)
-    loop->opts.buf_count = 2048;
+    loop->opts.buf_count = 1024;
   if (loop->opts.buf_size == 0)
     loop->opts.buf_size = 2048;
   loop->now = clock_ms();
