@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -820,10 +821,57 @@ static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
 }
 
 enum { S_WORKERS, S_BACKEND, S_SESSIONS, S_LOG, S_ADMIN, S_LIMITS, S_PLUGINS,
-       S_LISTENERS, S_N };
+       S_LISTENERS, S_PLUGIN_DIR, S_N };
 static const char *const server_keys[S_N] = {
     "workers", "io_backend", "max_sessions", "log_level",
-    "admin_socket", "limits", "plugins", "listeners"};
+    "admin_socket", "limits", "plugins", "listeners", "plugin_dir"};
+
+/* With plugin_dir set, each plugin file must sit in that directory or below
+ * it, after symbolic links and ".." are resolved (of its directory: the
+ * file itself may not exist yet). */
+static const char *printable(const char *in, char *out, size_t len) {
+  size_t k = 0;
+  for (; *in && k + 1 < len; in++)
+    out[k++] = (unsigned char)*in < 0x20 || *in == 0x7f ? '?' : *in;
+  out[k] = '\0';
+  return out;
+}
+
+static int check_plugin_dir(ctx *c, cfg_server *cfg) {
+  char dir[PATH_MAX], pdir[PATH_MAX], tmp[PATH_MAX], shown[PATH_MAX];
+  size_t save, n;
+  if (!cfg->plugin_dir)
+    return 0;
+  save = path_key(c, "plugin_dir");
+  if (!realpath(cfg->plugin_dir, dir))
+    return fail(c, -ENOENT, "directory %s: %s", printable(cfg->plugin_dir, shown, sizeof(shown)),
+                strerror(errno));
+  path_pop(c, save);
+  n = strlen(dir);
+  for (size_t i = 0; i < cfg->nplugins; i++) {
+    const cfg_plugin *p = &cfg->plugins[i];
+    char *slash;
+    snprintf(tmp, sizeof(tmp), "%s", p->resolved_path);
+    slash = strrchr(tmp, '/');
+    if (slash == tmp)
+      slash[1] = '\0';
+    else if (slash)
+      *slash = '\0';
+    save = path_key(c, "plugins");
+    path_index(c, i);
+    path_key(c, "path");
+    if (!realpath(slash ? tmp : ".", pdir))
+      return fail(c, -ENOENT, "directory of %s: %s",
+                  printable(p->resolved_path, shown, sizeof(shown)), strerror(errno));
+    if (strncmp(pdir, dir, n) != 0 || (pdir[n] != '\0' && pdir[n] != '/' && n > 1)) {
+      char where[PATH_MAX];
+      return fail(c, -EPERM, "\"%s\" is outside plugin_dir (%s)",
+                  printable(p->path, shown, sizeof(shown)), printable(dir, where, sizeof(where)));
+    }
+    path_pop(c, save);
+  }
+  return 0;
+}
 
 static int parse_server(ctx *c, const cJSON *root, cfg_server *cfg) {
   const cJSON *f[S_N];
@@ -876,6 +924,18 @@ static int parse_server(ctx *c, const cJSON *root, cfg_server *cfg) {
                 MAX_SOCKET_PATH);
   path_pop(c, save);
 
+  save = path_key(c, "plugin_dir");
+  char *pdir = NULL;
+  if ((rc = get_string(c, f[S_PLUGIN_DIR], "directory path", &pdir)))
+    return rc;
+  if (pdir) {
+    cfg->plugin_dir = resolve(c->base_dir, pdir);
+    free(pdir);
+    if (!cfg->plugin_dir)
+      return oom(c);
+  }
+  path_pop(c, save);
+
   if (f[S_LIMITS]) {
     save = path_key(c, "limits");
     if ((rc = parse_limits(c, f[S_LIMITS], &cfg->limits)))
@@ -896,7 +956,7 @@ static int parse_server(ctx *c, const cJSON *root, cfg_server *cfg) {
       return rc;
     path_pop(c, save);
   }
-  if ((rc = check_plugin_names(c, cfg)))
+  if ((rc = check_plugin_names(c, cfg)) || (rc = check_plugin_dir(c, cfg)))
     return rc;
 
   size_t nl = 0;
@@ -1036,6 +1096,7 @@ void cfg_free(cfg_server *cfg) {
   free(cfg->path);
   free(cfg->base_dir);
   free(cfg->admin_socket);
+  free(cfg->plugin_dir);
   free(cfg);
 }
 

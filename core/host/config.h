@@ -85,6 +85,7 @@ typedef struct cfg_server {
   cfg_backend io_backend;  /* default auto */
   unsigned max_sessions;   /* 1..1000000, default 10000 */
   cfg_log_level log_level; /* default info */
+  char *plugin_dir;        /* resolved; NULL when not set. Every plugin must lie in it */
   char *admin_socket;      /* resolved against base_dir like plugin paths;
                               default "run/pierd.sock" before resolving */
   cfg_limits limits;

@@ -9,6 +9,7 @@
 #include "host/config.h"
 
 #include <check.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -528,6 +529,41 @@ START_TEST(test_config_truncated_and_mutated_input) {
 }
 END_TEST
 
+/* plugin_dir confines plugin files, after ".." and links are resolved. */
+START_TEST(test_config_plugin_dir_confines_paths) {
+  char dir[] = "/tmp/pier-cfgdir-XXXXXX", sub[96], err[512];
+  cfg_server *cfg = NULL;
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(sub, sizeof(sub), "%s/plugins", dir);
+  ck_assert_int_eq(mkdir(sub, 0700), 0);
+  snprintf(sub, sizeof(sub), "%s/other", dir);
+  ck_assert_int_eq(mkdir(sub, 0700), 0);
+  const char *inside = "{\"plugin_dir\": \"plugins\", \"plugins\": [{\"name\": \"a\", "
+                       "\"path\": \"plugins/a.so\"}], \"listeners\": [{\"port\": 1, "
+                       "\"plugin\": \"a\"}]}";
+  const char *outside = "{\"plugin_dir\": \"plugins\", \"plugins\": [{\"name\": \"a\", "
+                        "\"path\": \"plugins/../other/a.so\"}], \"listeners\": [{\"port\": 1, "
+                        "\"plugin\": \"a\"}]}";
+  const char *missing = "{\"plugin_dir\": \"nowhere\", \"plugins\": [{\"name\": \"a\", "
+                        "\"path\": \"plugins/a.so\"}], \"listeners\": [{\"port\": 1, "
+                        "\"plugin\": \"a\"}]}";
+  char want[256];
+  ck_assert_int_eq(cfg_load_text(inside, strlen(inside), "server.json", dir, &cfg, err, sizeof(err)), 0);
+  snprintf(want, sizeof(want), "%s/plugins", dir);
+  ck_assert_str_eq(cfg->plugin_dir, want);
+  cfg_free(cfg);
+  ck_assert_int_eq(cfg_load_text(outside, strlen(outside), "server.json", dir, &cfg, err, sizeof(err)), -EPERM);
+  snprintf(want, sizeof(want),
+           "server.json: plugins[0].path: \"plugins/../other/a.so\" is outside plugin_dir (%s/plugins)", dir);
+  ck_assert_str_eq(err, want);
+  ck_assert_int_eq(cfg_load_text(missing, strlen(missing), "server.json", dir, &cfg, err, sizeof(err)), -ENOENT);
+  snprintf(want, sizeof(want), "server.json: plugin_dir: directory %s/nowhere: No such file or directory", dir);
+  ck_assert_str_eq(err, want);
+  snprintf(want, sizeof(want), "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(want), 0);
+}
+END_TEST
+
 START_TEST(test_config_pathological_input) {
   size_t n = 100000;
   char *deep = malloc(2 * n + 1);
@@ -585,6 +621,7 @@ static Suite *config_suite(void) {
   tcase_add_test(tc, test_config_enum_names);
   tcase_add_test(tc, test_config_truncated_and_mutated_input);
   tcase_add_test(tc, test_config_pathological_input);
+  tcase_add_test(tc, test_config_plugin_dir_confines_paths);
   suite_add_tcase(s, tc);
   return s;
 }
