@@ -1,8 +1,9 @@
 /* Test plugin that misbehaves on purpose, built three ways:
  * FAULT_SLEEP: on_recv sleeps 250 ms, then echoes;
  * FAULT_FAIL: on_recv reports a failure through the host, then echoes;
- * FAULT_CRASH: on_load dereferences NULL. */
+ * FAULT_CRASH: on_load writes through a wild pointer. */
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "pier/plugin.h"
@@ -11,8 +12,11 @@ static const pier_host *host;
 
 static int faulty_load(const pier_load_args *a) {
 #ifdef FAULT_CRASH
-  volatile int *nowhere = NULL;
-  *nowhere = 1;
+  /* A wild pointer rather than NULL, so the sanitizers' null checks do not
+   * stop the process before the real SIGSEGV. */
+  uintptr_t addr = 0x10;
+  __asm__ volatile("" : "+r"(addr)); /* opaque to the compiler's bounds checks */
+  *(volatile int *)addr = 1;
 #endif
   host = a->host;
   return 0;
