@@ -420,7 +420,8 @@ static void run_traffic(const bench_opts *o, load *l, result *r) {
     if (!measuring)
       r->a = r->b;
   }
-  progress(o, l, &prev, &r->b, (double)(r->b.t_ns - t0) / 1e9, 0);
+  if (r->b.t_ns - prev.t_ns >= 250000000ull) /* the last partial second, if any */
+    progress(o, l, &prev, &r->b, (double)(r->b.t_ns - t0) / 1e9, 0);
   rss(o, &r->rss_after);
   load_set_phase(l, PH_DRAIN);
   {

@@ -1,9 +1,8 @@
-/* pier-bench workloads on pier's client service. Every connection has its
- * own net_endpoint whose ctx is the connection, so callbacks need no lookup.
- * Sent bytes come from a pattern table at an offset that depends on the
- * connection and the stream position, so whatever returns can be checked
- * byte for byte with memcmp. Counters and histograms live per worker with a
- * single writer each; the main thread sums them. */
+/* pier-bench workloads on pier's client service. Each connection has its own
+ * net_endpoint whose ctx is the connection, and sends bytes from a pattern
+ * table at an offset fixed by the connection and the stream position, so
+ * whatever returns is checked with memcmp. Counters and histograms live per
+ * worker, each with a single writer, and the main thread sums them. */
 #include "load.h"
 
 #include <errno.h>
