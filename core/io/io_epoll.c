@@ -294,6 +294,7 @@ static int epoll_poll(io_loop *loop, int timeout_ms) {
   if (e->done_head || e->ready_head)
     timeout_ms = 0;
   n = epoll_wait(e->epfd, events, MAX_EVENTS, timeout_ms);
+  loop->now = clock_ms(); /* timers set by the callbacks below count from now */
   if (n < 0) {
     if (errno != EINTR)
       return -errno;

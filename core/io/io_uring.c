@@ -32,6 +32,7 @@ typedef struct uring_impl {
   unsigned buf_count, buf_size, mask;
   char *arena;
   size_t arena_len;
+  io_ev *starved; /* recvs that ran out of buffers, re-armed after the batch */
 } uring_impl;
 
 static int setup_ring(struct io_uring *ring, unsigned entries) {
@@ -265,27 +266,42 @@ static void dispatch(io_loop *loop, uint64_t ud, int res, unsigned cflags) {
     bid = (int)(cflags >> IORING_CQE_BUFFER_SHIFT);
     data = u->bufs + (size_t)bid * u->buf_size;
   }
+  if (!more && !ev->canceled && ev->op == IO_OP_RECV && res == -ENOBUFS) {
+    /* Out of provided buffers: re-arming now would fail again, as the
+     * buffers of this batch are still being handled. Re-arm after it. */
+    loop->stats.enobufs++;
+    ev->next = u->starved;
+    u->starved = ev;
+    return;
+  }
   if (!more && !ev->canceled &&
-      ((ev->op == IO_OP_RECV && (res > 0 || res == -ENOBUFS)) ||
-       (ev->op == IO_OP_ACCEPT && res >= 0))) {
-    /* The multishot ended though its owner still wants it: out of provided
-     * buffers, or the CQ overflowed. Re-arm before delivering. */
-    int rc = ev->op == IO_OP_RECV ? prep_recv(u, ev) : prep_accept(u, ev);
-    if (res == -ENOBUFS)
-      loop->stats.enobufs++;
-    else
-      loop->stats.rearms++;
-    if (rc == 0) {
+      ((ev->op == IO_OP_RECV && res > 0) || (ev->op == IO_OP_ACCEPT && res >= 0))) {
+    /* The multishot ended though its owner still wants it (the CQ
+     * overflowed): re-arm before delivering. */
+    if ((ev->op == IO_OP_RECV ? prep_recv(u, ev) : prep_accept(u, ev)) == 0)
       more = IO_F_MORE;
-      if (res == -ENOBUFS)
-        return;
-    } else if (res == -ENOBUFS) {
-      res = rc;
-    }
+    loop->stats.rearms++;
   }
   io_complete(ev, res, more, data);
   if (bid >= 0)
     recycle(u, (unsigned)bid);
+}
+
+/* Re-arms the recvs that ran out of buffers, now that the batch's buffers
+ * are back in the ring. One cancelled meanwhile has nothing left in the
+ * kernel to complete it: its final completion is delivered here. */
+static void rearm_starved(io_loop *loop) {
+  uring_impl *u = loop->impl;
+  io_ev *ev = u->starved;
+  u->starved = NULL;
+  while (ev) {
+    io_ev *next = ev->next;
+    if (ev->canceled)
+      io_complete(ev, -ECANCELED, 0, NULL);
+    else if (prep_recv(u, ev) < 0)
+      io_complete(ev, -ENOBUFS, 0, NULL);
+    ev = next;
+  }
 }
 
 static int uring_poll(io_loop *loop, int timeout_ms) {
@@ -310,6 +326,7 @@ static int uring_poll(io_loop *loop, int timeout_ms) {
   }
   if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
     return rc;
+  loop->now = clock_ms(); /* timers set by the callbacks below count from now */
   if (io_uring_sq_ready(&u->ring) == 0)
     u->arena_len = 0;
 
@@ -333,6 +350,7 @@ static int uring_poll(io_loop *loop, int timeout_ms) {
     io_uring_cq_advance(&u->ring, n);
     for (unsigned i = 0; i < n; i++)
       dispatch(loop, batch[i].ud, batch[i].res, batch[i].flags);
+    rearm_starved(loop);
     total += n;
     if (total >= 8 * BATCH)
       break; /* let timers and posted jobs run; the rest comes next time */
