@@ -346,7 +346,7 @@ static void deliver(host_plugin *p, const ev *e, int may_inline) {
   }
   if (may_inline && strand_try_enter(&p->st)) {
     gated_call(p, e);
-    strand_release(&p->st);
+    strand_run(&p->st);
     return;
   }
   j = make_job(p, e);

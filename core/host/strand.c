@@ -74,7 +74,6 @@ void strand_run(strand *st) {
   }
 }
 
-void strand_release(strand *st) { strand_run(st); }
 
 void strand_drain(strand *st) {
   strand_job *job;

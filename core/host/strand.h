@@ -36,12 +36,11 @@ void strand_destroy(strand *st);
 /* Queues job; if the strand was idle, schedules it with kick. Any thread. */
 void strand_push(strand *st, strand_job *job);
 /* Takes the strand if it is idle and empty: the caller may run one callback
- * inline, then must call strand_release. Returns 1 if taken. */
+ * inline, then must call strand_run. Returns 1 if taken. */
 int strand_try_enter(strand *st);
-/* Runs what was queued meanwhile (up to a batch) and lets the strand go. */
-void strand_release(strand *st);
-/* Runs queued jobs until the queue is empty or a batch is done; used by the
- * kick job. The strand must be owned by the caller (running set). */
+/* Runs queued jobs until the queue is empty (the strand is let go) or a
+ * batch is done (the rest is kicked to a worker). The strand must be owned by
+ * the caller: after strand_try_enter, or from the kick job. */
 void strand_run(strand *st);
 /* With every worker stopped: runs everything left, on this thread. */
 void strand_drain(strand *st);

@@ -72,6 +72,13 @@ static void read_some(test_daemon *d, int timeout_ms) {
   struct pollfd p = {.fd = d->err_fd, .events = POLLIN};
   if (d->err_fd < 0 || poll(&p, 1, timeout_ms) <= 0)
     return;
+  if (sizeof(d->log) - 1 - d->log_len < 4096) {
+    /* Full: keep the newer half, so a read of 0 bytes always means EOF. */
+    size_t keep = d->log_len / 2;
+    memmove(d->log, d->log + d->log_len - keep, keep);
+    d->log_len = keep;
+    d->log[keep] = '\0';
+  }
   ssize_t n = read(d->err_fd, d->log + d->log_len, sizeof(d->log) - 1 - d->log_len);
   if (n > 0) {
     d->log_len += (size_t)n;
