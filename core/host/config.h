@@ -76,6 +76,9 @@ typedef struct cfg_limits {
                                  default 100; else 1..600000 */
   unsigned quarantine_after;  /* failures (slow callbacks, pier_host.fail) before a
                                  plugin is quarantined; 0 = never (default) */
+  unsigned send_timeout_ms;
+  size_t recv_backlog;
+  size_t plugin_backlog;
 } cfg_limits;
 
 typedef struct cfg_server {

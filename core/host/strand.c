@@ -25,7 +25,7 @@ void strand_push(strand *st, strand_job *job) {
     st->head = job;
   st->tail = job;
   st->queued++;
-  start = !st->running;
+  start = !st->running && !st->paused;
   if (start)
     st->running = 1;
   pthread_mutex_unlock(&st->mu);
@@ -36,7 +36,7 @@ void strand_push(strand *st, strand_job *job) {
 int strand_try_enter(strand *st) {
   int ok;
   pthread_mutex_lock(&st->mu);
-  ok = !st->running && !st->head;
+  ok = !st->running && !st->head && !st->paused;
   if (ok)
     st->running = 1;
   pthread_mutex_unlock(&st->mu);
@@ -63,7 +63,7 @@ void strand_run(strand *st) {
       st->kick(st); /* keep ownership; continue elsewhere later */
       return;
     }
-    job = pop(st);
+    job = st->paused ? NULL : pop(st);
     if (!job) {
       st->running = 0;
       pthread_mutex_unlock(&st->mu);
@@ -73,7 +73,6 @@ void strand_run(strand *st) {
     job->run(job);
   }
 }
-
 
 void strand_drain(strand *st) {
   strand_job *job;
@@ -87,4 +86,30 @@ void strand_drain(strand *st) {
       return;
     job->run(job);
   }
+}
+
+void strand_pause(strand *st) {
+  pthread_mutex_lock(&st->mu);
+  st->paused = 1;
+  pthread_mutex_unlock(&st->mu);
+}
+
+int strand_busy(strand *st) {
+  int busy;
+  pthread_mutex_lock(&st->mu);
+  busy = st->running;
+  pthread_mutex_unlock(&st->mu);
+  return busy;
+}
+
+void strand_unpause(strand *st) {
+  int start;
+  pthread_mutex_lock(&st->mu);
+  st->paused = 0;
+  start = st->head && !st->running;
+  if (start)
+    st->running = 1;
+  pthread_mutex_unlock(&st->mu);
+  if (start)
+    st->kick(st);
 }

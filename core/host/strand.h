@@ -25,6 +25,7 @@ struct strand {
   pthread_mutex_t mu;
   strand_job *head, *tail;
   int running;          /* a thread owns the strand */
+  int paused;           /* strand_pause: no job starts until strand_unpause */
   size_t queued;
   strand_kick_fn kick;
   io_job kick_job;      /* used by kick: one outstanding at a time */
@@ -44,5 +45,12 @@ int strand_try_enter(strand *st);
 void strand_run(strand *st);
 /* With every worker stopped: runs everything left, on this thread. */
 void strand_drain(strand *st);
+/* Stops the strand between two jobs (a reload): jobs still queue, none
+ * starts; the job running now finishes. Any thread. */
+void strand_pause(strand *st);
+/* Whether a job of a paused strand is still running. */
+int strand_busy(strand *st);
+/* Lets a paused strand run again; what queued meanwhile is kicked to a worker. */
+void strand_unpause(strand *st);
 
 #endif

@@ -285,21 +285,31 @@ START_TEST(test_reload_failures_keep_old_version) {
   ck_assert(test_daemon_wait_log(&d, "built for ABI 2.1, host ABI is 1.1: major versions differ", 10000));
   echo_once(d.ports[0], fd);
 
-  copy_file(TP "/failload.so", s.so, 0);
+  copy_file(TP "/failload.so", s.so, 0); /* another plugin's file */
+  test_daemon_command(&d, "reload echo");
+  ck_assert(test_daemon_wait_log(&d, "echo.so: its descriptor names plugin \"failload\", not "
+                                     "\"echo\"; generation 1 keeps serving", 10000));
+  echo_once(d.ports[0], fd);
+
+  copy_file(TP "/failload_echo.so", s.so, 0);
   {
     char err[2048];
-    /* Through the admin socket: pierctl exits 1 and says why. */
+    /* Through the admin socket: pierctl exits 1 and says why. The failed
+     * version used generation 2; the restored one gets 3 (never reused). */
     ck_assert_int_eq(pierctl(&d, "reload", "echo", err, sizeof(err)), 1);
     ck_assert_msg(strstr(err, "reload echo failed at on_load: the new version returned -22 "
-                              "(Invalid argument); generation 1 (1.0.0) restored"),
+                              "(Invalid argument); echo (version 1.0.0) restored as generation 3"),
                   "pierctl said: %s", err);
   }
   echo_once(d.ports[0], fd);
   echo_once(d.ports[0], -1);
+  test_daemon_command(&d, "plugins");
+  ck_assert(test_daemon_wait_log(&d, "plugin echo: last reload failed: reload echo failed at "
+                                     "on_load:", 10000));
 
   copy_file(PLUG "/echo.so", s.so, 0);
   test_daemon_command(&d, "reload echo");
-  ck_assert(test_daemon_wait_log(&d, "reloaded echo: generation 2, version 1.0.0", 10000));
+  ck_assert(test_daemon_wait_log(&d, "reloaded echo: generation 4, version 1.0.0", 10000));
   echo_once(d.ports[0], fd);
   test_daemon_command(&d, "reload nosuch");
   ck_assert(test_daemon_wait_log(&d, "error: reload nosuch: no such plugin", 10000));

@@ -1,0 +1,346 @@
+/* The event gate: every event for a plugin passes here on its way to a
+ * callback. A "session" plugin is called at once on the session's worker; a
+ * serial plugin through its strand (at once when the strand is idle). While
+ * a reload pauses a plugin, its events are held (per worker, or on the paused
+ * strand) and later delivered to the version then loaded, in order, on the
+ * same thread rules. Whatever is kept for later costs backlog: past
+ * limits.recv_backlog for a session, or limits.plugin_backlog for the plugin,
+ * the session stops being read until its events are delivered, so a client
+ * cannot make the daemon buffer without bound. Faults (slow callbacks,
+ * fail(), quarantine) are counted here too. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "host/host_internal.h"
+
+const char *const host_ev_callback[] = {"on_connected", "on_recv", "on_send", "on_disconnected",
+                                        "on_tick",      "timer",   "posted job"};
+
+/* During a serial plugin's on_disconnected the session's slot may already
+ * be reused: get_user answers from the value captured at disconnect. */
+_Thread_local pier_sid host_tls_gone_sid;
+_Thread_local void *host_tls_gone_user;
+
+static void call(host_plugin *p, const ev *e) {
+  const pier_plugin *cb = &p->img.cb;
+  /* A timer or job of another generation points into code that is gone or
+   * into state it was told to drop: never run it. */
+  if ((e->type == EV_TIMER || e->type == EV_POST) && e->gen != atomic_load(&p->generation))
+    return;
+  switch (e->type) {
+  case EV_CONNECTED:
+    if (cb->on_connected)
+      cb->on_connected(e->sid, e->data);
+    break;
+  case EV_RECV:
+    if (cb->on_recv)
+      cb->on_recv(e->sid, e->data, e->n);
+    break;
+  case EV_SEND:
+    if (cb->on_send)
+      cb->on_send(e->sid, e->n);
+    break;
+  case EV_DISCONNECTED:
+    host_tls_gone_sid = e->sid;
+    host_tls_gone_user = e->user;
+    if (cb->on_disconnected)
+      cb->on_disconnected(e->sid, e->reason);
+    host_tls_gone_sid = 0;
+    host_tls_gone_user = NULL;
+    break;
+  case EV_TICK:
+    if (cb->on_tick)
+      cb->on_tick(e->n);
+    break;
+  case EV_TIMER:
+    if (timer_live(e->timer))
+      e->fn(e->arg);
+    break;
+  case EV_POST:
+    e->fn(e->arg);
+    break;
+  }
+}
+
+/* call() with the watchdog's bookkeeping: the start time is visible to the
+ * watchdog thread while it runs, and a slow call is logged and counted. */
+static void timed_call(host_plugin *p, const ev *e) {
+  unsigned slow_ms = p->h->cfg->limits.slow_callback_ms;
+  cb_slot *slot;
+  uint64_t t0, us;
+  int w;
+
+  if (!slow_ms) {
+    call(p, e);
+    return;
+  }
+  w = net_current_worker(p->h->net);
+  slot = &p->running[w < 0 ? p->h->nworkers : (unsigned)w];
+  t0 = host_clock_us();
+  atomic_store(&slot->type, (int)e->type);
+  atomic_store(&slot->start_us, t0);
+  call(p, e);
+  atomic_store(&slot->start_us, 0);
+  us = host_clock_us() - t0;
+  if (us > (uint64_t)slow_ms * 1000) {
+    char why[160];
+    atomic_fetch_add(&p->slow_calls, 1);
+    snprintf(why, sizeof(why), "%s took %.1f ms (slow_callback_ms %u)", host_ev_callback[e->type],
+             (double)us / 1000.0, slow_ms);
+    gate_failed(p, why);
+  }
+}
+
+/* A quarantined plugin gets no callback until it is reloaded. */
+static void invoke(host_plugin *p, const ev *e) {
+  if (!atomic_load_explicit(&p->quarantined, memory_order_relaxed))
+    timed_call(p, e);
+}
+
+/* ---- jobs: events kept for later ---- */
+
+static void job_to_ev(const ev_job *j, ev *e) {
+  *e = (ev){.type = j->type, .gen = j->gen, .sid = j->sid, .reason = j->reason, .n = j->n,
+            .data = j->data, .user = j->user, .fn = j->fn, .arg = j->arg, .timer = j->timer};
+}
+
+static size_t limit_or(size_t v, size_t dflt) { return v ? v : dflt; }
+
+/* Releases what j holds: its backlog (which may let its session be read
+ * again), its timer's queued mark, its post count. */
+static void release_job(ev_job *j) {
+  host_plugin *p = j->p;
+  atomic_fetch_sub(&p->backlog, j->cost);
+  if (j->paced)
+    net_backlog_done(p->h->net, j->sid, j->cost);
+  if (j->timer) {
+    timer_unqueue(j->timer);
+    timer_unref(j->timer);
+  }
+  if (j->type == EV_POST)
+    atomic_fetch_sub(&p->posts, 1);
+  free(j);
+}
+
+static void run_job(strand_job *job) {
+  ev_job *j = (ev_job *)job;
+  ev e;
+  job_to_ev(j, &e);
+  invoke(j->p, &e);
+  release_job(j);
+}
+
+/* A heap copy of e (with its data) that outlives the callback, charged to the
+ * backlog. A session event made on the session's worker pauses reading it
+ * when its backlog or the plugin's is over the limit. NULL (and logged) when
+ * out of memory: the event is lost, which is said. */
+static ev_job *make_job(host_plugin *p, const ev *e) {
+  const cfg_limits *lim = &p->h->cfg->limits;
+  size_t extra = e->type == EV_RECV || e->type == EV_CONNECTED ? e->n : 0;
+  ev_job *j = malloc(sizeof(*j) + extra);
+  size_t total;
+
+  if (!j) {
+    log_error("plugin \"%s\": out of memory queueing %s for session %016llx; dropped",
+              p->cfg->name, host_ev_callback[e->type], (unsigned long long)e->sid);
+    return NULL;
+  }
+  *j = (ev_job){.base.run = run_job, .p = p, .type = e->type, .gen = e->gen, .sid = e->sid,
+                .reason = e->reason, .n = e->n, .user = e->user, .fn = e->fn, .arg = e->arg,
+                .timer = e->timer, .cost = sizeof(*j) + extra};
+  if (extra)
+    memcpy(j->data, e->data, extra);
+  if (e->timer)
+    timer_ref(e->timer);
+  total = atomic_fetch_add(&p->backlog, j->cost) + j->cost;
+  if (e->s) {
+    j->paced = 1;
+    session_backlog_add(e->s, j->cost, total > limit_or(lim->plugin_backlog, 16u << 20));
+  }
+  return j;
+}
+
+/* ---- "session" plugins: the reload gate and the held queues ---- */
+
+static void hold(host_plugin *p, held_q *q, const ev *e) {
+  ev_job *j = make_job(p, e);
+  if (!j)
+    return;
+  atomic_fetch_add(&p->nheld, 1);
+  if (q->tail)
+    q->tail->next_held = j;
+  else
+    q->head = j;
+  q->tail = j;
+}
+
+/* Runs on worker q->worker: delivers what is held there, in order, until the
+ * queue is empty or a new reload pauses the plugin (its resume posts this
+ * again). */
+static void drain_run(io_job *job) {
+  held_q *q = container_of(job, held_q, drain);
+  host_plugin *p = q->p;
+
+  atomic_store(&q->drain_posted, 0);
+  while (q->head) {
+    ev_job *j = q->head;
+    ev e;
+    if (!p->h->stopped) {
+      atomic_fetch_add(&p->active, 1);
+      if (atomic_load(&p->paused)) {
+        atomic_fetch_sub(&p->active, 1);
+        return;
+      }
+    }
+    q->head = j->next_held;
+    if (!q->head)
+      q->tail = NULL;
+    job_to_ev(j, &e);
+    if (!p->h->stopped) {
+      invoke(p, &e);
+      atomic_fetch_sub(&p->active, 1);
+    }
+    release_job(j);
+  }
+}
+
+static int deliver_session(host_plugin *p, const ev *e) {
+  int w = net_current_worker(p->h->net);
+  held_q *q;
+
+  if (w < 0) { /* no worker thread (the workers are gone): nothing to order with */
+    invoke(p, e);
+    return 0;
+  }
+  q = &p->held[w];
+  if (!q->head) { /* else older events wait on this worker: keep the order */
+    atomic_fetch_add(&p->active, 1);
+    if (!atomic_load(&p->paused)) {
+      invoke(p, e);
+      atomic_fetch_sub(&p->active, 1);
+      return 0;
+    }
+    atomic_fetch_sub(&p->active, 1);
+  }
+  hold(p, q, e);
+  return 1;
+}
+
+/* ---- serial plugins: the strand ---- */
+
+static int deliver_serial(host_plugin *p, const ev *e) {
+  ev_job *j;
+  if (strand_try_enter(&p->st)) {
+    invoke(p, e);
+    strand_run(&p->st);
+    return 0;
+  }
+  j = make_job(p, e);
+  if (!j)
+    return 0;
+  if (atomic_load(&p->paused))
+    atomic_fetch_add(&p->nheld, 1);
+  strand_push(&p->st, &j->base);
+  return 1;
+}
+
+int gate_deliver(host_plugin *p, const ev *e) {
+  return p->serial ? deliver_serial(p, e) : deliver_session(p, e);
+}
+
+/* ---- pause and resume for a reload ---- */
+
+static void nap(void) {
+  struct timespec ts = {0, 20000};
+  nanosleep(&ts, NULL);
+}
+
+int gate_quiesce(host_plugin *p) {
+  uint64_t deadline = clock_ms() + QUIESCE_TIMEOUT_MS;
+  atomic_store(&p->nheld, 0);
+  if (p->serial) {
+    atomic_store(&p->paused, 1); /* for the count of held events only */
+    strand_pause(&p->st);
+    while (strand_busy(&p->st)) {
+      if (clock_ms() > deadline)
+        return -ETIMEDOUT;
+      nap();
+    }
+    return 0;
+  }
+  atomic_store(&p->paused, 1);
+  while (atomic_load(&p->active) > 0) {
+    if (clock_ms() > deadline)
+      return -ETIMEDOUT;
+    nap();
+  }
+  return 0;
+}
+
+size_t gate_resume(host_plugin *p) {
+  atomic_store(&p->paused, 0);
+  if (p->serial) {
+    strand_unpause(&p->st);
+    return atomic_load(&p->nheld);
+  }
+  /* Each worker delivers its own held events, so they keep the session's
+   * thread and order; a worker with none finds its queue empty. */
+  for (unsigned w = 0; w < p->h->nworkers; w++) {
+    held_q *q = &p->held[w];
+    if (!atomic_exchange(&q->drain_posted, 1))
+      net_post(p->h->net, w, &q->drain);
+  }
+  return atomic_load(&p->nheld);
+}
+
+void gate_discard(host_plugin *p) {
+  for (unsigned w = 0; p->held && w < p->h->nworkers; w++) {
+    held_q *q = &p->held[w];
+    while (q->head) {
+      ev_job *j = q->head;
+      q->head = j->next_held;
+      release_job(j);
+    }
+    q->tail = NULL;
+  }
+}
+
+void gate_init_held(host_plugin *p, unsigned w) {
+  held_q *q = &p->held[w];
+  q->p = p;
+  q->worker = w;
+  q->drain.fn = drain_run;
+}
+
+/* ---- faults ---- */
+
+void gate_quarantine(host_plugin *p, const char *why) {
+  pier_sid *sids;
+  size_t n, got;
+  if (atomic_exchange(&p->quarantined, 1))
+    return;
+  n = host_plugin_sids(p, NULL, 0);
+  sids = malloc((n ? n : 1) * sizeof(*sids));
+  got = sids ? host_plugin_sids(p, sids, n) : 0;
+  if (got > n)
+    got = n;
+  log_error("plugin \"%s\" quarantined after %u failures (last: %s): closing its %zu sessions, "
+            "refusing new ones until `reload %s`",
+            p->cfg->name, atomic_load(&p->failures), why, got, p->cfg->name);
+  for (size_t i = 0; i < got; i++)
+    net_close(p->h->net, sids[i], PIER_REASON_PLUGIN_ERROR);
+  free(sids);
+}
+
+void gate_failed(host_plugin *p, const char *why) {
+  unsigned limit = p->h->cfg->limits.quarantine_after;
+  unsigned n = atomic_fetch_add(&p->failures, 1) + 1;
+  pthread_mutex_lock(&p->fault_mu);
+  log_limited(&p->fault_rl, LOG_WARN, "plugin \"%s\": %s", p->cfg->name, why);
+  pthread_mutex_unlock(&p->fault_mu);
+  if (limit && n >= limit)
+    gate_quarantine(p, why);
+}

@@ -1,0 +1,205 @@
+/* Private structures of the plugin host, shared by its files: host.c
+ * (lifecycle and the net glue), gate.c (event delivery: the reload gate,
+ * held queues, strands and the backlog that pauses reading), timer.c (plugin
+ * timers), api.c (the pier_host table), reload.c (the reload state machine)
+ * and view.c (console views). Nothing here is visible to plugins. */
+#ifndef PIER_HOST_INTERNAL_H
+#define PIER_HOST_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "base/log.h"
+#include "host/config.h"
+#include "host/host.h"
+#include "host/loader.h"
+#include "host/strand.h"
+#include "net/net.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Posted jobs a plugin may have outstanding (not yet run): post() answers
+ * -EAGAIN past this. */
+#define HOST_POST_MAX 65536u
+/* How long a reload waits for a running callback to return. */
+#define QUIESCE_TIMEOUT_MS 2000
+
+typedef struct host_plugin host_plugin;
+typedef struct host_timer host_timer;
+
+typedef struct host_listener {
+  host *h;
+  host_plugin *p;
+  const cfg_listener *cfg;
+  net_endpoint ep;
+  net_listener *nl;
+  _Atomic long sessions;
+} host_listener;
+
+typedef enum { EV_CONNECTED, EV_RECV, EV_SEND, EV_DISCONNECTED, EV_TICK, EV_TIMER, EV_POST } ev_type;
+
+/* One event for a plugin, as it happens (data valid during delivery only). */
+typedef struct ev {
+  ev_type type;
+  unsigned gen;  /* EV_TIMER/EV_POST: generation whose code fn belongs to */
+  pier_sid sid;
+  session *s;    /* the session, for events made on its worker that pause reading */
+  pier_reason reason;
+  size_t n;      /* bytes of data, bytes sent, or the tick's time */
+  const char *data;
+  void *user;
+  pier_timer_fn fn;
+  void *arg;
+  host_timer *timer;
+} ev;
+
+/* An event kept for later (held during a reload, or queued on a strand),
+ * with its own copy of the data. Its bytes count in the plugin's backlog and,
+ * when `paced`, in its session's, until it is released. */
+typedef struct ev_job {
+  strand_job base;
+  struct ev_job *next_held;
+  host_plugin *p;
+  ev_type type;
+  unsigned gen;
+  pier_sid sid;
+  pier_reason reason;
+  size_t n;
+  void *user;
+  pier_timer_fn fn;
+  void *arg;
+  host_timer *timer;
+  size_t cost;
+  int paced;
+  char data[];
+} ev_job;
+
+/* Events of a "session" plugin held on one worker while the plugin is paused
+ * for a reload; only that worker's thread touches head/tail. */
+typedef struct held_q {
+  ev_job *head, *tail;
+  host_plugin *p;
+  unsigned worker;
+  io_job drain;             /* delivers what is held, on this worker */
+  _Atomic int drain_posted; /* drain is in the worker's inbox */
+} held_q;
+
+/* Open sessions of one plugin on one worker: a dense array, so add and
+ * remove are O(1) (host.reg_pos maps a slot to its index). */
+typedef struct reg_list {
+  pthread_mutex_t mu;
+  pier_sid *sids;
+  uint32_t n, cap;
+} reg_list;
+
+/* Callbacks in progress per thread (workers, then one slot for any other
+ * thread), for the watchdog. */
+typedef struct cb_slot {
+  _Atomic uint64_t start_us; /* 0 when no callback runs */
+  _Atomic int type;
+  uint64_t reported; /* watchdog thread only: start_us it already reported */
+} cb_slot;
+
+struct host_plugin {
+  pier_host api; /* what the plugin gets; container_of leads back here */
+  host *h;
+  const cfg_plugin *cfg;
+  plugin_image img;
+  _Atomic unsigned generation; /* of the code that serves now */
+  unsigned last_gen;           /* highest generation handed out (main thread) */
+  int serial;
+  int loaded;        /* on_load succeeded */
+  char *config_json; /* what the running version's on_load got */
+  struct stat file;  /* identity of the file the image came from */
+  char last_failure[256]; /* the last failed reload, "" after a good one */
+  strand st;
+  /* The reload gate of a "session" plugin: callbacks count themselves in
+   * `active`; a reload sets `paused`, waits for active == 0; events arriving
+   * meanwhile are held per worker and delivered there, in order, after it.
+   * A serial plugin is paused by pausing its strand instead. */
+  _Atomic int active;
+  _Atomic int paused;
+  held_q *held; /* one per worker */
+  _Atomic size_t nheld;   /* events held since the last quiesce */
+  _Atomic size_t backlog; /* bytes of events held or queued for the plugin */
+  _Atomic unsigned posts; /* posted jobs not yet run */
+  cb_slot *running;
+  _Atomic unsigned failures;
+  _Atomic unsigned slow_calls;
+  _Atomic int quarantined;
+  _Atomic int wants_send; /* the version loaded has on_send: skip the event otherwise */
+  pthread_mutex_t fault_mu; /* the plugin's rate-limited fault log */
+  log_rate fault_rl;
+  reg_list *reg; /* one per worker */
+};
+
+struct host {
+  const cfg_server *cfg;
+  pthread_t watchdog;
+  int watchdog_running;
+  _Atomic int watchdog_stop;
+  net *net;
+  unsigned nworkers;
+  host_plugin *plugins;
+  size_t nplugins;
+  host_listener *listeners;
+  size_t nlisteners;
+  uint32_t **reg_pos; /* per worker, per slot: index in its plugin's reg_list */
+  pthread_mutex_t timer_mu;
+  host_timer *timers;
+  _Atomic uint64_t next_timer_id;
+  uint64_t started_ms;
+  int started;
+  int stopped; /* the workers are gone: no loop may be touched */
+};
+
+extern const char *const host_ev_callback[];
+
+uint64_t host_clock_us(void);
+host_plugin *host_find_plugin(host *h, const char *name);
+
+/* gate.c. Delivers e to p now, or queues it (strand, or held during a
+ * reload). Returns 1 if a job now owns it, else 0. On a worker thread. */
+int gate_deliver(host_plugin *p, const ev *e);
+/* Pauses p at a callback boundary for a reload: returns 0 once no callback
+ * of p runs (events are held from now on), or -ETIMEDOUT (then still paused:
+ * call gate_resume). Main thread. */
+int gate_quiesce(host_plugin *p);
+/* Lets p's callbacks through again; what was held goes to the version loaded
+ * now, on each session's worker (serial: on the strand), in order. Returns
+ * how many events were held. */
+size_t gate_resume(host_plugin *p);
+void gate_init_held(host_plugin *p, unsigned worker);
+/* Frees what is still held (the workers are gone). */
+void gate_discard(host_plugin *p);
+/* Counts a failure of p toward quarantine, with its reason logged. */
+void gate_failed(host_plugin *p, const char *why);
+/* Closes every session of p and refuses new ones until a reload. */
+void gate_quarantine(host_plugin *p, const char *why);
+
+/* timer.c. Timers run on worker 0; a canceled timer is reaped there. */
+int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn, void *arg,
+              uint64_t *id);
+/* Cancels p's timers: id, or 0 for all, or TIMERS_OF_CODE for all but the
+ * host's tick. Returns how many. */
+#define TIMERS_OF_CODE UINT64_MAX
+int timer_cancel_match(host *h, host_plugin *p, uint64_t id);
+/* Whether a firing of t may still run (not canceled); any thread. */
+int timer_live(host_timer *t);
+void timer_ref(host_timer *t);
+void timer_unref(host_timer *t);
+/* A queued firing of t was run or dropped: the next one may queue again. */
+void timer_unqueue(host_timer *t);
+/* Reaps every timer (the workers are gone). */
+void timer_reap_all(host *h);
+
+/* api.c */
+void api_fill(host_plugin *p);
+
+/* host.c: the plugin's session list. */
+size_t host_plugin_sids(host_plugin *p, pier_sid *out, size_t max);
+
+#endif

@@ -1,0 +1,213 @@
+/* Plugin timers and the host's on_tick, all on worker 0's loop. A timer is
+ * on the host's list (the list's reference) until it is reaped; every heap
+ * operation happens on worker 0, through jobs posted to its inbox in the
+ * order the calls were made, so a timer started and cancelled before the
+ * workers run is never put in the heap. A firing that has to wait (a reload
+ * holds it, or a serial plugin's strand is behind) is queued once: the next
+ * firings are skipped until it ran, so a stuck plugin cannot pile them up. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "host/host_internal.h"
+
+struct host_timer {
+  host_timer *next;
+  host_plugin *p;
+  uint64_t id;
+  pier_timer_fn fn; /* NULL: the plugin's tick */
+  void *arg;
+  uint64_t after, repeat;
+  io_timer t;
+  unsigned gen;     /* plugin generation that started it */
+  int canceled;     /* under host.timer_mu: it never fires again */
+  int listed;       /* under host.timer_mu: on host.timers */
+  _Atomic int queued; /* a firing waits in a queue */
+  _Atomic int refs;   /* the list, each job for it, each queued firing */
+};
+
+void timer_ref(host_timer *t) { atomic_fetch_add(&t->refs, 1); }
+
+void timer_unref(host_timer *t) {
+  if (atomic_fetch_sub(&t->refs, 1) == 1)
+    free(t);
+}
+
+void timer_unqueue(host_timer *t) { atomic_store(&t->queued, 0); }
+
+int timer_live(host_timer *t) {
+  host *h = t->p->h;
+  int live;
+  pthread_mutex_lock(&h->timer_mu);
+  live = !t->canceled;
+  pthread_mutex_unlock(&h->timer_mu);
+  return live;
+}
+
+/* Takes t off the list (under timer_mu); returns whether it was on it, in
+ * which case the caller drops the list's reference. */
+static int unlist(host *h, host_timer *t) {
+  if (!t->listed)
+    return 0;
+  for (host_timer **pp = &h->timers; *pp; pp = &(*pp)->next) {
+    if (*pp == t) {
+      *pp = t->next;
+      break;
+    }
+  }
+  t->listed = 0;
+  return 1;
+}
+
+/* Takes t off the list and out of worker 0's heap. Idempotent. On worker 0,
+ * or once the workers are gone. */
+static void timer_reap(host *h, host_timer *t) {
+  int listed;
+  pthread_mutex_lock(&h->timer_mu);
+  t->canceled = 1;
+  listed = unlist(h, t);
+  pthread_mutex_unlock(&h->timer_mu);
+  if (!h->stopped)
+    io_timer_stop(net_loop(h->net, 0), &t->t);
+  if (listed)
+    timer_unref(t);
+}
+
+static void timer_fire(io_timer *it) {
+  host_timer *t = container_of(it, host_timer, t);
+  host *h = t->p->h;
+  ev e = {.type = t->fn ? EV_TIMER : EV_TICK, .gen = t->gen, .fn = t->fn, .arg = t->arg,
+          .timer = t};
+
+  if (!timer_live(t))
+    return;
+  if (!t->fn)
+    e.n = clock_ms();
+  if (!atomic_exchange(&t->queued, 1)) {
+    timer_ref(t); /* t stays valid through the call */
+    if (!gate_deliver(t->p, &e))
+      timer_unqueue(t); /* ran at once */
+    timer_unref(t);
+  }
+  if (!t->repeat) {
+    /* A once-timer is done; a firing still queued keeps its own reference
+     * and runs unless the timer is canceled before it does. */
+    int listed;
+    pthread_mutex_lock(&h->timer_mu);
+    listed = unlist(h, t);
+    pthread_mutex_unlock(&h->timer_mu);
+    if (listed)
+      timer_unref(t);
+  }
+}
+
+typedef struct timer_job {
+  io_job job;
+  host_timer *t;
+  int reap;
+} timer_job;
+
+static void timer_job_run(io_job *job) {
+  timer_job *j = container_of(job, timer_job, job);
+  host_timer *t = j->t;
+  host *h = t->p->h;
+  if (j->reap) {
+    timer_reap(h, t);
+  } else if (!h->stopped && timer_live(t)) {
+    io_timer_start(net_loop(h->net, 0), &t->t, t->after, t->repeat);
+  }
+  timer_unref(t);
+  free(j);
+}
+
+static int timer_post(host *h, host_timer *t, int reap) {
+  timer_job *j = calloc(1, sizeof(*j));
+  if (!j)
+    return -ENOMEM;
+  j->job.fn = timer_job_run;
+  j->t = t;
+  j->reap = reap;
+  timer_ref(t);
+  net_post(h->net, 0, &j->job);
+  return 0;
+}
+
+int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn, void *arg,
+              uint64_t *id) {
+  host *h = p->h;
+  host_timer *t;
+  int rc;
+
+  if (h->stopped || !h->net)
+    return -ECANCELED;
+  t = calloc(1, sizeof(*t));
+  if (!t)
+    return -ENOMEM;
+  t->p = p;
+  t->gen = atomic_load(&p->generation);
+  t->id = atomic_fetch_add(&h->next_timer_id, 1) + 1;
+  t->fn = fn;
+  t->arg = arg;
+  t->after = after;
+  t->repeat = repeat;
+  t->listed = 1;
+  atomic_init(&t->refs, 1);
+  io_timer_init(&t->t, timer_fire);
+  pthread_mutex_lock(&h->timer_mu);
+  t->next = h->timers;
+  h->timers = t;
+  pthread_mutex_unlock(&h->timer_mu);
+  rc = timer_post(h, t, 0);
+  if (rc < 0) {
+    pthread_mutex_lock(&h->timer_mu);
+    unlist(h, t);
+    pthread_mutex_unlock(&h->timer_mu);
+    free(t);
+    return rc;
+  }
+  if (id)
+    *id = t->id;
+  return 0;
+}
+
+int timer_cancel_match(host *h, host_plugin *p, uint64_t id) {
+  host_timer *hit[64];
+  int n, total = 0;
+  do {
+    n = 0;
+    pthread_mutex_lock(&h->timer_mu);
+    for (host_timer *t = h->timers; t && n < 64; t = t->next) {
+      if (t->p == p && !t->canceled &&
+          (id == 0 || t->id == id || (id == TIMERS_OF_CODE && t->fn))) {
+        t->canceled = 1;
+        timer_ref(t);
+        hit[n++] = t;
+      }
+    }
+    pthread_mutex_unlock(&h->timer_mu);
+    for (int i = 0; i < n; i++) {
+      /* Canceled now (it never fires again); reaped where its heap is. */
+      if (h->stopped)
+        timer_reap(h, hit[i]);
+      else
+        timer_post(h, hit[i], 1); /* no memory: listed, canceled, until timer_reap_all */
+      timer_unref(hit[i]);
+    }
+    total += n;
+  } while (n == 64);
+  return total;
+}
+
+void timer_reap_all(host *h) {
+  for (;;) {
+    host_timer *t;
+    pthread_mutex_lock(&h->timer_mu);
+    t = h->timers;
+    if (t)
+      timer_ref(t);
+    pthread_mutex_unlock(&h->timer_mu);
+    if (!t)
+      return;
+    timer_reap(h, t);
+    timer_unref(t);
+  }
+}

@@ -1,0 +1,149 @@
+/* Test plugin for the gate and reload tests: echoes what it receives (raw
+ * listeners) and records what happened, one line each, to the file named by
+ * its config ("out"). Options in its config (compact JSON, "key":N):
+ *   "cancel_in_load":1  on_load starts a 20 ms timer and cancels it at once;
+ *                       "canceled timer fired" is recorded if it ever runs
+ *   "reload_ms":N       on_load sleeps N ms when it is not the first load
+ *   "recv_us":N         each on_recv sleeps N µs (a slow plugin)
+ *   "threads":1         each on_recv records "recv SID TID"
+ *   "refuse":1          on_load refuses to start (-EINVAL)
+ *   "post_flood":N      on_load posts N jobs and records how many were taken
+ *   "huge_packet":1     on_recv also calls send_packet with a length near
+ *                       SIZE_MAX and records its result
+ * Every on_load records "load gen=G config=TEXT". Built twice: probe.so, and
+ * probe_fail.so (PROBE_FAIL) whose on_load starts a 200 ms timer and posts a
+ * job that would record "failed version's ... ran", then fails. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pier/plugin.h"
+
+static const pier_host *host;
+static int out_fd = -1;
+static int recv_us, threads, huge_packet;
+static atomic_int posted_runs;
+
+static void record(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void record(const char *fmt, ...) {
+  char line[600];
+  va_list ap;
+  int n;
+  va_start(ap, fmt);
+  n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0 || out_fd < 0)
+    return;
+  if ((size_t)n > sizeof(line) - 2)
+    n = sizeof(line) - 2;
+  line[n++] = '\n';
+  if (write(out_fd, line, (size_t)n) < 0) { /* O_APPEND: one line per write */
+  }
+}
+
+static int json_int(const char *json, const char *key) {
+  char k[64];
+  const char *p;
+  snprintf(k, sizeof(k), "\"%s\":", key);
+  p = strstr(json, k);
+  return p ? atoi(p + strlen(k)) : 0;
+}
+
+static void open_out(const char *json) {
+  const char *p = strstr(json, "\"out\":\"");
+  char path[256];
+  size_t n = 0;
+  if (!p)
+    return;
+  p += 7;
+  while (*p && *p != '"' && n < sizeof(path) - 1)
+    path[n++] = *p++;
+  path[n] = '\0';
+  if (out_fd >= 0)
+    close(out_fd);
+  out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+}
+
+static void sleep_us(long us) {
+  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+  nanosleep(&ts, NULL);
+}
+
+__attribute__((unused)) static void canceled_timer(void *arg) { record("canceled timer fired"); }
+__attribute__((unused)) static void failed_timer(void *arg) { record("failed version's timer ran"); }
+__attribute__((unused)) static void failed_job(void *arg) { record("failed version's job ran"); }
+__attribute__((unused)) static void counted_job(void *arg) { atomic_fetch_add(&posted_runs, 1); }
+__attribute__((unused)) static void report_posts(void *arg) { record("posted jobs ran: %d", atomic_load(&posted_runs)); }
+
+static int probe_load(const pier_load_args *a) {
+  host = a->host;
+  open_out(a->config_json);
+  recv_us = json_int(a->config_json, "recv_us");
+  threads = json_int(a->config_json, "threads");
+  huge_packet = json_int(a->config_json, "huge_packet");
+  record("load gen=%u config=%s", a->generation, a->config_json);
+#ifdef PROBE_FAIL
+  host->timer_start(host, 200, 0, failed_timer, NULL, NULL);
+  host->post(host, failed_job, NULL);
+  return -EINVAL;
+#else
+  if (json_int(a->config_json, "refuse"))
+    return -EINVAL;
+  if (a->generation > 1 && json_int(a->config_json, "reload_ms"))
+    sleep_us((long)json_int(a->config_json, "reload_ms") * 1000);
+  if (json_int(a->config_json, "cancel_in_load")) {
+    uint64_t id = 0;
+    int rc = host->timer_start(host, 20, 0, canceled_timer, NULL, &id);
+    record("timer_start %d, timer_cancel %d", rc, host->timer_cancel(host, id));
+  }
+  if (json_int(a->config_json, "post_flood")) {
+    int n = json_int(a->config_json, "post_flood"), ok = 0, again = 0, other = 0;
+    for (int i = 0; i < n; i++) {
+      int rc = host->post(host, counted_job, NULL);
+      if (rc == 0)
+        ok++;
+      else if (rc == -EAGAIN)
+        again++;
+      else
+        other++;
+    }
+    record("posts: %d taken, %d refused with EAGAIN, %d other", ok, again, other);
+    host->timer_start(host, 300, 0, report_posts, NULL, NULL);
+  }
+  return 0;
+#endif
+}
+
+static void probe_unload(pier_state *out) {
+  record("unload");
+}
+
+static void probe_recv(pier_sid sid, const void *data, size_t len) {
+  if (recv_us)
+    sleep_us(recv_us);
+  if (threads)
+    record("recv %016llx %ld", (unsigned long long)sid, (long)syscall(SYS_gettid));
+  if (huge_packet) {
+    int rc = host->send_packet(host, sid, 1, data, SIZE_MAX - 2);
+    record("send_packet of SIZE_MAX - 2 bytes: %d", rc);
+  }
+  host->send(host, sid, data, len);
+}
+
+#ifndef PROBE_VERSION
+#define PROBE_VERSION "1.0.0"
+#endif
+
+PIER_PLUGIN("probe", PROBE_VERSION, .on_load = probe_load, .on_unload = probe_unload,
+            .on_recv = probe_recv);
