@@ -94,9 +94,10 @@ static void timed_call(host_plugin *p, const ev *e) {
   }
 }
 
-/* A quarantined plugin gets no callback until it is reloaded. */
+/* A quarantined plugin gets no callback until it is reloaded; an unloaded
+ * one (leftover work at shutdown) none at all. */
 static void invoke(host_plugin *p, const ev *e) {
-  if (!atomic_load_explicit(&p->quarantined, memory_order_relaxed))
+  if (p->loaded && !atomic_load_explicit(&p->quarantined, memory_order_relaxed))
     timed_call(p, e);
 }
 
@@ -114,7 +115,7 @@ static size_t limit_or(size_t v, size_t dflt) { return v ? v : dflt; }
 static void release_job(ev_job *j) {
   host_plugin *p = j->p;
   atomic_fetch_sub(&p->backlog, j->cost);
-  if (j->paced)
+  if (j->paced && p->h->net)
     net_backlog_done(p->h->net, j->sid, j->cost);
   if (j->timer) {
     timer_unqueue(j->timer);

@@ -73,7 +73,7 @@ size_t host_plugin_sids(host_plugin *p, pier_sid *out, size_t max) {
   for (unsigned w = 0; p->reg && w < p->h->nworkers; w++) {
     reg_list *r = &p->reg[w];
     pthread_mutex_lock(&r->mu);
-    if (out && total < max) {
+    if (out && total < max && r->n) {
       size_t k = r->n < max - total ? r->n : max - total;
       memcpy(out + total, r->sids, k * sizeof(*out));
     }

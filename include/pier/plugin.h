@@ -1,8 +1,9 @@
 /* pier plugin SDK: the only header a content plugin includes.
  *
- * A plugin is a shared library that exports one descriptor, `pier_plugin`,
- * made with PIER_PLUGIN(...). The daemon loads it as server.json says, checks
- * the descriptor's magic, ABI version and size, and calls its callbacks. The
+ * A plugin is a shared library that exports one descriptor (a `pier_plugin`
+ * named `pier_plugin_descriptor`), made with PIER_PLUGIN(...). The daemon
+ * loads it as server.json says, checks the descriptor's magic, ABI version
+ * and size, and calls its callbacks. The
  * host's services reach the plugin as a function table (const pier_host *)
  * handed to on_load: plugins never link against the daemon.
  *
@@ -18,21 +19,42 @@
  * thread.
  *
  * Hot reload (`reload NAME`, pierctl, SIGHUP, or "watch": true) swaps a
- * plugin's code while its sessions stay connected:
- *   1. the new file is loaded and checked; if that fails nothing changes;
- *   2. the running version is paused between two callbacks; events that
- *      arrive meanwhile are held, in order, and go to the new version;
- *   3. the old version's on_unload may fill a pier_state; the new version's
- *      on_load gets it (args->state, args->generation = old + 1);
- *   4. timers started and jobs posted by the old version are cancelled (they
- *      point into code that is unloaded): the new version starts its own;
- *      the host's on_tick carries on;
- *   5. if the new on_load fails, the old version is loaded back with the
- *      same state (its on_load runs again) and keeps serving.
+ * plugin's code while its sessions stay connected, as one state machine
+ * (docs/RELOAD.md):
+ *   1. load+check: the new file is loaded from a private copy and checked
+ *      (ABI, and a descriptor with the running version's name); if that
+ *      fails nothing changes;
+ *   2. quiesce: the running version is paused between two callbacks. Events
+ *      that arrive meanwhile are held, in order; past limits.recv_backlog
+ *      bytes held for one session (limits.plugin_backlog for the plugin)
+ *      pier stops reading that session, so TCP flow control holds the rest;
+ *   3. hand-off: the old version's on_unload may fill a pier_state; the
+ *      timers it started and the jobs it posted are cancelled (they point
+ *      into code that is unloaded); the new version's on_load gets the
+ *      state and a generation never used before;
+ *   4. resume: held events go to the new version, each on its session's
+ *      worker (serial plugins: on the strand), in order, through the same
+ *      watchdog and quarantine as any callback; the host's on_tick carries
+ *      on;
+ *   rollback: if the new on_load fails, its timers are cancelled and its
+ *      code unloaded; the old code and its config text come back and its
+ *      on_load runs again with the same state and the next unused
+ *      generation (it starts its own timers again); held events go to it.
+ *      If that on_load fails too, the plugin is quarantined.
+ * A generation is used once: nothing queued under an earlier generation, or
+ * by a version whose on_load failed, ever runs. The outcome of the last
+ * failed reload shows in `plugins`.
  * Per-session user data (set_user) stays with each session across a reload:
  * it must point to memory that outlives the old image (malloc'd, not a
  * static of the plugin), and the new version must understand its layout
- * (keep a version field in it, or convert it in on_load via sessions()). */
+ * (keep a version field in it, or convert it in on_load via sessions()).
+ *
+ * Backpressure: events waiting for a plugin (held for a reload, or queued
+ * on a busy serial plugin's strand) count toward limits.recv_backlog per
+ * session and limits.plugin_backlog per plugin; past them pier stops reading
+ * the sessions concerned until their events are delivered. Nothing a client
+ * sent is dropped or reordered. A timer firing that has to wait is queued
+ * once: further firings are skipped until it ran. */
 #ifndef PIER_PLUGIN_H
 #define PIER_PLUGIN_H
 
@@ -65,7 +87,9 @@ typedef struct pier_load_args {
   const char *config_json; /* this plugin's "config" object from server.json, as JSON text */
   const void *state;       /* handed over by the previous version's on_unload, else NULL */
   size_t state_len;
-  unsigned generation;     /* 1 for the first load, +1 for each reload */
+  unsigned generation;     /* 1 for the first load; every later on_load (a reload, or the
+                              old version restored after a failed one) gets a higher one,
+                              never used before */
 } pier_load_args;
 
 /* What on_unload may hand to the next version: set data to a malloc'd block
@@ -89,7 +113,7 @@ struct pier_host {
    * over max_send_queue and the session is being disconnected. */
   int (*send)(const pier_host *h, pier_sid sid, const void *data, size_t len);
   /* Sends one u16_size_id packet: header (size = len + 4, id) then body.
-   * -EMSGSIZE if len + 4 > 65535. */
+   * -EMSGSIZE if len > 65531 (whatever len is: no wrap-around). */
   int (*send_packet)(const pier_host *h, pier_sid sid, uint16_t id, const void *body, size_t len);
   /* One shared copy of data queued to every live id; returns how many got it. */
   size_t (*broadcast)(const pier_host *h, const pier_sid *sids, size_t n, const void *data,
@@ -105,7 +129,10 @@ struct pier_host {
   /* Calls fn(arg) after after_ms, then every repeat_ms if non-zero, as a
    * callback of this plugin (serial plugins: on their strand; "session"
    * plugins: on worker 0). *id names it for timer_cancel. Timers end when
-   * the plugin unloads or is reloaded. */
+   * the plugin unloads or is reloaded (whether the reload succeeds or not).
+   * A delay too large to represent means "never". A firing that cannot run
+   * at once (held, or behind on the strand) is queued once; further firings
+   * are skipped until it ran. */
   int (*timer_start)(const pier_host *h, uint64_t after_ms, uint64_t repeat_ms, pier_timer_fn fn,
                      void *arg, uint64_t *id);
   /* After it returns the timer never fires again (-ENOENT if unknown). */
@@ -116,7 +143,9 @@ struct pier_host {
    * out; returns the total. */
   size_t (*sessions)(const pier_host *h, pier_sid *out, size_t max);
   /* Runs fn(arg) later as a callback of this plugin (serial: on its strand;
-   * else on worker 0). Dropped if the plugin is reloaded before it runs. */
+   * else on worker 0). Dropped if the plugin is reloaded before it runs
+   * (whether the reload succeeds or not). -EAGAIN when 65,536 posted jobs of
+   * this plugin have not run yet. */
   int (*post)(const pier_host *h, pier_job_fn fn, void *arg);
   /* Monotonic milliseconds. */
   uint64_t (*now)(const pier_host *h);
@@ -131,8 +160,10 @@ struct pier_host {
   int (*fail)(const pier_host *h, const char *reason);
 };
 
-/* The descriptor. Callbacks may be NULL; server.json may bind any of them to
- * another exported symbol by name ("callbacks": {"on_recv": "my_recv"}). */
+/* The descriptor, exported as the symbol `pier_plugin_descriptor`
+ * (PIER_DESCRIPTOR_SYMBOL) by PIER_PLUGIN. Callbacks may be NULL; server.json
+ * may bind any of them to another exported symbol by name
+ * ("callbacks": {"on_recv": "my_recv"}). */
 typedef struct pier_plugin {
   uint32_t magic;     /* PIER_PLUGIN_MAGIC */
   uint16_t abi_major; /* PIER_ABI_MAJOR the plugin was built with */

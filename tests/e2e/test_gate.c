@@ -466,7 +466,105 @@ START_TEST(test_gate_rejected_config_is_not_kept) {
 }
 END_TEST
 
+START_TEST(test_gate_held_events_pass_the_watchdog) {
+  test_daemon d;
+  rec r;
+  char cfg[1536], buf[4];
+  int fd;
+
+  rec_init(&r);
+  snprintf(cfg, sizeof(cfg),
+           "{\"workers\": 2, \"limits\": {\"slow_callback_ms\": 50}, \"plugins\": [{\"name\": "
+           "\"probe\", \"path\": \"" TP "/probe.so\", \"config\": {\"out\": \"%s\", "
+           "\"slow_s_ms\": 120, \"reload_ms\": 300}}], \"listeners\": [{\"port\": 0, "
+           "\"plugin\": \"probe\"}]}",
+           r.path);
+  ck_assert_int_eq(test_daemon_start(&d, cfg, test_backend(_i)), 0);
+  fd = test_connect(d.ports[0]);
+  test_daemon_command(&d, "reload probe");
+  ck_assert(rec_wait(&r, "load gen=2", 5000));
+  test_send_all(fd, "s", 1); /* held, then slow in the new version */
+  ck_assert(test_daemon_wait_log(&d, "reloaded probe: generation 2,", 10000));
+  ck_assert_int_eq(test_recv_exact(fd, buf, 1), 0);
+  ck_assert(test_daemon_wait_log(&d, "plugin \"probe\": on_recv took ", 5000));
+  test_daemon_command(&d, "plugins");
+  ck_assert(test_daemon_wait_log(&d, ", 1 failures, 1 slow callbacks", 5000));
+  close(fd);
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  rec_free(&r);
+}
+END_TEST
+
+START_TEST(test_gate_rollback_that_fails_quarantines) {
+  test_daemon d;
+  rec r;
+  char cfg[1024], dir[64], so[128], buf[4];
+  int fd;
+  size_t got;
+
+  rec_init(&r);
+  snprintf(dir, sizeof(dir), "/tmp/pier-gate-XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(so, sizeof(so), "%s/probe.so", dir);
+  copy_file(TP "/probe.so", so);
+  ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 1, "session", so, &r,
+                                                      ", \"refuse_gen\": 3"),
+                                     test_backend(_i)),
+                   0);
+  fd = test_connect(d.ports[0]);
+  test_send_all(fd, "k", 1);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 1), 0);
+  copy_file(TP "/probe_fail.so", so); /* generation 2 fails; the restored 3 fails too */
+  test_daemon_command(&d, "reload probe");
+  ck_assert(test_daemon_wait_log(&d, "restored as generation 3, but its own on_load failed too: "
+                                     "quarantined",
+                                 10000));
+  ck_assert(test_daemon_wait_log(&d, "plugin \"probe\" quarantined after ", 5000));
+  /* Its session is closed; a reload of a good file brings it back. */
+  ck_assert_int_eq(test_recv_until_close(fd, &got), 0);
+  close(fd);
+  copy_file(TP "/probe.so", so);
+  test_daemon_command(&d, "reload probe");
+  ck_assert(test_daemon_wait_log(&d, "reloaded probe: generation 4,", 10000));
+  echo_check(d.ports[0], "back");
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  rec_free(&r);
+  snprintf(cfg, sizeof(cfg), "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(cfg), 0);
+}
+END_TEST
+
 /* ---- timers, posts, packets ---- */
+
+START_TEST(test_gate_timer_firings_do_not_pile_up) {
+  test_daemon d;
+  rec r;
+  char cfg[1024], buf[4];
+  int fd, runs = -1;
+  const char *p;
+
+  rec_init(&r);
+  ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 2, "serial",
+                                                      TP "/probe.so", &r, ", \"stall\": 1"),
+                                     test_backend(_i)),
+                   0);
+  fd = test_connect(d.ports[0]);
+  test_send_all(fd, "w", 1); /* the strand stalls 300 ms; the 1 ms timer keeps firing */
+  ck_assert_int_eq(test_recv_exact(fd, buf, 1), 0);
+  ck_assert(rec_wait(&r, "timer ran ", 5000));
+  p = strstr(rec_read(&r), "timer ran ");
+  ck_assert_int_eq(sscanf(p, "timer ran %d times", &runs), 1);
+  /* About 100 at 1 ms, plus the one firing queued during the stall; 300
+   * more if every firing of the stall had queued. */
+  ck_assert_msg(runs <= 150, "the timer ran %d times in 100 ms", runs);
+  close(fd);
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  rec_free(&r);
+}
+END_TEST
 
 START_TEST(test_gate_timer_cancelled_in_on_load_never_fires) {
   test_daemon d;
@@ -540,6 +638,9 @@ int main(void) {
   tcase_add_loop_test(tc, test_gate_post_refuses_past_its_cap, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_send_packet_refuses_a_huge_length, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_held_events_run_on_the_sessions_worker, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_gate_held_events_pass_the_watchdog, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_gate_rollback_that_fails_quarantines, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_gate_timer_firings_do_not_pile_up, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_flood_during_a_slow_reload_is_bounded, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_flood_into_a_slow_serial_plugin_is_bounded, 0,
                       TEST_NBACKENDS);

@@ -10,6 +10,11 @@
  *   "post_flood":N      on_load posts N jobs and records how many were taken
  *   "huge_packet":1     on_recv also calls send_packet with a length near
  *                       SIZE_MAX and records its result
+ *   "slow_s_ms":N       on_recv of data starting with 's' sleeps N ms
+ *   "refuse_gen":G      on_load refuses when its generation is G
+ *   "stall":1           on_load starts a 1 ms repeating timer; on_recv of
+ *                       data starting with 'w' stalls 300 ms, then records
+ *                       how often the timer ran in the 100 ms after
  * Every on_load records "load gen=G config=TEXT". Built twice: probe.so, and
  * probe_fail.so (PROBE_FAIL) whose on_load starts a 200 ms timer and posts a
  * job that would record "failed version's ... ran", then fails. */
@@ -32,8 +37,8 @@
 
 static const pier_host *host;
 static int out_fd = -1;
-static int recv_us, threads, huge_packet;
-static atomic_int posted_runs;
+static int recv_us, threads, huge_packet, slow_s_ms;
+static atomic_int posted_runs, timer_runs, runs_at_stall_end;
 
 static void record(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void record(const char *fmt, ...) {
@@ -85,6 +90,11 @@ __attribute__((unused)) static void failed_timer(void *arg) { record("failed ver
 __attribute__((unused)) static void failed_job(void *arg) { record("failed version's job ran"); }
 __attribute__((unused)) static void counted_job(void *arg) { atomic_fetch_add(&posted_runs, 1); }
 __attribute__((unused)) static void report_posts(void *arg) { record("posted jobs ran: %d", atomic_load(&posted_runs)); }
+__attribute__((unused)) static void count_timer(void *arg) { atomic_fetch_add(&timer_runs, 1); }
+__attribute__((unused)) static void report_stall(void *arg) {
+  record("timer ran %d times in the 100 ms after a 300 ms stall",
+         atomic_load(&timer_runs) - atomic_load(&runs_at_stall_end));
+}
 
 static int probe_load(const pier_load_args *a) {
   host = a->host;
@@ -92,14 +102,18 @@ static int probe_load(const pier_load_args *a) {
   recv_us = json_int(a->config_json, "recv_us");
   threads = json_int(a->config_json, "threads");
   huge_packet = json_int(a->config_json, "huge_packet");
+  slow_s_ms = json_int(a->config_json, "slow_s_ms");
   record("load gen=%u config=%s", a->generation, a->config_json);
 #ifdef PROBE_FAIL
   host->timer_start(host, 200, 0, failed_timer, NULL, NULL);
   host->post(host, failed_job, NULL);
   return -EINVAL;
 #else
-  if (json_int(a->config_json, "refuse"))
+  if (json_int(a->config_json, "refuse") ||
+      (unsigned)json_int(a->config_json, "refuse_gen") == a->generation)
     return -EINVAL;
+  if (json_int(a->config_json, "stall"))
+    host->timer_start(host, 1, 1, count_timer, NULL, NULL);
   if (a->generation > 1 && json_int(a->config_json, "reload_ms"))
     sleep_us((long)json_int(a->config_json, "reload_ms") * 1000);
   if (json_int(a->config_json, "cancel_in_load")) {
@@ -132,6 +146,13 @@ static void probe_unload(pier_state *out) {
 static void probe_recv(pier_sid sid, const void *data, size_t len) {
   if (recv_us)
     sleep_us(recv_us);
+  if (slow_s_ms && len && ((const char *)data)[0] == 's')
+    sleep_us((long)slow_s_ms * 1000);
+  if (len && ((const char *)data)[0] == 'w') {
+    sleep_us(300000);
+    atomic_store(&runs_at_stall_end, atomic_load(&timer_runs));
+    host->timer_start(host, 100, 0, report_stall, NULL, NULL);
+  }
   if (threads)
     record("recv %016llx %ld", (unsigned long long)sid, (long)syscall(SYS_gettid));
   if (huge_packet) {
