@@ -166,16 +166,18 @@ static ev_job *make_job(host_plugin *p, const ev *e) {
 
 /* ---- "session" plugins: the reload gate and the held queues ---- */
 
-static void hold(host_plugin *p, held_q *q, const ev *e) {
+/* Returns 1 if e is now held, 0 if it was lost (out of memory, logged). */
+static int hold(host_plugin *p, held_q *q, const ev *e) {
   ev_job *j = make_job(p, e);
   if (!j)
-    return;
+    return 0;
   atomic_fetch_add(&p->nheld, 1);
   if (q->tail)
     q->tail->next_held = j;
   else
     q->head = j;
   q->tail = j;
+  return 1;
 }
 
 /* Runs on worker q->worker: delivers what is held there, in order, until the
@@ -226,8 +228,7 @@ static int deliver_session(host_plugin *p, const ev *e) {
     }
     atomic_fetch_sub(&p->active, 1);
   }
-  hold(p, q, e);
-  return 1;
+  return hold(p, q, e);
 }
 
 /* ---- serial plugins: the strand ---- */
