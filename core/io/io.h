@@ -161,7 +161,10 @@ int io_cancel(io_loop *loop, io_ev *ev);
 /* Forgets the fd (no op may be armed on it) and closes it. */
 void io_close_fd(io_loop *loop, io_fd *fd);
 
-/* Timers (loop thread only). */
+/* Timers (loop thread only). A timer fires after_ms from the loop's clock,
+ * then every repeat_ms if that is non-zero. Due times saturate: a delay
+ * that would pass UINT64_MAX means "never" rather than wrapping into the
+ * past. */
 void io_timer_init(io_timer *t, void (*cb)(io_timer *t));
 void io_timer_start(io_loop *loop, io_timer *t, uint64_t after_ms, uint64_t repeat_ms);
 void io_timer_stop(io_loop *loop, io_timer *t);
