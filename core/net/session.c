@@ -60,6 +60,9 @@ static void on_close_timeout(io_timer *t) {
   char peer[NET_ADDR_STRLEN];
   log_info("session %016llx %s: %zu bytes not sent before the close deadline; resetting",
            (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)), s->q.bytes);
+  /* The session is CLOSING with the reason the close was asked with; what
+   * ends it now is the deadline, and that is what its owner is told. */
+  s->reason = PIER_REASON_FLUSH_TIMEOUT;
   session_close(s, PIER_REASON_FLUSH_TIMEOUT, 1);
 }
 

@@ -99,28 +99,34 @@ static void on_disconnected(void *ctx, session *s, pier_reason reason) {
 
 static const net_handler srv_handler = {on_connected, on_recv, on_send, on_disconnected, NULL};
 
-static srv *srv_start(const char *backend, int mode, unsigned workers, unsigned max_sessions,
-                      size_t max_send_queue, net_framing framing) {
+/* Starts a server with opts o (backend and the rest) on one raw or framed
+ * listener. */
+static srv *srv_start_o(const net_opts *o, int mode, net_framing framing) {
   srv *v = calloc(1, sizeof(*v));
-  net_opts o = {.workers = workers,
-                .backend = backend,
-                .max_sessions = max_sessions,
-                .max_send_queue = max_send_queue,
-                .close_timeout_ms = 3000};
   net_addr a;
   net_listener *l;
 
   pthread_mutex_init(&v->mu, NULL);
   v->mode = mode;
   v->ep = (net_endpoint){&srv_handler, v, framing, 1024};
-  ck_assert_int_eq(net_create(&o, &v->n), 0);
-  ck_assert_str_eq(net_backend_name(v->n), backend);
+  ck_assert_int_eq(net_create(o, &v->n), 0);
+  ck_assert_str_eq(net_backend_name(v->n), o->backend);
   ck_assert_int_eq(net_addr_parse("127.0.0.1", 0, &a), 0);
   ck_assert_int_eq(net_listen(v->n, &a, &v->ep, &l), 0);
   v->port = net_listener_port(l);
   ck_assert_int_gt(v->port, 0);
   ck_assert_int_eq(net_start(v->n), 0);
   return v;
+}
+
+static srv *srv_start(const char *backend, int mode, unsigned workers, unsigned max_sessions,
+                      size_t max_send_queue, net_framing framing) {
+  net_opts o = {.workers = workers,
+                .backend = backend,
+                .max_sessions = max_sessions,
+                .max_send_queue = max_send_queue,
+                .close_timeout_ms = 3000};
+  return srv_start_o(&o, mode, framing);
 }
 
 static void srv_free(srv *v) {
@@ -319,6 +325,31 @@ START_TEST(test_net_half_close_still_gets_echo) {
   ck_assert_uint_eq(got, 0);
   ck_assert(wait_for(&v->disconnected, 1));
   ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_PEER_CLOSED]), 1);
+  close(fd);
+  srv_free(v);
+}
+END_TEST
+
+/* A graceful close whose data the peer never reads ends at the close
+ * deadline with FLUSH_TIMEOUT (not the reason the close was asked with),
+ * abortively: the peer gets RST. */
+START_TEST(test_net_close_deadline_reports_flush_timeout) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 8u << 20, .close_timeout_ms = 300};
+  srv *v = srv_start_o(&o, MODE_SILENT, NET_FRAMING_RAW);
+  int fd = test_connect(v->port), rcvbuf = 4096;
+  static char big[4u << 20];
+
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  ck_assert(wait_for(&v->connected, 1));
+  ck_assert_int_eq(net_send(v->n, v->sids[0], big, sizeof(big)), 0);
+  ck_assert_int_eq(net_close(v->n, v->sids[0], PIER_REASON_CLOSED), 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  usleep(50000);
+  ck_assert_int_eq(atomic_load(&v->disconnected), 1);
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_FLUSH_TIMEOUT]), 1);
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_CLOSED]), 0);
+  ck_assert_int_eq(test_recv_until_close(fd, NULL), -ECONNRESET);
   close(fd);
   srv_free(v);
 }
@@ -750,6 +781,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_graceful_close_flushes_then_fin, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_abort_resets_peer, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_half_close_still_gets_echo, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_close_deadline_reports_flush_timeout, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_max_sessions_refuses_extra, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_send_cap_disconnects_non_reader, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stale_sid_fails_cleanly, 0, TEST_NBACKENDS);
