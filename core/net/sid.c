@@ -1,6 +1,10 @@
-/* Slot table. Slots are handed out lowest-first from a stack; a slot's
- * generation advances on every allocation so an old id never matches a newer
- * session in the same slot. */
+/* Slot table. Free slots wait in a first-in-first-out ring (lowest first at
+ * the start); a slot's generation advances on every allocation so an old id
+ * never matches a newer session in the same slot. FIFO rather than a stack:
+ * with LIFO, one client cycling connections gets the same slot every time and
+ * wraps its 24-bit generation after 16M connections; with FIFO a slot comes
+ * back only after every other free slot has been handed out, so an id repeats
+ * only after 2^24 x (free slots) allocations on the worker. */
 #include "net/sid.h"
 
 #include <errno.h>
@@ -19,7 +23,8 @@ int sid_table_init(sid_table *t, unsigned worker, uint32_t cap) {
     return -ENOMEM;
   }
   for (uint32_t i = 0; i < cap; i++)
-    t->free_slots[i] = cap - 1 - i;
+    t->free_slots[i] = i;
+  t->free_head = 0;
   t->nfree = cap;
   return 0;
 }
@@ -42,7 +47,9 @@ pier_sid sid_take(sid_table *t) {
   uint32_t slot, gen;
   if (t->nfree == 0)
     return 0;
-  slot = t->free_slots[--t->nfree];
+  slot = t->free_slots[t->free_head];
+  t->free_head = t->free_head + 1 == t->cap ? 0 : t->free_head + 1;
+  t->nfree--;
   gen = (t->next_gen[slot] + 1) & 0xffffffu;
   if (gen == 0)
     gen = 1;
@@ -65,7 +72,8 @@ void sid_release(sid_table *t, pier_sid sid) {
   uint32_t slot = PIER_SID_SLOT(sid);
   atomic_store_explicit(&t->live[slot], 0, memory_order_release);
   atomic_store_explicit(&t->user[slot], NULL, memory_order_relaxed);
-  t->free_slots[t->nfree++] = slot;
+  t->free_slots[(uint32_t)(((uint64_t)t->free_head + t->nfree) % t->cap)] = slot;
+  t->nfree++;
 }
 
 void sid_mark_closing(sid_table *t, pier_sid sid) {

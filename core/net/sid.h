@@ -15,7 +15,8 @@
 typedef struct sid_table {
   uint32_t cap;
   uint32_t nfree;
-  uint32_t *free_slots;     /* stack of free slot numbers */
+  uint32_t free_head;       /* oldest entry of the free ring */
+  uint32_t *free_slots;     /* ring of free slot numbers, oldest freed first */
   uint32_t *next_gen;       /* owner thread only */
   _Atomic uint32_t *live;   /* generation of the open session in the slot; 0 if free,
                              SID_CLOSING added once it is closing */
@@ -27,8 +28,9 @@ typedef struct sid_table {
 /* Returns 0 or -ENOMEM. cap must be >= 1. */
 int sid_table_init(sid_table *t, unsigned worker, uint32_t cap);
 void sid_table_free(sid_table *t);
-/* Takes a free slot and gives it a new generation (never 0). Returns the id,
- * or 0 when the table is full. Owner thread only. */
+/* Takes the free slot that has been free longest (first in, first out) and
+ * gives it a new generation (never 0). Returns the id, or 0 when the table
+ * is full. Owner thread only. */
 pier_sid sid_alloc(sid_table *t);
 /* sid_alloc in two steps: sid_take reserves the id without making it live,
  * so the owner can fill in what other threads may read once it is (the

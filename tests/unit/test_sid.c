@@ -1,5 +1,6 @@
 /* Unit tests for the session slot table: id layout, allocation until full,
- * staleness after release, the closing mark, and generation wrap-around. */
+ * staleness after release, the closing mark, generation wrap-around and
+ * first-in-first-out slot reuse. */
 #include <errno.h>
 #include <stdint.h>
 
@@ -188,6 +189,45 @@ START_TEST(test_sid_generation_wraps_to_1_never_0) {
 }
 END_TEST
 
+/* Freed slots come back first in, first out: the slot freed longest ago is
+ * handed out next, so one client cycling connections walks every free slot
+ * and a slot's generation advances once per (free slots) allocations. */
+START_TEST(test_sid_free_slots_reused_fifo) {
+  sid_table t;
+  pier_sid ids[4], a, b, c, d;
+
+  ck_assert_int_eq(sid_table_init(&t, 0, 4), 0);
+  for (int i = 0; i < 4; i++)
+    ids[i] = sid_alloc(&t);
+  sid_release(&t, ids[2]);
+  sid_release(&t, ids[0]);
+  sid_release(&t, ids[3]);
+  a = sid_alloc(&t);
+  sid_release(&t, a); /* freed again: behind 0 and 3 */
+  b = sid_alloc(&t);
+  c = sid_alloc(&t);
+  d = sid_alloc(&t);
+  ck_assert_uint_eq(PIER_SID_SLOT(a), 2);
+  ck_assert_uint_eq(PIER_SID_SLOT(b), 0);
+  ck_assert_uint_eq(PIER_SID_SLOT(c), 3);
+  ck_assert_uint_eq(PIER_SID_SLOT(d), 2);
+  ck_assert_uint_eq(PIER_SID_GEN(d), 3);
+  ck_assert_uint_eq(sid_alloc(&t), 0);
+  sid_table_free(&t);
+
+  /* One client cycling through a table of 1000 free slots: after 10000
+   * sessions each slot's generation has advanced 10 times, not 10000. */
+  ck_assert_int_eq(sid_table_init(&t, 0, 1000), 0);
+  for (int i = 0; i < 10000; i++) {
+    a = sid_alloc(&t);
+    ck_assert_uint_eq(PIER_SID_SLOT(a), (uint32_t)(i % 1000));
+    sid_release(&t, a);
+  }
+  ck_assert_uint_eq(PIER_SID_GEN(a), 10);
+  sid_table_free(&t);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("sid");
   TCase *tc = tcase_create("sid");
@@ -200,6 +240,7 @@ int main(void) {
   tcase_add_test(tc, test_sid_mark_closing_keeps_slot_allocated);
   tcase_add_test(tc, test_sid_foreign_or_bad_ids_not_live);
   tcase_add_test(tc, test_sid_generation_wraps_to_1_never_0);
+  tcase_add_test(tc, test_sid_free_slots_reused_fifo);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
