@@ -9,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include "net/framing.h"
 #include "testlib.h"
@@ -99,9 +102,9 @@ static void on_disconnected(void *ctx, session *s, pier_reason reason) {
 
 static const net_handler srv_handler = {on_connected, on_recv, on_send, on_disconnected, NULL};
 
-/* Starts a server with opts o (backend and the rest) on one raw or framed
- * listener. */
-static srv *srv_start_o(const net_opts *o, int mode, net_framing framing) {
+/* Creates a server with opts o (backend and the rest) on one raw or framed
+ * listener; net_start is left to the caller. */
+static srv *srv_create_o(const net_opts *o, int mode, net_framing framing) {
   srv *v = calloc(1, sizeof(*v));
   net_addr a;
   net_listener *l;
@@ -115,6 +118,11 @@ static srv *srv_start_o(const net_opts *o, int mode, net_framing framing) {
   ck_assert_int_eq(net_listen(v->n, &a, &v->ep, &l), 0);
   v->port = net_listener_port(l);
   ck_assert_int_gt(v->port, 0);
+  return v;
+}
+
+static srv *srv_start_o(const net_opts *o, int mode, net_framing framing) {
+  srv *v = srv_create_o(o, mode, framing);
   ck_assert_int_eq(net_start(v->n), 0);
   return v;
 }
@@ -423,6 +431,66 @@ START_TEST(test_net_send_cap_disconnects_non_reader) {
   net_get_stats(v->n, &st);
   ck_assert_uint_eq(st.send_queue_full, 1);
   close(fd);
+  srv_free(v);
+}
+END_TEST
+
+/* CPU time (user + system) of this process so far, in ms. */
+static long cpu_ms(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000L +
+         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000L;
+}
+
+/* Out of file descriptors with connections waiting: the worker backs off
+ * (100 ms between accepts) without spinning, and serves the waiting
+ * clients once descriptors are free again. */
+START_TEST(test_net_emfile_backoff_does_not_spin) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 100};
+  srv *v = srv_create_o(&o, MODE_ECHO, NET_FRAMING_RAW);
+  struct rlimit old, low;
+  int cli[4], filler[256], nfill = 0, fd;
+  long cpu0, cpu;
+  char buf[4];
+
+  for (int i = 0; i < 4; i++)
+    cli[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  /* Take every descriptor the lowered limit leaves, so accept gets EMFILE.
+   * The workers start after: io_uring reads the limit when an accept is
+   * submitted. */
+  getrlimit(RLIMIT_NOFILE, &old);
+  low = old;
+  low.rlim_cur = (rlim_t)cli[3] + 64;
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+  while (nfill < 256 && (fd = dup(0)) >= 0)
+    filler[nfill++] = fd;
+  ck_assert_int_eq(errno, EMFILE);
+  ck_assert_int_eq(net_start(v->n), 0);
+  for (int i = 0; i < 4; i++) {
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(v->port)};
+    in.sin_addr.s_addr = htonl(0x7f000001);
+    ck_assert_int_eq(connect(cli[i], (struct sockaddr *)&in, sizeof(in)), 0);
+  }
+  usleep(100000); /* the worker has met EMFILE and is backing off */
+  cpu0 = cpu_ms();
+  usleep(500000);
+  cpu = cpu_ms() - cpu0;
+  ck_assert_int_eq(atomic_load(&v->connected), 0);
+  /* A spinning epoll_wait burns the whole 500 ms; backing off costs a few. */
+  ck_assert_msg(cpu < 100, "%ld ms of CPU in 500 ms of EMFILE backoff", cpu);
+  for (int i = 0; i < nfill; i++)
+    close(filler[i]);
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+  ck_assert(wait_for(&v->connected, 4));
+  for (int i = 0; i < 4; i++) {
+    struct timeval tv = {10, 0};
+    setsockopt(cli[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    test_send_all(cli[i], "back", 4);
+    ck_assert_int_eq(test_recv_exact(cli[i], buf, 4), 0);
+    ck_assert_int_eq(memcmp(buf, "back", 4), 0);
+    close(cli[i]);
+  }
   srv_free(v);
 }
 END_TEST
@@ -789,6 +857,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_max_sessions_refuses_extra, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_send_cap_disconnects_non_reader, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stale_sid_fails_cleanly, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_emfile_backoff_does_not_spin, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_two_workers_cross_sends, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_client_service_connects_and_reports_errors, 0,
                       TEST_NBACKENDS);
