@@ -680,29 +680,23 @@ int net_abort(net *n, pier_sid sid, pier_reason reason) { return close_any(n, si
 
 int net_set_user(net *n, pier_sid sid, void *user) {
   net_worker *w = worker_of(n, sid);
-  if (!w || !sid_exists(&w->sids, sid))
-    return -ENOTCONN;
-  atomic_store_explicit(&w->sids.user[PIER_SID_SLOT(sid)], user, memory_order_relaxed);
-  return 0;
+  return w ? sid_set_user(&w->sids, sid, user) : -ENOTCONN;
 }
 
 void *net_get_user(net *n, pier_sid sid) {
   net_worker *w = worker_of(n, sid);
-  void *user;
-  if (!w || !sid_exists(&w->sids, sid))
-    return NULL;
-  user = atomic_load_explicit(&w->sids.user[PIER_SID_SLOT(sid)], memory_order_relaxed);
-  return sid_exists(&w->sids, sid) ? user : NULL;
+  return w ? sid_get_user(&w->sids, sid) : NULL;
 }
 
 int net_peer(net *n, pier_sid sid, net_addr *out) {
   net_worker *w = worker_of(n, sid);
-  if (!w || !sid_exists(&w->sids, sid))
+  if (!w || !sid_lock(&w->sids, sid))
     return -ENOTCONN;
-  /* The peer is written before the id becomes live and not again while it
-   * is: a copy taken between two checks of the id is that session's. */
+  /* Under the slot lock the session cannot be released and its slot reused,
+   * so this is the peer of the session sid names. */
   *out = w->sessions[PIER_SID_SLOT(sid)].peer;
-  return sid_exists(&w->sids, sid) ? 0 : -ENOTCONN;
+  sid_unlock(&w->sids, sid);
+  return 0;
 }
 
 void net_post(net *n, unsigned worker, io_job *job) {

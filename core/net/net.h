@@ -102,10 +102,13 @@ int net_close(net *n, pier_sid sid, pier_reason reason);
 int net_abort(net *n, pier_sid sid, pier_reason reason);
 
 /* Any thread. A pointer kept with the session for its owner (the plugin
- * host); readable until on_disconnected returns. set: 0 or -ENOTCONN. */
+ * host); readable until on_disconnected returns. set: 0 or -ENOTCONN. A
+ * stale id never reaches another session, even one that takes its slot
+ * meanwhile: the access is made under the slot's lock (see sid.h). */
 int net_set_user(net *n, pier_sid sid, void *user);
 void *net_get_user(net *n, pier_sid sid);
-/* Any thread. The session's peer address; 0 or -ENOTCONN. */
+/* Any thread. The session's peer address; 0 or -ENOTCONN (never the address
+ * of a newer session in the slot). */
 int net_peer(net *n, pier_sid sid, net_addr *out);
 /* Any thread. Runs job on worker `worker`'s thread (index modulo workers). */
 void net_post(net *n, unsigned worker, io_job *job);

@@ -10,7 +10,12 @@
 
 #include "pier/types.h"
 
+#define SID_GEN_MASK 0xffffffu
 #define SID_CLOSING 0x1000000u
+/* Held while a thread reads or writes what belongs to the slot's session
+ * (its user pointer, its peer address) on behalf of an id: the owner cannot
+ * release the slot, and so no newer session can take it, until it is clear. */
+#define SID_LOCK 0x2000000u
 
 typedef struct sid_table {
   uint32_t cap;
@@ -19,7 +24,8 @@ typedef struct sid_table {
   uint32_t *free_slots;     /* ring of free slot numbers, oldest freed first */
   uint32_t *next_gen;       /* owner thread only */
   _Atomic uint32_t *live;   /* generation of the open session in the slot; 0 if free,
-                             SID_CLOSING added once it is closing */
+                             SID_CLOSING added once it is closing, SID_LOCK while
+                             another thread touches the slot for that id */
   _Atomic(void *) *user;   /* per-session pointer of the session's owner */
   _Atomic uint32_t *xsend; /* sends to the slot posted from other threads, not yet run */
   unsigned worker;
@@ -37,7 +43,10 @@ pier_sid sid_alloc(sid_table *t);
  * peer address); sid_publish makes it live. */
 pier_sid sid_take(sid_table *t);
 void sid_publish(sid_table *t, pier_sid sid);
-/* Marks the slot free; its id becomes stale at once. Owner thread only. */
+/* Marks the slot free; its id becomes stale at once. Waits (briefly: a lock
+ * covers one pointer or address copy) until no other thread holds the slot's
+ * lock, so nothing done for the old id can land after this returns. Owner
+ * thread only. */
 void sid_release(sid_table *t, pier_sid sid);
 /* Marks a live id as closing: sid_live() is false for it from now on, so
  * other threads stop queueing to it. Any thread. */
@@ -46,5 +55,17 @@ void sid_mark_closing(sid_table *t, pier_sid sid);
 int sid_exists(const sid_table *t, pier_sid sid);
 /* Whether sid names the live session of its slot. Any thread. */
 int sid_live(const sid_table *t, pier_sid sid);
+/* Locks the slot for sid if sid names its session (closing or not): returns
+ * 1 with the lock held (release it with sid_unlock at once), or 0 for a
+ * stale or bad id. While it is held the slot cannot be released, so what the
+ * caller reads or writes is that session's. Any thread but the owner (which
+ * would wait on itself in sid_release only if it held it there). */
+int sid_lock(sid_table *t, pier_sid sid);
+void sid_unlock(sid_table *t, pier_sid sid);
+/* The session's user pointer, under the slot lock: a stale id sets nothing
+ * (-ENOTCONN) and reads NULL, even while its slot is being reused. Any
+ * thread. */
+int sid_set_user(sid_table *t, pier_sid sid, void *user);
+void *sid_get_user(sid_table *t, pier_sid sid);
 
 #endif
