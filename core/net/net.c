@@ -233,7 +233,15 @@ static void *worker_main(void *arg) {
 
 /* ---- cross-thread jobs ---- */
 
-typedef enum { JOB_SEND, JOB_CLOSE, JOB_ABORT, JOB_CONNECT, JOB_ADOPT, JOB_STOP } job_op;
+typedef enum {
+  JOB_SEND,
+  JOB_CLOSE,
+  JOB_ABORT,
+  JOB_QUEUE_FULL, /* a send from another thread would pass max_send_queue */
+  JOB_CONNECT,
+  JOB_ADOPT,
+  JOB_STOP
+} job_op;
 
 typedef struct net_job {
   io_job job;
@@ -241,6 +249,7 @@ typedef struct net_job {
   job_op op;
   pier_sid sid;
   sbuf *buf;
+  size_t len; /* JOB_SEND: bytes counted in xsend; JOB_QUEUE_FULL: the refused send */
   pier_reason reason;
   net_addr addr;
   const net_endpoint *ep;
@@ -300,7 +309,7 @@ static void run_job(io_job *job) {
     if (j->buf)
       sbuf_release(j->buf);
     if (j->op == JOB_SEND)
-      atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], 1);
+      atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], j->len);
     if (j->op == JOB_ADOPT) {
       close(j->fd);
       atomic_fetch_sub(&w->n->accepted_open, 1);
@@ -315,7 +324,12 @@ static void run_job(io_job *job) {
     if (s)
       session_write_buf(s, j->buf);
     sbuf_release(j->buf);
-    atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], 1);
+    atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], j->len);
+    break;
+  case JOB_QUEUE_FULL:
+    s = session_lookup(w, j->sid);
+    if (s && (s->state == SS_OPEN || s->state == SS_CLOSING))
+      session_queue_full(s, j->len);
     break;
   case JOB_CLOSE:
   case JOB_ABORT:
@@ -597,16 +611,60 @@ static int send_direct(net_worker *w, pier_sid sid) {
          atomic_load_explicit(&w->sids.xsend[PIER_SID_SLOT(sid)], memory_order_acquire) == 0;
 }
 
-/* Posts a send of b (a reference the job takes over) to the session's worker. */
-static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
-  int rc;
-  atomic_fetch_add(&w->sids.xsend[PIER_SID_SLOT(sid)], 1);
-  rc = post(w, JOB_SEND, sid, b, PIER_REASON_NONE);
-  if (rc < 0) {
-    atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(sid)], 1);
-    sbuf_release(b);
+/* A send from another thread that would pass max_send_queue: the session
+ * is disconnected as the contract says, on its worker (which logs it with
+ * its rate limit), and stops taking sends from other threads at once. */
+static int refuse_send(net_worker *w, pier_sid sid, size_t len) {
+  net_job *j;
+  sid_mark_closing(&w->sids, sid);
+  j = calloc(1, sizeof(*j));
+  if (!j) {
+    log_error("session %016llx: out of memory disconnecting it (send queue full)",
+              (unsigned long long)sid);
+    return -ENOBUFS;
   }
-  return rc;
+  j->job.fn = run_job;
+  j->w = w;
+  j->op = JOB_QUEUE_FULL;
+  j->sid = sid;
+  j->len = len;
+  io_post(&w->loop, &j->job);
+  return -ENOBUFS;
+}
+
+/* Posts a send of b (a reference the job takes over) to the session's
+ * worker. The bytes posted to one slot and not yet run are capped like its
+ * queue: a plugin thread cannot grow a worker's inbox past max_send_queue
+ * per session. */
+static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
+  _Atomic size_t *pending = &w->sids.xsend[PIER_SID_SLOT(sid)];
+  size_t len = b->len, before;
+  net_job *j;
+
+  if (len == 0) { /* nothing to send or to keep in order */
+    sbuf_release(b);
+    return 0;
+  }
+  before = atomic_fetch_add(pending, len);
+  if (len > w->n->opts.max_send_queue || before + len > w->n->opts.max_send_queue) {
+    atomic_fetch_sub(pending, len);
+    sbuf_release(b);
+    return refuse_send(w, sid, before + len);
+  }
+  j = calloc(1, sizeof(*j));
+  if (!j) {
+    atomic_fetch_sub(pending, len);
+    sbuf_release(b);
+    return -ENOMEM;
+  }
+  j->job.fn = run_job;
+  j->w = w;
+  j->op = JOB_SEND;
+  j->sid = sid;
+  j->buf = b;
+  j->len = len;
+  io_post(&w->loop, &j->job);
+  return 0;
 }
 
 int net_send(net *n, pier_sid sid, const void *data, size_t len) {
@@ -622,7 +680,7 @@ int net_send(net *n, pier_sid sid, const void *data, size_t len) {
   if (!sid_live(&w->sids, sid))
     return -ENOTCONN;
   if (len > n->opts.max_send_queue)
-    return -ENOBUFS;
+    return refuse_send(w, sid, len);
   b = sbuf_from(data, len);
   if (!b)
     return -ENOMEM;

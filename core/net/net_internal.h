@@ -114,6 +114,9 @@ int session_connect(session *s, const net_addr *addr);
 int session_write(session *s, const void *data, size_t len);
 int session_write_buf(session *s, sbuf *b);
 void session_close(session *s, pier_reason reason, int abortive);
+/* Counts, logs (rate-limited) and disconnects s with SEND_QUEUE_FULL for a
+ * send of len bytes that did not fit; returns -ENOBUFS. */
+int session_queue_full(session *s, size_t len);
 session *session_lookup(net_worker *w, pier_sid sid);
 void worker_flush(io_loop *loop);
 void worker_maybe_finish(net_worker *w);

@@ -342,7 +342,7 @@ static void want_flush(session *s) {
   s->w->flush_head = s;
 }
 
-static int queue_full(session *s, size_t len) {
+int session_queue_full(session *s, size_t len) {
   char peer[NET_ADDR_STRLEN];
   STAT_ADD(s->w, send_queue_full, 1);
   log_limited(&s->w->rl_full, LOG_WARN,
@@ -360,7 +360,7 @@ int session_write(session *s, const void *data, size_t len) {
     return -ENOTCONN;
   rc = sendq_write(&s->q, data, len, s->w->n->opts.max_send_queue);
   if (rc == -ENOBUFS)
-    return queue_full(s, len);
+    return session_queue_full(s, len);
   if (rc == 0)
     want_flush(s);
   return rc;
@@ -372,7 +372,7 @@ int session_write_buf(session *s, sbuf *b) {
     return -ENOTCONN;
   rc = sendq_push(&s->q, b, 0, b->len, s->w->n->opts.max_send_queue);
   if (rc == -ENOBUFS)
-    return queue_full(s, b->len);
+    return session_queue_full(s, b->len);
   if (rc == 0)
     want_flush(s);
   return rc;

@@ -27,7 +27,8 @@ typedef struct sid_table {
                              SID_CLOSING added once it is closing, SID_LOCK while
                              another thread touches the slot for that id */
   _Atomic(void *) *user;   /* per-session pointer of the session's owner */
-  _Atomic uint32_t *xsend; /* sends to the slot posted from other threads, not yet run */
+  _Atomic size_t *xsend;   /* bytes of sends to the slot posted from other threads and
+                             not yet run (may briefly include a previous session's) */
   unsigned worker;
 } sid_table;
 

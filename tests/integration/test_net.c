@@ -495,6 +495,74 @@ START_TEST(test_net_emfile_backoff_does_not_spin) {
 }
 END_TEST
 
+/* From a thread other than the session's worker (here the test's own), a
+ * send larger than max_send_queue is refused and the session disconnected,
+ * as on the worker. */
+START_TEST(test_net_cross_thread_oversize_send_disconnects) {
+  const size_t cap = 64u << 10;
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, cap, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  static char big[(64u << 10) + 1];
+  net_stats st;
+
+  ck_assert(wait_for(&v->connected, 1));
+  ck_assert_int_eq(net_send(v->n, v->sids[0], big, sizeof(big)), -ENOBUFS);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
+  ck_assert_int_eq(net_send(v->n, v->sids[0], "x", 1), -ENOTCONN);
+  ck_assert_int_eq(test_recv_until_close(fd, NULL), -ECONNRESET);
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.send_queue_full, 1);
+  close(fd);
+  srv_free(v);
+}
+END_TEST
+
+typedef struct blocker {
+  io_job job;
+  _Atomic int running, release;
+} blocker;
+
+static void block_worker(io_job *job) {
+  blocker *b = (blocker *)job;
+  atomic_store(&b->running, 1);
+  while (!atomic_load(&b->release))
+    usleep(1000);
+}
+
+/* While the worker is busy, sends from another thread wait in its inbox:
+ * no more than max_send_queue bytes of them per session. The one that would
+ * pass the cap is refused and the session disconnected; what was accepted
+ * before it is still what the session had queued. */
+START_TEST(test_net_cross_thread_inbox_capped_per_session) {
+  const size_t cap = 64u << 10;
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, cap, NET_FRAMING_RAW);
+  int fd = test_connect(v->port), rc = 0;
+  static char chunk[4096];
+  blocker b;
+  size_t accepted = 0;
+
+  ck_assert(wait_for(&v->connected, 1));
+  memset(&b, 0, sizeof(b));
+  b.job.fn = block_worker;
+  net_post(v->n, 0, &b.job);
+  ck_assert(wait_for(&b.running, 1));
+  for (int i = 0; i < 1000 && rc == 0; i++) {
+    rc = net_send(v->n, v->sids[0], chunk, sizeof(chunk));
+    if (rc == 0)
+      accepted += sizeof(chunk);
+  }
+  ck_assert_int_eq(rc, -ENOBUFS);
+  ck_assert_uint_eq(accepted, cap);
+  ck_assert_int_eq(net_send(v->n, v->sids[0], "x", 1), -ENOTCONN);
+  atomic_store(&b.release, 1);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
+  close(fd);
+  srv_free(v);
+}
+END_TEST
+
 /* ---- stale ids ---- */
 
 START_TEST(test_net_stale_sid_fails_cleanly) {
@@ -856,6 +924,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_close_deadline_reports_flush_timeout, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_max_sessions_refuses_extra, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_send_cap_disconnects_non_reader, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_cross_thread_oversize_send_disconnects, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_cross_thread_inbox_capped_per_session, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stale_sid_fails_cleanly, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_emfile_backoff_does_not_spin, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_two_workers_cross_sends, 0, TEST_NBACKENDS);
