@@ -787,6 +787,7 @@ void net_get_stats(net *n, net_stats *out) {
     SUM(idle_timeouts);
     SUM(packet_timeouts);
     SUM(refused_per_ip);
+    SUM(send_timeouts);
   }
 #undef SUM
   out->sessions = out->accepted + out->connected_out - out->disconnects;

@@ -50,6 +50,11 @@ typedef struct net_opts {
   unsigned idle_timeout_ms;  /* close sessions that send nothing this long; 0 = never */
   unsigned packet_timeout_ms; /* a partial framed packet must complete in this; 0 = never */
   unsigned max_conns_per_ip;  /* accepted sessions per remote address; 0 = no cap */
+  /* With data to send (queued or in flight), a send must complete within
+   * this of the last one; else the session is reset (SEND_TIMEOUT), like
+   * nginx's send_timeout: a peer that stops reading is cut off in bounded
+   * time even when what it does not read sits in kernel buffers. 0 = off. */
+  unsigned send_timeout_ms;
   unsigned buf_count, buf_size; /* receive buffers per worker (0 = defaults) */
 } net_opts;
 
@@ -65,6 +70,7 @@ typedef struct net_stats {
   uint64_t idle_timeouts;
   uint64_t packet_timeouts;   /* partial packets not completed in time */
   uint64_t refused_per_ip;    /* connections over max_conns_per_ip */
+  uint64_t send_timeouts;     /* sessions reset for no send progress (send_timeout_ms) */
 } net_stats;
 
 /* Creates the workers' loops (no threads yet). Logs which backend was chosen,

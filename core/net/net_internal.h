@@ -31,7 +31,9 @@ struct session {
   io_timer close_timer; /* graceful close deadline */
   io_timer idle_timer;  /* idle_timeout_ms; re-armed lazily from last_rx */
   io_timer packet_timer; /* packet_timeout_ms; re-armed lazily from partial_since */
+  io_timer send_timer;   /* send_timeout_ms; re-armed lazily from last_tx */
   uint64_t partial_since; /* loop time the held partial packet began, 0 if none */
+  uint64_t last_tx;     /* loop time a send was last submitted (after progress) */
   uint64_t last_rx;     /* loop time of the last data received */
   net_addr peer;
   session *next_flush;
@@ -46,7 +48,8 @@ struct session {
 
 typedef struct net_counters {
   _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
-      send_queue_full, bad_packets, idle_timeouts, packet_timeouts, refused_per_ip;
+      send_queue_full, bad_packets, idle_timeouts, packet_timeouts, refused_per_ip,
+      send_timeouts;
 } net_counters;
 
 #define STAT_ADD(w, field, v) \
@@ -84,7 +87,7 @@ struct net_worker {
   int stopping;
   int dead; /* loop torn down: queued jobs only free themselves */
   net_counters stats;
-  log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip;
+  log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip, rl_send;
 };
 
 struct net {

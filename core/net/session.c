@@ -30,6 +30,7 @@ static void finish(session *s) {
   io_timer_stop(&w->loop, &s->close_timer);
   io_timer_stop(&w->loop, &s->idle_timer);
   io_timer_stop(&w->loop, &s->packet_timer);
+  io_timer_stop(&w->loop, &s->send_timer);
   io_close_fd(&w->loop, &s->iofd);
   sendq_clear(&s->q);
   framing_reset(&s->fr);
@@ -107,6 +108,32 @@ static void on_packet_timeout(io_timer *t) {
   session_close(s, PIER_REASON_PACKET_TIMEOUT, 1);
 }
 
+/* send_timeout_ms: armed by a flush when not running, and re-armed from
+ * here for what is left while sends keep completing; a session with nothing
+ * to send lets it lapse (the next flush arms it again). */
+static void on_send_timeout(io_timer *t) {
+  session *s = container_of(t, session, send_timer);
+  io_loop *loop = &s->w->loop;
+  uint64_t limit = s->w->n->opts.send_timeout_ms, stuck;
+  char peer[NET_ADDR_STRLEN];
+
+  if ((s->state != SS_OPEN && s->state != SS_CLOSING) || (!s->inflight && !s->q.bytes))
+    return;
+  stuck = loop->now - s->last_tx;
+  if (stuck < limit) {
+    io_timer_start(loop, &s->send_timer, limit - stuck, 0);
+    return;
+  }
+  STAT_ADD(s->w, send_timeouts, 1);
+  log_limited(&s->w->rl_send, LOG_WARN,
+              "session %016llx %s: no send progress for %llu ms (send_timeout_ms), %zu bytes "
+              "queued; resetting",
+              (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
+              (unsigned long long)stuck, s->q.bytes);
+  s->reason = PIER_REASON_SEND_TIMEOUT; /* also over a graceful close's reason */
+  session_close(s, PIER_REASON_SEND_TIMEOUT, 1);
+}
+
 session *session_new(net_worker *w, int fd, const net_endpoint *ep, const net_addr *peer) {
   pier_sid sid = sid_take(&w->sids);
   session *s;
@@ -124,6 +151,7 @@ session *session_new(net_worker *w, int fd, const net_endpoint *ep, const net_ad
   io_timer_init(&s->close_timer, on_close_timeout);
   io_timer_init(&s->idle_timer, on_idle);
   io_timer_init(&s->packet_timer, on_packet_timeout);
+  io_timer_init(&s->send_timer, on_send_timeout);
   if (peer)
     s->peer = *peer;
   sid_publish(&w->sids, sid); /* from here other threads may read the peer */
@@ -151,6 +179,7 @@ static void enter_closed(session *s, int abortive) {
   io_timer_stop(loop, &s->close_timer);
   io_timer_stop(loop, &s->idle_timer);
   io_timer_stop(loop, &s->packet_timer);
+  io_timer_stop(loop, &s->send_timer);
   if (abortive) {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(s->iofd.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -297,6 +326,12 @@ static void flush(session *s) {
   }
   s->inflight = (uint32_t)bytes;
   s->refs++;
+  if (s->w->n->opts.send_timeout_ms) {
+    /* Submitted now, at the start or right after a completion: progress. */
+    s->last_tx = s->w->loop.now;
+    if (!io_timer_active(&s->send_timer))
+      io_timer_start(&s->w->loop, &s->send_timer, s->w->n->opts.send_timeout_ms, 0);
+  }
 }
 
 static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {

@@ -35,7 +35,8 @@ typedef uint64_t pier_sid;
   XX(NO_MEMORY, 11, "out of memory")                                     \
   XX(FLUSH_TIMEOUT, 12, "pending data not sent before the close deadline") \
   XX(PLUGIN_ERROR, 13, "plugin failed")                                  \
-  XX(PACKET_TIMEOUT, 14, "partial packet not completed within packet_timeout_ms")
+  XX(PACKET_TIMEOUT, 14, "partial packet not completed within packet_timeout_ms") \
+  XX(SEND_TIMEOUT, 15, "no send progress within send_timeout_ms (peer not reading)")
 
 typedef enum pier_reason {
 #define XX(name, value, text) PIER_REASON_##name = value,

@@ -563,6 +563,71 @@ START_TEST(test_net_cross_thread_inbox_capped_per_session) {
 }
 END_TEST
 
+/* A loopback client whose receive buffer is rcvbuf bytes from the start
+ * (set before connect, so the window it advertises fits the buffer). */
+static int connect_rcvbuf(uint16_t port, int rcvbuf) {
+  struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(port)};
+  struct timeval tv = {10, 0};
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  in.sin_addr.s_addr = htonl(0x7f000001);
+  ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ck_assert_int_eq(connect(fd, (struct sockaddr *)&in, sizeof(in)), 0);
+  return fd;
+}
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A peer that stops reading while data is on its way to it is reset once no
+ * send has completed for send_timeout_ms, though everything fits in the
+ * send queue; a peer that reads slowly but steadily over a much longer
+ * transfer is not. */
+START_TEST(test_net_send_timeout_resets_non_reader) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 32u << 20, .close_timeout_ms = 3000,
+                .send_timeout_ms = 300};
+  srv *v = srv_start_o(&o, MODE_SILENT, NET_FRAMING_RAW);
+  int hog = connect_rcvbuf(v->port, 4096), slow;
+  static char big[16u << 20], buf[32768];
+  size_t got = 0;
+  uint64_t t0, took;
+  net_stats st;
+
+  ck_assert(wait_for(&v->connected, 1));
+  t0 = mono_ms();
+  ck_assert_int_eq(net_send(v->n, v->sids[0], big, sizeof(big)), 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  took = mono_ms() - t0;
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_TIMEOUT]), 1);
+  ck_assert_uint_ge(took, 300);
+  ck_assert_uint_lt(took, 3000);
+  ck_assert_int_eq(test_recv_until_close(hog, NULL), -ECONNRESET);
+  close(hog);
+  ck_assert_str_eq(net_reason_text(PIER_REASON_SEND_TIMEOUT),
+                   "no send progress within send_timeout_ms (peer not reading)");
+
+  /* 1 MiB read 32 KiB every 50 ms: about 1.6 s, each step well inside 300 ms. */
+  slow = connect_rcvbuf(v->port, 4096);
+  ck_assert(wait_for(&v->connected, 2));
+  ck_assert_int_eq(net_send(v->n, v->sids[1], big, 1u << 20), 0);
+  while (got < (1u << 20)) {
+    ssize_t r = recv(slow, buf, sizeof(buf), MSG_WAITALL);
+    ck_assert_int_gt(r, 0);
+    got += (size_t)r;
+    usleep(50000);
+  }
+  ck_assert_int_eq(atomic_load(&v->disconnected), 1);
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.send_timeouts, 1);
+  close(slow);
+  srv_free(v);
+}
+END_TEST
+
 /* ---- stale ids ---- */
 
 START_TEST(test_net_stale_sid_fails_cleanly) {
@@ -926,6 +991,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_send_cap_disconnects_non_reader, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_oversize_send_disconnects, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_inbox_capped_per_session, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_send_timeout_resets_non_reader, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stale_sid_fails_cleanly, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_emfile_backoff_does_not_spin, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_two_workers_cross_sends, 0, TEST_NBACKENDS);
