@@ -307,6 +307,8 @@ int io_cancel(io_loop *loop, io_ev *ev) {
   return loop->be->cancel(loop, ev);
 }
 
+int io_submit_now(io_loop *loop) { return loop->be->submit ? loop->be->submit(loop) : 0; }
+
 void io_close_fd(io_loop *loop, io_fd *fd) {
   if (fd->fd < 0)
     return;

@@ -238,6 +238,7 @@ typedef enum {
   JOB_CLOSE,
   JOB_ABORT,
   JOB_QUEUE_FULL, /* a send from another thread would pass max_send_queue */
+  JOB_RESUME,     /* the owner's backlog of a read-paused session reached 0 */
   JOB_CONNECT,
   JOB_ADOPT,
   JOB_STOP
@@ -337,6 +338,11 @@ static void run_job(io_job *job) {
     if (s)
       session_close(s, j->reason, j->op == JOB_ABORT);
     break;
+  case JOB_RESUME:
+    s = session_lookup(w, j->sid);
+    if (s)
+      session_resume_reading(s);
+    break;
   case JOB_CONNECT:
     do_connect(w, &j->addr, j->ep);
     break;
@@ -404,6 +410,8 @@ int net_create(const net_opts *opts, net **out) {
     n->opts.close_timeout_ms = 5000;
   if (!n->opts.max_send_queue)
     n->opts.max_send_queue = 1u << 20;
+  if (!n->opts.recv_backlog)
+    n->opts.recv_backlog = 65536;
   n->be = io_backend_pick(opts->backend ? opts->backend : "auto", why, sizeof(why));
   if (!n->be) {
     log_error("io_backend \"%s\" unknown (expected auto, io_uring or epoll)", opts->backend);
@@ -757,6 +765,30 @@ int net_peer(net *n, pier_sid sid, net_addr *out) {
   return 0;
 }
 
+void net_backlog_done(net *n, pier_sid sid, size_t bytes) {
+  net_worker *w = worker_of(n, sid);
+  _Atomic uint64_t *word;
+  uint64_t v, tag, held, nv;
+
+  if (!w || PIER_SID_SLOT(sid) >= w->sids.cap || PIER_SID_GEN(sid) == 0)
+    return;
+  word = &w->sids.backlog[PIER_SID_SLOT(sid)];
+  tag = (uint64_t)PIER_SID_GEN(sid) << SID_BL_SHIFT;
+  v = atomic_load_explicit(word, memory_order_relaxed);
+  do {
+    if ((v & ~(SID_BL_PAUSED | SID_BL_BYTES)) != tag)
+      return; /* an earlier session of the slot: not this count */
+    held = v & SID_BL_BYTES;
+    held = bytes < held ? held - bytes : 0;
+    nv = tag | held | (held ? (v & SID_BL_PAUSED) : 0);
+  } while (!atomic_compare_exchange_weak_explicit(word, &v, nv, memory_order_acq_rel,
+                                                  memory_order_relaxed));
+  /* Whoever clears the paused bit posts the one resume of this pause. */
+  if ((v & SID_BL_PAUSED) && !held && post(w, JOB_RESUME, sid, NULL, PIER_REASON_NONE) < 0)
+    log_error("session %016llx: out of memory resuming its reads; it stays paused",
+              (unsigned long long)sid);
+}
+
 void net_post(net *n, unsigned worker, io_job *job) {
   io_post(&n->workers[worker % n->nworkers].loop, job);
 }
@@ -788,6 +820,7 @@ void net_get_stats(net *n, net_stats *out) {
     SUM(packet_timeouts);
     SUM(refused_per_ip);
     SUM(send_timeouts);
+    SUM(read_pauses);
   }
 #undef SUM
   out->sessions = out->accepted + out->connected_out - out->disconnects;

@@ -55,6 +55,9 @@ typedef struct net_opts {
    * nginx's send_timeout: a peer that stops reading is cut off in bounded
    * time even when what it does not read sits in kernel buffers. 0 = off. */
   unsigned send_timeout_ms;
+  /* Bytes the owner may hold for a session (session_backlog_add) before the
+   * session stops being read; 0 = 65536. */
+  size_t recv_backlog;
   unsigned buf_count, buf_size; /* receive buffers per worker (0 = defaults) */
 } net_opts;
 
@@ -71,6 +74,7 @@ typedef struct net_stats {
   uint64_t packet_timeouts;   /* partial packets not completed in time */
   uint64_t refused_per_ip;    /* connections over max_conns_per_ip */
   uint64_t send_timeouts;     /* sessions reset for no send progress (send_timeout_ms) */
+  uint64_t read_pauses;       /* times a session stopped being read for its owner's backlog */
 } net_stats;
 
 /* Creates the workers' loops (no threads yet). Logs which backend was chosen,
@@ -134,6 +138,29 @@ const char *net_backend_name(const net *n);
 unsigned net_workers(const net *n);
 /* Sums the workers' counters. Any thread; the values are a moment's view. */
 void net_get_stats(net *n, net_stats *out);
+
+/* Read backpressure. The owner (the plugin host) tells the network how much
+ * it holds on behalf of each session; a session whose owner is behind stops
+ * being read, so the kernel's receive buffer and TCP flow control hold the
+ * rest instead of pier's memory.
+ *
+ * Session's worker only (inside a net_handler callback). The owner holds
+ * `bytes` more on behalf of s (events not yet delivered). When s's backlog
+ * then exceeds net_opts.recv_backlog, or when pause_now is set, s stops being
+ * read: its recv is cancelled and not re-armed; data already received is
+ * still delivered through on_recv (nothing is lost or reordered), and the
+ * kernel's receive buffer and TCP flow control hold the rest. What on_recv
+ * can still deliver after the pause is what the kernel had handed over
+ * before the cancel took effect: on epoll at most the chunk being read (one
+ * buf_size); on io_uring the completions already posted, at most one per
+ * provided buffer (buf_count x buf_size), in practice a few. While paused
+ * the idle and packet timers do not close s; they restart on resume. */
+void session_backlog_add(session *s, size_t bytes, int pause_now);
+/* Any thread. The owner delivered or dropped `bytes` of what it held for
+ * sid. A stale sid is ignored. When the backlog reaches 0 and the session's
+ * reading is paused, reading resumes (on the session's worker, through its
+ * inbox; one resume job at most per pause). */
+void net_backlog_done(net *n, pier_sid sid, size_t bytes);
 
 /* Session accessors: on the session's worker only (inside callbacks). */
 pier_sid session_sid(const session *s);

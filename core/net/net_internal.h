@@ -44,12 +44,13 @@ struct session {
   uint8_t flush_queued;
   uint8_t accepted;   /* counts against max_sessions */
   uint8_t reason;
+  uint8_t read_paused; /* the owner's backlog stopped reading; resume pending */
 };
 
 typedef struct net_counters {
   _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
       send_queue_full, bad_packets, idle_timeouts, packet_timeouts, refused_per_ip,
-      send_timeouts;
+      send_timeouts, read_pauses;
 } net_counters;
 
 #define STAT_ADD(w, field, v) \
@@ -120,6 +121,9 @@ void session_close(session *s, pier_reason reason, int abortive);
 /* Counts, logs (rate-limited) and disconnects s with SEND_QUEUE_FULL for a
  * send of len bytes that did not fit; returns -ENOBUFS. */
 int session_queue_full(session *s, size_t len);
+/* Runs the resume posted by net_backlog_done: reading restarts unless the
+ * backlog is over recv_backlog again (then it stays paused). */
+void session_resume_reading(session *s);
 session *session_lookup(net_worker *w, pier_sid sid);
 void worker_flush(io_loop *loop);
 void worker_maybe_finish(net_worker *w);

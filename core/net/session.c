@@ -73,8 +73,8 @@ static void on_idle(io_timer *t) {
   uint64_t idle = s->w->n->opts.idle_timeout_ms, quiet = loop->now - s->last_rx;
   char peer[NET_ADDR_STRLEN];
 
-  if (s->state != SS_OPEN)
-    return;
+  if (s->state != SS_OPEN || s->read_paused)
+    return; /* paused by the owner: not idle; the resume restarts the timer */
   if (quiet < idle) { /* data came since the timer was set: wait the rest */
     io_timer_start(loop, &s->idle_timer, idle - quiet, 0);
     return;
@@ -92,8 +92,8 @@ static void on_packet_timeout(io_timer *t) {
   uint64_t limit = s->w->n->opts.packet_timeout_ms, held;
   char peer[NET_ADDR_STRLEN];
 
-  if (s->state != SS_OPEN || !s->partial_since)
-    return; /* no partial packet now; the next one re-arms */
+  if (s->state != SS_OPEN || !s->partial_since || s->read_paused)
+    return; /* no partial packet now (the next one re-arms), or paused by the owner */
   held = loop->now - s->partial_since;
   if (held < limit) {
     io_timer_start(loop, &s->packet_timer, limit - held, 0);
@@ -260,16 +260,31 @@ static void deliver(session *s, const char *data, size_t len) {
   }
 }
 
+static int arm_recv(session *s);
+
+/* The recv ended while reading was paused for the owner (the cancel took
+ * effect, or it ended with data or out of buffers after the cancel was
+ * asked): if the owner resumed meanwhile, read again. */
+static void recv_paused_end(session *s) {
+  if (!s->read_paused)
+    arm_recv(s);
+}
+
 static void on_recv_done(io_ev *ev, int res, unsigned flags, char *data) {
   session *s = container_of(ev, session, ev_recv);
 
+  /* Data that came after a pause was asked but before the cancel took
+   * effect is delivered like any other. */
   if (res > 0 && s->state == SS_OPEN) {
     s->last_rx = s->w->loop.now;
     deliver(s, data, (size_t)res);
   }
   if (flags & IO_F_MORE)
     return;
-  if (res == 0)
+  if (ev->canceled && s->state == SS_OPEN &&
+      (res > 0 || res == -ECANCELED || res == -ENOBUFS))
+    recv_paused_end(s); /* only a pause cancels the recv of an open session */
+  else if (res == 0)
     session_close(s, PIER_REASON_PEER_CLOSED, 0); /* half-close: flush, then FIN */
   else if (res == -ECONNRESET || res == -EPIPE)
     session_close(s, PIER_REASON_PEER_RESET, 1);
@@ -278,8 +293,19 @@ static void on_recv_done(io_ev *ev, int res, unsigned flags, char *data) {
   unref(s);
 }
 
+/* Arms the session's multishot recv, which holds a reference. */
+static int arm_recv(session *s) {
+  int rc = io_recv(&s->w->loop, &s->ev_recv, &s->iofd, on_recv_done);
+  if (rc < 0) {
+    log_error("session %016llx: cannot arm recv: %s", (unsigned long long)s->sid, strerror(-rc));
+    session_close(s, PIER_REASON_IO_ERROR, 1);
+    return rc;
+  }
+  s->refs++;
+  return 0;
+}
+
 void session_start(session *s) {
-  int rc;
   s->state = SS_OPEN;
   s->notified = 1;
   s->refs++; /* a close inside on_connected must not finish the session under it */
@@ -294,13 +320,82 @@ void session_start(session *s) {
     s->last_rx = s->w->loop.now;
     io_timer_start(&s->w->loop, &s->idle_timer, s->w->n->opts.idle_timeout_ms, 0);
   }
-  rc = io_recv(&s->w->loop, &s->ev_recv, &s->iofd, on_recv_done);
-  if (rc < 0) {
-    log_error("session %016llx: cannot arm recv: %s", (unsigned long long)s->sid, strerror(-rc));
-    session_close(s, PIER_REASON_IO_ERROR, 1);
+  if (!s->read_paused) /* on_connected may have paused it already */
+    arm_recv(s);
+}
+
+/* ---- read backpressure ---- */
+
+/* Stops reading s: the recv is cancelled (its final completion re-arms it
+ * if the owner has resumed by then) and the cancel is submitted now, so a
+ * multishot recv stops filling buffers without waiting for the loop's next
+ * wait. */
+static void pause_reading(session *s) {
+  io_loop *loop = &s->w->loop;
+  s->read_paused = 1;
+  STAT_ADD(s->w, read_pauses, 1);
+  if (s->ev_recv.armed && io_cancel(loop, &s->ev_recv) == 0)
+    io_submit_now(loop);
+}
+
+void session_backlog_add(session *s, size_t bytes, int pause_now) {
+  _Atomic uint64_t *word = &s->w->sids.backlog[PIER_SID_SLOT(s->sid)];
+  uint64_t v, nv, held;
+  int pause;
+
+  if (bytes == 0 && !pause_now)
     return;
+  v = atomic_load_explicit(word, memory_order_relaxed);
+  do {
+    held = (v & SID_BL_BYTES) + bytes;
+    if (held > SID_BL_BYTES)
+      held = SID_BL_BYTES;
+    /* Never pause with nothing held: no net_backlog_done would resume it. */
+    pause = !s->read_paused && s->state == SS_OPEN && held > 0 &&
+            (pause_now || held > s->w->n->opts.recv_backlog);
+    nv = (v & ~(SID_BL_BYTES | SID_BL_PAUSED)) | held | (pause ? SID_BL_PAUSED : (v & SID_BL_PAUSED));
+  } while (!atomic_compare_exchange_weak_explicit(word, &v, nv, memory_order_acq_rel,
+                                                  memory_order_relaxed));
+  if (pause)
+    pause_reading(s);
+}
+
+void session_resume_reading(session *s) {
+  _Atomic uint64_t *word = &s->w->sids.backlog[PIER_SID_SLOT(s->sid)];
+  io_loop *loop = &s->w->loop;
+  const net_opts *o = &s->w->n->opts;
+  uint64_t v, held;
+
+  if (!s->read_paused || s->state != SS_OPEN)
+    return;
+  /* The owner may have taken on more since the backlog reached 0: over the
+   * limit again, stay paused (the bit makes a later net_backlog_done post
+   * the resume). */
+  v = atomic_load_explicit(word, memory_order_relaxed);
+  do {
+    held = v & SID_BL_BYTES;
+    if (held <= o->recv_backlog)
+      break;
+  } while (!atomic_compare_exchange_weak_explicit(word, &v, v | SID_BL_PAUSED,
+                                                  memory_order_acq_rel, memory_order_relaxed));
+  if (held > o->recv_backlog)
+    return;
+  s->read_paused = 0;
+  /* Paused by its owner, the session was neither idle nor slow: its clocks
+   * start again now. */
+  if (o->idle_timeout_ms) {
+    s->last_rx = loop->now;
+    io_timer_start(loop, &s->idle_timer, o->idle_timeout_ms, 0);
   }
-  s->refs++;
+  if (s->partial_since && o->packet_timeout_ms) {
+    s->partial_since = loop->now ? loop->now : 1;
+    io_timer_start(loop, &s->packet_timer, o->packet_timeout_ms, 0);
+  }
+  /* A recv whose cancel has not completed yet re-arms from its final
+   * completion; otherwise arm it now (on epoll this tries a read at once,
+   * as the edge that came meanwhile is gone). */
+  if (!s->ev_recv.armed)
+    arm_recv(s);
 }
 
 /* ---- send ---- */

@@ -29,7 +29,8 @@ int sid_table_init(sid_table *t, unsigned worker, uint32_t cap) {
   t->live = calloc(cap, sizeof(*t->live));
   t->user = calloc(cap, sizeof(*t->user));
   t->xsend = calloc(cap, sizeof(*t->xsend));
-  if (!t->free_slots || !t->next_gen || !t->live || !t->user || !t->xsend) {
+  t->backlog = calloc(cap, sizeof(*t->backlog));
+  if (!t->free_slots || !t->next_gen || !t->live || !t->user || !t->xsend || !t->backlog) {
     sid_table_free(t);
     return -ENOMEM;
   }
@@ -46,6 +47,8 @@ void sid_table_free(sid_table *t) {
   free((void *)t->live);
   free((void *)t->user);
   free((void *)t->xsend);
+  free((void *)t->backlog);
+  t->backlog = NULL;
   t->user = NULL;
   t->xsend = NULL;
   t->free_slots = NULL;
@@ -65,6 +68,7 @@ pier_sid sid_take(sid_table *t) {
   if (gen == 0)
     gen = 1;
   t->next_gen[slot] = gen;
+  atomic_store_explicit(&t->backlog[slot], (uint64_t)gen << SID_BL_SHIFT, memory_order_relaxed);
   return PIER_SID_MAKE(t->worker, gen, slot);
 }
 

@@ -17,6 +17,10 @@
  * release the slot, and so no newer session can take it, until it is clear. */
 #define SID_LOCK 0x2000000u
 
+#define SID_BL_SHIFT 40
+#define SID_BL_PAUSED (1ull << 39) /* reading paused, no resume posted yet */
+#define SID_BL_BYTES (SID_BL_PAUSED - 1)
+
 typedef struct sid_table {
   uint32_t cap;
   uint32_t nfree;
@@ -27,6 +31,11 @@ typedef struct sid_table {
                              SID_CLOSING added once it is closing, SID_LOCK while
                              another thread touches the slot for that id */
   _Atomic(void *) *user;   /* per-session pointer of the session's owner */
+  /* Bytes the owner holds for the slot's session (session_backlog_add):
+   * generation << SID_BL_SHIFT | SID_BL_PAUSED | bytes. Tagged, so a
+   * net_backlog_done meant for an earlier session of the slot cannot touch
+   * this one's count; retagged (count 0) when the slot is handed out. */
+  _Atomic uint64_t *backlog;
   _Atomic size_t *xsend;   /* bytes of sends to the slot posted from other threads and
                              not yet run (may briefly include a previous session's) */
   unsigned worker;

@@ -628,6 +628,296 @@ START_TEST(test_net_send_timeout_resets_non_reader) {
 }
 END_TEST
 
+/* ---- read backpressure ---- */
+
+#define BP_LIMIT (16u << 10)   /* recv_backlog */
+#define BP_BUFS 16u             /* provided buffers (io_uring) */
+#define BP_BUF_SIZE 2048u
+/* What may still arrive once a pause is asked (net.h): on io_uring the
+ * completions already posted, one per provided buffer at most; on epoll one
+ * buffer. Plus the chunk that crossed the limit. */
+#define BP_BOUND (BP_LIMIT + BP_BUFS * BP_BUF_SIZE + BP_BUF_SIZE)
+#define BP_STREAM (4u << 20)
+
+typedef struct bp {
+  net *n;
+  pthread_mutex_t mu;
+  pier_sid stream;   /* the first session: held by the owner */
+  size_t got, held, max_held, got_at_disconnect;
+  long bad_at;       /* first byte out of order, -1 if none */
+  _Atomic int connected, disconnected, stream_disconnects, echo_recvs;
+  _Atomic int reasons[32];
+  _Atomic int hold_all, stop;
+} bp;
+
+static void bp_connected(void *ctx, session *s) {
+  bp *b = ctx;
+  pthread_mutex_lock(&b->mu);
+  if (!b->stream)
+    b->stream = session_sid(s);
+  pthread_mutex_unlock(&b->mu);
+  atomic_fetch_add(&b->connected, 1);
+}
+
+static void bp_recv(void *ctx, session *s, const char *data, size_t len) {
+  bp *b = ctx;
+  pthread_mutex_lock(&b->mu);
+  if (session_sid(s) != b->stream) {
+    pthread_mutex_unlock(&b->mu);
+    atomic_fetch_add(&b->echo_recvs, 1);
+    net_send(b->n, session_sid(s), data, len);
+    return;
+  }
+  for (size_t k = 0; k < len && b->bad_at < 0; k++)
+    if ((uint8_t)data[k] != test_pattern(7, b->got + k))
+      b->bad_at = (long)(b->got + k);
+  b->got += len;
+  b->held += len;
+  if (b->held > b->max_held)
+    b->max_held = b->held;
+  pthread_mutex_unlock(&b->mu);
+  session_backlog_add(s, len, 0);
+}
+
+static void bp_disconnected(void *ctx, session *s, pier_reason r) {
+  bp *b = ctx;
+  atomic_fetch_add(&b->reasons[r], 1);
+  pthread_mutex_lock(&b->mu);
+  if (session_sid(s) == b->stream) {
+    b->got_at_disconnect = b->got;
+    atomic_fetch_add(&b->stream_disconnects, 1);
+  }
+  pthread_mutex_unlock(&b->mu);
+  atomic_fetch_add(&b->disconnected, 1);
+}
+
+static const net_handler bp_handler = {bp_connected, bp_recv, NULL, bp_disconnected, NULL};
+
+/* The owner's other thread: delivers what it holds in bursts, every 5 ms,
+ * in two halves, unless told to hold everything. */
+static void *bp_releaser(void *arg) {
+  bp *b = arg;
+  while (!atomic_load(&b->stop)) {
+    usleep(5000);
+    if (atomic_load(&b->hold_all))
+      continue;
+    pthread_mutex_lock(&b->mu);
+    size_t n = b->held;
+    pier_sid sid = b->stream;
+    b->held = 0;
+    pthread_mutex_unlock(&b->mu);
+    if (n) {
+      net_backlog_done(b->n, sid, n / 2);
+      net_backlog_done(b->n, sid, n - n / 2);
+    }
+  }
+  return NULL;
+}
+
+typedef struct streamer {
+  int fd;
+  size_t from, len;
+} streamer;
+
+static void *bp_stream(void *arg) {
+  streamer *st = arg;
+  static char buf[65536];
+  for (size_t off = 0; off < st->len;) {
+    size_t n = st->len - off < sizeof(buf) ? st->len - off : sizeof(buf);
+    for (size_t k = 0; k < n; k++)
+      buf[k] = (char)test_pattern(7, st->from + off + k);
+    test_send_all(st->fd, buf, n);
+    off += n;
+  }
+  return NULL;
+}
+
+static size_t bp_got(bp *b) {
+  pthread_mutex_lock(&b->mu);
+  size_t g = b->got;
+  pthread_mutex_unlock(&b->mu);
+  return g;
+}
+
+static int bp_got_all(void *arg) {
+  bp *b = arg;
+  return bp_got(b) >= BP_STREAM;
+}
+
+/* An owner that holds every chunk and releases it later from another thread
+ * makes the session stop being read: nothing is lost or reordered, the owner
+ * never holds more than recv_backlog plus the documented bound, another
+ * session on the same worker is served meanwhile, and a peer that closes
+ * during a pause is heard once, after the data it sent. */
+START_TEST(test_net_read_backpressure_pauses_and_resumes) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 1u << 20, .recv_backlog = BP_LIMIT,
+                .buf_count = BP_BUFS, .buf_size = BP_BUF_SIZE,
+                .idle_timeout_ms = 200, .packet_timeout_ms = 200};
+  static bp b;
+  net_endpoint ep = {&bp_handler, &b, NET_FRAMING_RAW, 0};
+  net_addr a;
+  net_listener *l;
+  pthread_t rel, str;
+  streamer st;
+  net_stats ns;
+  char buf[4];
+  int fd, idle;
+  size_t got0;
+
+  memset(&b, 0, sizeof(b));
+  pthread_mutex_init(&b.mu, NULL);
+  b.bad_at = -1;
+  atomic_store(&b.hold_all, 1);
+  ck_assert_int_eq(net_create(&o, &b.n), 0);
+  net_addr_parse("127.0.0.1", 0, &a);
+  ck_assert_int_eq(net_listen(b.n, &a, &ep, &l), 0);
+  ck_assert_int_eq(net_start(b.n), 0);
+  ck_assert_int_eq(pthread_create(&rel, NULL, bp_releaser, &b), 0);
+
+  fd = test_connect(net_listener_port(l));
+  ck_assert(wait_for(&b.connected, 1));
+  st = (streamer){fd, 0, BP_STREAM};
+  ck_assert_int_eq(pthread_create(&str, NULL, bp_stream, &st), 0);
+
+  /* Held, not released: the session pauses, and stays paused (no reads, and
+   * neither the idle nor the packet timer of 200 ms closes it). */
+  for (int i = 0; i < 5000; i++) {
+    net_get_stats(b.n, &ns);
+    if (ns.read_pauses > 0)
+      break;
+    usleep(1000);
+  }
+  ck_assert_uint_gt(ns.read_pauses, 0);
+  usleep(50000);
+  got0 = bp_got(&b);
+  usleep(400000);
+  ck_assert_uint_eq(bp_got(&b), got0);
+  ck_assert_uint_le(got0, BP_BOUND);
+  ck_assert_int_eq(atomic_load(&b.disconnected), 0);
+  /* Another session on the worker is served while this one is paused. */
+  idle = test_connect(net_listener_port(l));
+  ck_assert(wait_for(&b.connected, 2));
+  test_send_all(idle, "ping", 4);
+  ck_assert_int_eq(test_recv_exact(idle, buf, 4), 0);
+  ck_assert_int_eq(memcmp(buf, "ping", 4), 0);
+
+  /* Released in bursts: the whole stream arrives once and in order. */
+  atomic_store(&b.hold_all, 0);
+  ck_assert(test_wait(bp_got_all, &b, 60000));
+  pthread_join(str, NULL);
+  pthread_mutex_lock(&b.mu);
+  ck_assert_msg(b.bad_at < 0, "byte %ld out of order", b.bad_at);
+  ck_assert_uint_eq(b.got, BP_STREAM);
+  ck_assert_msg(b.max_held <= BP_BOUND, "held %zu > %u", b.max_held, BP_BOUND);
+  pthread_mutex_unlock(&b.mu);
+  net_get_stats(b.n, &ns);
+  ck_assert_uint_gt(ns.read_pauses, 1);
+
+  /* Paused again, the peer sends 64 KiB more and closes: nothing until the
+   * owner releases, then the rest of the data and one PEER_CLOSED. */
+  usleep(20000);
+  atomic_store(&b.hold_all, 1);
+  usleep(20000);
+  st = (streamer){fd, BP_STREAM, 64u << 10};
+  bp_stream(&st);
+  close(fd);
+  usleep(300000);
+  ck_assert_int_eq(atomic_load(&b.stream_disconnects), 0);
+  ck_assert_uint_lt(bp_got(&b), BP_STREAM + (64u << 10));
+  atomic_store(&b.hold_all, 0);
+  ck_assert(wait_for(&b.stream_disconnects, 1));
+  usleep(50000);
+  ck_assert_int_eq(atomic_load(&b.stream_disconnects), 1);
+  ck_assert_int_eq(atomic_load(&b.reasons[PIER_REASON_PEER_CLOSED]), 1);
+  pthread_mutex_lock(&b.mu);
+  ck_assert_uint_eq(b.got_at_disconnect, BP_STREAM + (64u << 10));
+  ck_assert_msg(b.bad_at < 0, "byte %ld out of order", b.bad_at);
+  pthread_mutex_unlock(&b.mu);
+
+  atomic_store(&b.stop, 1);
+  pthread_join(rel, NULL);
+  close(idle);
+  net_destroy(b.n);
+  pthread_mutex_destroy(&b.mu);
+}
+END_TEST
+
+/* A release meant for an earlier session of the slot (a job that outlived
+ * it) never touches the count of the session that has the slot now. */
+START_TEST(test_net_backlog_done_stale_sid_ignored) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 1,
+                .recv_backlog = BP_LIMIT};
+  static bp b;
+  net_endpoint ep = {&bp_handler, &b, NET_FRAMING_RAW, 0};
+  net_addr a;
+  net_listener *l;
+  net_stats ns;
+  pier_sid old;
+  int fd;
+  static char chunk[8192];
+
+  memset(&b, 0, sizeof(b));
+  pthread_mutex_init(&b.mu, NULL);
+  b.bad_at = -1;
+  ck_assert_int_eq(net_create(&o, &b.n), 0);
+  net_addr_parse("127.0.0.1", 0, &a);
+  ck_assert_int_eq(net_listen(b.n, &a, &ep, &l), 0);
+  ck_assert_int_eq(net_start(b.n), 0);
+  fd = test_connect(net_listener_port(l));
+  ck_assert(wait_for(&b.connected, 1));
+  old = b.stream;
+  close(fd);
+  ck_assert(wait_for(&b.disconnected, 1));
+  usleep(20000);
+  /* The same slot, a new session, fed past recv_backlog: it pauses. */
+  pthread_mutex_lock(&b.mu);
+  b.stream = 0;
+  b.got = b.held = 0;
+  pthread_mutex_unlock(&b.mu);
+  fd = test_connect(net_listener_port(l));
+  ck_assert(wait_for(&b.connected, 2));
+  ck_assert_uint_eq(PIER_SID_SLOT(b.stream), PIER_SID_SLOT(old));
+  for (size_t k = 0; k < sizeof(chunk); k++)
+    chunk[k] = (char)test_pattern(7, k);
+  test_send_all(fd, chunk, sizeof(chunk));
+  for (size_t k = 0; k < sizeof(chunk); k++)
+    chunk[k] = (char)test_pattern(7, sizeof(chunk) + k);
+  test_send_all(fd, chunk, sizeof(chunk));
+  for (size_t k = 0; k < sizeof(chunk); k++)
+    chunk[k] = (char)test_pattern(7, 2 * sizeof(chunk) + k);
+  test_send_all(fd, chunk, sizeof(chunk));
+  for (int i = 0; i < 5000; i++) {
+    net_get_stats(b.n, &ns);
+    if (ns.read_pauses > 0)
+      break;
+    usleep(1000);
+  }
+  ck_assert_uint_eq(ns.read_pauses, 1);
+  /* Releases by the old id do nothing: still paused. */
+  net_backlog_done(b.n, old, 1u << 30);
+  net_backlog_done(b.n, old, 1u << 30);
+  usleep(100000);
+  size_t got0 = bp_got(&b);
+  test_send_all(fd, chunk, 16);
+  usleep(100000);
+  ck_assert_uint_eq(bp_got(&b), got0);
+  /* Released by its own id, it reads again. */
+  pthread_mutex_lock(&b.mu);
+  size_t held = b.held;
+  b.held = 0;
+  pthread_mutex_unlock(&b.mu);
+  net_backlog_done(b.n, b.stream, held);
+  for (int i = 0; i < 5000 && bp_got(&b) < got0 + 16; i++)
+    usleep(1000);
+  ck_assert_uint_ge(bp_got(&b), got0 + 16);
+  close(fd);
+  ck_assert(wait_for(&b.disconnected, 2));
+  net_destroy(b.n);
+  pthread_mutex_destroy(&b.mu);
+}
+END_TEST
+
 /* ---- stale ids ---- */
 
 START_TEST(test_net_stale_sid_fails_cleanly) {
@@ -992,6 +1282,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_cross_thread_oversize_send_disconnects, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_inbox_capped_per_session, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_send_timeout_resets_non_reader, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_read_backpressure_pauses_and_resumes, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_backlog_done_stale_sid_ignored, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stale_sid_fails_cleanly, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_emfile_backoff_does_not_spin, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_two_workers_cross_sends, 0, TEST_NBACKENDS);
