@@ -844,8 +844,9 @@ START_TEST(test_net_read_backpressure_pauses_and_resumes) {
 END_TEST
 
 /* A release meant for an earlier session of the slot (a job that outlived
- * it) never touches the count of the session that has the slot now. */
-START_TEST(test_net_backlog_done_stale_sid_ignored) {
+ * it) never touches the count of the session that has the slot now; a
+ * session closed while paused closes normally. */
+START_TEST(test_net_backlog_stale_release_ignored_close_while_paused) {
   net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 1,
                 .recv_backlog = BP_LIMIT};
   static bp b;
@@ -911,8 +912,24 @@ START_TEST(test_net_backlog_done_stale_sid_ignored) {
   for (int i = 0; i < 5000 && bp_got(&b) < got0 + 16; i++)
     usleep(1000);
   ck_assert_uint_ge(bp_got(&b), got0 + 16);
-  close(fd);
+  /* Paused again and closed by the server meanwhile: one on_disconnected,
+   * with the reason given, and the peer gets its FIN. */
+  for (int i = 0; i < 3; i++)
+    test_send_all(fd, chunk, sizeof(chunk));
+  for (int i = 0; i < 5000; i++) {
+    net_get_stats(b.n, &ns);
+    if (ns.read_pauses > 1)
+      break;
+    usleep(1000);
+  }
+  ck_assert_uint_eq(ns.read_pauses, 2);
+  ck_assert_int_eq(net_close(b.n, b.stream, PIER_REASON_KICKED), 0);
+  ck_assert_int_eq(test_recv_until_close(fd, NULL), 0);
   ck_assert(wait_for(&b.disconnected, 2));
+  usleep(50000);
+  ck_assert_int_eq(atomic_load(&b.disconnected), 2);
+  ck_assert_int_eq(atomic_load(&b.reasons[PIER_REASON_KICKED]), 1);
+  close(fd);
   net_destroy(b.n);
   pthread_mutex_destroy(&b.mu);
 }
@@ -1283,7 +1300,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_cross_thread_inbox_capped_per_session, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_send_timeout_resets_non_reader, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_read_backpressure_pauses_and_resumes, 0, TEST_NBACKENDS);
-  tcase_add_loop_test(tc, test_net_backlog_done_stale_sid_ignored, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_backlog_stale_release_ignored_close_while_paused, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stale_sid_fails_cleanly, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_emfile_backoff_does_not_spin, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_two_workers_cross_sends, 0, TEST_NBACKENDS);
