@@ -353,7 +353,7 @@ void session_backlog_add(session *s, size_t bytes, int pause_now) {
     /* Never pause with nothing held: no net_backlog_done would resume it. */
     pause = !s->read_paused && s->state == SS_OPEN && held > 0 &&
             (pause_now || held > s->w->n->opts.recv_backlog);
-    nv = (v & ~(SID_BL_BYTES | SID_BL_PAUSED)) | held | (pause ? SID_BL_PAUSED : (v & SID_BL_PAUSED));
+    nv = (v & ~SID_BL_BYTES) | held | (pause ? SID_BL_PAUSED : 0);
   } while (!atomic_compare_exchange_weak_explicit(word, &v, nv, memory_order_acq_rel,
                                                   memory_order_relaxed));
   if (pause)

@@ -90,7 +90,8 @@ static void spin_wait(unsigned *spins) {
 }
 
 void sid_release(sid_table *t, pier_sid sid) {
-  uint32_t slot = PIER_SID_SLOT(sid), v = atomic_load_explicit(&t->live[slot], memory_order_relaxed);
+  uint32_t slot = PIER_SID_SLOT(sid);
+  uint32_t v = atomic_load_explicit(&t->live[slot], memory_order_relaxed);
   unsigned spins = 0;
   for (;;) {
     if (v & SID_LOCK) {
