@@ -105,6 +105,9 @@ struct io_backend {
   /* Submit what is queued, wait up to timeout_ms (-1 = forever) for
    * completions and dispatch them. */
   int (*poll)(io_loop *loop, int timeout_ms);
+  /* Hands queued operations to the kernel now rather than at the next
+   * poll; NULL where ops take effect when made (epoll). */
+  int (*submit)(io_loop *loop);
 };
 
 struct io_loop {
@@ -158,10 +161,19 @@ int io_connect(io_loop *loop, io_ev *ev, io_fd *fd, const struct sockaddr *sa, s
 /* Asks an armed operation to end; its final completion (often -ECANCELED)
  * still arrives later. Returns 0, or -EALREADY if it is not armed. */
 int io_cancel(io_loop *loop, io_ev *ev);
+/* Makes what was just asked (a cancel, say) reach the kernel now, not when
+ * the loop next waits: io_uring queues SQEs until then, and a cancel meant
+ * to stop a multishot recv at once must not wait for the rest of the batch.
+ * One syscall on io_uring; nothing on epoll. Loop thread only; returns 0 or
+ * a negative errno (the ops stay queued and go at the next poll). */
+int io_submit_now(io_loop *loop);
 /* Forgets the fd (no op may be armed on it) and closes it. */
 void io_close_fd(io_loop *loop, io_fd *fd);
 
-/* Timers (loop thread only). */
+/* Timers (loop thread only). A timer fires after_ms from the loop's clock,
+ * then every repeat_ms if that is non-zero. Due times saturate: a delay
+ * that would pass UINT64_MAX means "never" rather than wrapping into the
+ * past. */
 void io_timer_init(io_timer *t, void (*cb)(io_timer *t));
 void io_timer_start(io_loop *loop, io_timer *t, uint64_t after_ms, uint64_t repeat_ms);
 void io_timer_stop(io_loop *loop, io_timer *t);

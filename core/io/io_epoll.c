@@ -5,7 +5,8 @@
  * completion. Data completions (IO_F_MORE) are delivered at once from the
  * scratch buffer; every final completion goes through a list drained after
  * the ready events, so an owner is only ever freed outside the loop that
- * walks the epoll result array and its io_fd pointers. */
+ * walks the epoll result array and its io_fd pointers. A listening socket
+ * is in the epoll set only while an accept is armed on it. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,6 +272,19 @@ static void handle(io_loop *loop, epoll_impl *e, io_fd *fd, uint32_t events) {
   }
 }
 
+/* A shared listening socket is level-triggered: while connections wait and
+ * no accept is armed on it (an owner backing off after EMFILE, say),
+ * epoll_wait would return at once, again and again, and spin a core. So once
+ * its accept has ended the fd leaves the epoll set; the next accept adds it
+ * back (EPOLLEXCLUSIVE rules out EPOLL_CTL_MOD, hence DEL and ADD). */
+static void unwatch_listener(epoll_impl *e, io_fd *fd) {
+  if (!fd->shared || !fd->registered)
+    return;
+  if (epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd->fd, NULL) < 0)
+    log_error("epoll: epoll_ctl(DEL) of listener %d failed: %s", fd->fd, strerror(errno));
+  fd->registered = 0;
+}
+
 static void run_done(io_loop *loop, epoll_impl *e) {
   io_ev *ev;
   while ((ev = e->done_head)) {
@@ -280,6 +294,8 @@ static void run_done(io_loop *loop, epoll_impl *e) {
     ev->pending = 0;
     free(ev->iov);
     ev->iov = NULL;
+    if (ev->op == IO_OP_ACCEPT)
+      unwatch_listener(e, ev->fd);
     loop->stats.completions++;
     io_complete(ev, ev->pending_res, 0, NULL);
   }

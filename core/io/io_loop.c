@@ -127,6 +127,12 @@ void io_timer_stop(io_loop *loop, io_timer *t) {
   heap_down(loop, loop->heap[i]->index);
 }
 
+/* now + after_ms, saturated: a delay too large to add (UINT64_MAX as
+ * "practically never") must not wrap to a due time in the past. */
+static uint64_t due_after(uint64_t now, uint64_t after_ms) {
+  return after_ms > UINT64_MAX - now ? UINT64_MAX : now + after_ms;
+}
+
 void io_timer_start(io_loop *loop, io_timer *t, uint64_t after_ms, uint64_t repeat_ms) {
   io_timer_stop(loop, t);
   if (loop->heap_len == loop->heap_cap) {
@@ -137,7 +143,7 @@ void io_timer_start(io_loop *loop, io_timer *t, uint64_t after_ms, uint64_t repe
     loop->heap = heap;
     loop->heap_cap = cap;
   }
-  t->due = loop->now + after_ms;
+  t->due = due_after(loop->now, after_ms);
   t->repeat = repeat_ms;
   t->index = loop->heap_len;
   loop->heap[loop->heap_len++] = t;
@@ -300,6 +306,8 @@ int io_cancel(io_loop *loop, io_ev *ev) {
   ev->canceled = 1;
   return loop->be->cancel(loop, ev);
 }
+
+int io_submit_now(io_loop *loop) { return loop->be->submit ? loop->be->submit(loop) : 0; }
 
 void io_close_fd(io_loop *loop, io_fd *fd) {
   if (fd->fd < 0)

@@ -246,6 +246,12 @@ static int uring_cancel(io_loop *loop, io_ev *ev) {
 
 static void uring_close_fd(io_loop *loop, io_fd *fd) {}
 
+static int uring_submit(io_loop *loop) {
+  uring_impl *u = loop->impl;
+  int rc = io_uring_submit(&u->ring);
+  return rc < 0 ? rc : 0;
+}
+
 static void dispatch(io_loop *loop, uint64_t ud, int res, unsigned cflags) {
   uring_impl *u = loop->impl;
   io_ev *ev = (io_ev *)(uintptr_t)ud;
@@ -459,4 +465,5 @@ const io_backend io_uring_backend = {
     .cancel = uring_cancel,
     .close_fd = uring_close_fd,
     .poll = uring_poll,
+    .submit = uring_submit,
 };

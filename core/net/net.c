@@ -233,7 +233,16 @@ static void *worker_main(void *arg) {
 
 /* ---- cross-thread jobs ---- */
 
-typedef enum { JOB_SEND, JOB_CLOSE, JOB_ABORT, JOB_CONNECT, JOB_ADOPT, JOB_STOP } job_op;
+typedef enum {
+  JOB_SEND,
+  JOB_CLOSE,
+  JOB_ABORT,
+  JOB_QUEUE_FULL, /* a send from another thread would pass max_send_queue */
+  JOB_RESUME,     /* the owner's backlog of a read-paused session reached 0 */
+  JOB_CONNECT,
+  JOB_ADOPT,
+  JOB_STOP
+} job_op;
 
 typedef struct net_job {
   io_job job;
@@ -241,6 +250,7 @@ typedef struct net_job {
   job_op op;
   pier_sid sid;
   sbuf *buf;
+  size_t len; /* JOB_SEND: bytes counted in xsend; JOB_QUEUE_FULL: the refused send */
   pier_reason reason;
   net_addr addr;
   const net_endpoint *ep;
@@ -300,7 +310,7 @@ static void run_job(io_job *job) {
     if (j->buf)
       sbuf_release(j->buf);
     if (j->op == JOB_SEND)
-      atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], 1);
+      atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], j->len);
     if (j->op == JOB_ADOPT) {
       close(j->fd);
       atomic_fetch_sub(&w->n->accepted_open, 1);
@@ -315,13 +325,23 @@ static void run_job(io_job *job) {
     if (s)
       session_write_buf(s, j->buf);
     sbuf_release(j->buf);
-    atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], 1);
+    atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], j->len);
+    break;
+  case JOB_QUEUE_FULL:
+    s = session_lookup(w, j->sid);
+    if (s && (s->state == SS_OPEN || s->state == SS_CLOSING))
+      session_queue_full(s, j->len);
     break;
   case JOB_CLOSE:
   case JOB_ABORT:
     s = session_lookup(w, j->sid);
     if (s)
       session_close(s, j->reason, j->op == JOB_ABORT);
+    break;
+  case JOB_RESUME:
+    s = session_lookup(w, j->sid);
+    if (s)
+      session_resume_reading(s);
     break;
   case JOB_CONNECT:
     do_connect(w, &j->addr, j->ep);
@@ -390,6 +410,8 @@ int net_create(const net_opts *opts, net **out) {
     n->opts.close_timeout_ms = 5000;
   if (!n->opts.max_send_queue)
     n->opts.max_send_queue = 1u << 20;
+  if (!n->opts.recv_backlog)
+    n->opts.recv_backlog = 65536;
   n->be = io_backend_pick(opts->backend ? opts->backend : "auto", why, sizeof(why));
   if (!n->be) {
     log_error("io_backend \"%s\" unknown (expected auto, io_uring or epoll)", opts->backend);
@@ -597,16 +619,60 @@ static int send_direct(net_worker *w, pier_sid sid) {
          atomic_load_explicit(&w->sids.xsend[PIER_SID_SLOT(sid)], memory_order_acquire) == 0;
 }
 
-/* Posts a send of b (a reference the job takes over) to the session's worker. */
-static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
-  int rc;
-  atomic_fetch_add(&w->sids.xsend[PIER_SID_SLOT(sid)], 1);
-  rc = post(w, JOB_SEND, sid, b, PIER_REASON_NONE);
-  if (rc < 0) {
-    atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(sid)], 1);
-    sbuf_release(b);
+/* A send from another thread that would pass max_send_queue: the session
+ * is disconnected as the contract says, on its worker (which logs it with
+ * its rate limit), and stops taking sends from other threads at once. */
+static int refuse_send(net_worker *w, pier_sid sid, size_t len) {
+  net_job *j;
+  sid_mark_closing(&w->sids, sid);
+  j = calloc(1, sizeof(*j));
+  if (!j) {
+    log_error("session %016llx: out of memory disconnecting it (send queue full)",
+              (unsigned long long)sid);
+    return -ENOBUFS;
   }
-  return rc;
+  j->job.fn = run_job;
+  j->w = w;
+  j->op = JOB_QUEUE_FULL;
+  j->sid = sid;
+  j->len = len;
+  io_post(&w->loop, &j->job);
+  return -ENOBUFS;
+}
+
+/* Posts a send of b (a reference the job takes over) to the session's
+ * worker. The bytes posted to one slot and not yet run are capped like its
+ * queue: a plugin thread cannot grow a worker's inbox past max_send_queue
+ * per session. */
+static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
+  _Atomic size_t *pending = &w->sids.xsend[PIER_SID_SLOT(sid)];
+  size_t len = b->len, before;
+  net_job *j;
+
+  if (len == 0) { /* nothing to send or to keep in order */
+    sbuf_release(b);
+    return 0;
+  }
+  before = atomic_fetch_add(pending, len);
+  if (len > w->n->opts.max_send_queue || before + len > w->n->opts.max_send_queue) {
+    atomic_fetch_sub(pending, len);
+    sbuf_release(b);
+    return refuse_send(w, sid, before + len);
+  }
+  j = calloc(1, sizeof(*j));
+  if (!j) {
+    atomic_fetch_sub(pending, len);
+    sbuf_release(b);
+    return -ENOMEM;
+  }
+  j->job.fn = run_job;
+  j->w = w;
+  j->op = JOB_SEND;
+  j->sid = sid;
+  j->buf = b;
+  j->len = len;
+  io_post(&w->loop, &j->job);
+  return 0;
 }
 
 int net_send(net *n, pier_sid sid, const void *data, size_t len) {
@@ -622,7 +688,7 @@ int net_send(net *n, pier_sid sid, const void *data, size_t len) {
   if (!sid_live(&w->sids, sid))
     return -ENOTCONN;
   if (len > n->opts.max_send_queue)
-    return -ENOBUFS;
+    return refuse_send(w, sid, len);
   b = sbuf_from(data, len);
   if (!b)
     return -ENOMEM;
@@ -680,29 +746,47 @@ int net_abort(net *n, pier_sid sid, pier_reason reason) { return close_any(n, si
 
 int net_set_user(net *n, pier_sid sid, void *user) {
   net_worker *w = worker_of(n, sid);
-  if (!w || !sid_exists(&w->sids, sid))
-    return -ENOTCONN;
-  atomic_store_explicit(&w->sids.user[PIER_SID_SLOT(sid)], user, memory_order_relaxed);
-  return 0;
+  return w ? sid_set_user(&w->sids, sid, user) : -ENOTCONN;
 }
 
 void *net_get_user(net *n, pier_sid sid) {
   net_worker *w = worker_of(n, sid);
-  void *user;
-  if (!w || !sid_exists(&w->sids, sid))
-    return NULL;
-  user = atomic_load_explicit(&w->sids.user[PIER_SID_SLOT(sid)], memory_order_relaxed);
-  return sid_exists(&w->sids, sid) ? user : NULL;
+  return w ? sid_get_user(&w->sids, sid) : NULL;
 }
 
 int net_peer(net *n, pier_sid sid, net_addr *out) {
   net_worker *w = worker_of(n, sid);
-  if (!w || !sid_exists(&w->sids, sid))
+  if (!w || !sid_lock(&w->sids, sid))
     return -ENOTCONN;
-  /* The peer is written before the id becomes live and not again while it
-   * is: a copy taken between two checks of the id is that session's. */
+  /* Under the slot lock the session cannot be released and its slot reused,
+   * so this is the peer of the session sid names. */
   *out = w->sessions[PIER_SID_SLOT(sid)].peer;
-  return sid_exists(&w->sids, sid) ? 0 : -ENOTCONN;
+  sid_unlock(&w->sids, sid);
+  return 0;
+}
+
+void net_backlog_done(net *n, pier_sid sid, size_t bytes) {
+  net_worker *w = worker_of(n, sid);
+  _Atomic uint64_t *word;
+  uint64_t v, tag, held, nv;
+
+  if (!w || PIER_SID_SLOT(sid) >= w->sids.cap || PIER_SID_GEN(sid) == 0)
+    return;
+  word = &w->sids.backlog[PIER_SID_SLOT(sid)];
+  tag = (uint64_t)PIER_SID_GEN(sid) << SID_BL_SHIFT;
+  v = atomic_load_explicit(word, memory_order_relaxed);
+  do {
+    if ((v & ~(SID_BL_PAUSED | SID_BL_BYTES)) != tag)
+      return; /* an earlier session of the slot: not this count */
+    held = v & SID_BL_BYTES;
+    held = bytes < held ? held - bytes : 0;
+    nv = tag | held | (held ? (v & SID_BL_PAUSED) : 0);
+  } while (!atomic_compare_exchange_weak_explicit(word, &v, nv, memory_order_acq_rel,
+                                                  memory_order_relaxed));
+  /* Whoever clears the paused bit posts the one resume of this pause. */
+  if ((v & SID_BL_PAUSED) && !held && post(w, JOB_RESUME, sid, NULL, PIER_REASON_NONE) < 0)
+    log_error("session %016llx: out of memory resuming its reads; it stays paused",
+              (unsigned long long)sid);
 }
 
 void net_post(net *n, unsigned worker, io_job *job) {
@@ -735,6 +819,8 @@ void net_get_stats(net *n, net_stats *out) {
     SUM(idle_timeouts);
     SUM(packet_timeouts);
     SUM(refused_per_ip);
+    SUM(send_timeouts);
+    SUM(read_pauses);
   }
 #undef SUM
   out->sessions = out->accepted + out->connected_out - out->disconnects;

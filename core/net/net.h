@@ -50,6 +50,14 @@ typedef struct net_opts {
   unsigned idle_timeout_ms;  /* close sessions that send nothing this long; 0 = never */
   unsigned packet_timeout_ms; /* a partial framed packet must complete in this; 0 = never */
   unsigned max_conns_per_ip;  /* accepted sessions per remote address; 0 = no cap */
+  /* With data to send (queued or in flight), a send must complete within
+   * this of the last one; else the session is reset (SEND_TIMEOUT), like
+   * nginx's send_timeout: a peer that stops reading is cut off in bounded
+   * time even when what it does not read sits in kernel buffers. 0 = off. */
+  unsigned send_timeout_ms;
+  /* Bytes the owner may hold for a session (session_backlog_add) before the
+   * session stops being read; 0 = 65536. */
+  size_t recv_backlog;
   unsigned buf_count, buf_size; /* receive buffers per worker (0 = defaults) */
   unsigned send_timeout_ms;  /* no send progress this long: close; 0 = never */
   size_t recv_backlog;       /* session_backlog_add past this pauses reading */
@@ -67,6 +75,8 @@ typedef struct net_stats {
   uint64_t idle_timeouts;
   uint64_t packet_timeouts;   /* partial packets not completed in time */
   uint64_t refused_per_ip;    /* connections over max_conns_per_ip */
+  uint64_t send_timeouts;     /* sessions reset for no send progress (send_timeout_ms) */
+  uint64_t read_pauses;       /* times a session stopped being read for its owner's backlog */
 } net_stats;
 
 /* Creates the workers' loops (no threads yet). Logs which backend was chosen,
@@ -91,7 +101,11 @@ int net_connect(net *n, const net_addr *addr, const net_endpoint *ep);
  * exceed max_send_queue (the session is then disconnected with
  * SEND_QUEUE_FULL). From a thread other than the session's worker the
  * staleness check is made at once and the rest happens on the worker; a
- * session that closes in between drops the data. */
+ * session that closes in between drops the data. Such sends wait in the
+ * worker's inbox, and those are capped too: when the bytes posted to the
+ * session and not yet run plus len would exceed max_send_queue (or len
+ * alone does), the call returns -ENOBUFS and the session is disconnected
+ * with SEND_QUEUE_FULL in the same way. */
 int net_send(net *n, pier_sid sid, const void *data, size_t len);
 /* Any thread. Queues a reference to b (the caller keeps its own). */
 int net_send_buf(net *n, pier_sid sid, sbuf *b);
@@ -104,10 +118,13 @@ int net_close(net *n, pier_sid sid, pier_reason reason);
 int net_abort(net *n, pier_sid sid, pier_reason reason);
 
 /* Any thread. A pointer kept with the session for its owner (the plugin
- * host); readable until on_disconnected returns. set: 0 or -ENOTCONN. */
+ * host); readable until on_disconnected returns. set: 0 or -ENOTCONN. A
+ * stale id never reaches another session, even one that takes its slot
+ * meanwhile: the access is made under the slot's lock (see sid.h). */
 int net_set_user(net *n, pier_sid sid, void *user);
 void *net_get_user(net *n, pier_sid sid);
-/* Any thread. The session's peer address; 0 or -ENOTCONN. */
+/* Any thread. The session's peer address; 0 or -ENOTCONN (never the address
+ * of a newer session in the slot). */
 int net_peer(net *n, pier_sid sid, net_addr *out);
 /* Any thread. Runs job on worker `worker`'s thread (index modulo workers). */
 void net_post(net *n, unsigned worker, io_job *job);
@@ -123,6 +140,29 @@ const char *net_backend_name(const net *n);
 unsigned net_workers(const net *n);
 /* Sums the workers' counters. Any thread; the values are a moment's view. */
 void net_get_stats(net *n, net_stats *out);
+
+/* Read backpressure. The owner (the plugin host) tells the network how much
+ * it holds on behalf of each session; a session whose owner is behind stops
+ * being read, so the kernel's receive buffer and TCP flow control hold the
+ * rest instead of pier's memory.
+ *
+ * Session's worker only (inside a net_handler callback). The owner holds
+ * `bytes` more on behalf of s (events not yet delivered). When s's backlog
+ * then exceeds net_opts.recv_backlog, or when pause_now is set, s stops being
+ * read: its recv is cancelled and not re-armed; data already received is
+ * still delivered through on_recv (nothing is lost or reordered), and the
+ * kernel's receive buffer and TCP flow control hold the rest. What on_recv
+ * can still deliver after the pause is what the kernel had handed over
+ * before the cancel took effect: on epoll at most the chunk being read (one
+ * buf_size); on io_uring the completions already posted, at most one per
+ * provided buffer (buf_count x buf_size), in practice a few. While paused
+ * the idle and packet timers do not close s; they restart on resume. */
+void session_backlog_add(session *s, size_t bytes, int pause_now);
+/* Any thread. The owner delivered or dropped `bytes` of what it held for
+ * sid. A stale sid is ignored. When the backlog reaches 0 and the session's
+ * reading is paused, reading resumes (on the session's worker, through its
+ * inbox; one resume job at most per pause). */
+void net_backlog_done(net *n, pier_sid sid, size_t bytes);
 
 /* Session accessors: on the session's worker only (inside callbacks). */
 pier_sid session_sid(const session *s);

@@ -31,7 +31,9 @@ struct session {
   io_timer close_timer; /* graceful close deadline */
   io_timer idle_timer;  /* idle_timeout_ms; re-armed lazily from last_rx */
   io_timer packet_timer; /* packet_timeout_ms; re-armed lazily from partial_since */
+  io_timer send_timer;   /* send_timeout_ms; re-armed lazily from last_tx */
   uint64_t partial_since; /* loop time the held partial packet began, 0 if none */
+  uint64_t last_tx;     /* loop time a send was last submitted (after progress) */
   uint64_t last_rx;     /* loop time of the last data received */
   net_addr peer;
   session *next_flush;
@@ -42,11 +44,13 @@ struct session {
   uint8_t flush_queued;
   uint8_t accepted;   /* counts against max_sessions */
   uint8_t reason;
+  uint8_t read_paused; /* the owner's backlog stopped reading; resume pending */
 };
 
 typedef struct net_counters {
   _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
-      send_queue_full, bad_packets, idle_timeouts, packet_timeouts, refused_per_ip;
+      send_queue_full, bad_packets, idle_timeouts, packet_timeouts, refused_per_ip,
+      send_timeouts, read_pauses;
 } net_counters;
 
 #define STAT_ADD(w, field, v) \
@@ -84,7 +88,7 @@ struct net_worker {
   int stopping;
   int dead; /* loop torn down: queued jobs only free themselves */
   net_counters stats;
-  log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip;
+  log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip, rl_send;
 };
 
 struct net {
@@ -114,6 +118,12 @@ int session_connect(session *s, const net_addr *addr);
 int session_write(session *s, const void *data, size_t len);
 int session_write_buf(session *s, sbuf *b);
 void session_close(session *s, pier_reason reason, int abortive);
+/* Counts, logs (rate-limited) and disconnects s with SEND_QUEUE_FULL for a
+ * send of len bytes that did not fit; returns -ENOBUFS. */
+int session_queue_full(session *s, size_t len);
+/* Runs the resume posted by net_backlog_done: reading restarts unless the
+ * backlog is over recv_backlog again (then it stays paused). */
+void session_resume_reading(session *s);
 session *session_lookup(net_worker *w, pier_sid sid);
 void worker_flush(io_loop *loop);
 void worker_maybe_finish(net_worker *w);

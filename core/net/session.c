@@ -30,6 +30,7 @@ static void finish(session *s) {
   io_timer_stop(&w->loop, &s->close_timer);
   io_timer_stop(&w->loop, &s->idle_timer);
   io_timer_stop(&w->loop, &s->packet_timer);
+  io_timer_stop(&w->loop, &s->send_timer);
   io_close_fd(&w->loop, &s->iofd);
   sendq_clear(&s->q);
   framing_reset(&s->fr);
@@ -60,6 +61,9 @@ static void on_close_timeout(io_timer *t) {
   char peer[NET_ADDR_STRLEN];
   log_info("session %016llx %s: %zu bytes not sent before the close deadline; resetting",
            (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)), s->q.bytes);
+  /* The session is CLOSING with the reason the close was asked with; what
+   * ends it now is the deadline, and that is what its owner is told. */
+  s->reason = PIER_REASON_FLUSH_TIMEOUT;
   session_close(s, PIER_REASON_FLUSH_TIMEOUT, 1);
 }
 
@@ -69,8 +73,8 @@ static void on_idle(io_timer *t) {
   uint64_t idle = s->w->n->opts.idle_timeout_ms, quiet = loop->now - s->last_rx;
   char peer[NET_ADDR_STRLEN];
 
-  if (s->state != SS_OPEN)
-    return;
+  if (s->state != SS_OPEN || s->read_paused)
+    return; /* paused by the owner: not idle; the resume restarts the timer */
   if (quiet < idle) { /* data came since the timer was set: wait the rest */
     io_timer_start(loop, &s->idle_timer, idle - quiet, 0);
     return;
@@ -88,8 +92,8 @@ static void on_packet_timeout(io_timer *t) {
   uint64_t limit = s->w->n->opts.packet_timeout_ms, held;
   char peer[NET_ADDR_STRLEN];
 
-  if (s->state != SS_OPEN || !s->partial_since)
-    return; /* no partial packet now; the next one re-arms */
+  if (s->state != SS_OPEN || !s->partial_since || s->read_paused)
+    return; /* no partial packet now (the next one re-arms), or paused by the owner */
   held = loop->now - s->partial_since;
   if (held < limit) {
     io_timer_start(loop, &s->packet_timer, limit - held, 0);
@@ -102,6 +106,32 @@ static void on_packet_timeout(io_timer *t) {
               (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
               s->fr.len, (unsigned long long)held);
   session_close(s, PIER_REASON_PACKET_TIMEOUT, 1);
+}
+
+/* send_timeout_ms: armed by a flush when not running, and re-armed from
+ * here for what is left while sends keep completing; a session with nothing
+ * to send lets it lapse (the next flush arms it again). */
+static void on_send_timeout(io_timer *t) {
+  session *s = container_of(t, session, send_timer);
+  io_loop *loop = &s->w->loop;
+  uint64_t limit = s->w->n->opts.send_timeout_ms, stuck;
+  char peer[NET_ADDR_STRLEN];
+
+  if ((s->state != SS_OPEN && s->state != SS_CLOSING) || (!s->inflight && !s->q.bytes))
+    return;
+  stuck = loop->now - s->last_tx;
+  if (stuck < limit) {
+    io_timer_start(loop, &s->send_timer, limit - stuck, 0);
+    return;
+  }
+  STAT_ADD(s->w, send_timeouts, 1);
+  log_limited(&s->w->rl_send, LOG_WARN,
+              "session %016llx %s: no send progress for %llu ms (send_timeout_ms), %zu bytes "
+              "queued; resetting",
+              (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
+              (unsigned long long)stuck, s->q.bytes);
+  s->reason = PIER_REASON_SEND_TIMEOUT; /* also over a graceful close's reason */
+  session_close(s, PIER_REASON_SEND_TIMEOUT, 1);
 }
 
 session *session_new(net_worker *w, int fd, const net_endpoint *ep, const net_addr *peer) {
@@ -121,6 +151,7 @@ session *session_new(net_worker *w, int fd, const net_endpoint *ep, const net_ad
   io_timer_init(&s->close_timer, on_close_timeout);
   io_timer_init(&s->idle_timer, on_idle);
   io_timer_init(&s->packet_timer, on_packet_timeout);
+  io_timer_init(&s->send_timer, on_send_timeout);
   if (peer)
     s->peer = *peer;
   sid_publish(&w->sids, sid); /* from here other threads may read the peer */
@@ -148,6 +179,7 @@ static void enter_closed(session *s, int abortive) {
   io_timer_stop(loop, &s->close_timer);
   io_timer_stop(loop, &s->idle_timer);
   io_timer_stop(loop, &s->packet_timer);
+  io_timer_stop(loop, &s->send_timer);
   if (abortive) {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(s->iofd.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -228,16 +260,31 @@ static void deliver(session *s, const char *data, size_t len) {
   }
 }
 
+static int arm_recv(session *s);
+
+/* The recv ended while reading was paused for the owner (the cancel took
+ * effect, or it ended with data or out of buffers after the cancel was
+ * asked): if the owner resumed meanwhile, read again. */
+static void recv_paused_end(session *s) {
+  if (!s->read_paused)
+    arm_recv(s);
+}
+
 static void on_recv_done(io_ev *ev, int res, unsigned flags, char *data) {
   session *s = container_of(ev, session, ev_recv);
 
+  /* Data that came after a pause was asked but before the cancel took
+   * effect is delivered like any other. */
   if (res > 0 && s->state == SS_OPEN) {
     s->last_rx = s->w->loop.now;
     deliver(s, data, (size_t)res);
   }
   if (flags & IO_F_MORE)
     return;
-  if (res == 0)
+  if (ev->canceled && s->state == SS_OPEN &&
+      (res > 0 || res == -ECANCELED || res == -ENOBUFS))
+    recv_paused_end(s); /* only a pause cancels the recv of an open session */
+  else if (res == 0)
     session_close(s, PIER_REASON_PEER_CLOSED, 0); /* half-close: flush, then FIN */
   else if (res == -ECONNRESET || res == -EPIPE)
     session_close(s, PIER_REASON_PEER_RESET, 1);
@@ -246,8 +293,19 @@ static void on_recv_done(io_ev *ev, int res, unsigned flags, char *data) {
   unref(s);
 }
 
+/* Arms the session's multishot recv, which holds a reference. */
+static int arm_recv(session *s) {
+  int rc = io_recv(&s->w->loop, &s->ev_recv, &s->iofd, on_recv_done);
+  if (rc < 0) {
+    log_error("session %016llx: cannot arm recv: %s", (unsigned long long)s->sid, strerror(-rc));
+    session_close(s, PIER_REASON_IO_ERROR, 1);
+    return rc;
+  }
+  s->refs++;
+  return 0;
+}
+
 void session_start(session *s) {
-  int rc;
   s->state = SS_OPEN;
   s->notified = 1;
   s->refs++; /* a close inside on_connected must not finish the session under it */
@@ -262,13 +320,82 @@ void session_start(session *s) {
     s->last_rx = s->w->loop.now;
     io_timer_start(&s->w->loop, &s->idle_timer, s->w->n->opts.idle_timeout_ms, 0);
   }
-  rc = io_recv(&s->w->loop, &s->ev_recv, &s->iofd, on_recv_done);
-  if (rc < 0) {
-    log_error("session %016llx: cannot arm recv: %s", (unsigned long long)s->sid, strerror(-rc));
-    session_close(s, PIER_REASON_IO_ERROR, 1);
+  if (!s->read_paused) /* on_connected may have paused it already */
+    arm_recv(s);
+}
+
+/* ---- read backpressure ---- */
+
+/* Stops reading s: the recv is cancelled (its final completion re-arms it
+ * if the owner has resumed by then) and the cancel is submitted now, so a
+ * multishot recv stops filling buffers without waiting for the loop's next
+ * wait. */
+static void pause_reading(session *s) {
+  io_loop *loop = &s->w->loop;
+  s->read_paused = 1;
+  STAT_ADD(s->w, read_pauses, 1);
+  if (s->ev_recv.armed && io_cancel(loop, &s->ev_recv) == 0)
+    io_submit_now(loop);
+}
+
+void session_backlog_add(session *s, size_t bytes, int pause_now) {
+  _Atomic uint64_t *word = &s->w->sids.backlog[PIER_SID_SLOT(s->sid)];
+  uint64_t v, nv, held;
+  int pause;
+
+  if (bytes == 0 && !pause_now)
     return;
+  v = atomic_load_explicit(word, memory_order_relaxed);
+  do {
+    held = (v & SID_BL_BYTES) + bytes;
+    if (held > SID_BL_BYTES)
+      held = SID_BL_BYTES;
+    /* Never pause with nothing held: no net_backlog_done would resume it. */
+    pause = !s->read_paused && s->state == SS_OPEN && held > 0 &&
+            (pause_now || held > s->w->n->opts.recv_backlog);
+    nv = (v & ~SID_BL_BYTES) | held | (pause ? SID_BL_PAUSED : 0);
+  } while (!atomic_compare_exchange_weak_explicit(word, &v, nv, memory_order_acq_rel,
+                                                  memory_order_relaxed));
+  if (pause)
+    pause_reading(s);
+}
+
+void session_resume_reading(session *s) {
+  _Atomic uint64_t *word = &s->w->sids.backlog[PIER_SID_SLOT(s->sid)];
+  io_loop *loop = &s->w->loop;
+  const net_opts *o = &s->w->n->opts;
+  uint64_t v, held;
+
+  if (!s->read_paused || s->state != SS_OPEN)
+    return;
+  /* The owner may have taken on more since the backlog reached 0: over the
+   * limit again, stay paused (the bit makes a later net_backlog_done post
+   * the resume). */
+  v = atomic_load_explicit(word, memory_order_relaxed);
+  do {
+    held = v & SID_BL_BYTES;
+    if (held <= o->recv_backlog)
+      break;
+  } while (!atomic_compare_exchange_weak_explicit(word, &v, v | SID_BL_PAUSED,
+                                                  memory_order_acq_rel, memory_order_relaxed));
+  if (held > o->recv_backlog)
+    return;
+  s->read_paused = 0;
+  /* Paused by its owner, the session was neither idle nor slow: its clocks
+   * start again now. */
+  if (o->idle_timeout_ms) {
+    s->last_rx = loop->now;
+    io_timer_start(loop, &s->idle_timer, o->idle_timeout_ms, 0);
   }
-  s->refs++;
+  if (s->partial_since && o->packet_timeout_ms) {
+    s->partial_since = loop->now ? loop->now : 1;
+    io_timer_start(loop, &s->packet_timer, o->packet_timeout_ms, 0);
+  }
+  /* A recv whose cancel has not completed yet re-arms from its final
+   * completion; otherwise arm it now (on epoll this tries a read at once,
+   * as the edge that came meanwhile is gone). */
+  if (!s->ev_recv.armed)
+    arm_recv(s);
 }
 
 /* ---- send ---- */
@@ -294,6 +421,12 @@ static void flush(session *s) {
   }
   s->inflight = (uint32_t)bytes;
   s->refs++;
+  if (s->w->n->opts.send_timeout_ms) {
+    /* Submitted now, at the start or right after a completion: progress. */
+    s->last_tx = s->w->loop.now;
+    if (!io_timer_active(&s->send_timer))
+      io_timer_start(&s->w->loop, &s->send_timer, s->w->n->opts.send_timeout_ms, 0);
+  }
 }
 
 static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
@@ -339,7 +472,7 @@ static void want_flush(session *s) {
   s->w->flush_head = s;
 }
 
-static int queue_full(session *s, size_t len) {
+int session_queue_full(session *s, size_t len) {
   char peer[NET_ADDR_STRLEN];
   STAT_ADD(s->w, send_queue_full, 1);
   log_limited(&s->w->rl_full, LOG_WARN,
@@ -357,7 +490,7 @@ int session_write(session *s, const void *data, size_t len) {
     return -ENOTCONN;
   rc = sendq_write(&s->q, data, len, s->w->n->opts.max_send_queue);
   if (rc == -ENOBUFS)
-    return queue_full(s, len);
+    return session_queue_full(s, len);
   if (rc == 0)
     want_flush(s);
   return rc;
@@ -369,7 +502,7 @@ int session_write_buf(session *s, sbuf *b) {
     return -ENOTCONN;
   rc = sendq_push(&s->q, b, 0, b->len, s->w->n->opts.max_send_queue);
   if (rc == -ENOBUFS)
-    return queue_full(s, b->len);
+    return session_queue_full(s, b->len);
   if (rc == 0)
     want_flush(s);
   return rc;

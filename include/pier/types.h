@@ -6,8 +6,11 @@
 #include <stdint.h>
 
 /* A session id: worker (8 bits), generation (24 bits), slot (32 bits). Zero is
- * never a valid id. Ids of closed sessions are never reused for a new session
- * until the 24-bit generation of that slot wraps. */
+ * never a valid id. A slot's generation advances each time the slot is handed
+ * out, and a worker hands out the slot that has been free longest (first in,
+ * first out), so an id repeats only after 2^24 x F sessions on that worker,
+ * where F is the number of its free slots (max_sessions less those open):
+ * with 1000 free slots, 16.7 billion sessions. */
 typedef uint64_t pier_sid;
 
 #define PIER_SID_WORKER(sid) ((unsigned)((sid) >> 56))
@@ -32,7 +35,8 @@ typedef uint64_t pier_sid;
   XX(NO_MEMORY, 11, "out of memory")                                     \
   XX(FLUSH_TIMEOUT, 12, "pending data not sent before the close deadline") \
   XX(PLUGIN_ERROR, 13, "plugin failed")                                  \
-  XX(PACKET_TIMEOUT, 14, "partial packet not completed within packet_timeout_ms")
+  XX(PACKET_TIMEOUT, 14, "partial packet not completed within packet_timeout_ms") \
+  XX(SEND_TIMEOUT, 15, "no send progress within send_timeout_ms (peer not reading)")
 
 typedef enum pier_reason {
 #define XX(name, value, text) PIER_REASON_##name = value,

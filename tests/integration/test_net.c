@@ -9,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include "net/framing.h"
 #include "testlib.h"
@@ -99,28 +102,39 @@ static void on_disconnected(void *ctx, session *s, pier_reason reason) {
 
 static const net_handler srv_handler = {on_connected, on_recv, on_send, on_disconnected, NULL};
 
-static srv *srv_start(const char *backend, int mode, unsigned workers, unsigned max_sessions,
-                      size_t max_send_queue, net_framing framing) {
+/* Creates a server with opts o (backend and the rest) on one raw or framed
+ * listener; net_start is left to the caller. */
+static srv *srv_create_o(const net_opts *o, int mode, net_framing framing) {
   srv *v = calloc(1, sizeof(*v));
-  net_opts o = {.workers = workers,
-                .backend = backend,
-                .max_sessions = max_sessions,
-                .max_send_queue = max_send_queue,
-                .close_timeout_ms = 3000};
   net_addr a;
   net_listener *l;
 
   pthread_mutex_init(&v->mu, NULL);
   v->mode = mode;
   v->ep = (net_endpoint){&srv_handler, v, framing, 1024};
-  ck_assert_int_eq(net_create(&o, &v->n), 0);
-  ck_assert_str_eq(net_backend_name(v->n), backend);
+  ck_assert_int_eq(net_create(o, &v->n), 0);
+  ck_assert_str_eq(net_backend_name(v->n), o->backend);
   ck_assert_int_eq(net_addr_parse("127.0.0.1", 0, &a), 0);
   ck_assert_int_eq(net_listen(v->n, &a, &v->ep, &l), 0);
   v->port = net_listener_port(l);
   ck_assert_int_gt(v->port, 0);
+  return v;
+}
+
+static srv *srv_start_o(const net_opts *o, int mode, net_framing framing) {
+  srv *v = srv_create_o(o, mode, framing);
   ck_assert_int_eq(net_start(v->n), 0);
   return v;
+}
+
+static srv *srv_start(const char *backend, int mode, unsigned workers, unsigned max_sessions,
+                      size_t max_send_queue, net_framing framing) {
+  net_opts o = {.workers = workers,
+                .backend = backend,
+                .max_sessions = max_sessions,
+                .max_send_queue = max_send_queue,
+                .close_timeout_ms = 3000};
+  return srv_start_o(&o, mode, framing);
 }
 
 static void srv_free(srv *v) {
@@ -324,6 +338,31 @@ START_TEST(test_net_half_close_still_gets_echo) {
 }
 END_TEST
 
+/* A graceful close whose data the peer never reads ends at the close
+ * deadline with FLUSH_TIMEOUT (not the reason the close was asked with),
+ * abortively: the peer gets RST. */
+START_TEST(test_net_close_deadline_reports_flush_timeout) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 8u << 20, .close_timeout_ms = 300};
+  srv *v = srv_start_o(&o, MODE_SILENT, NET_FRAMING_RAW);
+  int fd = test_connect(v->port), rcvbuf = 4096;
+  static char big[4u << 20];
+
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  ck_assert(wait_for(&v->connected, 1));
+  ck_assert_int_eq(net_send(v->n, v->sids[0], big, sizeof(big)), 0);
+  ck_assert_int_eq(net_close(v->n, v->sids[0], PIER_REASON_CLOSED), 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  usleep(50000);
+  ck_assert_int_eq(atomic_load(&v->disconnected), 1);
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_FLUSH_TIMEOUT]), 1);
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_CLOSED]), 0);
+  ck_assert_int_eq(test_recv_until_close(fd, NULL), -ECONNRESET);
+  close(fd);
+  srv_free(v);
+}
+END_TEST
+
 /* ---- limits ---- */
 
 START_TEST(test_net_max_sessions_refuses_extra) {
@@ -396,11 +435,511 @@ START_TEST(test_net_send_cap_disconnects_non_reader) {
 }
 END_TEST
 
+/* CPU time (user + system) of this process so far, in ms. */
+static long cpu_ms(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000L +
+         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000L;
+}
+
+/* Out of file descriptors with connections waiting: the worker backs off
+ * (100 ms between accepts) without spinning, and serves the waiting
+ * clients once descriptors are free again. */
+START_TEST(test_net_emfile_backoff_does_not_spin) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 100};
+  srv *v = srv_create_o(&o, MODE_ECHO, NET_FRAMING_RAW);
+  struct rlimit old, low;
+  int cli[4], filler[256], nfill = 0, fd;
+  long cpu0, cpu;
+  char buf[4];
+
+  for (int i = 0; i < 4; i++)
+    cli[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  /* Take every descriptor the lowered limit leaves, so accept gets EMFILE.
+   * The workers start after: io_uring reads the limit when an accept is
+   * submitted. */
+  getrlimit(RLIMIT_NOFILE, &old);
+  low = old;
+  low.rlim_cur = (rlim_t)cli[3] + 64;
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+  while (nfill < 256 && (fd = dup(0)) >= 0)
+    filler[nfill++] = fd;
+  ck_assert_int_eq(errno, EMFILE);
+  ck_assert_int_eq(net_start(v->n), 0);
+  for (int i = 0; i < 4; i++) {
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(v->port)};
+    in.sin_addr.s_addr = htonl(0x7f000001);
+    ck_assert_int_eq(connect(cli[i], (struct sockaddr *)&in, sizeof(in)), 0);
+  }
+  usleep(100000); /* the worker has met EMFILE and is backing off */
+  cpu0 = cpu_ms();
+  usleep(500000);
+  cpu = cpu_ms() - cpu0;
+  ck_assert_int_eq(atomic_load(&v->connected), 0);
+  /* A spinning epoll_wait burns the whole 500 ms; backing off costs a few. */
+  ck_assert_msg(cpu < 100, "%ld ms of CPU in 500 ms of EMFILE backoff", cpu);
+  for (int i = 0; i < nfill; i++)
+    close(filler[i]);
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+  ck_assert(wait_for(&v->connected, 4));
+  for (int i = 0; i < 4; i++) {
+    struct timeval tv = {10, 0};
+    setsockopt(cli[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    test_send_all(cli[i], "back", 4);
+    ck_assert_int_eq(test_recv_exact(cli[i], buf, 4), 0);
+    ck_assert_int_eq(memcmp(buf, "back", 4), 0);
+    close(cli[i]);
+  }
+  srv_free(v);
+}
+END_TEST
+
+/* From a thread other than the session's worker (here the test's own), a
+ * send larger than max_send_queue is refused and the session disconnected,
+ * as on the worker. */
+START_TEST(test_net_cross_thread_oversize_send_disconnects) {
+  const size_t cap = 64u << 10;
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, cap, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  static char big[(64u << 10) + 1];
+  net_stats st;
+
+  ck_assert(wait_for(&v->connected, 1));
+  ck_assert_int_eq(net_send(v->n, v->sids[0], big, sizeof(big)), -ENOBUFS);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
+  ck_assert_int_eq(net_send(v->n, v->sids[0], "x", 1), -ENOTCONN);
+  ck_assert_int_eq(test_recv_until_close(fd, NULL), -ECONNRESET);
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.send_queue_full, 1);
+  close(fd);
+  srv_free(v);
+}
+END_TEST
+
+typedef struct blocker {
+  io_job job;
+  _Atomic int running, release;
+} blocker;
+
+static void block_worker(io_job *job) {
+  blocker *b = (blocker *)job;
+  atomic_store(&b->running, 1);
+  while (!atomic_load(&b->release))
+    usleep(1000);
+}
+
+/* While the worker is busy, sends from another thread wait in its inbox:
+ * no more than max_send_queue bytes of them per session. The one that would
+ * pass the cap is refused and the session disconnected; what was accepted
+ * before it is still what the session had queued. */
+START_TEST(test_net_cross_thread_inbox_capped_per_session) {
+  const size_t cap = 64u << 10;
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, cap, NET_FRAMING_RAW);
+  int fd = test_connect(v->port), rc = 0;
+  static char chunk[4096];
+  blocker b;
+  size_t accepted = 0;
+
+  ck_assert(wait_for(&v->connected, 1));
+  memset(&b, 0, sizeof(b));
+  b.job.fn = block_worker;
+  net_post(v->n, 0, &b.job);
+  ck_assert(wait_for(&b.running, 1));
+  for (int i = 0; i < 1000 && rc == 0; i++) {
+    rc = net_send(v->n, v->sids[0], chunk, sizeof(chunk));
+    if (rc == 0)
+      accepted += sizeof(chunk);
+  }
+  ck_assert_int_eq(rc, -ENOBUFS);
+  ck_assert_uint_eq(accepted, cap);
+  ck_assert_int_eq(net_send(v->n, v->sids[0], "x", 1), -ENOTCONN);
+  atomic_store(&b.release, 1);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
+  close(fd);
+  srv_free(v);
+}
+END_TEST
+
+/* A loopback client whose receive buffer is rcvbuf bytes from the start
+ * (set before connect, so the window it advertises fits the buffer). */
+static int connect_rcvbuf(uint16_t port, int rcvbuf) {
+  struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(port)};
+  struct timeval tv = {10, 0};
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  in.sin_addr.s_addr = htonl(0x7f000001);
+  ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ck_assert_int_eq(connect(fd, (struct sockaddr *)&in, sizeof(in)), 0);
+  return fd;
+}
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A peer that stops reading while data is on its way to it is reset once no
+ * send has completed for send_timeout_ms, though everything fits in the
+ * send queue; a peer that reads slowly but steadily over a much longer
+ * transfer is not. */
+START_TEST(test_net_send_timeout_resets_non_reader) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 32u << 20, .close_timeout_ms = 3000,
+                .send_timeout_ms = 300};
+  srv *v = srv_start_o(&o, MODE_SILENT, NET_FRAMING_RAW);
+  int hog = connect_rcvbuf(v->port, 4096), slow;
+  static char big[16u << 20], buf[32768];
+  size_t got = 0;
+  uint64_t t0, took;
+  net_stats st;
+
+  ck_assert(wait_for(&v->connected, 1));
+  t0 = mono_ms();
+  ck_assert_int_eq(net_send(v->n, v->sids[0], big, sizeof(big)), 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  took = mono_ms() - t0;
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_TIMEOUT]), 1);
+  ck_assert_uint_ge(took, 300);
+  ck_assert_uint_lt(took, 3000);
+  ck_assert_int_eq(test_recv_until_close(hog, NULL), -ECONNRESET);
+  close(hog);
+  ck_assert_str_eq(net_reason_text(PIER_REASON_SEND_TIMEOUT),
+                   "no send progress within send_timeout_ms (peer not reading)");
+
+  /* 1 MiB read 32 KiB every 50 ms: about 1.6 s, each step well inside 300 ms. */
+  slow = connect_rcvbuf(v->port, 4096);
+  ck_assert(wait_for(&v->connected, 2));
+  ck_assert_int_eq(net_send(v->n, v->sids[1], big, 1u << 20), 0);
+  while (got < (1u << 20)) {
+    ssize_t r = recv(slow, buf, sizeof(buf), MSG_WAITALL);
+    ck_assert_int_gt(r, 0);
+    got += (size_t)r;
+    usleep(50000);
+  }
+  ck_assert_int_eq(atomic_load(&v->disconnected), 1);
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.send_timeouts, 1);
+  close(slow);
+  srv_free(v);
+}
+END_TEST
+
+/* ---- read backpressure ---- */
+
+#define BP_LIMIT (16u << 10)   /* recv_backlog */
+#define BP_BUFS 16u             /* provided buffers (io_uring) */
+#define BP_BUF_SIZE 2048u
+/* What may still arrive once a pause is asked (net.h): on io_uring the
+ * completions already posted, one per provided buffer at most; on epoll one
+ * buffer. Plus the chunk that crossed the limit. */
+#define BP_BOUND (BP_LIMIT + BP_BUFS * BP_BUF_SIZE + BP_BUF_SIZE)
+#define BP_STREAM (4u << 20)
+
+typedef struct bp {
+  net *n;
+  pthread_mutex_t mu;
+  pier_sid stream;   /* the first session: held by the owner */
+  size_t got, held, max_held, got_at_disconnect;
+  long bad_at;       /* first byte out of order, -1 if none */
+  _Atomic int connected, disconnected, stream_disconnects, echo_recvs;
+  _Atomic int reasons[32];
+  _Atomic int hold_all, stop;
+} bp;
+
+static void bp_connected(void *ctx, session *s) {
+  bp *b = ctx;
+  pthread_mutex_lock(&b->mu);
+  if (!b->stream)
+    b->stream = session_sid(s);
+  pthread_mutex_unlock(&b->mu);
+  atomic_fetch_add(&b->connected, 1);
+}
+
+static void bp_recv(void *ctx, session *s, const char *data, size_t len) {
+  bp *b = ctx;
+  pthread_mutex_lock(&b->mu);
+  if (session_sid(s) != b->stream) {
+    pthread_mutex_unlock(&b->mu);
+    atomic_fetch_add(&b->echo_recvs, 1);
+    net_send(b->n, session_sid(s), data, len);
+    return;
+  }
+  for (size_t k = 0; k < len && b->bad_at < 0; k++)
+    if ((uint8_t)data[k] != test_pattern(7, b->got + k))
+      b->bad_at = (long)(b->got + k);
+  b->got += len;
+  b->held += len;
+  if (b->held > b->max_held)
+    b->max_held = b->held;
+  pthread_mutex_unlock(&b->mu);
+  session_backlog_add(s, len, 0);
+}
+
+static void bp_disconnected(void *ctx, session *s, pier_reason r) {
+  bp *b = ctx;
+  atomic_fetch_add(&b->reasons[r], 1);
+  pthread_mutex_lock(&b->mu);
+  if (session_sid(s) == b->stream) {
+    b->got_at_disconnect = b->got;
+    atomic_fetch_add(&b->stream_disconnects, 1);
+  }
+  pthread_mutex_unlock(&b->mu);
+  atomic_fetch_add(&b->disconnected, 1);
+}
+
+static const net_handler bp_handler = {bp_connected, bp_recv, NULL, bp_disconnected, NULL};
+
+/* The owner's other thread: delivers what it holds in bursts, every 5 ms,
+ * in two halves, unless told to hold everything. */
+static void *bp_releaser(void *arg) {
+  bp *b = arg;
+  while (!atomic_load(&b->stop)) {
+    usleep(5000);
+    if (atomic_load(&b->hold_all))
+      continue;
+    pthread_mutex_lock(&b->mu);
+    size_t n = b->held;
+    pier_sid sid = b->stream;
+    b->held = 0;
+    pthread_mutex_unlock(&b->mu);
+    if (n) {
+      net_backlog_done(b->n, sid, n / 2);
+      net_backlog_done(b->n, sid, n - n / 2);
+    }
+  }
+  return NULL;
+}
+
+typedef struct streamer {
+  int fd;
+  size_t from, len;
+} streamer;
+
+static void *bp_stream(void *arg) {
+  streamer *st = arg;
+  static char buf[65536];
+  for (size_t off = 0; off < st->len;) {
+    size_t n = st->len - off < sizeof(buf) ? st->len - off : sizeof(buf);
+    for (size_t k = 0; k < n; k++)
+      buf[k] = (char)test_pattern(7, st->from + off + k);
+    test_send_all(st->fd, buf, n);
+    off += n;
+  }
+  return NULL;
+}
+
+static size_t bp_got(bp *b) {
+  pthread_mutex_lock(&b->mu);
+  size_t g = b->got;
+  pthread_mutex_unlock(&b->mu);
+  return g;
+}
+
+static int bp_got_all(void *arg) {
+  bp *b = arg;
+  return bp_got(b) >= BP_STREAM;
+}
+
+/* An owner that holds every chunk and releases it later from another thread
+ * makes the session stop being read: nothing is lost or reordered, the owner
+ * never holds more than recv_backlog plus the documented bound, another
+ * session on the same worker is served meanwhile, and a peer that closes
+ * during a pause is heard once, after the data it sent. */
+START_TEST(test_net_read_backpressure_pauses_and_resumes) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 1u << 20, .recv_backlog = BP_LIMIT,
+                .buf_count = BP_BUFS, .buf_size = BP_BUF_SIZE,
+                .idle_timeout_ms = 200, .packet_timeout_ms = 200};
+  static bp b;
+  net_endpoint ep = {&bp_handler, &b, NET_FRAMING_RAW, 0};
+  net_addr a;
+  net_listener *l;
+  pthread_t rel, str;
+  streamer st;
+  net_stats ns;
+  char buf[4];
+  int fd, idle;
+  size_t got0;
+
+  memset(&b, 0, sizeof(b));
+  pthread_mutex_init(&b.mu, NULL);
+  b.bad_at = -1;
+  atomic_store(&b.hold_all, 1);
+  ck_assert_int_eq(net_create(&o, &b.n), 0);
+  net_addr_parse("127.0.0.1", 0, &a);
+  ck_assert_int_eq(net_listen(b.n, &a, &ep, &l), 0);
+  ck_assert_int_eq(net_start(b.n), 0);
+  ck_assert_int_eq(pthread_create(&rel, NULL, bp_releaser, &b), 0);
+
+  fd = test_connect(net_listener_port(l));
+  ck_assert(wait_for(&b.connected, 1));
+  st = (streamer){fd, 0, BP_STREAM};
+  ck_assert_int_eq(pthread_create(&str, NULL, bp_stream, &st), 0);
+
+  /* Held, not released: the session pauses, and stays paused (no reads, and
+   * neither the idle nor the packet timer of 200 ms closes it). */
+  for (int i = 0; i < 5000; i++) {
+    net_get_stats(b.n, &ns);
+    if (ns.read_pauses > 0)
+      break;
+    usleep(1000);
+  }
+  ck_assert_uint_gt(ns.read_pauses, 0);
+  usleep(50000);
+  got0 = bp_got(&b);
+  usleep(400000);
+  ck_assert_uint_eq(bp_got(&b), got0);
+  ck_assert_uint_le(got0, BP_BOUND);
+  ck_assert_int_eq(atomic_load(&b.disconnected), 0);
+  /* Another session on the worker is served while this one is paused. */
+  idle = test_connect(net_listener_port(l));
+  ck_assert(wait_for(&b.connected, 2));
+  test_send_all(idle, "ping", 4);
+  ck_assert_int_eq(test_recv_exact(idle, buf, 4), 0);
+  ck_assert_int_eq(memcmp(buf, "ping", 4), 0);
+
+  /* Released in bursts: the whole stream arrives once and in order. */
+  atomic_store(&b.hold_all, 0);
+  ck_assert(test_wait(bp_got_all, &b, 60000));
+  pthread_join(str, NULL);
+  pthread_mutex_lock(&b.mu);
+  ck_assert_msg(b.bad_at < 0, "byte %ld out of order", b.bad_at);
+  ck_assert_uint_eq(b.got, BP_STREAM);
+  ck_assert_msg(b.max_held <= BP_BOUND, "held %zu > %u", b.max_held, BP_BOUND);
+  pthread_mutex_unlock(&b.mu);
+  net_get_stats(b.n, &ns);
+  ck_assert_uint_gt(ns.read_pauses, 1);
+
+  /* Paused again, the peer sends 64 KiB more and closes: nothing until the
+   * owner releases, then the rest of the data and one PEER_CLOSED. */
+  usleep(20000);
+  atomic_store(&b.hold_all, 1);
+  usleep(20000);
+  st = (streamer){fd, BP_STREAM, 64u << 10};
+  bp_stream(&st);
+  close(fd);
+  usleep(300000);
+  ck_assert_int_eq(atomic_load(&b.stream_disconnects), 0);
+  ck_assert_uint_lt(bp_got(&b), BP_STREAM + (64u << 10));
+  atomic_store(&b.hold_all, 0);
+  ck_assert(wait_for(&b.stream_disconnects, 1));
+  usleep(50000);
+  ck_assert_int_eq(atomic_load(&b.stream_disconnects), 1);
+  ck_assert_int_eq(atomic_load(&b.reasons[PIER_REASON_PEER_CLOSED]), 1);
+  pthread_mutex_lock(&b.mu);
+  ck_assert_uint_eq(b.got_at_disconnect, BP_STREAM + (64u << 10));
+  ck_assert_msg(b.bad_at < 0, "byte %ld out of order", b.bad_at);
+  pthread_mutex_unlock(&b.mu);
+
+  atomic_store(&b.stop, 1);
+  pthread_join(rel, NULL);
+  close(idle);
+  net_destroy(b.n);
+  pthread_mutex_destroy(&b.mu);
+}
+END_TEST
+
+/* A release meant for an earlier session of the slot (a job that outlived
+ * it) never touches the count of the session that has the slot now; a
+ * session closed while paused closes normally. */
+START_TEST(test_net_backlog_stale_release_ignored_close_while_paused) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 1,
+                .recv_backlog = BP_LIMIT};
+  static bp b;
+  net_endpoint ep = {&bp_handler, &b, NET_FRAMING_RAW, 0};
+  net_addr a;
+  net_listener *l;
+  net_stats ns;
+  pier_sid old;
+  int fd;
+  static char chunk[8192];
+
+  memset(&b, 0, sizeof(b));
+  pthread_mutex_init(&b.mu, NULL);
+  b.bad_at = -1;
+  ck_assert_int_eq(net_create(&o, &b.n), 0);
+  net_addr_parse("127.0.0.1", 0, &a);
+  ck_assert_int_eq(net_listen(b.n, &a, &ep, &l), 0);
+  ck_assert_int_eq(net_start(b.n), 0);
+  fd = test_connect(net_listener_port(l));
+  ck_assert(wait_for(&b.connected, 1));
+  old = b.stream;
+  close(fd);
+  ck_assert(wait_for(&b.disconnected, 1));
+  usleep(20000);
+  /* The same slot, a new session, fed past recv_backlog: it pauses. */
+  pthread_mutex_lock(&b.mu);
+  b.stream = 0;
+  b.got = b.held = 0;
+  pthread_mutex_unlock(&b.mu);
+  fd = test_connect(net_listener_port(l));
+  ck_assert(wait_for(&b.connected, 2));
+  ck_assert_uint_eq(PIER_SID_SLOT(b.stream), PIER_SID_SLOT(old));
+  for (size_t k = 0; k < sizeof(chunk); k++)
+    chunk[k] = (char)test_pattern(7, k);
+  test_send_all(fd, chunk, sizeof(chunk));
+  for (size_t k = 0; k < sizeof(chunk); k++)
+    chunk[k] = (char)test_pattern(7, sizeof(chunk) + k);
+  test_send_all(fd, chunk, sizeof(chunk));
+  for (size_t k = 0; k < sizeof(chunk); k++)
+    chunk[k] = (char)test_pattern(7, 2 * sizeof(chunk) + k);
+  test_send_all(fd, chunk, sizeof(chunk));
+  for (int i = 0; i < 5000; i++) {
+    net_get_stats(b.n, &ns);
+    if (ns.read_pauses > 0)
+      break;
+    usleep(1000);
+  }
+  ck_assert_uint_eq(ns.read_pauses, 1);
+  /* Releases by the old id do nothing: still paused. */
+  net_backlog_done(b.n, old, 1u << 30);
+  net_backlog_done(b.n, old, 1u << 30);
+  usleep(100000);
+  size_t got0 = bp_got(&b);
+  test_send_all(fd, chunk, 16);
+  usleep(100000);
+  ck_assert_uint_eq(bp_got(&b), got0);
+  /* Released by its own id, it reads again. */
+  pthread_mutex_lock(&b.mu);
+  size_t held = b.held;
+  b.held = 0;
+  pthread_mutex_unlock(&b.mu);
+  net_backlog_done(b.n, b.stream, held);
+  for (int i = 0; i < 5000 && bp_got(&b) < got0 + 16; i++)
+    usleep(1000);
+  ck_assert_uint_ge(bp_got(&b), got0 + 16);
+  /* Paused again and closed by the server meanwhile: one on_disconnected,
+   * with the reason given, and the peer gets its FIN. */
+  for (int i = 0; i < 3; i++)
+    test_send_all(fd, chunk, sizeof(chunk));
+  for (int i = 0; i < 5000; i++) {
+    net_get_stats(b.n, &ns);
+    if (ns.read_pauses > 1)
+      break;
+    usleep(1000);
+  }
+  ck_assert_uint_eq(ns.read_pauses, 2);
+  ck_assert_int_eq(net_close(b.n, b.stream, PIER_REASON_KICKED), 0);
+  ck_assert_int_eq(test_recv_until_close(fd, NULL), 0);
+  ck_assert(wait_for(&b.disconnected, 2));
+  usleep(50000);
+  ck_assert_int_eq(atomic_load(&b.disconnected), 2);
+  ck_assert_int_eq(atomic_load(&b.reasons[PIER_REASON_KICKED]), 1);
+  close(fd);
+  net_destroy(b.n);
+  pthread_mutex_destroy(&b.mu);
+}
+END_TEST
+
 /* ---- stale ids ---- */
 
 START_TEST(test_net_stale_sid_fails_cleanly) {
   srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 4, 1u << 20, NET_FRAMING_RAW);
-  int fd = test_connect(v->port), fd2;
+  int fd = test_connect(v->port), more[4];
   pier_sid old;
   char buf[4];
 
@@ -410,20 +949,24 @@ START_TEST(test_net_stale_sid_fails_cleanly) {
   ck_assert(wait_for(&v->disconnected, 1));
   ck_assert_int_eq(net_send(v->n, old, "x", 1), -ENOTCONN);
   ck_assert_int_eq(net_close(v->n, old, PIER_REASON_KICKED), -ENOTCONN);
-  /* The next session reuses the slot under a new generation: the old id
-   * still fails and the new player gets nothing meant for the old one. */
-  fd2 = test_connect(v->port);
-  ck_assert(wait_for(&v->connected, 2));
-  ck_assert_uint_eq(PIER_SID_SLOT(v->sids[1]), PIER_SID_SLOT(old));
-  ck_assert_uint_ne(v->sids[1], old);
+  /* Slots are reused first in, first out: the fourth session after it gets
+   * the old slot under a new generation. The old id still fails and the new
+   * player gets nothing meant for the old one. */
+  for (int i = 0; i < 4; i++) {
+    more[i] = test_connect(v->port);
+    ck_assert(wait_for(&v->connected, 2 + i));
+  }
+  ck_assert_uint_eq(PIER_SID_SLOT(v->sids[4]), PIER_SID_SLOT(old));
+  ck_assert_uint_ne(v->sids[4], old);
   ck_assert_int_eq(net_send(v->n, old, "x", 1), -ENOTCONN);
   ck_assert_int_eq(net_send(v->n, 0, "x", 1), -ENOTCONN);
   ck_assert_int_eq(net_send(v->n, PIER_SID_MAKE(9, 1, 0), "x", 1), -ENOTCONN);
   ck_assert_int_eq(net_send(v->n, PIER_SID_MAKE(0, 1, 999999), "x", 1), -ENOTCONN);
-  test_send_all(fd2, "abc", 3);
-  ck_assert_int_eq(test_recv_exact(fd2, buf, 3), 0);
+  test_send_all(more[3], "abc", 3);
+  ck_assert_int_eq(test_recv_exact(more[3], buf, 3), 0);
   ck_assert_int_eq(memcmp(buf, "abc", 3), 0);
-  close(fd2);
+  for (int i = 0; i < 4; i++)
+    close(more[i]);
   srv_free(v);
 }
 END_TEST
@@ -750,9 +1293,16 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_graceful_close_flushes_then_fin, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_abort_resets_peer, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_half_close_still_gets_echo, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_close_deadline_reports_flush_timeout, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_max_sessions_refuses_extra, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_send_cap_disconnects_non_reader, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_cross_thread_oversize_send_disconnects, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_cross_thread_inbox_capped_per_session, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_send_timeout_resets_non_reader, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_read_backpressure_pauses_and_resumes, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_backlog_stale_release_ignored_close_while_paused, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stale_sid_fails_cleanly, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_emfile_backoff_does_not_spin, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_two_workers_cross_sends, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_client_service_connects_and_reports_errors, 0,
                       TEST_NBACKENDS);

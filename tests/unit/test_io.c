@@ -230,6 +230,51 @@ START_TEST(test_io_repeating_timer_fires_until_stopped) {
 }
 END_TEST
 
+/* A delay too large to add to the clock means "never", not "at once": the
+ * due time saturates instead of wrapping, for the first delay and for the
+ * repeat alike. */
+START_TEST(test_io_huge_timer_delay_never_fires) {
+  io_loop loop;
+  ttimer never, wrap, rep, ref;
+
+  loop_setup(&loop, _i, NULL);
+  memset(&tstate, 0, sizeof(tstate));
+  tstate.loop = &loop;
+  io_loop_once(&loop, 0);
+  io_timer_init(&never.t, on_timer);
+  io_timer_init(&wrap.t, on_timer);
+  io_timer_init(&rep.t, on_timer);
+  io_timer_init(&ref.t, on_timer);
+  never.id = 1;
+  wrap.id = 2;
+  rep.id = 3;
+  ref.id = 4;
+  never.fired = wrap.fired = rep.fired = ref.fired = 0;
+  io_timer_start(&loop, &never.t, UINT64_MAX, 0);
+  /* now + this is exactly 2^64: due time 0 if it wrapped. */
+  io_timer_start(&loop, &wrap.t, UINT64_MAX - loop.now + 1, 0);
+  io_timer_start(&loop, &rep.t, 5, UINT64_MAX); /* once, then never again */
+  io_timer_start(&loop, &ref.t, 40, 0);
+  ck_assert(run_until(&loop, &ref.fired));
+  run_for(&loop, 30);
+  ck_assert_int_eq(never.fired, 0);
+  ck_assert_int_eq(wrap.fired, 0);
+  ck_assert_int_eq(rep.fired, 1);
+  ck_assert(io_timer_active(&never.t));
+  ck_assert(io_timer_active(&wrap.t));
+  ck_assert(io_timer_active(&rep.t));
+  /* The loop still sleeps rather than spinning on them: one wait of 50 ms
+   * takes about that long. */
+  {
+    uint64_t t0 = now_ms();
+    io_timer_stop(&loop, &ref.t);
+    io_loop_once(&loop, 50);
+    ck_assert_uint_ge(now_ms() - t0, 40);
+  }
+  io_loop_done(&loop);
+}
+END_TEST
+
 /* ---- io_post ---- */
 
 typedef struct pjob {
@@ -1098,6 +1143,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_io_stopped_timer_never_fires, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_timer_restart_moves_due_time, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_repeating_timer_fires_until_stopped, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_huge_timer_delay_never_fires, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_post_wakes_blocked_loop, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_post_from_many_threads_runs_each_once, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_loop_done_runs_unrun_jobs, 0, TEST_NBACKENDS);

@@ -1,7 +1,12 @@
 /* Unit tests for the session slot table: id layout, allocation until full,
- * staleness after release, the closing mark, and generation wrap-around. */
+ * staleness after release, the closing mark, generation wrap-around and
+ * first-in-first-out slot reuse. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
+#include <time.h>
 
 #include "net/sid.h"
 #include "testlib.h"
@@ -188,6 +193,148 @@ START_TEST(test_sid_generation_wraps_to_1_never_0) {
 }
 END_TEST
 
+/* Freed slots come back first in, first out: the slot freed longest ago is
+ * handed out next, so one client cycling connections walks every free slot
+ * and a slot's generation advances once per (free slots) allocations. */
+START_TEST(test_sid_free_slots_reused_fifo) {
+  sid_table t;
+  pier_sid ids[4], a, b, c, d;
+
+  ck_assert_int_eq(sid_table_init(&t, 0, 4), 0);
+  for (int i = 0; i < 4; i++)
+    ids[i] = sid_alloc(&t);
+  sid_release(&t, ids[2]);
+  sid_release(&t, ids[0]);
+  sid_release(&t, ids[3]);
+  a = sid_alloc(&t);
+  sid_release(&t, a); /* freed again: behind 0 and 3 */
+  b = sid_alloc(&t);
+  c = sid_alloc(&t);
+  d = sid_alloc(&t);
+  ck_assert_uint_eq(PIER_SID_SLOT(a), 2);
+  ck_assert_uint_eq(PIER_SID_SLOT(b), 0);
+  ck_assert_uint_eq(PIER_SID_SLOT(c), 3);
+  ck_assert_uint_eq(PIER_SID_SLOT(d), 2);
+  ck_assert_uint_eq(PIER_SID_GEN(d), 3);
+  ck_assert_uint_eq(sid_alloc(&t), 0);
+  sid_table_free(&t);
+
+  /* One client cycling through a table of 1000 free slots: after 10000
+   * sessions each slot's generation has advanced 10 times, not 10000. */
+  ck_assert_int_eq(sid_table_init(&t, 0, 1000), 0);
+  for (int i = 0; i < 10000; i++) {
+    a = sid_alloc(&t);
+    ck_assert_uint_eq(PIER_SID_SLOT(a), (uint32_t)(i % 1000));
+    sid_release(&t, a);
+  }
+  ck_assert_uint_eq(PIER_SID_GEN(a), 10);
+  sid_table_free(&t);
+}
+END_TEST
+
+/* ---- a stale id never reaches the slot's next session ---- */
+
+typedef struct race {
+  sid_table t;
+  _Atomic pier_sid current; /* the id now in the slot, as other threads learn it */
+  _Atomic int stop;
+  _Atomic long wrong_get; /* a reader got another session's pointer */
+  _Atomic long calls;
+} race;
+
+static void *racer(void *arg) {
+  race *r = arg;
+  while (!atomic_load(&r->stop)) {
+    pier_sid id = atomic_load(&r->current);
+    void *got;
+    /* Each writer stores the id it holds: a pointer found on a session
+     * other than that id's is a stale write that landed. */
+    sid_set_user(&r->t, id, (void *)(uintptr_t)id);
+    got = sid_get_user(&r->t, id);
+    if (got && (pier_sid)(uintptr_t)got != id)
+      atomic_fetch_add(&r->wrong_get, 1);
+    atomic_fetch_add_explicit(&r->calls, 1, memory_order_relaxed);
+  }
+  return NULL;
+}
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Two threads set and read the user pointer by ids that go stale while the
+ * owner cycles the one slot through new sessions: every new session starts
+ * with no pointer and only ever holds its own, and no reader gets another
+ * session's. */
+START_TEST(test_sid_stale_set_user_never_lands_on_new_session) {
+  static race r;
+  pthread_t th[2];
+  long sessions = 0, stale_on_new = 0, foreign = 0;
+  uint64_t end;
+
+  memset(&r, 0, sizeof(r));
+  ck_assert_int_eq(sid_table_init(&r.t, 0, 1), 0);
+  for (int i = 0; i < 2; i++)
+    ck_assert_int_eq(pthread_create(&th[i], NULL, racer, &r), 0);
+  end = mono_ms() + 1500;
+  while (mono_ms() < end || sessions < 1000) {
+    pier_sid sid = sid_alloc(&r.t);
+    void *u;
+    ck_assert_uint_ne(sid, 0);
+    /* What the owner sees for its new session (session_user reads this). */
+    if (atomic_load(&r.t.user[0]) != NULL)
+      stale_on_new++;
+    atomic_store(&r.current, sid);
+    for (int k = 0; k < 50; k++) /* let the racers at it */
+      u = atomic_load(&r.t.user[0]);
+    u = atomic_load(&r.t.user[0]);
+    if (u && (pier_sid)(uintptr_t)u != sid)
+      foreign++;
+    sid_release(&r.t, sid);
+    sessions++;
+  }
+  atomic_store(&r.stop, 1);
+  for (int i = 0; i < 2; i++)
+    pthread_join(th[i], NULL);
+  ck_assert_int_gt(atomic_load(&r.calls), 1000);
+  ck_assert_msg(stale_on_new == 0 && foreign == 0,
+                "%ld of %ld new sessions started with a stale pointer, %ld held another's",
+                stale_on_new, sessions, foreign);
+  ck_assert_int_eq(atomic_load(&r.wrong_get), 0);
+  sid_table_free(&r.t);
+}
+END_TEST
+
+/* The lock bit is invisible to the liveness checks, and a closing mark made
+ * while it is held keeps it. */
+START_TEST(test_sid_lock_bit_invisible_to_checks) {
+  sid_table t;
+  pier_sid a;
+
+  ck_assert_int_eq(sid_table_init(&t, 0, 2), 0);
+  a = sid_alloc(&t);
+  ck_assert(sid_lock(&t, a));
+  ck_assert(sid_live(&t, a));
+  ck_assert(sid_exists(&t, a));
+  sid_mark_closing(&t, a);
+  ck_assert(!sid_live(&t, a));
+  ck_assert(sid_exists(&t, a));
+  sid_unlock(&t, a);
+  ck_assert(sid_exists(&t, a));
+  ck_assert(!sid_live(&t, a));
+  ck_assert_int_eq(sid_set_user(&t, a, &t), 0); /* closing: still its own */
+  ck_assert_ptr_eq(sid_get_user(&t, a), &t);
+  sid_release(&t, a);
+  ck_assert(!sid_lock(&t, a));
+  ck_assert_int_eq(sid_set_user(&t, a, &t), -ENOTCONN);
+  ck_assert_ptr_null(sid_get_user(&t, a));
+  ck_assert(!sid_lock(&t, 0));
+  sid_table_free(&t);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("sid");
   TCase *tc = tcase_create("sid");
@@ -200,6 +347,9 @@ int main(void) {
   tcase_add_test(tc, test_sid_mark_closing_keeps_slot_allocated);
   tcase_add_test(tc, test_sid_foreign_or_bad_ids_not_live);
   tcase_add_test(tc, test_sid_generation_wraps_to_1_never_0);
+  tcase_add_test(tc, test_sid_free_slots_reused_fifo);
+  tcase_add_test(tc, test_sid_stale_set_user_never_lands_on_new_session);
+  tcase_add_test(tc, test_sid_lock_bit_invisible_to_checks);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
