@@ -825,6 +825,3 @@ void net_get_stats(net *n, net_stats *out) {
 #undef SUM
   out->sessions = out->accepted + out->connected_out - out->disconnects;
 }
-
-void session_backlog_add(session *s, size_t bytes, int pause_now) { (void)s; (void)bytes; (void)pause_now; }
-void net_backlog_done(net *n, pier_sid sid, size_t bytes) { (void)n; (void)sid; (void)bytes; }

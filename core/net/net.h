@@ -59,8 +59,6 @@ typedef struct net_opts {
    * session stops being read; 0 = 65536. */
   size_t recv_backlog;
   unsigned buf_count, buf_size; /* receive buffers per worker (0 = defaults) */
-  unsigned send_timeout_ms;  /* no send progress this long: close; 0 = never */
-  size_t recv_backlog;       /* session_backlog_add past this pauses reading */
 } net_opts;
 
 typedef struct net_stats {
@@ -170,7 +168,5 @@ const net_addr *session_peer(const session *s);
 void *session_user(const session *s);
 void session_set_user(session *s, void *user);
 size_t session_queued(const session *s);
-void session_backlog_add(session *s, size_t bytes, int pause_now);
-void net_backlog_done(net *n, pier_sid sid, size_t bytes);
 
 #endif
