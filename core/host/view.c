@@ -14,13 +14,14 @@ void host_print_status(host *h, FILE *out) {
           net_backend_name(h->net), net_workers(h->net));
   fprintf(out,
           "sessions %llu open, %llu accepted, %llu refused (max_sessions %u), %llu closed "
-          "for send queue, %llu for bad packets, %llu idle, %llu for slow packets, %llu over "
-          "max_conns_per_ip\n",
+          "for send queue, %llu for bad packets, %llu idle, %llu for slow packets, %llu for no "
+          "send progress, %llu over max_conns_per_ip; reading paused %llu times\n",
           (unsigned long long)st.sessions, (unsigned long long)st.accepted,
           (unsigned long long)st.refused_full, h->cfg->max_sessions,
           (unsigned long long)st.send_queue_full, (unsigned long long)st.bad_packets,
           (unsigned long long)st.idle_timeouts, (unsigned long long)st.packet_timeouts,
-          (unsigned long long)st.refused_per_ip);
+          (unsigned long long)st.send_timeouts, (unsigned long long)st.refused_per_ip,
+          (unsigned long long)st.read_pauses);
   for (size_t i = 0; i < h->nlisteners; i++) {
     host_listener *l = &h->listeners[i];
     char addr[NET_ADDR_STRLEN] = "?";

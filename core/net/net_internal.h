@@ -45,6 +45,10 @@ struct session {
   uint8_t accepted;   /* counts against max_sessions */
   uint8_t reason;
   uint8_t read_paused; /* the owner's backlog stopped reading; resume pending */
+  uint8_t congested;   /* its send queue is over half of max_send_queue: not read */
+  uint8_t eof_pending; /* the peer's FIN came while input was deferred */
+  uint32_t defer_len, defer_cap;
+  char *defer;         /* received while congested, not yet delivered */
 };
 
 typedef struct net_counters {

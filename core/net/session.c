@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -34,6 +35,9 @@ static void finish(session *s) {
   io_close_fd(&w->loop, &s->iofd);
   sendq_clear(&s->q);
   framing_reset(&s->fr);
+  free(s->defer);
+  s->defer = NULL;
+  s->defer_len = s->defer_cap = 0;
   if (s->notified) {
     STAT_ADD(w, disconnects, 1);
     if (ep->handler->on_disconnected)
@@ -73,7 +77,7 @@ static void on_idle(io_timer *t) {
   uint64_t idle = s->w->n->opts.idle_timeout_ms, quiet = loop->now - s->last_rx;
   char peer[NET_ADDR_STRLEN];
 
-  if (s->state != SS_OPEN || s->read_paused)
+  if (s->state != SS_OPEN || s->read_paused || s->congested)
     return; /* paused by the owner: not idle; the resume restarts the timer */
   if (quiet < idle) { /* data came since the timer was set: wait the rest */
     io_timer_start(loop, &s->idle_timer, idle - quiet, 0);
@@ -92,7 +96,7 @@ static void on_packet_timeout(io_timer *t) {
   uint64_t limit = s->w->n->opts.packet_timeout_ms, held;
   char peer[NET_ADDR_STRLEN];
 
-  if (s->state != SS_OPEN || !s->partial_since || s->read_paused)
+  if (s->state != SS_OPEN || !s->partial_since || s->read_paused || s->congested)
     return; /* no partial packet now (the next one re-arms), or paused by the owner */
   held = loop->now - s->partial_since;
   if (held < limit) {
@@ -266,8 +270,108 @@ static int arm_recv(session *s);
  * effect, or it ended with data or out of buffers after the cancel was
  * asked): if the owner resumed meanwhile, read again. */
 static void recv_paused_end(session *s) {
-  if (!s->read_paused)
+  if (!s->read_paused && !s->congested && !s->defer_len)
     arm_recv(s);
+}
+
+/* ---- output congestion ----
+ *
+ * A session whose requests produce more output than its peer takes in
+ * would reach max_send_queue and be cut off, though it reads: one batch of
+ * completions can carry more than max_send_queue for one session (io_uring:
+ * up to the whole buffer ring). So past half of max_send_queue the session
+ * is no longer read; what was already received waits in s->defer (at most
+ * one buffer ring's worth) and is delivered, in order, once the queue is
+ * below a quarter; then reading resumes. A peer that does not read at all
+ * stays congested until send_timeout_ms or max_send_queue cuts it off. */
+
+static size_t defer_cap_max(const session *s) {
+  const io_opts *o = &s->w->loop.opts;
+  return (size_t)o->buf_count * o->buf_size + o->buf_size;
+}
+
+/* Keeps data for later; 0, or -ENOMEM (then the session is closed). */
+static int defer_input(session *s, const char *data, size_t len) {
+  if (s->defer_len + len > s->defer_cap) {
+    size_t cap = s->defer_cap ? s->defer_cap : 4096;
+    char *n;
+    while (cap < s->defer_len + len)
+      cap *= 2;
+    if (cap > defer_cap_max(s))
+      cap = defer_cap_max(s);
+    n = s->defer_len + len <= cap ? realloc(s->defer, cap) : NULL;
+    if (!n) {
+      log_error("session %016llx: %zu bytes received while its send queue was full do not fit "
+                "in %zu; closing",
+                (unsigned long long)s->sid, (size_t)s->defer_len + len, defer_cap_max(s));
+      session_close(s, PIER_REASON_NO_MEMORY, 1);
+      return -ENOMEM;
+    }
+    s->defer = n;
+    s->defer_cap = (uint32_t)cap;
+  }
+  memcpy(s->defer + s->defer_len, data, len);
+  s->defer_len += (uint32_t)len;
+  return 0;
+}
+
+static void check_congestion(session *s) {
+  if (s->congested || s->state != SS_OPEN ||
+      s->q.bytes + s->inflight < s->w->n->opts.max_send_queue / 2)
+    return;
+  s->congested = 1;
+  if (s->ev_recv.armed && io_cancel(&s->w->loop, &s->ev_recv) == 0)
+    io_submit_now(&s->w->loop);
+}
+
+/* Delivers what was deferred, in order, until it is all out or the session
+ * is paused or congested again; then reads again if nothing holds it. */
+static void replay_deferred(session *s) {
+  size_t off = 0, chunk = s->w->loop.opts.buf_size;
+  io_loop *loop = &s->w->loop;
+  const net_opts *o = &s->w->n->opts;
+
+  while (off < s->defer_len && !s->congested && !s->read_paused && s->state == SS_OPEN) {
+    size_t n = s->defer_len - off < chunk ? s->defer_len - off : chunk;
+    deliver(s, s->defer + off, n);
+    off += n;
+    check_congestion(s);
+  }
+  if (s->state != SS_OPEN)
+    return;
+  memmove(s->defer, s->defer + off, s->defer_len - off);
+  s->defer_len -= (uint32_t)off;
+  if (!s->defer_len && s->eof_pending) { /* the peer's FIN came after all of it */
+    session_close(s, PIER_REASON_PEER_CLOSED, 0);
+    return;
+  }
+  if (s->congested || s->read_paused || s->defer_len)
+    return;
+  /* Held back by pier, the session was neither idle nor slow: its clocks
+   * start again now. */
+  if (o->idle_timeout_ms) {
+    s->last_rx = loop->now;
+    io_timer_start(loop, &s->idle_timer, o->idle_timeout_ms, 0);
+  }
+  if (s->partial_since && o->packet_timeout_ms) {
+    s->partial_since = loop->now ? loop->now : 1;
+    io_timer_start(loop, &s->packet_timer, o->packet_timeout_ms, 0);
+  }
+  /* A recv whose cancel has not completed yet re-arms from its final
+   * completion; otherwise arm it now (on epoll this tries a read at once,
+   * as the edge that came meanwhile is gone). */
+  if (!s->ev_recv.armed)
+    arm_recv(s);
+}
+
+/* After a send completion: below a quarter of max_send_queue, what was
+ * deferred goes on (it may congest the session again) and reading resumes. */
+static void relieve_congestion(session *s) {
+  if (!s->congested || s->state != SS_OPEN ||
+      s->q.bytes + s->inflight > s->w->n->opts.max_send_queue / 4)
+    return;
+  s->congested = 0;
+  replay_deferred(s);
 }
 
 static void on_recv_done(io_ev *ev, int res, unsigned flags, char *data) {
@@ -277,13 +381,21 @@ static void on_recv_done(io_ev *ev, int res, unsigned flags, char *data) {
    * effect is delivered like any other. */
   if (res > 0 && s->state == SS_OPEN) {
     s->last_rx = s->w->loop.now;
-    deliver(s, data, (size_t)res);
+    /* Paused or congested: what the kernel had already handed over waits
+     * here, so the owner never holds more than its limit for a session. */
+    if (s->congested || s->read_paused || s->defer_len)
+      defer_input(s, data, (size_t)res);
+    else
+      deliver(s, data, (size_t)res);
+    check_congestion(s);
   }
   if (flags & IO_F_MORE)
     return;
   if (ev->canceled && s->state == SS_OPEN &&
       (res > 0 || res == -ECANCELED || res == -ENOBUFS))
     recv_paused_end(s); /* only a pause cancels the recv of an open session */
+  else if (res == 0 && s->defer_len && s->state == SS_OPEN)
+    s->eof_pending = 1; /* closed once what was deferred is delivered */
   else if (res == 0)
     session_close(s, PIER_REASON_PEER_CLOSED, 0); /* half-close: flush, then FIN */
   else if (res == -ECONNRESET || res == -EPIPE)
@@ -320,7 +432,7 @@ void session_start(session *s) {
     s->last_rx = s->w->loop.now;
     io_timer_start(&s->w->loop, &s->idle_timer, s->w->n->opts.idle_timeout_ms, 0);
   }
-  if (!s->read_paused) /* on_connected may have paused it already */
+  if (!s->read_paused && !s->congested) /* on_connected may have paused it already */
     arm_recv(s);
 }
 
@@ -362,7 +474,6 @@ void session_backlog_add(session *s, size_t bytes, int pause_now) {
 
 void session_resume_reading(session *s) {
   _Atomic uint64_t *word = &s->w->sids.backlog[PIER_SID_SLOT(s->sid)];
-  io_loop *loop = &s->w->loop;
   const net_opts *o = &s->w->n->opts;
   uint64_t v, held;
 
@@ -381,21 +492,7 @@ void session_resume_reading(session *s) {
   if (held > o->recv_backlog)
     return;
   s->read_paused = 0;
-  /* Paused by its owner, the session was neither idle nor slow: its clocks
-   * start again now. */
-  if (o->idle_timeout_ms) {
-    s->last_rx = loop->now;
-    io_timer_start(loop, &s->idle_timer, o->idle_timeout_ms, 0);
-  }
-  if (s->partial_since && o->packet_timeout_ms) {
-    s->partial_since = loop->now ? loop->now : 1;
-    io_timer_start(loop, &s->packet_timer, o->packet_timeout_ms, 0);
-  }
-  /* A recv whose cancel has not completed yet re-arms from its final
-   * completion; otherwise arm it now (on epoll this tries a read at once,
-   * as the edge that came meanwhile is gone). */
-  if (!s->ev_recv.armed)
-    arm_recv(s);
+  replay_deferred(s);
 }
 
 /* ---- send ---- */
@@ -438,6 +535,7 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
     STAT_ADD(s->w, bytes_out, res);
     if (s->ep->handler->on_send)
       s->ep->handler->on_send(s->ep->ctx, s, (size_t)res);
+    relieve_congestion(s);
   } else if (res != -ECANCELED) {
     session_close(s, res == -ECONNRESET || res == -EPIPE ? PIER_REASON_PEER_RESET
                                                           : PIER_REASON_IO_ERROR,
@@ -463,8 +561,24 @@ void worker_flush(io_loop *loop) {
   }
 }
 
+/* Bytes queued with no send in flight past which a write flushes at once
+ * rather than at the end of the loop iteration. One batch of completions
+ * can carry more than max_send_queue of requests for a session (io_uring:
+ * up to the whole buffer ring), and an echo of them must start going out
+ * while the batch is still being handled, or a client that reads as fast as
+ * it writes would be cut off for a full queue. */
+#define EAGER_FLUSH_BYTES (64 * 1024)
+
 static void want_flush(session *s) {
-  if (s->flush_queued || s->inflight)
+  if (s->inflight)
+    return;
+  if (s->q.bytes >= EAGER_FLUSH_BYTES) {
+    flush(s);
+    if (s->inflight)
+      io_submit_now(&s->w->loop);
+    return;
+  }
+  if (s->flush_queued)
     return;
   s->flush_queued = 1;
   s->refs++;

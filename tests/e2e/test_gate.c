@@ -204,11 +204,13 @@ static void flood_start(flooder *f, uint16_t port, uint32_t seed) {
 
 /* Stops sending, waits for every echo, and checks the stream came back
  * whole and in order. */
-static size_t flood_finish(flooder *f) {
+static size_t flood_finish(flooder *f, test_daemon *d) {
   atomic_store(&f->stop, 1);
   pthread_join(f->th, NULL);
   close(f->fd);
-  ck_assert_msg(!f->closed, "flooder %u: the daemon closed the connection", f->seed);
+  test_daemon_wait_log(d, "\001never", 50);
+  ck_assert_msg(!f->closed, "flooder %u: the daemon closed the connection; its log: %s",
+                f->seed, d->log_len > 3000 ? d->log + d->log_len - 3000 : d->log);
   ck_assert_msg(f->bad_at < 0, "flooder %u: byte %ld came back wrong", f->seed, f->bad_at);
   ck_assert_msg(f->got == f->sent, "flooder %u: sent %zu, got %zu back", f->seed, f->sent,
                 f->got);
@@ -268,7 +270,7 @@ START_TEST(test_gate_flood_during_a_slow_reload_is_bounded) {
   ck_assert(test_daemon_wait_log(&d, "reloaded probe: generation 2,", 1000));
   usleep(300000);
   for (int i = 0; i < 2; i++)
-    total += flood_finish(&f[i]);
+    total += flood_finish(&f[i], &d);
   fprintf(stderr, "%s: RSS %ld KiB before, peak %ld KiB during the reload; %zu bytes echoed\n",
           test_backend(_i), base, peak, total);
   ck_assert_msg(total > (1u << 20), "the flood sent only %zu bytes", total);
@@ -309,7 +311,7 @@ START_TEST(test_gate_flood_into_a_slow_serial_plugin_is_bounded) {
       peak = p;
   }
   for (int i = 0; i < 6; i++)
-    total += flood_finish(&f[i]);
+    total += flood_finish(&f[i], &d);
   fprintf(stderr, "%s: RSS %ld KiB before, peak %ld KiB during the flood; %zu bytes echoed\n",
           test_backend(_i), base, peak, total);
   ck_assert_msg(total > (1u << 20), "the flood sent only %zu bytes", total);

@@ -37,7 +37,7 @@
 
 static const pier_host *host;
 static int out_fd = -1;
-static int recv_us, threads, huge_packet, slow_s_ms;
+static int recv_us, threads, huge_packet, slow_s_ms, stall;
 static atomic_int posted_runs, timer_runs, runs_at_stall_end;
 
 static void record(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -103,6 +103,7 @@ static int probe_load(const pier_load_args *a) {
   threads = json_int(a->config_json, "threads");
   huge_packet = json_int(a->config_json, "huge_packet");
   slow_s_ms = json_int(a->config_json, "slow_s_ms");
+  stall = json_int(a->config_json, "stall");
   record("load gen=%u config=%s", a->generation, a->config_json);
 #ifdef PROBE_FAIL
   host->timer_start(host, 200, 0, failed_timer, NULL, NULL);
@@ -112,7 +113,7 @@ static int probe_load(const pier_load_args *a) {
   if (json_int(a->config_json, "refuse") ||
       (unsigned)json_int(a->config_json, "refuse_gen") == a->generation)
     return -EINVAL;
-  if (json_int(a->config_json, "stall"))
+  if (stall)
     host->timer_start(host, 1, 1, count_timer, NULL, NULL);
   if (a->generation > 1 && json_int(a->config_json, "reload_ms"))
     sleep_us((long)json_int(a->config_json, "reload_ms") * 1000);
@@ -148,7 +149,7 @@ static void probe_recv(pier_sid sid, const void *data, size_t len) {
     sleep_us(recv_us);
   if (slow_s_ms && len && ((const char *)data)[0] == 's')
     sleep_us((long)slow_s_ms * 1000);
-  if (len && ((const char *)data)[0] == 'w') {
+  if (stall && len && ((const char *)data)[0] == 'w') {
     sleep_us(300000);
     atomic_store(&runs_at_stall_end, atomic_load(&timer_runs));
     host->timer_start(host, 100, 0, report_stall, NULL, NULL);
