@@ -290,6 +290,42 @@ START_TEST(test_admin_socket_is_private_and_runs_commands) {
 }
 END_TEST
 
+/* kick and reload without their argument (or with too many) answer a usage
+ * line, on the console and through pierctl, which exits 1. */
+START_TEST(test_admin_kick_and_reload_without_argument_print_usage) {
+  test_daemon d;
+  run_result *r = malloc(sizeof(*r));
+  char sock[256];
+  static const struct {
+    const char *arg1, *arg2, *want;
+  } cases[] = {{"kick", NULL, "usage: kick SID\n"},
+               {"reload", NULL, "usage: reload NAME\n"},
+               {"kick", "1 2", "usage: kick SID\n"},
+               {"reload", "echo echo", "usage: reload NAME\n"}};
+
+  start_daemon(&d, echo_config, test_backend(_i));
+  socket_path(&d, sock, sizeof(sock));
+  for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+    if (cases[k].arg2)
+      pierctl(r, "--socket", sock, cases[k].arg1, cases[k].arg2);
+    else
+      pierctl(r, "--socket", sock, cases[k].arg1);
+    ck_assert_msg(r->status == 1, "%s: exit %d\n%s%s", cases[k].arg1, r->status, r->out, r->err);
+    ck_assert_str_eq(r->err, cases[k].want);
+    ck_assert_uint_eq(r->out_len, 0);
+  }
+  /* The console answers the same words. */
+  test_daemon_command(&d, "kick");
+  ck_assert_msg(test_daemon_wait_log(&d, "usage: kick SID\n", 10000), "log:\n%s", d.log);
+  test_daemon_command(&d, "reload");
+  ck_assert_msg(test_daemon_wait_log(&d, "usage: reload NAME\n", 10000), "log:\n%s", d.log);
+  ck_assert_ptr_null(strstr(d.log, "unknown command"));
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  free(r);
+}
+END_TEST
+
 /* ---- no daemon ---- */
 
 START_TEST(test_admin_pierctl_without_daemon_exits_2) {
@@ -525,6 +561,8 @@ int main(void) {
   TCase *tc = tcase_create("daemon");
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_admin_socket_is_private_and_runs_commands, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_admin_kick_and_reload_without_argument_print_usage, 0,
+                      TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_pierctl_without_daemon_exits_2, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_stale_socket_is_replaced, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_second_daemon_on_same_config_refuses, 0, TEST_NBACKENDS);
