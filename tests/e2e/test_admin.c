@@ -326,6 +326,119 @@ START_TEST(test_admin_kick_and_reload_without_argument_print_usage) {
 }
 END_TEST
 
+/* ---- SIGHUP ---- */
+
+/* Writes len bytes to path through a temporary file and a rename. */
+static void put_file(const char *path, const void *data, size_t len) {
+  char tmp[320];
+  FILE *f;
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  f = fopen(tmp, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+  ck_assert_int_eq(fclose(f), 0);
+  ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+static void copy_echo(const char *to) {
+  static char image[4 << 20];
+  FILE *f = fopen(ECHO_SO, "rb");
+  size_t n;
+  ck_assert_ptr_nonnull(f);
+  n = fread(image, 1, sizeof(image), f);
+  ck_assert(n > 0 && n < sizeof(image));
+  fclose(f);
+  put_file(to, image, n);
+}
+
+static int count_in(const char *text, const char *needle) {
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+    n++;
+  return n;
+}
+
+/* Reads the daemon's log until needle appears n times; 1 if it did. */
+static int wait_count(test_daemon *d, const char *needle, int n, int timeout_ms) {
+  uint64_t end = ms_now() + (uint64_t)timeout_ms;
+  while (count_in(d->log, needle) < n) {
+    if (ms_now() >= end)
+      return 0;
+    test_daemon_wait_log(d, "\x01 never logged", 50);
+  }
+  return 1;
+}
+
+static void write_config(const char *path, const char *level, const char *so, const char *sock) {
+  char text[1024];
+  snprintf(text, sizeof(text),
+           "{\"log_level\": \"%s\", \"admin_socket\": \"%s\", \"plugins\": [{\"name\": \"echo\", "
+           "\"path\": \"%s\"}], \"listeners\": [{\"port\": 0, \"plugin\": \"echo\"}]}",
+           level, sock, so);
+  put_file(path, text, strlen(text));
+}
+
+/* SIGHUP compares what applies live with what is in force now: log_level goes
+ * info -> debug -> info (debug lines stop again), and a plugin file that
+ * failed to reload is tried again by the next SIGHUP. */
+START_TEST(test_admin_sighup_applies_log_level_both_ways_and_retries) {
+  test_daemon d;
+  run_result *r = malloc(sizeof(*r));
+  char dir[] = "/tmp/pier-admin-XXXXXX", so[128], sock[160], json[1024];
+  static const char junk[] = "not a shared object\n";
+
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(so, sizeof(so), "%s/echo.so", dir);
+  snprintf(sock, sizeof(sock), "%s/pierd.sock", dir);
+  copy_echo(so);
+  snprintf(json, sizeof(json),
+           "{\"log_level\": \"info\", \"admin_socket\": \"%s\", \"plugins\": [{\"name\": "
+           "\"echo\", \"path\": \"%s\"}], \"listeners\": [{\"port\": 0, \"plugin\": \"echo\"}]}",
+           sock, so);
+  start_daemon(&d, json, test_backend(_i));
+
+  /* info -> debug: the admin socket's debug line appears. */
+  write_config(d.config, "debug", so, sock);
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(test_daemon_wait_log(&d, "SIGHUP: log_level is now debug", 10000), "log:\n%s",
+                d.log);
+  pierctl(r, "--socket", sock, "status");
+  ck_assert_int_eq(r->status, 0);
+  ck_assert_msg(test_daemon_wait_log(&d, "admin: \"status\": OK", 10000), "log:\n%s", d.log);
+
+  /* debug -> info: back to the start-up value, and debug lines stop. */
+  write_config(d.config, "info", so, sock);
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(test_daemon_wait_log(&d, "SIGHUP: log_level is now info", 10000), "log:\n%s",
+                d.log);
+  pierctl(r, "--socket", sock, "plugins");
+  ck_assert_int_eq(r->status, 0);
+  test_daemon_command(&d, "marker-after-plugins"); /* served after the admin command */
+  ck_assert(test_daemon_wait_log(&d, "unknown command \"marker-after-plugins\"", 10000));
+  ck_assert_msg(!strstr(d.log, "admin: \"plugins\""), "a debug line at info:\n%s", d.log);
+  ck_assert_int_eq(count_in(d.log, "SIGHUP: log_level is now"), 2);
+
+  /* A file that fails to reload is tried again by each SIGHUP until it loads. */
+  put_file(so, junk, sizeof(junk) - 1);
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(wait_count(&d, "SIGHUP: reload echo failed at load: ", 1, 10000), "log:\n%s",
+                d.log);
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(wait_count(&d, "SIGHUP: reload echo failed at load: ", 2, 10000), "log:\n%s",
+                d.log);
+  copy_echo(so);
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(test_daemon_wait_log(&d, "SIGHUP: reloaded echo: generation 2,", 10000),
+                "log:\n%s", d.log);
+  ck_assert_int_eq(count_in(d.log, "SIGHUP: log_level is now"), 2);
+
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  rm_rf(dir);
+  free(r);
+}
+END_TEST
+
 /* ---- no daemon ---- */
 
 START_TEST(test_admin_pierctl_without_daemon_exits_2) {
@@ -562,6 +675,8 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_admin_socket_is_private_and_runs_commands, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_kick_and_reload_without_argument_print_usage, 0,
+                      TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_admin_sighup_applies_log_level_both_ways_and_retries, 0,
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_pierctl_without_daemon_exits_2, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_stale_socket_is_replaced, 0, TEST_NBACKENDS);
