@@ -779,9 +779,11 @@ static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
   static const char *const keys[] = {"max_packet_size",   "max_send_queue",
                                      "idle_timeout_ms",   "packet_timeout_ms",
                                      "max_conns_per_ip",  "slow_callback_ms",
-                                     "quarantine_after"};
+                                     "quarantine_after",  "send_timeout_ms",
+                                     "recv_backlog",      "plugin_backlog"};
   const cJSON *f[COUNT(keys)];
-  unsigned long long q = lim->max_send_queue;
+  unsigned long long q = lim->max_send_queue, rb = lim->recv_backlog,
+                     pb = lim->plugin_backlog;
   size_t save;
   int rc;
   if (!cJSON_IsObject(v))
@@ -816,6 +818,20 @@ static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
   save = path_key(c, keys[6]);
   if ((rc = get_unsigned(c, f[6], 1, 1000000, 1, &lim->quarantine_after)))
     return rc;
+  path_pop(c, save);
+  save = path_key(c, keys[7]);
+  if ((rc = get_unsigned(c, f[7], 100, 3600000, 1, &lim->send_timeout_ms)))
+    return rc;
+  path_pop(c, save);
+  save = path_key(c, keys[8]);
+  if ((rc = get_uint(c, f[8], 4096, 16777216, 0, &rb)))
+    return rc;
+  lim->recv_backlog = (size_t)rb;
+  path_pop(c, save);
+  save = path_key(c, keys[9]);
+  if ((rc = get_uint(c, f[9], 65536, 1073741824, 0, &pb)))
+    return rc;
+  lim->plugin_backlog = (size_t)pb;
   path_pop(c, save);
   return 0;
 }
@@ -1134,6 +1150,9 @@ int cfg_load_text(const char *text, size_t len, const char *name,
     cfg->limits.packet_timeout_ms = 10000;
     cfg->limits.max_conns_per_ip = 0;
     cfg->limits.slow_callback_ms = 100;
+    cfg->limits.send_timeout_ms = 30000;
+    cfg->limits.recv_backlog = 65536;
+    cfg->limits.plugin_backlog = 16777216;
     cfg->path = strdup(c.name);
     cfg->base_dir = strdup(c.base_dir);
     rc = cfg->path && cfg->base_dir ? parse_server(&c, root, cfg) : oom(&c);

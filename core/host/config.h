@@ -76,6 +76,15 @@ typedef struct cfg_limits {
                                  default 100; else 1..600000 */
   unsigned quarantine_after;  /* failures (slow callbacks, pier_host.fail) before a
                                  plugin is quarantined; 0 = never (default) */
+  unsigned send_timeout_ms;   /* a session with data queued that makes no send
+                                 progress this long is closed; 0 = off;
+                                 default 30000; else 100..3600000 */
+  size_t recv_backlog;        /* bytes of one session's received data waiting
+                                 for its plugin (held during a reload, queued
+                                 for a busy serial plugin) before pier stops
+                                 reading it; 4096..16777216, default 65536 */
+  size_t plugin_backlog;      /* the same for all sessions of one plugin
+                                 together; 65536..1073741824, default 16777216 */
 } cfg_limits;
 
 typedef struct cfg_server {

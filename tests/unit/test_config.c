@@ -99,6 +99,13 @@ START_TEST(test_config_defaults_when_absent) {
   ck_assert_uint_eq(cfg->limits.max_packet_size, 16384);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1048576);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 0);
+  ck_assert_uint_eq(cfg->limits.packet_timeout_ms, 10000);
+  ck_assert_uint_eq(cfg->limits.max_conns_per_ip, 0);
+  ck_assert_uint_eq(cfg->limits.slow_callback_ms, 100);
+  ck_assert_uint_eq(cfg->limits.quarantine_after, 0);
+  ck_assert_uint_eq(cfg->limits.send_timeout_ms, 30000);
+  ck_assert_uint_eq(cfg->limits.recv_backlog, 65536);
+  ck_assert_uint_eq(cfg->limits.plugin_backlog, 16777216);
   const cfg_plugin *p = &cfg->plugins[0];
   ck_assert_ptr_null(p->callbacks.on_load);
   ck_assert_ptr_null(p->callbacks.on_unload);
@@ -124,7 +131,8 @@ START_TEST(test_config_every_key_set) {
       "{'workers':64,'io_backend':'epoll','max_sessions':1000000,"
       "'log_level':'debug','admin_socket':'/run/p.sock',"
       "'limits':{'max_packet_size':4,'max_send_queue':1073741824,"
-      "'idle_timeout_ms':86400000},"
+      "'idle_timeout_ms':86400000,'send_timeout_ms':3600000,"
+      "'recv_backlog':16777216,'plugin_backlog':1073741824},"
       "'plugins':[{'name':'A-z_9','path':'/opt/a.so','threading':'serial',"
       "'tick_ms':3600000,'watch':true,'config':{'greeting':'hi','n':[1,2.5,"
       "true,null,-3],'o':{}},'callbacks':{'on_load':'a','on_unload':'b',"
@@ -142,6 +150,9 @@ START_TEST(test_config_every_key_set) {
   ck_assert_uint_eq(cfg->limits.max_packet_size, 4);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1073741824);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 86400000);
+  ck_assert_uint_eq(cfg->limits.send_timeout_ms, 3600000);
+  ck_assert_uint_eq(cfg->limits.recv_backlog, 16777216);
+  ck_assert_uint_eq(cfg->limits.plugin_backlog, 1073741824);
   const cfg_plugin *p = &cfg->plugins[0];
   ck_assert_str_eq(p->name, "A-z_9");
   ck_assert_int_eq(p->threading, CFG_THREADING_SERIAL);
@@ -160,6 +171,24 @@ START_TEST(test_config_every_key_set) {
   ck_assert_str_eq(cfg->listeners[0].address, "::1");
   ck_assert_uint_eq(cfg->listeners[0].port, 0);
   ck_assert_int_eq(cfg->listeners[0].framing, CFG_FRAMING_U16_SIZE_ID);
+  cfg_free(cfg);
+}
+END_TEST
+
+START_TEST(test_config_limits_lowest_values) {
+  cfg_server *cfg = NULL;
+  char err[512];
+  int rc = load("{'limits':{'send_timeout_ms':0,'recv_backlog':4096,"
+                "'plugin_backlog':65536}," PL "," LS "}",
+                &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_uint_eq(cfg->limits.send_timeout_ms, 0); /* off */
+  ck_assert_uint_eq(cfg->limits.recv_backlog, 4096);
+  ck_assert_uint_eq(cfg->limits.plugin_backlog, 65536);
+  cfg_free(cfg);
+  rc = load("{'limits':{'send_timeout_ms':100}," PL "," LS "}", &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_uint_eq(cfg->limits.send_timeout_ms, 100);
   cfg_free(cfg);
 }
 END_TEST
@@ -269,6 +298,36 @@ static const struct {
     {"{'limits':{'max_send_queue':1e300}," PL "," LS "}",
      "server.json: limits.max_send_queue: expected an integer "
      "1024..1073741824, got 1e+300"},
+    {"{'limits':{'send_timeout_ms':99}," PL "," LS "}",
+     "server.json: limits.send_timeout_ms: expected 0 or an integer "
+     "100..3600000, got 99"},
+    {"{'limits':{'send_timeout_ms':3600001}," PL "," LS "}",
+     "server.json: limits.send_timeout_ms: expected 0 or an integer "
+     "100..3600000, got 3600001"},
+    {"{'limits':{'send_timeout_ms':'30s'}," PL "," LS "}",
+     "server.json: limits.send_timeout_ms: expected 0 or an integer "
+     "100..3600000, got \"30s\""},
+    {"{'limits':{'recv_backlog':4095}," PL "," LS "}",
+     "server.json: limits.recv_backlog: expected an integer 4096..16777216, "
+     "got 4095"},
+    {"{'limits':{'recv_backlog':0}," PL "," LS "}",
+     "server.json: limits.recv_backlog: expected an integer 4096..16777216, "
+     "got 0"},
+    {"{'limits':{'recv_backlog':16777217}," PL "," LS "}",
+     "server.json: limits.recv_backlog: expected an integer 4096..16777216, "
+     "got 16777217"},
+    {"{'limits':{'plugin_backlog':65535}," PL "," LS "}",
+     "server.json: limits.plugin_backlog: expected an integer "
+     "65536..1073741824, got 65535"},
+    {"{'limits':{'plugin_backlog':1073741825}," PL "," LS "}",
+     "server.json: limits.plugin_backlog: expected an integer "
+     "65536..1073741824, got 1073741825"},
+    {"{'limits':{'plugin_backlog':65536.5}," PL "," LS "}",
+     "server.json: limits.plugin_backlog: expected an integer "
+     "65536..1073741824, got 65536.5"},
+    {"{'limits':{'recv_backlg':65536}," PL "," LS "}",
+     "server.json: limits.recv_backlg: unknown key (did you mean "
+     "\"recv_backlog\"?)"},
     {"{'limits':[]," PL "," LS "}",
      "server.json: limits: expected an object, got an empty array"},
     {"{'bogus':1," PL "," LS "}", "server.json: bogus: unknown key"},
@@ -610,6 +669,7 @@ static Suite *config_suite(void) {
   tcase_add_test(tc, test_config_default_file_loads);
   tcase_add_test(tc, test_config_defaults_when_absent);
   tcase_add_test(tc, test_config_every_key_set);
+  tcase_add_test(tc, test_config_limits_lowest_values);
   tcase_add_test(tc, test_config_plugin_path_resolution);
   tcase_add_loop_test(tc, test_config_rejects_bad_input, 0,
                       (int)(sizeof bad / sizeof bad[0]));
