@@ -842,9 +842,6 @@ static const char *const server_keys[S_N] = {
     "workers", "io_backend", "max_sessions", "log_level",
     "admin_socket", "limits", "plugins", "listeners", "plugin_dir"};
 
-/* With plugin_dir set, each plugin file must sit in that directory or below
- * it, after symbolic links and ".." are resolved (of its directory: the
- * file itself may not exist yet). */
 static const char *printable(const char *in, char *out, size_t len) {
   size_t k = 0;
   for (; *in && k + 1 < len; in++)
@@ -853,9 +850,22 @@ static const char *printable(const char *in, char *out, size_t len) {
   return out;
 }
 
+/* Whether the absolute, link-free path lies in dir (also link-free). */
+static int inside(const char *path, const char *dir) {
+  size_t n = strlen(dir);
+  if (n == 1 && dir[0] == '/')
+    return path[0] == '/';
+  return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+/* With plugin_dir set, each plugin file must lie in that directory or below
+ * it once every symbolic link and ".." is resolved: the file's own path when
+ * it exists (a link to a file elsewhere is refused, a link that stays inside
+ * is fine), else its directory's (the file may not exist yet; the loader
+ * checks again what it opens). */
 static int check_plugin_dir(ctx *c, cfg_server *cfg) {
-  char dir[PATH_MAX], pdir[PATH_MAX], tmp[PATH_MAX], shown[PATH_MAX];
-  size_t save, n;
+  char dir[PATH_MAX], real[PATH_MAX], tmp[PATH_MAX], shown[PATH_MAX], where[PATH_MAX];
+  size_t save;
   if (!cfg->plugin_dir)
     return 0;
   save = path_key(c, "plugin_dir");
@@ -863,27 +873,34 @@ static int check_plugin_dir(ctx *c, cfg_server *cfg) {
     return fail(c, -ENOENT, "directory %s: %s", printable(cfg->plugin_dir, shown, sizeof(shown)),
                 strerror(errno));
   path_pop(c, save);
-  n = strlen(dir);
+  if (!(cfg->plugin_dir_real = strdup(dir)))
+    return oom(c);
   for (size_t i = 0; i < cfg->nplugins; i++) {
-    const cfg_plugin *p = &cfg->plugins[i];
-    char *slash;
-    snprintf(tmp, sizeof(tmp), "%s", p->resolved_path);
-    slash = strrchr(tmp, '/');
-    if (slash == tmp)
-      slash[1] = '\0';
-    else if (slash)
-      *slash = '\0';
+    cfg_plugin *p = &cfg->plugins[i];
+    p->confine_dir = cfg->plugin_dir_real;
     save = path_key(c, "plugins");
     path_index(c, i);
     path_key(c, "path");
-    if (!realpath(slash ? tmp : ".", pdir))
-      return fail(c, -ENOENT, "directory of %s: %s",
-                  printable(p->resolved_path, shown, sizeof(shown)), strerror(errno));
-    if (strncmp(pdir, dir, n) != 0 || (pdir[n] != '\0' && pdir[n] != '/' && n > 1)) {
-      char where[PATH_MAX];
-      return fail(c, -EPERM, "\"%s\" is outside plugin_dir (%s)",
-                  printable(p->path, shown, sizeof(shown)), printable(dir, where, sizeof(where)));
+    int exists = realpath(p->resolved_path, real) != NULL;
+    if (!exists) {
+      char *slash;
+      if (errno != ENOENT)
+        return fail(c, -errno, "cannot resolve %s: %s",
+                    printable(p->resolved_path, shown, sizeof(shown)), strerror(errno));
+      snprintf(tmp, sizeof(tmp), "%s", p->resolved_path);
+      slash = strrchr(tmp, '/');
+      if (slash == tmp)
+        slash[1] = '\0';
+      else if (slash)
+        *slash = '\0';
+      if (!realpath(slash ? tmp : ".", real))
+        return fail(c, -ENOENT, "directory of %s: %s",
+                    printable(p->resolved_path, shown, sizeof(shown)), strerror(errno));
     }
+    if (!inside(real, dir))
+      return fail(c, -EPERM, "\"%s\" %s %s, outside plugin_dir (%s)",
+                  printable(p->path, shown, sizeof(shown)), exists ? "resolves to" : "is in",
+                  printable(real, tmp, sizeof(tmp)), printable(dir, where, sizeof(where)));
     path_pop(c, save);
   }
   return 0;
@@ -1113,6 +1130,7 @@ void cfg_free(cfg_server *cfg) {
   free(cfg->base_dir);
   free(cfg->admin_socket);
   free(cfg->plugin_dir);
+  free(cfg->plugin_dir_real);
   free(cfg);
 }
 

@@ -53,6 +53,9 @@ typedef struct cfg_plugin {
   cfg_threading threading; /* default session */
   unsigned tick_ms;        /* 0 = no tick (default); else 1..3600000 */
   int watch;               /* bool, default 0 */
+  const char *confine_dir; /* the server's plugin_dir with every link resolved
+                              (owned by the cfg_server), NULL when not set:
+                              the loader refuses a file that resolves outside */
 } cfg_plugin;
 
 typedef struct cfg_listener {
@@ -94,7 +97,9 @@ typedef struct cfg_server {
   cfg_backend io_backend;  /* default auto */
   unsigned max_sessions;   /* 1..1000000, default 10000 */
   cfg_log_level log_level; /* default info */
-  char *plugin_dir;        /* resolved; NULL when not set. Every plugin must lie in it */
+  char *plugin_dir;        /* resolved against base_dir; NULL when not set. Every
+                              plugin file must lie in it once links are resolved */
+  char *plugin_dir_real;   /* plugin_dir after realpath(); NULL when not set */
   char *admin_socket;      /* resolved against base_dir like plugin paths;
                               default "run/pierd.sock" before resolving */
   cfg_limits limits;

@@ -439,6 +439,75 @@ START_TEST(test_admin_sighup_applies_log_level_both_ways_and_retries) {
 }
 END_TEST
 
+/* ---- plugin_dir ---- */
+
+/* A plugin path that is a link out of plugin_dir is refused by --check,
+ * naming the file and where it leads; a link that stays inside loads. The
+ * loader checks the file it opens as well: a link swapped to point outside
+ * after the start is refused by `reload`, and the running version serves on. */
+START_TEST(test_admin_plugin_dir_refuses_links_that_lead_out) {
+  test_daemon d;
+  run_result *r = malloc(sizeof(*r));
+  char dir[] = "/tmp/pier-admin-XXXXXX", path[160], link[160], json[1024], want[1024];
+  static const char fmt[] =
+      "{\"plugin_dir\": \"%s/plugins\", \"admin_socket\": \"%s/pierd.sock\", \"plugins\": "
+      "[{\"name\": \"echo\", \"path\": \"%s/plugins/%s\"}], \"listeners\": [{\"port\": 0, "
+      "\"plugin\": \"echo\"}]}";
+
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof(path), "%s/plugins", dir);
+  ck_assert_int_eq(mkdir(path, 0700), 0);
+  snprintf(path, sizeof(path), "%s/outside", dir);
+  ck_assert_int_eq(mkdir(path, 0700), 0);
+  snprintf(path, sizeof(path), "%s/outside/echo.so", dir);
+  copy_echo(path);
+  snprintf(path, sizeof(path), "%s/plugins/echo-1.so", dir);
+  copy_echo(path);
+  snprintf(link, sizeof(link), "%s/plugins/evil.so", dir);
+  ck_assert_int_eq(symlink("../outside/echo.so", link), 0);
+  snprintf(link, sizeof(link), "%s/plugins/echo.so", dir);
+  ck_assert_int_eq(symlink("echo-1.so", link), 0);
+
+  snprintf(json, sizeof(json), fmt, dir, dir, dir, "evil.so");
+  ck_assert_int_eq(test_daemon_run_to_exit(&d, json, test_backend(_i), "--check"), 1);
+  snprintf(want, sizeof(want),
+           " %s: plugins[0].path: \"%s/plugins/evil.so\" resolves to %s/outside/echo.so, "
+           "outside plugin_dir (%s/plugins)\n",
+           d.config, dir, dir, dir);
+  ck_assert_msg(strstr(d.log, want), "no \"%s\" in:\n%s", want, d.log);
+  snprintf(want, sizeof(want), "pierd: configuration %s is invalid\n", d.config);
+  ck_assert_msg(strstr(d.log, want), "log:\n%s", d.log);
+  test_daemon_cleanup(&d);
+
+  snprintf(json, sizeof(json), fmt, dir, dir, dir, "echo.so");
+  ck_assert_int_eq(test_daemon_run_to_exit(&d, json, test_backend(_i), "--check"), 0);
+  ck_assert_msg(strstr(d.log, "is valid (1 plugins, 1 listeners)"), "log:\n%s", d.log);
+  test_daemon_cleanup(&d);
+
+  start_daemon(&d, json, test_backend(_i));
+  ck_assert_int_eq(unlink(link), 0);
+  ck_assert_int_eq(symlink("../outside/echo.so", link), 0);
+  snprintf(path, sizeof(path), "%s/pierd.sock", dir);
+  pierctl(r, "--socket", path, "reload", "echo");
+  ck_assert_int_eq(r->status, 1);
+  snprintf(want, sizeof(want),
+           "error: reload echo failed at load: plugin \"echo\" (%s/plugins/echo.so): the file "
+           "resolves to %s/outside/echo.so, outside plugin_dir (%s/plugins); generation 1 keeps "
+           "serving\n",
+           dir, dir, dir);
+  ck_assert_str_eq(r->err, want);
+  int fd = test_connect(d.ports[0]);
+  char buf[2];
+  test_send_all(fd, "hi", 2);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 2), 0);
+  close(fd);
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  rm_rf(dir);
+  free(r);
+}
+END_TEST
+
 /* ---- no daemon ---- */
 
 START_TEST(test_admin_pierctl_without_daemon_exits_2) {
@@ -678,6 +747,7 @@ int main(void) {
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_sighup_applies_log_level_both_ways_and_retries, 0,
                       TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_admin_plugin_dir_refuses_links_that_lead_out, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_pierctl_without_daemon_exits_2, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_stale_socket_is_replaced, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_second_daemon_on_same_config_refuses, 0, TEST_NBACKENDS);

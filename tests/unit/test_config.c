@@ -613,13 +613,81 @@ START_TEST(test_config_plugin_dir_confines_paths) {
   cfg_free(cfg);
   ck_assert_int_eq(cfg_load_text(outside, strlen(outside), "server.json", dir, &cfg, err, sizeof(err)), -EPERM);
   snprintf(want, sizeof(want),
-           "server.json: plugins[0].path: \"plugins/../other/a.so\" is outside plugin_dir (%s/plugins)", dir);
+           "server.json: plugins[0].path: \"plugins/../other/a.so\" is in %s/other, outside "
+           "plugin_dir (%s/plugins)", dir, dir);
   ck_assert_str_eq(err, want);
   ck_assert_int_eq(cfg_load_text(missing, strlen(missing), "server.json", dir, &cfg, err, sizeof(err)), -ENOENT);
   snprintf(want, sizeof(want), "server.json: plugin_dir: directory %s/nowhere: No such file or directory", dir);
   ck_assert_str_eq(err, want);
   snprintf(want, sizeof(want), "rm -rf '%s'", dir);
   ck_assert_int_eq(system(want), 0);
+}
+END_TEST
+
+/* The file itself goes through realpath: a link in plugin_dir to a file
+ * outside is refused, a link that stays inside is accepted, and so is a link
+ * to a directory inside; a linked directory that leads out is refused. */
+START_TEST(test_config_plugin_dir_symlinks) {
+  char dir[] = "/tmp/pier-cfgdir-XXXXXX", p[256], t[256], err[512], want[512], json[512];
+  cfg_server *cfg = NULL;
+  static const char fmt[] = "{\"plugin_dir\": \"plugins\", \"plugins\": [{\"name\": \"a\", "
+                            "\"path\": \"%s\"}], \"listeners\": [{\"port\": 1, \"plugin\": "
+                            "\"a\"}]}";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(p, sizeof(p), "%s/plugins", dir);
+  ck_assert_int_eq(mkdir(p, 0700), 0);
+  snprintf(p, sizeof(p), "%s/plugins/v2", dir);
+  ck_assert_int_eq(mkdir(p, 0700), 0);
+  snprintf(p, sizeof(p), "%s/outside", dir);
+  ck_assert_int_eq(mkdir(p, 0700), 0);
+  write_file(p, "evil.so", "x", 1);
+  snprintf(p, sizeof(p), "%s/plugins", dir);
+  write_file(p, "real-1.so", "x", 1);
+  snprintf(p, sizeof(p), "%s/plugins/evil.so", dir);
+  ck_assert_int_eq(symlink("../outside/evil.so", p), 0);
+  snprintf(p, sizeof(p), "%s/plugins/good.so", dir);
+  ck_assert_int_eq(symlink("real-1.so", p), 0);
+  snprintf(p, sizeof(p), "%s/plugins/out", dir);
+  ck_assert_int_eq(symlink("../outside", p), 0);
+  snprintf(p, sizeof(p), "%s/plugins/cur", dir);
+  ck_assert_int_eq(symlink("v2", p), 0);
+
+  snprintf(json, sizeof(json), fmt, "plugins/evil.so");
+  ck_assert_int_eq(cfg_load_text(json, strlen(json), "server.json", dir, &cfg, err, sizeof(err)),
+                   -EPERM);
+  snprintf(want, sizeof(want),
+           "server.json: plugins[0].path: \"plugins/evil.so\" resolves to %s/outside/evil.so, "
+           "outside plugin_dir (%s/plugins)", dir, dir);
+  ck_assert_str_eq(err, want);
+  ck_assert_ptr_null(cfg);
+
+  snprintf(json, sizeof(json), fmt, "plugins/out/missing.so");
+  ck_assert_int_eq(cfg_load_text(json, strlen(json), "server.json", dir, &cfg, err, sizeof(err)),
+                   -EPERM);
+  snprintf(want, sizeof(want),
+           "server.json: plugins[0].path: \"plugins/out/missing.so\" is in %s/outside, "
+           "outside plugin_dir (%s/plugins)", dir, dir);
+  ck_assert_str_eq(err, want);
+
+  snprintf(json, sizeof(json), fmt, "plugins/good.so");
+  ck_assert_int_eq(cfg_load_text(json, strlen(json), "server.json", dir, &cfg, err, sizeof(err)), 0);
+  snprintf(want, sizeof(want), "%s/plugins", dir);
+  ck_assert_str_eq(cfg->plugin_dir_real, want);
+  ck_assert_ptr_eq(cfg->plugins[0].confine_dir, cfg->plugin_dir_real);
+  cfg_free(cfg);
+
+  snprintf(json, sizeof(json), fmt, "plugins/cur/new.so");
+  ck_assert_int_eq(cfg_load_text(json, strlen(json), "server.json", dir, &cfg, err, sizeof(err)), 0);
+  cfg_free(cfg);
+
+  /* No plugin_dir: nothing is confined, and the loader is told so. */
+  snprintf(json, sizeof(json), "{\"plugins\": [{\"name\": \"a\", \"path\": \"plugins/evil.so\"}], "
+                               "\"listeners\": [{\"port\": 1, \"plugin\": \"a\"}]}");
+  ck_assert_int_eq(cfg_load_text(json, strlen(json), "server.json", dir, &cfg, err, sizeof(err)), 0);
+  ck_assert_ptr_null(cfg->plugins[0].confine_dir);
+  cfg_free(cfg);
+  snprintf(t, sizeof(t), "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(t), 0);
 }
 END_TEST
 
@@ -682,6 +750,7 @@ static Suite *config_suite(void) {
   tcase_add_test(tc, test_config_truncated_and_mutated_input);
   tcase_add_test(tc, test_config_pathological_input);
   tcase_add_test(tc, test_config_plugin_dir_confines_paths);
+  tcase_add_test(tc, test_config_plugin_dir_symlinks);
   suite_add_tcase(s, tc);
   return s;
 }
