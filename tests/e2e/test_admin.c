@@ -3,6 +3,7 @@
  * finding the socket through the config, stale and busy sockets, `quit`, and
  * clients that send garbage, too much or nothing. Each case runs once per
  * backend. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -508,6 +510,64 @@ START_TEST(test_admin_plugin_dir_refuses_links_that_lead_out) {
 }
 END_TEST
 
+/* ---- "::" ---- */
+
+/* Connects to addr:port (IPv4 or IPv6 literal); returns the socket or -errno. */
+static int tcp_connect(const char *addr, uint16_t port) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int fd;
+  memset(&ss, 0, sizeof(ss));
+  if (strchr(addr, ':')) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    ck_assert_int_eq(inet_pton(AF_INET6, addr, &a->sin6_addr), 1);
+    len = sizeof(*a);
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    ck_assert_int_eq(inet_pton(AF_INET, addr, &a->sin_addr), 1);
+    len = sizeof(*a);
+  }
+  fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ck_assert_int_ge(fd, 0);
+  if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+/* A "::" listener is IPv6 only, as config/README.md says: ::1 is served,
+ * 127.0.0.1 on the same port is refused. */
+START_TEST(test_admin_any6_listener_is_ipv6_only) {
+  test_daemon d;
+  char buf[2];
+  int fd;
+  static const char json[] =
+      "{\"admin_socket\": \"run/pierd.sock\","
+      " \"plugins\": [{\"name\": \"echo\", \"path\": \"@PLUGINS@/echo.so\"}],"
+      " \"listeners\": [{\"address\": \"::\", \"port\": 0, \"plugin\": \"echo\"}]}";
+
+  start_daemon(&d, json, test_backend(_i));
+  ck_assert_int_eq(d.nports, 1);
+  ck_assert_msg(strstr(d.log, "listening on [::]:"), "log:\n%s", d.log);
+  fd = tcp_connect("::1", d.ports[0]);
+  ck_assert_msg(fd >= 0, "::1: %s", strerror(-fd));
+  test_send_all(fd, "v6", 2);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 2), 0);
+  ck_assert_int_eq(memcmp(buf, "v6", 2), 0);
+  close(fd);
+  fd = tcp_connect("127.0.0.1", d.ports[0]);
+  ck_assert_msg(fd == -ECONNREFUSED, "127.0.0.1 on a \"::\" listener: %d", fd);
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+}
+END_TEST
+
 /* ---- no daemon ---- */
 
 START_TEST(test_admin_pierctl_without_daemon_exits_2) {
@@ -748,6 +808,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_admin_sighup_applies_log_level_both_ways_and_retries, 0,
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_plugin_dir_refuses_links_that_lead_out, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_admin_any6_listener_is_ipv6_only, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_pierctl_without_daemon_exits_2, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_stale_socket_is_replaced, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_second_daemon_on_same_config_refuses, 0, TEST_NBACKENDS);
