@@ -177,10 +177,14 @@ int main(int argc, char **argv) {
     return EXIT_UNREACHED;
 
   if (!sock) {
-    char err[1024];
+    static char err[CFG_ERR_LEN];
     if (cfg_load_file(config, &cfg, err, sizeof(err)) < 0) {
-      fprintf(stderr, "pierctl: %s\npierctl: cannot find the admin socket (give --config PATH "
-                      "or --socket PATH)\n", err);
+      for (const char *l = err, *nl; *l; l = nl ? nl + 1 : "") {
+        nl = strchr(l, '\n');
+        fprintf(stderr, "pierctl: %.*s\n", nl ? (int)(nl - l) : (int)strlen(l), l);
+      }
+      fprintf(stderr, "pierctl: cannot find the admin socket (give --config PATH or --socket "
+                      "PATH)\n");
       free(line);
       return EXIT_UNREACHED;
     }

@@ -26,12 +26,17 @@ static void refuse(const char *what) {
 
 int reconfig_apply(host *h, const cfg_server *cur) {
   cfg_server *nc;
-  char err[1024], msg[1536];
+  static char err[CFG_ERR_LEN]; /* main thread only */
+  char msg[1536];
   int rc = cfg_load_file(cur->path, &nc, err, sizeof(err));
   int plugins_same;
 
   if (rc < 0) {
-    log_error("SIGHUP: %s; keeping the running configuration", err);
+    for (const char *line = err, *nl; *line; line = nl ? nl + 1 : "") {
+      nl = strchr(line, '\n');
+      log_error("SIGHUP: %.*s", nl ? (int)(nl - line) : (int)strlen(line), line);
+    }
+    log_error("SIGHUP: configuration %s is invalid; keeping the running configuration", cur->path);
     return rc;
   }
   if (nc->workers != cur->workers)

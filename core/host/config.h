@@ -1,7 +1,8 @@
 /* The daemon's configuration: server.json parsed into typed structs. Every key
  * is checked (type, range, unknown and duplicate keys, cross references)
- * before anything starts, and the first problem is reported as one line that
- * names the file, the JSON path and what was expected. */
+ * before anything starts, and every problem found is reported, up to
+ * CFG_MAX_ERRORS, each as one line that names the file, the JSON path and
+ * what was expected, in the order the values appear in the file. */
 #ifndef PIER_HOST_CONFIG_H
 #define PIER_HOST_CONFIG_H
 
@@ -36,6 +37,14 @@ typedef enum { CFG_LOG_LEVEL_MAP(CFG_ENUM_ID) } cfg_log_level;
 
 /* Largest server.json cfg_load_file accepts. */
 #define CFG_MAX_FILE_SIZE (1024 * 1024)
+
+/* Most problems one load reports one by one; past them, one more line says
+ * "<file>: ... and N more errors". */
+#define CFG_MAX_ERRORS 20
+/* Longest line of a report, with its newline; a longer message is cut. */
+#define CFG_ERR_LINE 1024
+/* An err buffer this size always holds a whole report. */
+#define CFG_ERR_LEN ((CFG_MAX_ERRORS + 1) * CFG_ERR_LINE)
 
 typedef struct cfg_callbacks { /* exported symbol names, NULL when not given */
   char *on_load, *on_unload, *on_connected, *on_recv, *on_send,
@@ -110,12 +119,22 @@ typedef struct cfg_server {
 } cfg_server;
 
 /* Reads, parses and validates the file at `path`. On success returns 0 and
- * *out owns everything (release with cfg_free). On failure returns a negative
- * errno-style code (-ENOENT, -EACCES, ... when the file cannot be read, -EFBIG
- * when it exceeds CFG_MAX_FILE_SIZE, -EINVAL when its content is wrong,
- * -ENOMEM), leaves *out NULL and writes one line without a trailing newline
- * to err (when err is non-NULL and errlen > 0). Errors name the file by
- * `path` as given; base_dir is the directory part of `path`. */
+ * *out owns everything (release with cfg_free); err gets "". On failure
+ * returns a negative errno-style code (-ENOENT, -EACCES, ... when the file
+ * cannot be read, -EFBIG when it exceeds CFG_MAX_FILE_SIZE, -ENOMEM; for
+ * wrong content that of its first problem, -EINVAL but for a few: -EPERM for
+ * a plugin outside plugin_dir, -ENOENT for a missing plugin_dir,
+ * -ENAMETOOLONG for a path too long) and leaves *out NULL.
+ *
+ * The report goes to err (when err is non-NULL and errlen > 0): one line per
+ * problem, "<path>: <json path>: <what was expected>, got <what was there>"
+ * (or "<path>:<line>:<col>: ..." for a syntax error, which stops the check,
+ * or "<path>: <what>" for the file as a whole), separated by '\n', with no
+ * newline after the last. Lines come in the order of the values in the file;
+ * at most CFG_MAX_ERRORS of them, then "<path>: ... and N more error(s)".
+ * errlen >= CFG_ERR_LEN holds any report whole; a shorter buffer gets a
+ * prefix of it, always NUL-terminated. Errors name the file by `path` as
+ * given; base_dir is the directory part of `path`. */
 int cfg_load_file(const char *path, cfg_server **out, char *err, size_t errlen);
 
 /* Like cfg_load_file for `len` bytes of text already in memory (need not be

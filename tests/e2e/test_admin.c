@@ -510,6 +510,49 @@ START_TEST(test_admin_plugin_dir_refuses_links_that_lead_out) {
 }
 END_TEST
 
+/* ---- --check ---- */
+
+/* pierd --check prints every problem of the config, one log line each, in
+ * file order, and exits 1; pierctl shows the same lines. */
+START_TEST(test_admin_check_reports_every_config_error) {
+  test_daemon d;
+  run_result *r = malloc(sizeof(*r));
+  char want[2048];
+  static const char json[] =
+      "{\"wokers\": 2, \"plugins\": [{\"name\": \"echo\", \"path\": \"@PLUGINS@/echo.so\"}],"
+      " \"listeners\": [{\"port\": 70000, \"plugin\": \"echo\", \"framing\": \"u8\"}],"
+      " \"max_sessions\": 0}";
+
+  ck_assert_int_eq(test_daemon_run_to_exit(&d, json, test_backend(_i), "--check"), 1);
+  snprintf(want, sizeof(want),
+           " error %s: wokers: unknown key (did you mean \"workers\"?)\n", d.config);
+  ck_assert_msg(strstr(d.log, want), "no \"%s\" in:\n%s", want, d.log);
+  const char *a = strstr(d.log, ": wokers: unknown key");
+  const char *b = strstr(d.log, ": listeners[0].port: expected an integer 0..65535, got 70000\n");
+  const char *c = strstr(d.log, ": listeners[0].framing: expected one of \"raw\", \"u16_size_id\", "
+                                "got \"u8\"\n");
+  const char *e = strstr(d.log, ": max_sessions: expected an integer 1..1000000, got 0\n");
+  snprintf(want, sizeof(want), "pierd: configuration %s is invalid\n", d.config);
+  const char *end = strstr(d.log, want);
+  ck_assert_msg(a && b && c && e && end && a < b && b < c && c < e && e < end, "log:\n%s", d.log);
+
+  char *argv[] = {(char *)PIERCTL, "--config", d.config, "status", NULL};
+  run_argv(r, NULL, 20000, argv);
+  ck_assert_int_eq(r->status, 2);
+  snprintf(want, sizeof(want),
+           "pierctl: %s: wokers: unknown key (did you mean \"workers\"?)\n"
+           "pierctl: %s: listeners[0].port: expected an integer 0..65535, got 70000\n"
+           "pierctl: %s: listeners[0].framing: expected one of \"raw\", \"u16_size_id\", got "
+           "\"u8\"\n"
+           "pierctl: %s: max_sessions: expected an integer 1..1000000, got 0\n"
+           "pierctl: cannot find the admin socket (give --config PATH or --socket PATH)\n",
+           d.config, d.config, d.config, d.config);
+  ck_assert_str_eq(r->err, want);
+  test_daemon_cleanup(&d);
+  free(r);
+}
+END_TEST
+
 /* ---- "::" ---- */
 
 /* Connects to addr:port (IPv4 or IPv6 literal); returns the socket or -errno. */
@@ -809,6 +852,7 @@ int main(void) {
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_plugin_dir_refuses_links_that_lead_out, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_any6_listener_is_ipv6_only, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_admin_check_reports_every_config_error, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_pierctl_without_daemon_exits_2, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_stale_socket_is_replaced, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_second_daemon_on_same_config_refuses, 0, TEST_NBACKENDS);

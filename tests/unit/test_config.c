@@ -351,7 +351,8 @@ static const struct {
     {"{'max_sessions':0," PL "," LS "}",
      "server.json: max_sessions: expected an integer 1..1000000, got 0"},
     {"{" PL "}", "server.json: missing required key \"listeners\""},
-    {"{}", "server.json: missing required key \"plugins\""},
+    {"{}", "server.json: missing required key \"plugins\"\n"
+           "server.json: missing required key \"listeners\""},
     {"{'plugins':{}," LS "}",
      "server.json: plugins: expected a non-empty array, got an object"},
     {"{" PL ",'listeners':[5]}",
@@ -403,6 +404,81 @@ START_TEST(test_config_rejects_bad_input) {
   ck_assert_msg(rc < 0, "case %d accepted: %s", _i, bad[_i].json);
   ck_assert_ptr_null(cfg);
   ck_assert_str_eq(err, bad[_i].msg);
+}
+END_TEST
+
+/* Independent problems are all reported, one line each, in the order their
+ * values appear in the file (not the order they are checked in). */
+START_TEST(test_config_reports_every_error_in_file_order) {
+  cfg_server *cfg = (cfg_server *)&cfg;
+  static char err[CFG_ERR_LEN];
+  int rc = load("{'listeners':[{'port':7777,'plugin':'ech'}],"
+                "'workers':'2',"
+                "'limits':{'max_packet_size':70000,'send_timout_ms':5},"
+                "'plugins':[{'name':'echo','path':'echo.so','treading':'serial'}],"
+                "'log_level':'loud'}",
+                &cfg, err, sizeof err);
+  ck_assert_int_eq(rc, -EINVAL);
+  ck_assert_ptr_null(cfg);
+  ck_assert_str_eq(err,
+                   "server.json: listeners[0].plugin: no plugin named \"ech\" (plugins: echo)\n"
+                   "server.json: workers: expected an integer 1..64, got \"2\"\n"
+                   "server.json: limits.max_packet_size: expected an integer 4..65535, got 70000\n"
+                   "server.json: limits.send_timout_ms: unknown key (did you mean "
+                   "\"send_timeout_ms\"?)\n"
+                   "server.json: plugins[0].treading: unknown key (did you mean \"threading\"?)\n"
+                   "server.json: log_level: expected one of \"error\", \"warn\", \"info\", "
+                   "\"debug\", got \"loud\"");
+
+  /* Repeats are each reported, against the first; so are entries after a
+   * bad one, and a bad plugin name silences the references it may explain. */
+  rc = load("{'plugins':[{'name':'a','path':'a.so'},{'name':'a','path':'b.so'},"
+            "{'name':'a','path':'c.so','tick_ms':-1},{'name':'b c','path':'d.so'}],"
+            "'listeners':[{'port':1,'plugin':'a'},{'port':1,'plugin':'a'},"
+            "{'port':'x','plugin':'zz'},{'port':1,'plugin':'a'}]}",
+            &cfg, err, sizeof err);
+  ck_assert_int_eq(rc, -EINVAL);
+  ck_assert_str_eq(err,
+                   "server.json: plugins[1].name: duplicate plugin name \"a\" (same as plugins[0])\n"
+                   "server.json: plugins[2].name: duplicate plugin name \"a\" (same as plugins[0])\n"
+                   "server.json: plugins[2].tick_ms: expected an integer 0..3600000, got -1\n"
+                   "server.json: plugins[3].name: expected a name of 1..32 characters from "
+                   "[A-Za-z0-9_-], got \"b c\"\n"
+                   "server.json: listeners[1]: duplicate listener 127.0.0.1:1 (same as listeners[0])\n"
+                   "server.json: listeners[2].port: expected an integer 0..65535, got \"x\"\n"
+                   "server.json: listeners[3]: duplicate listener 127.0.0.1:1 (same as listeners[0])");
+}
+END_TEST
+
+/* At most CFG_MAX_ERRORS lines, the first ones in file order even when
+ * problems later in the file were found first, then one line for the rest. */
+START_TEST(test_config_error_count_is_bounded) {
+  cfg_server *cfg = NULL;
+  static char err[CFG_ERR_LEN], json[4096], want[CFG_ERR_LEN];
+  size_t n = 0, w = 0;
+  n += (size_t)snprintf(json + n, sizeof json - n, "{'listeners':[");
+  for (int i = 0; i < 25; i++)
+    n += (size_t)snprintf(json + n, sizeof json - n, "%s{'port':'x','plugin':'echo'}",
+                          i ? "," : "");
+  snprintf(json + n, sizeof json - n, "]," PL ",'bogus1':1,'bogus2':2,'bogus3':3}");
+  ck_assert_int_eq(load(json, &cfg, err, sizeof err), -EINVAL);
+  for (int i = 0; i < CFG_MAX_ERRORS; i++)
+    w += (size_t)snprintf(want + w, sizeof want - w,
+                          "server.json: listeners[%d].port: expected an integer 0..65535, "
+                          "got \"x\"\n", i);
+  snprintf(want + w, sizeof want - w, "server.json: ... and 8 more errors");
+  ck_assert_str_eq(err, want);
+
+  /* One past the bound: "1 more error". */
+  n = (size_t)snprintf(json, sizeof json, "{" PL "," LS);
+  for (int i = 0; i < CFG_MAX_ERRORS + 1; i++)
+    n += (size_t)snprintf(json + n, sizeof json - n, ",'k%02d':0", i);
+  snprintf(json + n, sizeof json - n, "}");
+  ck_assert_int_eq(load(json, &cfg, err, sizeof err), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "server.json: k19: unknown key\n"
+                                    "server.json: ... and 1 more error"));
+  ck_assert_ptr_null(strstr(err, "k20"));
+  ck_assert_ptr_null(cfg);
 }
 END_TEST
 
@@ -490,7 +566,11 @@ START_TEST(test_config_file_errors_and_base_dir) {
 
   path = write_file(dir, "w.json", "{\"workers\": 99}", 15);
   ck_assert_int_eq(cfg_load_file(path, &cfg, err, sizeof err), -EINVAL);
-  snprintf(want, sizeof want, "%s: missing required key \"plugins\"", path);
+  snprintf(want, sizeof want,
+           "%s: missing required key \"plugins\"\n"
+           "%s: missing required key \"listeners\"\n"
+           "%s: workers: expected an integer 1..64, got 99",
+           path, path, path);
   ck_assert_str_eq(err, want);
   unlink(path);
 
@@ -546,10 +626,11 @@ START_TEST(test_config_enum_names) {
 }
 END_TEST
 
-/* Every failure must be one non-empty line and leave *out NULL. */
+/* Every failure must give 1..CFG_MAX_ERRORS+1 non-empty lines, each naming
+ * the file, and leave *out NULL. */
 static void expect_clean(const char *text, size_t len, int may_pass) {
   cfg_server *cfg = NULL;
-  char err[512];
+  static char err[CFG_ERR_LEN];
   int rc = cfg_load_text(text, len, "f.json", "/d", &cfg, err, sizeof err);
   if (rc == 0) {
     ck_assert_msg(may_pass, "unexpectedly accepted");
@@ -557,8 +638,13 @@ static void expect_clean(const char *text, size_t len, int may_pass) {
     return;
   }
   ck_assert_ptr_null(cfg);
-  ck_assert_msg(strncmp(err, "f.json", 6) == 0, "bad message: %s", err);
-  ck_assert_ptr_null(strchr(err, '\n'));
+  int lines = 0;
+  for (const char *line = err; line; lines++) {
+    const char *nl = strchr(line, '\n');
+    ck_assert_msg(strncmp(line, "f.json", 6) == 0, "bad message: %s", err);
+    line = nl ? nl + 1 : NULL;
+  }
+  ck_assert_int_le(lines, CFG_MAX_ERRORS + 1);
 }
 
 START_TEST(test_config_truncated_and_mutated_input) {
@@ -741,6 +827,8 @@ static Suite *config_suite(void) {
   tcase_add_test(tc, test_config_plugin_path_resolution);
   tcase_add_loop_test(tc, test_config_rejects_bad_input, 0,
                       (int)(sizeof bad / sizeof bad[0]));
+  tcase_add_test(tc, test_config_reports_every_error_in_file_order);
+  tcase_add_test(tc, test_config_error_count_is_bounded);
   tcase_add_test(tc, test_config_syntax_error_position);
   tcase_add_test(tc, test_config_nul_byte_in_text);
   tcase_add_test(tc, test_config_missing_file);
