@@ -434,6 +434,18 @@ START_TEST(test_admin_sighup_applies_log_level_both_ways_and_retries) {
                 "log:\n%s", d.log);
   ck_assert_int_eq(count_in(d.log, "SIGHUP: log_level is now"), 2);
 
+  /* A new limit (here recv_backlog) still needs a restart. */
+  snprintf(json, sizeof(json),
+           "{\"limits\": {\"recv_backlog\": 8192}, \"admin_socket\": \"%s\", \"plugins\": "
+           "[{\"name\": \"echo\", \"path\": \"%s\"}], \"listeners\": [{\"port\": 0, "
+           "\"plugin\": \"echo\"}]}",
+           sock, so);
+  put_file(d.config, json, strlen(json));
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(test_daemon_wait_log(&d, "SIGHUP: limits changed: needs a restart; not applied",
+                                     10000),
+                "log:\n%s", d.log);
+
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
   rm_rf(dir);
