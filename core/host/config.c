@@ -983,54 +983,46 @@ static int check_listener_addresses(ctx *c, const cfg_server *cfg, uref *refs, s
 
 /* ---- top level --------------------------------------------------------- */
 
-/* Every limit: key, range, whether 0 (off) is allowed besides, and where
- * it goes in cfg_limits (an unsigned or a size_t). */
-#define LIMIT(field, lo, hi, zero_ok) \
-  {#field, lo, hi, zero_ok, offsetof(cfg_limits, field), sizeof(((cfg_limits *)0)->field)}
-static const struct limit_key {
-  const char *key;
-  unsigned long long lo, hi;
-  int zero_ok;
-  size_t off, size;
-} limit_keys[] = {
-    LIMIT(max_packet_size, 4, 65535, 0),
-    LIMIT(max_send_queue, 1024, 1073741824, 0),
-    LIMIT(idle_timeout_ms, 100, 86400000, 1),
-    LIMIT(packet_timeout_ms, 100, 3600000, 1),
-    LIMIT(max_conns_per_ip, 1, 1000000, 1),
-    LIMIT(slow_callback_ms, 1, 600000, 1),
-    LIMIT(quarantine_after, 1, 1000000, 1),
-    LIMIT(send_timeout_ms, 100, 3600000, 1),
-    LIMIT(recv_backlog, 4096, 16777216, 0),
-    LIMIT(plugin_backlog, 65536, 1073741824, 0),
-};
-#undef LIMIT
-
 static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
-  const char *keys[COUNT(limit_keys)];
-  const cJSON *f[COUNT(limit_keys)];
+  /* Every limit: key, range, whether 0 (off) is allowed besides, and its
+   * field (an unsigned or a size_t). */
+  const struct {
+    const char *key;
+    unsigned long long lo, hi;
+    int zero_ok;
+    unsigned *u;
+    size_t *z;
+  } limits[] = {
+      {"max_packet_size", 4, 65535, 0, &lim->max_packet_size, NULL},
+      {"max_send_queue", 1024, 1073741824, 0, NULL, &lim->max_send_queue},
+      {"idle_timeout_ms", 100, 86400000, 1, &lim->idle_timeout_ms, NULL},
+      {"packet_timeout_ms", 100, 3600000, 1, &lim->packet_timeout_ms, NULL},
+      {"max_conns_per_ip", 1, 1000000, 1, &lim->max_conns_per_ip, NULL},
+      {"slow_callback_ms", 1, 600000, 1, &lim->slow_callback_ms, NULL},
+      {"quarantine_after", 1, 1000000, 1, &lim->quarantine_after, NULL},
+      {"send_timeout_ms", 100, 3600000, 1, &lim->send_timeout_ms, NULL},
+      {"recv_backlog", 4096, 16777216, 0, NULL, &lim->recv_backlog},
+      {"plugin_backlog", 65536, 1073741824, 0, NULL, &lim->plugin_backlog},
+  };
+  const char *keys[COUNT(limits)];
+  const cJSON *f[COUNT(limits)];
   int rc;
   if (!cJSON_IsObject(v))
     return expect(c, v, "an object");
-  for (size_t k = 0; k < COUNT(limit_keys); k++)
-    keys[k] = limit_keys[k].key;
+  for (size_t k = 0; k < COUNT(limits); k++)
+    keys[k] = limits[k].key;
   rc = match_keys(c, v, keys, COUNT(keys), f);
-  for (size_t k = 0; k < COUNT(limit_keys); k++) {
-    const struct limit_key *L = &limit_keys[k];
-    unsigned char *field = (unsigned char *)lim + L->off;
+  for (size_t k = 0; k < COUNT(limits); k++) {
     unsigned long long x;
     if (!f[k])
       continue;
-    mark save = path_node(c, L->key, f[k]);
-    int r = get_uint(c, f[k], L->lo, L->hi, L->zero_ok, &x);
+    mark save = path_node(c, limits[k].key, f[k]);
+    int r = get_uint(c, f[k], limits[k].lo, limits[k].hi, limits[k].zero_ok, &x);
     rc = first(rc, r);
-    if (r == 0 && L->size == sizeof(unsigned)) {
-      unsigned u = (unsigned)x;
-      memcpy(field, &u, sizeof u);
-    } else if (r == 0) {
-      size_t z = (size_t)x;
-      memcpy(field, &z, sizeof z);
-    }
+    if (r == 0 && limits[k].u)
+      *limits[k].u = (unsigned)x;
+    else if (r == 0)
+      *limits[k].z = (size_t)x;
     path_pop(c, save);
   }
   return rc;
