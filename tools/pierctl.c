@@ -119,14 +119,14 @@ static int final_line(const char *text, size_t len, size_t *body_len, int *ok) {
   return 1;
 }
 
-/* Prints the body of an ERR answer: its "error:" lines to stderr, the rest to
- * stdout. */
+/* Prints the body of an ERR answer: its "error:" and "usage:" lines to
+ * stderr, the rest to stdout. */
 static void print_failure(const char *body, size_t len) {
   int errors = 0;
   while (len > 0) {
     const char *nl = memchr(body, '\n', len);
     size_t n = nl ? (size_t)(nl - body) + 1 : len;
-    if (n >= 6 && memcmp(body, "error:", 6) == 0) {
+    if ((n >= 6 && memcmp(body, "error:", 6) == 0) || (n >= 6 && memcmp(body, "usage:", 6) == 0)) {
       fwrite(body, 1, n, stderr);
       errors++;
     } else {
@@ -177,10 +177,14 @@ int main(int argc, char **argv) {
     return EXIT_UNREACHED;
 
   if (!sock) {
-    char err[1024];
+    static char err[CFG_ERR_LEN];
     if (cfg_load_file(config, &cfg, err, sizeof(err)) < 0) {
-      fprintf(stderr, "pierctl: %s\npierctl: cannot find the admin socket (give --config PATH "
-                      "or --socket PATH)\n", err);
+      for (const char *l = err, *nl; *l; l = nl ? nl + 1 : "") {
+        nl = strchr(l, '\n');
+        fprintf(stderr, "pierctl: %.*s\n", nl ? (int)(nl - l) : (int)strlen(l), l);
+      }
+      fprintf(stderr, "pierctl: cannot find the admin socket (give --config PATH or --socket "
+                      "PATH)\n");
       free(line);
       return EXIT_UNREACHED;
     }

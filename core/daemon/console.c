@@ -62,6 +62,10 @@ int console_exec(console *c, const char *line, FILE *out) {
     log_info("%s", msg);
   } else if (strcmp(cmd, "quit") == 0 && n == 1) {
     return CONSOLE_QUIT;
+  } else if (strcmp(cmd, "kick") == 0 || strcmp(cmd, "reload") == 0) {
+    /* Known command, wrong number of arguments. */
+    fprintf(out, "usage: %s\n", cmd[0] == 'k' ? "kick SID" : "reload NAME");
+    return -1;
   } else {
     fprintf(out, "error: unknown command \"%s\" (type `help`)\n", line);
     return -1;

@@ -47,7 +47,7 @@ int main(int argc, char **argv) {
                                        {NULL, 0, NULL, 0}};
   const char *config = DEFAULT_CONFIG, *backend = NULL;
   int check = 0, c, rc, sfd, stdin_open = 1, quit = 0;
-  char err[1024];
+  static char err[CFG_ERR_LEN];
   cfg_server *cfg;
   host *h;
   sigset_t mask;
@@ -89,7 +89,11 @@ int main(int argc, char **argv) {
   crash_install();
   rc = cfg_load_file(config, &cfg, err, sizeof(err));
   if (rc < 0) {
-    log_error("%s", err);
+    /* One log line per problem, as the config loader found them. */
+    for (const char *line = err, *nl; *line; line = nl ? nl + 1 : "") {
+      nl = strchr(line, '\n');
+      log_error("%.*s", nl ? (int)(nl - line) : (int)strlen(line), line);
+    }
     if (check)
       fprintf(stderr, "pierd: configuration %s is invalid\n", config);
     return 1;

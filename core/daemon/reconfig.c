@@ -1,4 +1,8 @@
-/* Comparison of the running config with the file on disk, key by key. */
+/* Comparison of the running config with the file on disk, key by key. What
+ * applies live is compared with what is in force now (the process's log
+ * level, each plugin's running config text and loaded file), so every SIGHUP
+ * starts from the last one's outcome and a failed plugin reload is tried
+ * again; what needs a restart is compared with the start-up config. */
 #include "daemon/reconfig.h"
 
 #include <string.h>
@@ -22,12 +26,17 @@ static void refuse(const char *what) {
 
 int reconfig_apply(host *h, const cfg_server *cur) {
   cfg_server *nc;
-  char err[1024], msg[1536];
+  static char err[CFG_ERR_LEN]; /* main thread only */
+  char msg[1536];
   int rc = cfg_load_file(cur->path, &nc, err, sizeof(err));
   int plugins_same;
 
   if (rc < 0) {
-    log_error("SIGHUP: %s; keeping the running configuration", err);
+    for (const char *line = err, *nl; *line; line = nl ? nl + 1 : "") {
+      nl = strchr(line, '\n');
+      log_error("SIGHUP: %.*s", nl ? (int)(nl - line) : (int)strlen(line), line);
+    }
+    log_error("SIGHUP: configuration %s is invalid; keeping the running configuration", cur->path);
     return rc;
   }
   if (nc->workers != cur->workers)
@@ -38,6 +47,8 @@ int reconfig_apply(host *h, const cfg_server *cur) {
     refuse("max_sessions");
   if (!same_str(nc->admin_socket, cur->admin_socket))
     refuse("admin_socket");
+  if (!same_str(nc->plugin_dir, cur->plugin_dir))
+    refuse("plugin_dir");
   if (memcmp(&nc->limits, &cur->limits, sizeof(nc->limits)) != 0)
     refuse("limits");
   if (nc->nlisteners != cur->nlisteners) {
@@ -61,11 +72,15 @@ int reconfig_apply(host *h, const cfg_server *cur) {
   }
   if (!plugins_same)
     refuse("the plugin list (names, paths, threading, callbacks, tick_ms or watch)");
-  if (nc->log_level != cur->log_level) {
-    log_level lvl;
-    if (log_level_parse(cfg_log_level_name(nc->log_level), &lvl) == 0) {
+  {
+    log_level lvl, was = log_get_level();
+    if (log_level_parse(cfg_log_level_name(nc->log_level), &lvl) == 0 && lvl != was) {
+      /* Louder: switch first; quieter: say so, then switch. Either way the
+       * line shows when info lines do before or after. */
+      if (lvl > was)
+        log_set_level(lvl);
+      log_info("SIGHUP: log_level is now %s", cfg_log_level_name(nc->log_level));
       log_set_level(lvl);
-      log_msg(LOG_INFO, "SIGHUP: log_level is now %s", cfg_log_level_name(nc->log_level));
     }
   }
   /* Plugins: a new file or a new "config" object is applied by reload. */

@@ -1,7 +1,8 @@
 /* The daemon's configuration: server.json parsed into typed structs. Every key
  * is checked (type, range, unknown and duplicate keys, cross references)
- * before anything starts, and the first problem is reported as one line that
- * names the file, the JSON path and what was expected. */
+ * before anything starts, and every problem found is reported, up to
+ * CFG_MAX_ERRORS, each as one line that names the file, the JSON path and
+ * what was expected, in the order the values appear in the file. */
 #ifndef PIER_HOST_CONFIG_H
 #define PIER_HOST_CONFIG_H
 
@@ -37,6 +38,14 @@ typedef enum { CFG_LOG_LEVEL_MAP(CFG_ENUM_ID) } cfg_log_level;
 /* Largest server.json cfg_load_file accepts. */
 #define CFG_MAX_FILE_SIZE (1024 * 1024)
 
+/* Most problems one load reports one by one; past them, one more line says
+ * "<file>: ... and N more errors". */
+#define CFG_MAX_ERRORS 20
+/* Longest line of a report, with its newline; a longer message is cut. */
+#define CFG_ERR_LINE 1024
+/* An err buffer this size always holds a whole report. */
+#define CFG_ERR_LEN ((CFG_MAX_ERRORS + 1) * CFG_ERR_LINE)
+
 typedef struct cfg_callbacks { /* exported symbol names, NULL when not given */
   char *on_load, *on_unload, *on_connected, *on_recv, *on_send,
       *on_disconnected, *on_tick;
@@ -53,6 +62,9 @@ typedef struct cfg_plugin {
   cfg_threading threading; /* default session */
   unsigned tick_ms;        /* 0 = no tick (default); else 1..3600000 */
   int watch;               /* bool, default 0 */
+  const char *confine_dir; /* the server's plugin_dir with every link resolved
+                              (owned by the cfg_server), NULL when not set:
+                              the loader refuses a file that resolves outside */
 } cfg_plugin;
 
 typedef struct cfg_listener {
@@ -76,9 +88,15 @@ typedef struct cfg_limits {
                                  default 100; else 1..600000 */
   unsigned quarantine_after;  /* failures (slow callbacks, pier_host.fail) before a
                                  plugin is quarantined; 0 = never (default) */
-  unsigned send_timeout_ms;
-  size_t recv_backlog;
-  size_t plugin_backlog;
+  unsigned send_timeout_ms;   /* a session with data queued that makes no send
+                                 progress this long is closed; 0 = off;
+                                 default 30000; else 100..3600000 */
+  size_t recv_backlog;        /* bytes of one session's received data waiting
+                                 for its plugin (held during a reload, queued
+                                 for a busy serial plugin) before pier stops
+                                 reading it; 4096..16777216, default 65536 */
+  size_t plugin_backlog;      /* the same for all sessions of one plugin
+                                 together; 65536..1073741824, default 16777216 */
 } cfg_limits;
 
 typedef struct cfg_server {
@@ -88,7 +106,9 @@ typedef struct cfg_server {
   cfg_backend io_backend;  /* default auto */
   unsigned max_sessions;   /* 1..1000000, default 10000 */
   cfg_log_level log_level; /* default info */
-  char *plugin_dir;        /* resolved; NULL when not set. Every plugin must lie in it */
+  char *plugin_dir;        /* resolved against base_dir; NULL when not set. Every
+                              plugin file must lie in it once links are resolved */
+  char *plugin_dir_real;   /* plugin_dir after realpath(); NULL when not set */
   char *admin_socket;      /* resolved against base_dir like plugin paths;
                               default "run/pierd.sock" before resolving */
   cfg_limits limits;
@@ -99,12 +119,22 @@ typedef struct cfg_server {
 } cfg_server;
 
 /* Reads, parses and validates the file at `path`. On success returns 0 and
- * *out owns everything (release with cfg_free). On failure returns a negative
- * errno-style code (-ENOENT, -EACCES, ... when the file cannot be read, -EFBIG
- * when it exceeds CFG_MAX_FILE_SIZE, -EINVAL when its content is wrong,
- * -ENOMEM), leaves *out NULL and writes one line without a trailing newline
- * to err (when err is non-NULL and errlen > 0). Errors name the file by
- * `path` as given; base_dir is the directory part of `path`. */
+ * *out owns everything (release with cfg_free); err gets "". On failure
+ * returns a negative errno-style code (-ENOENT, -EACCES, ... when the file
+ * cannot be read, -EFBIG when it exceeds CFG_MAX_FILE_SIZE, -ENOMEM; for
+ * wrong content that of its first problem, -EINVAL but for a few: -EPERM for
+ * a plugin outside plugin_dir, -ENOENT for a missing plugin_dir,
+ * -ENAMETOOLONG for a path too long) and leaves *out NULL.
+ *
+ * The report goes to err (when err is non-NULL and errlen > 0): one line per
+ * problem, "<path>: <json path>: <what was expected>, got <what was there>"
+ * (or "<path>:<line>:<col>: ..." for a syntax error, which stops the check,
+ * or "<path>: <what>" for the file as a whole), separated by '\n', with no
+ * newline after the last. Lines come in the order of the values in the file;
+ * at most CFG_MAX_ERRORS of them, then "<path>: ... and N more error(s)".
+ * errlen >= CFG_ERR_LEN holds any report whole; a shorter buffer gets a
+ * prefix of it, always NUL-terminated. Errors name the file by `path` as
+ * given; base_dir is the directory part of `path`. */
 int cfg_load_file(const char *path, cfg_server **out, char *err, size_t errlen);
 
 /* Like cfg_load_file for `len` bytes of text already in memory (need not be

@@ -1,8 +1,9 @@
-/* The file is copied to a private temporary file and loaded from there with
- * RTLD_NOW | RTLD_LOCAL, then the copy is unlinked: the operator may replace
- * or rebuild the file on disk at any time without touching the mapped image,
- * and two versions of one plugin can be loaded side by side (each copy is a
- * distinct file to the dynamic loader). */
+/* The file is opened once, checked against plugin_dir through that
+ * descriptor and copied through it to a private temporary file; the copy is
+ * checked and loaded with RTLD_NOW | RTLD_LOCAL, then unlinked: the operator
+ * may replace or rebuild the file on disk at any time without touching the
+ * mapped image, and two versions of one plugin can be loaded side by side
+ * (each copy is a distinct file to the dynamic loader). */
 #include "host/loader.h"
 
 #include <dlfcn.h>
@@ -19,10 +20,43 @@
 /* The smallest descriptor a plugin of ABI 1.0 can have: up to on_tick. */
 #define MIN_DESC_SIZE (offsetof(pier_plugin, on_tick) + sizeof(void (*)(void)))
 
-static int copy_private(const char *src, char *dst, size_t dstlen, char *err, size_t errlen,
-                        const char *name) {
+/* With a plugin_dir, the file that was opened must lie in it. Asked of the
+ * descriptor, not of the path: a symbolic link swapped after the config was
+ * checked changes nothing here, since the kernel tells where fd points. */
+static int check_confined(int fd, const cfg_plugin *cfg, char *err, size_t errlen) {
+  char link[64], real[4096];
+  size_t n;
+  ssize_t len;
+
+  if (!cfg->confine_dir)
+    return 0;
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+  len = readlink(link, real, sizeof(real) - 1);
+  if (len < 0) {
+    int e = errno;
+    snprintf(err, errlen,
+             "plugin \"%s\" (%s): cannot tell where the file resolves (%s: %s); refused as "
+             "plugin_dir is set",
+             cfg->name, cfg->resolved_path, link, strerror(e));
+    return -e;
+  }
+  real[len] = '\0';
+  n = strlen(cfg->confine_dir);
+  if (strncmp(real, cfg->confine_dir, n) == 0 &&
+      (real[n] == '/' || (n == 1 && cfg->confine_dir[0] == '/')))
+    return 0;
+  snprintf(err, errlen, "plugin \"%s\" (%s): the file resolves to %s, outside plugin_dir (%s)",
+           cfg->name, cfg->resolved_path, real, cfg->confine_dir);
+  return -EPERM;
+}
+
+/* Opens cfg->resolved_path once, checks where it lies and copies it through
+ * that same descriptor to a private temporary file. Returns the copy's
+ * descriptor (its name in dst), or a negative errno with err set. */
+static int copy_private(const cfg_plugin *cfg, char *dst, size_t dstlen, char *err,
+                        size_t errlen) {
   struct stat st;
-  const char *tmp = getenv("TMPDIR");
+  const char *tmp = getenv("TMPDIR"), *src = cfg->resolved_path, *name = cfg->name;
   int in, out, rc = 0;
   off_t off = 0;
 
@@ -36,6 +70,10 @@ static int copy_private(const char *src, char *dst, size_t dstlen, char *err, si
     snprintf(err, errlen, "plugin \"%s\": %s is not a regular file", name, src);
     close(in);
     return -EINVAL;
+  }
+  if ((rc = check_confined(in, cfg, err, errlen)) < 0) {
+    close(in);
+    return rc;
   }
   snprintf(dst, dstlen, "%s/pier-%s-XXXXXX.so", tmp && *tmp ? tmp : "/tmp", name);
   out = mkstemps(dst, 3);
@@ -55,29 +93,29 @@ static int copy_private(const char *src, char *dst, size_t dstlen, char *err, si
     }
   }
   close(in);
-  close(out);
-  if (rc < 0)
+  if (rc < 0) {
+    close(out);
     unlink(dst);
-  return rc;
+    return rc;
+  }
+  return out;
 }
 
 /* dlopen() of a truncated or damaged ELF file can kill the process with
  * SIGBUS (the loader maps segments past the end of the file and touches
- * them), so the copy is checked first: an ELF shared object for this
- * machine whose headers and loadable segments lie inside the file. */
-static int check_elf(const char *path, const char *src, const char *name, char *err,
-                     size_t errlen) {
+ * them), so the copy is checked first, through the descriptor it was written
+ * by, so the bytes checked are the bytes dlopen maps: an ELF shared object
+ * for this machine whose headers and loadable segments lie inside the file. */
+static int check_elf(int fd, const char *src, const char *name, char *err, size_t errlen) {
   Elf64_Ehdr eh;
   struct stat st;
-  int fd = open(path, O_RDONLY | O_CLOEXEC), rc = -ENOEXEC;
+  int rc = -ENOEXEC;
   const char *why = NULL;
 
-  if (fd < 0 || fstat(fd, &st) < 0) {
+  if (fstat(fd, &st) < 0) {
     rc = -errno;
     snprintf(err, errlen, "plugin \"%s\" (%s): cannot read the private copy: %s", name, src,
              strerror(errno));
-    if (fd >= 0)
-      close(fd);
     return rc;
   }
   if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG))
@@ -100,7 +138,6 @@ static int check_elf(const char *path, const char *src, const char *name, char *
     else if (ph.p_type == PT_LOAD && ph.p_offset + ph.p_filesz > (uint64_t)st.st_size)
       why = "a loadable segment lies past the end of the file (truncated?)";
   }
-  close(fd);
   if (!why)
     return 0;
   snprintf(err, errlen, "plugin \"%s\" (%s): cannot load: %s (%lld bytes)", name, src, why,
@@ -162,18 +199,23 @@ static int check_desc(const pier_plugin *d, const cfg_plugin *cfg, char *err, si
 int loader_open(const cfg_plugin *cfg, plugin_image *img, char *err, size_t errlen) {
   char copy[4096];
   const pier_plugin *d;
-  int rc;
+  int rc, fd;
 
   memset(img, 0, sizeof(*img));
-  rc = copy_private(cfg->resolved_path, copy, sizeof(copy), err, errlen, cfg->name);
-  if (rc < 0)
-    return rc;
-  rc = check_elf(copy, cfg->resolved_path, cfg->name, err, errlen);
+  fd = copy_private(cfg, copy, sizeof(copy), err, errlen);
+  if (fd < 0)
+    return fd;
+  rc = check_elf(fd, cfg->resolved_path, cfg->name, err, errlen);
   if (rc < 0) {
+    close(fd);
     unlink(copy);
     return rc;
   }
+  /* By name: the copy is ours (mode 0600, a fresh name in a sticky TMPDIR).
+   * A /proc/self/fd path would do too, but glibc knows loaded objects by
+   * name, and descriptor numbers repeat. */
   img->dl = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
+  close(fd);
   unlink(copy);
   if (!img->dl) {
     /* dlerror() names the private copy; the operator knows the original. */

@@ -18,8 +18,10 @@ typedef struct plugin_image {
   char version[64];  /* descriptor's version */
 } plugin_image;
 
-/* Loads cfg->resolved_path. Returns 0, or a negative errno with one line in
- * err naming the plugin, the file and the reason. */
+/* Loads cfg->resolved_path: opens it once and, when cfg->confine_dir is set,
+ * refuses (-EPERM) a file that resolves outside it, whatever links were
+ * changed since the config was checked. Returns 0, or a negative errno with
+ * one line in err naming the plugin, the file and the reason. */
 int loader_open(const cfg_plugin *cfg, plugin_image *img, char *err, size_t errlen);
 void loader_close(plugin_image *img);
 

@@ -3,6 +3,7 @@
  * finding the socket through the config, stale and busy sockets, `quit`, and
  * clients that send garbage, too much or nothing. Each case runs once per
  * backend. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -290,6 +292,337 @@ START_TEST(test_admin_socket_is_private_and_runs_commands) {
 }
 END_TEST
 
+/* kick and reload without their argument (or with too many) answer a usage
+ * line, on the console and through pierctl, which exits 1. */
+START_TEST(test_admin_kick_and_reload_without_argument_print_usage) {
+  test_daemon d;
+  run_result *r = malloc(sizeof(*r));
+  char sock[256];
+  static const struct {
+    const char *arg1, *arg2, *want;
+  } cases[] = {{"kick", NULL, "usage: kick SID\n"},
+               {"reload", NULL, "usage: reload NAME\n"},
+               {"kick", "1 2", "usage: kick SID\n"},
+               {"reload", "echo echo", "usage: reload NAME\n"}};
+
+  start_daemon(&d, echo_config, test_backend(_i));
+  socket_path(&d, sock, sizeof(sock));
+  for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+    if (cases[k].arg2)
+      pierctl(r, "--socket", sock, cases[k].arg1, cases[k].arg2);
+    else
+      pierctl(r, "--socket", sock, cases[k].arg1);
+    ck_assert_msg(r->status == 1, "%s: exit %d\n%s%s", cases[k].arg1, r->status, r->out, r->err);
+    ck_assert_str_eq(r->err, cases[k].want);
+    ck_assert_uint_eq(r->out_len, 0);
+  }
+  /* The console answers the same words. */
+  test_daemon_command(&d, "kick");
+  ck_assert_msg(test_daemon_wait_log(&d, "usage: kick SID\n", 10000), "log:\n%s", d.log);
+  test_daemon_command(&d, "reload");
+  ck_assert_msg(test_daemon_wait_log(&d, "usage: reload NAME\n", 10000), "log:\n%s", d.log);
+  ck_assert_ptr_null(strstr(d.log, "unknown command"));
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  free(r);
+}
+END_TEST
+
+/* ---- SIGHUP ---- */
+
+/* Writes len bytes to path through a temporary file and a rename. */
+static void put_file(const char *path, const void *data, size_t len) {
+  char tmp[320];
+  FILE *f;
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  f = fopen(tmp, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+  ck_assert_int_eq(fclose(f), 0);
+  ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+static void copy_echo(const char *to) {
+  static char image[4 << 20];
+  FILE *f = fopen(ECHO_SO, "rb");
+  size_t n;
+  ck_assert_ptr_nonnull(f);
+  n = fread(image, 1, sizeof(image), f);
+  ck_assert(n > 0 && n < sizeof(image));
+  fclose(f);
+  put_file(to, image, n);
+}
+
+static int count_in(const char *text, const char *needle) {
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+    n++;
+  return n;
+}
+
+/* Reads the daemon's log until needle appears n times; 1 if it did. */
+static int wait_count(test_daemon *d, const char *needle, int n, int timeout_ms) {
+  uint64_t end = ms_now() + (uint64_t)timeout_ms;
+  while (count_in(d->log, needle) < n) {
+    if (ms_now() >= end)
+      return 0;
+    test_daemon_wait_log(d, "\x01 never logged", 50);
+  }
+  return 1;
+}
+
+static void write_config(const char *path, const char *level, const char *so, const char *sock) {
+  char text[1024];
+  snprintf(text, sizeof(text),
+           "{\"log_level\": \"%s\", \"admin_socket\": \"%s\", \"plugins\": [{\"name\": \"echo\", "
+           "\"path\": \"%s\"}], \"listeners\": [{\"port\": 0, \"plugin\": \"echo\"}]}",
+           level, sock, so);
+  put_file(path, text, strlen(text));
+}
+
+/* SIGHUP compares what applies live with what is in force now: log_level goes
+ * info -> debug -> info (debug lines stop again), and a plugin file that
+ * failed to reload is tried again by the next SIGHUP. */
+START_TEST(test_admin_sighup_applies_log_level_both_ways_and_retries) {
+  test_daemon d;
+  run_result *r = malloc(sizeof(*r));
+  char dir[] = "/tmp/pier-admin-XXXXXX", so[128], sock[160], json[1024];
+  static const char junk[] = "not a shared object\n";
+
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(so, sizeof(so), "%s/echo.so", dir);
+  snprintf(sock, sizeof(sock), "%s/pierd.sock", dir);
+  copy_echo(so);
+  snprintf(json, sizeof(json),
+           "{\"log_level\": \"info\", \"admin_socket\": \"%s\", \"plugins\": [{\"name\": "
+           "\"echo\", \"path\": \"%s\"}], \"listeners\": [{\"port\": 0, \"plugin\": \"echo\"}]}",
+           sock, so);
+  start_daemon(&d, json, test_backend(_i));
+
+  /* info -> debug: the admin socket's debug line appears. */
+  write_config(d.config, "debug", so, sock);
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(test_daemon_wait_log(&d, "SIGHUP: log_level is now debug", 10000), "log:\n%s",
+                d.log);
+  pierctl(r, "--socket", sock, "status");
+  ck_assert_int_eq(r->status, 0);
+  ck_assert_msg(test_daemon_wait_log(&d, "admin: \"status\": OK", 10000), "log:\n%s", d.log);
+
+  /* debug -> info: back to the start-up value, and debug lines stop. */
+  write_config(d.config, "info", so, sock);
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(test_daemon_wait_log(&d, "SIGHUP: log_level is now info", 10000), "log:\n%s",
+                d.log);
+  pierctl(r, "--socket", sock, "plugins");
+  ck_assert_int_eq(r->status, 0);
+  test_daemon_command(&d, "marker-after-plugins"); /* served after the admin command */
+  ck_assert(test_daemon_wait_log(&d, "unknown command \"marker-after-plugins\"", 10000));
+  ck_assert_msg(!strstr(d.log, "admin: \"plugins\""), "a debug line at info:\n%s", d.log);
+  ck_assert_int_eq(count_in(d.log, "SIGHUP: log_level is now"), 2);
+
+  /* A file that fails to reload is tried again by each SIGHUP until it loads. */
+  put_file(so, junk, sizeof(junk) - 1);
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(wait_count(&d, "SIGHUP: reload echo failed at load: ", 1, 10000), "log:\n%s",
+                d.log);
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(wait_count(&d, "SIGHUP: reload echo failed at load: ", 2, 10000), "log:\n%s",
+                d.log);
+  copy_echo(so);
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(test_daemon_wait_log(&d, "SIGHUP: reloaded echo: generation 2,", 10000),
+                "log:\n%s", d.log);
+  ck_assert_int_eq(count_in(d.log, "SIGHUP: log_level is now"), 2);
+
+  /* A new limit (here recv_backlog) still needs a restart. */
+  snprintf(json, sizeof(json),
+           "{\"limits\": {\"recv_backlog\": 8192}, \"admin_socket\": \"%s\", \"plugins\": "
+           "[{\"name\": \"echo\", \"path\": \"%s\"}], \"listeners\": [{\"port\": 0, "
+           "\"plugin\": \"echo\"}]}",
+           sock, so);
+  put_file(d.config, json, strlen(json));
+  kill(d.pid, SIGHUP);
+  ck_assert_msg(test_daemon_wait_log(&d, "SIGHUP: limits changed: needs a restart; not applied",
+                                     10000),
+                "log:\n%s", d.log);
+
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  rm_rf(dir);
+  free(r);
+}
+END_TEST
+
+/* ---- plugin_dir ---- */
+
+/* A plugin path that is a link out of plugin_dir is refused by --check,
+ * naming the file and where it leads; a link that stays inside loads. The
+ * loader checks the file it opens as well: a link swapped to point outside
+ * after the start is refused by `reload`, and the running version serves on. */
+START_TEST(test_admin_plugin_dir_refuses_links_that_lead_out) {
+  test_daemon d;
+  run_result *r = malloc(sizeof(*r));
+  char dir[] = "/tmp/pier-admin-XXXXXX", path[160], link[160], json[1024], want[1024];
+  static const char fmt[] =
+      "{\"plugin_dir\": \"%s/plugins\", \"admin_socket\": \"%s/pierd.sock\", \"plugins\": "
+      "[{\"name\": \"echo\", \"path\": \"%s/plugins/%s\"}], \"listeners\": [{\"port\": 0, "
+      "\"plugin\": \"echo\"}]}";
+
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof(path), "%s/plugins", dir);
+  ck_assert_int_eq(mkdir(path, 0700), 0);
+  snprintf(path, sizeof(path), "%s/outside", dir);
+  ck_assert_int_eq(mkdir(path, 0700), 0);
+  snprintf(path, sizeof(path), "%s/outside/echo.so", dir);
+  copy_echo(path);
+  snprintf(path, sizeof(path), "%s/plugins/echo-1.so", dir);
+  copy_echo(path);
+  snprintf(link, sizeof(link), "%s/plugins/evil.so", dir);
+  ck_assert_int_eq(symlink("../outside/echo.so", link), 0);
+  snprintf(link, sizeof(link), "%s/plugins/echo.so", dir);
+  ck_assert_int_eq(symlink("echo-1.so", link), 0);
+
+  snprintf(json, sizeof(json), fmt, dir, dir, dir, "evil.so");
+  ck_assert_int_eq(test_daemon_run_to_exit(&d, json, test_backend(_i), "--check"), 1);
+  snprintf(want, sizeof(want),
+           " %s: plugins[0].path: \"%s/plugins/evil.so\" resolves to %s/outside/echo.so, "
+           "outside plugin_dir (%s/plugins)\n",
+           d.config, dir, dir, dir);
+  ck_assert_msg(strstr(d.log, want), "no \"%s\" in:\n%s", want, d.log);
+  snprintf(want, sizeof(want), "pierd: configuration %s is invalid\n", d.config);
+  ck_assert_msg(strstr(d.log, want), "log:\n%s", d.log);
+  test_daemon_cleanup(&d);
+
+  snprintf(json, sizeof(json), fmt, dir, dir, dir, "echo.so");
+  ck_assert_int_eq(test_daemon_run_to_exit(&d, json, test_backend(_i), "--check"), 0);
+  ck_assert_msg(strstr(d.log, "is valid (1 plugins, 1 listeners)"), "log:\n%s", d.log);
+  test_daemon_cleanup(&d);
+
+  start_daemon(&d, json, test_backend(_i));
+  ck_assert_int_eq(unlink(link), 0);
+  ck_assert_int_eq(symlink("../outside/echo.so", link), 0);
+  snprintf(path, sizeof(path), "%s/pierd.sock", dir);
+  pierctl(r, "--socket", path, "reload", "echo");
+  ck_assert_int_eq(r->status, 1);
+  snprintf(want, sizeof(want),
+           "error: reload echo failed at load: plugin \"echo\" (%s/plugins/echo.so): the file "
+           "resolves to %s/outside/echo.so, outside plugin_dir (%s/plugins); generation 1 keeps "
+           "serving\n",
+           dir, dir, dir);
+  ck_assert_str_eq(r->err, want);
+  int fd = test_connect(d.ports[0]);
+  char buf[2];
+  test_send_all(fd, "hi", 2);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 2), 0);
+  close(fd);
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  rm_rf(dir);
+  free(r);
+}
+END_TEST
+
+/* ---- --check ---- */
+
+/* pierd --check prints every problem of the config, one log line each, in
+ * file order, and exits 1; pierctl shows the same lines. */
+START_TEST(test_admin_check_reports_every_config_error) {
+  test_daemon d;
+  run_result *r = malloc(sizeof(*r));
+  char want[2048];
+  static const char json[] =
+      "{\"wokers\": 2, \"plugins\": [{\"name\": \"echo\", \"path\": \"@PLUGINS@/echo.so\"}],"
+      " \"listeners\": [{\"port\": 70000, \"plugin\": \"echo\", \"framing\": \"u8\"}],"
+      " \"max_sessions\": 0}";
+
+  ck_assert_int_eq(test_daemon_run_to_exit(&d, json, test_backend(_i), "--check"), 1);
+  snprintf(want, sizeof(want),
+           " error %s: wokers: unknown key (did you mean \"workers\"?)\n", d.config);
+  ck_assert_msg(strstr(d.log, want), "no \"%s\" in:\n%s", want, d.log);
+  const char *a = strstr(d.log, ": wokers: unknown key");
+  const char *b = strstr(d.log, ": listeners[0].port: expected an integer 0..65535, got 70000\n");
+  const char *c = strstr(d.log, ": listeners[0].framing: expected one of \"raw\", \"u16_size_id\", "
+                                "got \"u8\"\n");
+  const char *e = strstr(d.log, ": max_sessions: expected an integer 1..1000000, got 0\n");
+  snprintf(want, sizeof(want), "pierd: configuration %s is invalid\n", d.config);
+  const char *end = strstr(d.log, want);
+  ck_assert_msg(a && b && c && e && end && a < b && b < c && c < e && e < end, "log:\n%s", d.log);
+
+  char *argv[] = {(char *)PIERCTL, "--config", d.config, "status", NULL};
+  run_argv(r, NULL, 20000, argv);
+  ck_assert_int_eq(r->status, 2);
+  snprintf(want, sizeof(want),
+           "pierctl: %s: wokers: unknown key (did you mean \"workers\"?)\n"
+           "pierctl: %s: listeners[0].port: expected an integer 0..65535, got 70000\n"
+           "pierctl: %s: listeners[0].framing: expected one of \"raw\", \"u16_size_id\", got "
+           "\"u8\"\n"
+           "pierctl: %s: max_sessions: expected an integer 1..1000000, got 0\n"
+           "pierctl: cannot find the admin socket (give --config PATH or --socket PATH)\n",
+           d.config, d.config, d.config, d.config);
+  ck_assert_str_eq(r->err, want);
+  test_daemon_cleanup(&d);
+  free(r);
+}
+END_TEST
+
+/* ---- "::" ---- */
+
+/* Connects to addr:port (IPv4 or IPv6 literal); returns the socket or -errno. */
+static int tcp_connect(const char *addr, uint16_t port) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int fd;
+  memset(&ss, 0, sizeof(ss));
+  if (strchr(addr, ':')) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    ck_assert_int_eq(inet_pton(AF_INET6, addr, &a->sin6_addr), 1);
+    len = sizeof(*a);
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    ck_assert_int_eq(inet_pton(AF_INET, addr, &a->sin_addr), 1);
+    len = sizeof(*a);
+  }
+  fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ck_assert_int_ge(fd, 0);
+  if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+/* A "::" listener is IPv6 only, as config/README.md says: ::1 is served,
+ * 127.0.0.1 on the same port is refused. */
+START_TEST(test_admin_any6_listener_is_ipv6_only) {
+  test_daemon d;
+  char buf[2];
+  int fd;
+  static const char json[] =
+      "{\"admin_socket\": \"run/pierd.sock\","
+      " \"plugins\": [{\"name\": \"echo\", \"path\": \"@PLUGINS@/echo.so\"}],"
+      " \"listeners\": [{\"address\": \"::\", \"port\": 0, \"plugin\": \"echo\"}]}";
+
+  start_daemon(&d, json, test_backend(_i));
+  ck_assert_int_eq(d.nports, 1);
+  ck_assert_msg(strstr(d.log, "listening on [::]:"), "log:\n%s", d.log);
+  fd = tcp_connect("::1", d.ports[0]);
+  ck_assert_msg(fd >= 0, "::1: %s", strerror(-fd));
+  test_send_all(fd, "v6", 2);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 2), 0);
+  ck_assert_int_eq(memcmp(buf, "v6", 2), 0);
+  close(fd);
+  fd = tcp_connect("127.0.0.1", d.ports[0]);
+  ck_assert_msg(fd == -ECONNREFUSED, "127.0.0.1 on a \"::\" listener: %d", fd);
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+}
+END_TEST
+
 /* ---- no daemon ---- */
 
 START_TEST(test_admin_pierctl_without_daemon_exits_2) {
@@ -525,6 +858,13 @@ int main(void) {
   TCase *tc = tcase_create("daemon");
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_admin_socket_is_private_and_runs_commands, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_admin_kick_and_reload_without_argument_print_usage, 0,
+                      TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_admin_sighup_applies_log_level_both_ways_and_retries, 0,
+                      TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_admin_plugin_dir_refuses_links_that_lead_out, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_admin_any6_listener_is_ipv6_only, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_admin_check_reports_every_config_error, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_pierctl_without_daemon_exits_2, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_stale_socket_is_replaced, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_admin_second_daemon_on_same_config_refuses, 0, TEST_NBACKENDS);

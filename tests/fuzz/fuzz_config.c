@@ -1,9 +1,10 @@
 /* Fuzz target for server.json loading (core/host/config.c): the input is the
  * file's text, loaded with cfg_load_text. Nothing is read from disk.
  *
- * On failure: a negative code, no configuration, and one non-empty error
- * line naming the file; the same call with a small error buffer must stay
- * inside it. On success: every documented range and cross reference holds,
+ * On failure: a negative code, no configuration, and 1..CFG_MAX_ERRORS
+ * non-empty error lines, each naming the file, plus at most one "... and N
+ * more" line; the same call with a small error buffer must stay inside it
+ * and give a prefix of the same report. On success: every documented range and cross reference holds,
  * each plugin's config is JSON text of an object, and cfg_free releases
  * everything (LeakSanitizer checks). */
 #include <cjson/cJSON.h>
@@ -87,7 +88,7 @@ static void check_config(const cfg_server *cfg) {
 }
 
 int FUZZ_ENTRY(const uint8_t *data, size_t size) {
-  char err[512];
+  static char err[CFG_ERR_LEN];
   cfg_server *cfg = NULL;
   const char *text = (const char *)data;
   int rc;
@@ -106,10 +107,22 @@ int FUZZ_ENTRY(const uint8_t *data, size_t size) {
   FUZZ_CHECK(rc != -ENOMEM, "out of memory: %s", err);
   FUZZ_CHECK(memchr(err, '\0', sizeof(err)) != NULL, "error line not terminated");
   FUZZ_CHECK(err[0] != '\0', "no error line for %d", rc);
-  FUZZ_CHECK(strncmp(err, NAME ":", strlen(NAME ":")) == 0, "error does not name the file: %s",
-             err);
-  FUZZ_CHECK(strchr(err, '\n') == NULL && strchr(err, '\r') == NULL,
-             "error is not one line: %s", err);
+  FUZZ_CHECK(strchr(err, '\r') == NULL, "carriage return in the report: %s", err);
+  size_t lines = 0, more = 0;
+  for (const char *line = err, *nl; line; line = nl ? nl + 1 : NULL) {
+    nl = strchr(line, '\n');
+    size_t n = nl ? (size_t)(nl - line) : strlen(line);
+    FUZZ_CHECK(n > strlen(NAME ":") && strncmp(line, NAME ":", strlen(NAME ":")) == 0,
+               "error line %zu does not name the file: %s", lines, err);
+    FUZZ_CHECK(n < CFG_ERR_LINE, "error line %zu is %zu bytes", lines, n);
+    FUZZ_CHECK(!more, "a line after \"... and N more\": %s", err);
+    if (strncmp(line, NAME ": ... and ", strlen(NAME ": ... and ")) == 0)
+      more = 1;
+    lines++;
+  }
+  FUZZ_CHECK(lines - more >= 1 && lines - more <= CFG_MAX_ERRORS, "%zu error lines", lines);
+  FUZZ_CHECK(!more || lines == CFG_MAX_ERRORS + 1, "\"... and N more\" after %zu lines",
+             lines - 1);
 
   /* Again into an error buffer of 1..64 bytes allocated to size: a message
    * is cut, never written past the end. */

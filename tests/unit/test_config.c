@@ -99,6 +99,13 @@ START_TEST(test_config_defaults_when_absent) {
   ck_assert_uint_eq(cfg->limits.max_packet_size, 16384);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1048576);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 0);
+  ck_assert_uint_eq(cfg->limits.packet_timeout_ms, 10000);
+  ck_assert_uint_eq(cfg->limits.max_conns_per_ip, 0);
+  ck_assert_uint_eq(cfg->limits.slow_callback_ms, 100);
+  ck_assert_uint_eq(cfg->limits.quarantine_after, 0);
+  ck_assert_uint_eq(cfg->limits.send_timeout_ms, 30000);
+  ck_assert_uint_eq(cfg->limits.recv_backlog, 65536);
+  ck_assert_uint_eq(cfg->limits.plugin_backlog, 16777216);
   const cfg_plugin *p = &cfg->plugins[0];
   ck_assert_ptr_null(p->callbacks.on_load);
   ck_assert_ptr_null(p->callbacks.on_unload);
@@ -124,7 +131,8 @@ START_TEST(test_config_every_key_set) {
       "{'workers':64,'io_backend':'epoll','max_sessions':1000000,"
       "'log_level':'debug','admin_socket':'/run/p.sock',"
       "'limits':{'max_packet_size':4,'max_send_queue':1073741824,"
-      "'idle_timeout_ms':86400000},"
+      "'idle_timeout_ms':86400000,'send_timeout_ms':3600000,"
+      "'recv_backlog':16777216,'plugin_backlog':1073741824},"
       "'plugins':[{'name':'A-z_9','path':'/opt/a.so','threading':'serial',"
       "'tick_ms':3600000,'watch':true,'config':{'greeting':'hi','n':[1,2.5,"
       "true,null,-3],'o':{}},'callbacks':{'on_load':'a','on_unload':'b',"
@@ -142,6 +150,9 @@ START_TEST(test_config_every_key_set) {
   ck_assert_uint_eq(cfg->limits.max_packet_size, 4);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1073741824);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 86400000);
+  ck_assert_uint_eq(cfg->limits.send_timeout_ms, 3600000);
+  ck_assert_uint_eq(cfg->limits.recv_backlog, 16777216);
+  ck_assert_uint_eq(cfg->limits.plugin_backlog, 1073741824);
   const cfg_plugin *p = &cfg->plugins[0];
   ck_assert_str_eq(p->name, "A-z_9");
   ck_assert_int_eq(p->threading, CFG_THREADING_SERIAL);
@@ -160,6 +171,24 @@ START_TEST(test_config_every_key_set) {
   ck_assert_str_eq(cfg->listeners[0].address, "::1");
   ck_assert_uint_eq(cfg->listeners[0].port, 0);
   ck_assert_int_eq(cfg->listeners[0].framing, CFG_FRAMING_U16_SIZE_ID);
+  cfg_free(cfg);
+}
+END_TEST
+
+START_TEST(test_config_limits_lowest_values) {
+  cfg_server *cfg = NULL;
+  char err[512];
+  int rc = load("{'limits':{'send_timeout_ms':0,'recv_backlog':4096,"
+                "'plugin_backlog':65536}," PL "," LS "}",
+                &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_uint_eq(cfg->limits.send_timeout_ms, 0); /* off */
+  ck_assert_uint_eq(cfg->limits.recv_backlog, 4096);
+  ck_assert_uint_eq(cfg->limits.plugin_backlog, 65536);
+  cfg_free(cfg);
+  rc = load("{'limits':{'send_timeout_ms':100}," PL "," LS "}", &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_uint_eq(cfg->limits.send_timeout_ms, 100);
   cfg_free(cfg);
 }
 END_TEST
@@ -269,6 +298,36 @@ static const struct {
     {"{'limits':{'max_send_queue':1e300}," PL "," LS "}",
      "server.json: limits.max_send_queue: expected an integer "
      "1024..1073741824, got 1e+300"},
+    {"{'limits':{'send_timeout_ms':99}," PL "," LS "}",
+     "server.json: limits.send_timeout_ms: expected 0 or an integer "
+     "100..3600000, got 99"},
+    {"{'limits':{'send_timeout_ms':3600001}," PL "," LS "}",
+     "server.json: limits.send_timeout_ms: expected 0 or an integer "
+     "100..3600000, got 3600001"},
+    {"{'limits':{'send_timeout_ms':'30s'}," PL "," LS "}",
+     "server.json: limits.send_timeout_ms: expected 0 or an integer "
+     "100..3600000, got \"30s\""},
+    {"{'limits':{'recv_backlog':4095}," PL "," LS "}",
+     "server.json: limits.recv_backlog: expected an integer 4096..16777216, "
+     "got 4095"},
+    {"{'limits':{'recv_backlog':0}," PL "," LS "}",
+     "server.json: limits.recv_backlog: expected an integer 4096..16777216, "
+     "got 0"},
+    {"{'limits':{'recv_backlog':16777217}," PL "," LS "}",
+     "server.json: limits.recv_backlog: expected an integer 4096..16777216, "
+     "got 16777217"},
+    {"{'limits':{'plugin_backlog':65535}," PL "," LS "}",
+     "server.json: limits.plugin_backlog: expected an integer "
+     "65536..1073741824, got 65535"},
+    {"{'limits':{'plugin_backlog':1073741825}," PL "," LS "}",
+     "server.json: limits.plugin_backlog: expected an integer "
+     "65536..1073741824, got 1073741825"},
+    {"{'limits':{'plugin_backlog':65536.5}," PL "," LS "}",
+     "server.json: limits.plugin_backlog: expected an integer "
+     "65536..1073741824, got 65536.5"},
+    {"{'limits':{'recv_backlg':65536}," PL "," LS "}",
+     "server.json: limits.recv_backlg: unknown key (did you mean "
+     "\"recv_backlog\"?)"},
     {"{'limits':[]," PL "," LS "}",
      "server.json: limits: expected an object, got an empty array"},
     {"{'bogus':1," PL "," LS "}", "server.json: bogus: unknown key"},
@@ -292,7 +351,8 @@ static const struct {
     {"{'max_sessions':0," PL "," LS "}",
      "server.json: max_sessions: expected an integer 1..1000000, got 0"},
     {"{" PL "}", "server.json: missing required key \"listeners\""},
-    {"{}", "server.json: missing required key \"plugins\""},
+    {"{}", "server.json: missing required key \"plugins\"\n"
+           "server.json: missing required key \"listeners\""},
     {"{'plugins':{}," LS "}",
      "server.json: plugins: expected a non-empty array, got an object"},
     {"{" PL ",'listeners':[5]}",
@@ -344,6 +404,81 @@ START_TEST(test_config_rejects_bad_input) {
   ck_assert_msg(rc < 0, "case %d accepted: %s", _i, bad[_i].json);
   ck_assert_ptr_null(cfg);
   ck_assert_str_eq(err, bad[_i].msg);
+}
+END_TEST
+
+/* Independent problems are all reported, one line each, in the order their
+ * values appear in the file (not the order they are checked in). */
+START_TEST(test_config_reports_every_error_in_file_order) {
+  cfg_server *cfg = (cfg_server *)&cfg;
+  static char err[CFG_ERR_LEN];
+  int rc = load("{'listeners':[{'port':7777,'plugin':'ech'}],"
+                "'workers':'2',"
+                "'limits':{'max_packet_size':70000,'send_timout_ms':5},"
+                "'plugins':[{'name':'echo','path':'echo.so','treading':'serial'}],"
+                "'log_level':'loud'}",
+                &cfg, err, sizeof err);
+  ck_assert_int_eq(rc, -EINVAL);
+  ck_assert_ptr_null(cfg);
+  ck_assert_str_eq(err,
+                   "server.json: listeners[0].plugin: no plugin named \"ech\" (plugins: echo)\n"
+                   "server.json: workers: expected an integer 1..64, got \"2\"\n"
+                   "server.json: limits.max_packet_size: expected an integer 4..65535, got 70000\n"
+                   "server.json: limits.send_timout_ms: unknown key (did you mean "
+                   "\"send_timeout_ms\"?)\n"
+                   "server.json: plugins[0].treading: unknown key (did you mean \"threading\"?)\n"
+                   "server.json: log_level: expected one of \"error\", \"warn\", \"info\", "
+                   "\"debug\", got \"loud\"");
+
+  /* Repeats are each reported, against the first; so are entries after a
+   * bad one, and a bad plugin name silences the references it may explain. */
+  rc = load("{'plugins':[{'name':'a','path':'a.so'},{'name':'a','path':'b.so'},"
+            "{'name':'a','path':'c.so','tick_ms':-1},{'name':'b c','path':'d.so'}],"
+            "'listeners':[{'port':1,'plugin':'a'},{'port':1,'plugin':'a'},"
+            "{'port':'x','plugin':'zz'},{'port':1,'plugin':'a'}]}",
+            &cfg, err, sizeof err);
+  ck_assert_int_eq(rc, -EINVAL);
+  ck_assert_str_eq(err,
+                   "server.json: plugins[1].name: duplicate plugin name \"a\" (same as plugins[0])\n"
+                   "server.json: plugins[2].name: duplicate plugin name \"a\" (same as plugins[0])\n"
+                   "server.json: plugins[2].tick_ms: expected an integer 0..3600000, got -1\n"
+                   "server.json: plugins[3].name: expected a name of 1..32 characters from "
+                   "[A-Za-z0-9_-], got \"b c\"\n"
+                   "server.json: listeners[1]: duplicate listener 127.0.0.1:1 (same as listeners[0])\n"
+                   "server.json: listeners[2].port: expected an integer 0..65535, got \"x\"\n"
+                   "server.json: listeners[3]: duplicate listener 127.0.0.1:1 (same as listeners[0])");
+}
+END_TEST
+
+/* At most CFG_MAX_ERRORS lines, the first ones in file order even when
+ * problems later in the file were found first, then one line for the rest. */
+START_TEST(test_config_error_count_is_bounded) {
+  cfg_server *cfg = NULL;
+  static char err[CFG_ERR_LEN], json[4096], want[CFG_ERR_LEN];
+  size_t n = 0, w = 0;
+  n += (size_t)snprintf(json + n, sizeof json - n, "{'listeners':[");
+  for (int i = 0; i < 25; i++)
+    n += (size_t)snprintf(json + n, sizeof json - n, "%s{'port':'x','plugin':'echo'}",
+                          i ? "," : "");
+  snprintf(json + n, sizeof json - n, "]," PL ",'bogus1':1,'bogus2':2,'bogus3':3}");
+  ck_assert_int_eq(load(json, &cfg, err, sizeof err), -EINVAL);
+  for (int i = 0; i < CFG_MAX_ERRORS; i++)
+    w += (size_t)snprintf(want + w, sizeof want - w,
+                          "server.json: listeners[%d].port: expected an integer 0..65535, "
+                          "got \"x\"\n", i);
+  snprintf(want + w, sizeof want - w, "server.json: ... and 8 more errors");
+  ck_assert_str_eq(err, want);
+
+  /* One past the bound: "1 more error". */
+  n = (size_t)snprintf(json, sizeof json, "{" PL "," LS);
+  for (int i = 0; i < CFG_MAX_ERRORS + 1; i++)
+    n += (size_t)snprintf(json + n, sizeof json - n, ",'k%02d':0", i);
+  snprintf(json + n, sizeof json - n, "}");
+  ck_assert_int_eq(load(json, &cfg, err, sizeof err), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "server.json: k19: unknown key\n"
+                                    "server.json: ... and 1 more error"));
+  ck_assert_ptr_null(strstr(err, "k20"));
+  ck_assert_ptr_null(cfg);
 }
 END_TEST
 
@@ -431,7 +566,11 @@ START_TEST(test_config_file_errors_and_base_dir) {
 
   path = write_file(dir, "w.json", "{\"workers\": 99}", 15);
   ck_assert_int_eq(cfg_load_file(path, &cfg, err, sizeof err), -EINVAL);
-  snprintf(want, sizeof want, "%s: missing required key \"plugins\"", path);
+  snprintf(want, sizeof want,
+           "%s: missing required key \"plugins\"\n"
+           "%s: missing required key \"listeners\"\n"
+           "%s: workers: expected an integer 1..64, got 99",
+           path, path, path);
   ck_assert_str_eq(err, want);
   unlink(path);
 
@@ -487,10 +626,11 @@ START_TEST(test_config_enum_names) {
 }
 END_TEST
 
-/* Every failure must be one non-empty line and leave *out NULL. */
+/* Every failure must give 1..CFG_MAX_ERRORS+1 non-empty lines, each naming
+ * the file, and leave *out NULL. */
 static void expect_clean(const char *text, size_t len, int may_pass) {
   cfg_server *cfg = NULL;
-  char err[512];
+  static char err[CFG_ERR_LEN];
   int rc = cfg_load_text(text, len, "f.json", "/d", &cfg, err, sizeof err);
   if (rc == 0) {
     ck_assert_msg(may_pass, "unexpectedly accepted");
@@ -498,8 +638,13 @@ static void expect_clean(const char *text, size_t len, int may_pass) {
     return;
   }
   ck_assert_ptr_null(cfg);
-  ck_assert_msg(strncmp(err, "f.json", 6) == 0, "bad message: %s", err);
-  ck_assert_ptr_null(strchr(err, '\n'));
+  int lines = 0;
+  for (const char *line = err; line; lines++) {
+    const char *nl = strchr(line, '\n');
+    ck_assert_msg(strncmp(line, "f.json", 6) == 0, "bad message: %s", err);
+    line = nl ? nl + 1 : NULL;
+  }
+  ck_assert_int_le(lines, CFG_MAX_ERRORS + 1);
 }
 
 START_TEST(test_config_truncated_and_mutated_input) {
@@ -554,13 +699,81 @@ START_TEST(test_config_plugin_dir_confines_paths) {
   cfg_free(cfg);
   ck_assert_int_eq(cfg_load_text(outside, strlen(outside), "server.json", dir, &cfg, err, sizeof(err)), -EPERM);
   snprintf(want, sizeof(want),
-           "server.json: plugins[0].path: \"plugins/../other/a.so\" is outside plugin_dir (%s/plugins)", dir);
+           "server.json: plugins[0].path: \"plugins/../other/a.so\" is in %s/other, outside "
+           "plugin_dir (%s/plugins)", dir, dir);
   ck_assert_str_eq(err, want);
   ck_assert_int_eq(cfg_load_text(missing, strlen(missing), "server.json", dir, &cfg, err, sizeof(err)), -ENOENT);
   snprintf(want, sizeof(want), "server.json: plugin_dir: directory %s/nowhere: No such file or directory", dir);
   ck_assert_str_eq(err, want);
   snprintf(want, sizeof(want), "rm -rf '%s'", dir);
   ck_assert_int_eq(system(want), 0);
+}
+END_TEST
+
+/* The file itself goes through realpath: a link in plugin_dir to a file
+ * outside is refused, a link that stays inside is accepted, and so is a link
+ * to a directory inside; a linked directory that leads out is refused. */
+START_TEST(test_config_plugin_dir_symlinks) {
+  char dir[] = "/tmp/pier-cfgdir-XXXXXX", p[256], t[256], err[512], want[512], json[512];
+  cfg_server *cfg = NULL;
+  static const char fmt[] = "{\"plugin_dir\": \"plugins\", \"plugins\": [{\"name\": \"a\", "
+                            "\"path\": \"%s\"}], \"listeners\": [{\"port\": 1, \"plugin\": "
+                            "\"a\"}]}";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(p, sizeof(p), "%s/plugins", dir);
+  ck_assert_int_eq(mkdir(p, 0700), 0);
+  snprintf(p, sizeof(p), "%s/plugins/v2", dir);
+  ck_assert_int_eq(mkdir(p, 0700), 0);
+  snprintf(p, sizeof(p), "%s/outside", dir);
+  ck_assert_int_eq(mkdir(p, 0700), 0);
+  write_file(p, "evil.so", "x", 1);
+  snprintf(p, sizeof(p), "%s/plugins", dir);
+  write_file(p, "real-1.so", "x", 1);
+  snprintf(p, sizeof(p), "%s/plugins/evil.so", dir);
+  ck_assert_int_eq(symlink("../outside/evil.so", p), 0);
+  snprintf(p, sizeof(p), "%s/plugins/good.so", dir);
+  ck_assert_int_eq(symlink("real-1.so", p), 0);
+  snprintf(p, sizeof(p), "%s/plugins/out", dir);
+  ck_assert_int_eq(symlink("../outside", p), 0);
+  snprintf(p, sizeof(p), "%s/plugins/cur", dir);
+  ck_assert_int_eq(symlink("v2", p), 0);
+
+  snprintf(json, sizeof(json), fmt, "plugins/evil.so");
+  ck_assert_int_eq(cfg_load_text(json, strlen(json), "server.json", dir, &cfg, err, sizeof(err)),
+                   -EPERM);
+  snprintf(want, sizeof(want),
+           "server.json: plugins[0].path: \"plugins/evil.so\" resolves to %s/outside/evil.so, "
+           "outside plugin_dir (%s/plugins)", dir, dir);
+  ck_assert_str_eq(err, want);
+  ck_assert_ptr_null(cfg);
+
+  snprintf(json, sizeof(json), fmt, "plugins/out/missing.so");
+  ck_assert_int_eq(cfg_load_text(json, strlen(json), "server.json", dir, &cfg, err, sizeof(err)),
+                   -EPERM);
+  snprintf(want, sizeof(want),
+           "server.json: plugins[0].path: \"plugins/out/missing.so\" is in %s/outside, "
+           "outside plugin_dir (%s/plugins)", dir, dir);
+  ck_assert_str_eq(err, want);
+
+  snprintf(json, sizeof(json), fmt, "plugins/good.so");
+  ck_assert_int_eq(cfg_load_text(json, strlen(json), "server.json", dir, &cfg, err, sizeof(err)), 0);
+  snprintf(want, sizeof(want), "%s/plugins", dir);
+  ck_assert_str_eq(cfg->plugin_dir_real, want);
+  ck_assert_ptr_eq(cfg->plugins[0].confine_dir, cfg->plugin_dir_real);
+  cfg_free(cfg);
+
+  snprintf(json, sizeof(json), fmt, "plugins/cur/new.so");
+  ck_assert_int_eq(cfg_load_text(json, strlen(json), "server.json", dir, &cfg, err, sizeof(err)), 0);
+  cfg_free(cfg);
+
+  /* No plugin_dir: nothing is confined, and the loader is told so. */
+  snprintf(json, sizeof(json), "{\"plugins\": [{\"name\": \"a\", \"path\": \"plugins/evil.so\"}], "
+                               "\"listeners\": [{\"port\": 1, \"plugin\": \"a\"}]}");
+  ck_assert_int_eq(cfg_load_text(json, strlen(json), "server.json", dir, &cfg, err, sizeof(err)), 0);
+  ck_assert_ptr_null(cfg->plugins[0].confine_dir);
+  cfg_free(cfg);
+  snprintf(t, sizeof(t), "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(t), 0);
 }
 END_TEST
 
@@ -610,9 +823,12 @@ static Suite *config_suite(void) {
   tcase_add_test(tc, test_config_default_file_loads);
   tcase_add_test(tc, test_config_defaults_when_absent);
   tcase_add_test(tc, test_config_every_key_set);
+  tcase_add_test(tc, test_config_limits_lowest_values);
   tcase_add_test(tc, test_config_plugin_path_resolution);
   tcase_add_loop_test(tc, test_config_rejects_bad_input, 0,
                       (int)(sizeof bad / sizeof bad[0]));
+  tcase_add_test(tc, test_config_reports_every_error_in_file_order);
+  tcase_add_test(tc, test_config_error_count_is_bounded);
   tcase_add_test(tc, test_config_syntax_error_position);
   tcase_add_test(tc, test_config_nul_byte_in_text);
   tcase_add_test(tc, test_config_missing_file);
@@ -622,6 +838,7 @@ static Suite *config_suite(void) {
   tcase_add_test(tc, test_config_truncated_and_mutated_input);
   tcase_add_test(tc, test_config_pathological_input);
   tcase_add_test(tc, test_config_plugin_dir_confines_paths);
+  tcase_add_test(tc, test_config_plugin_dir_symlinks);
   suite_add_tcase(s, tc);
   return s;
 }
