@@ -339,8 +339,10 @@ static void replay_deferred(session *s) {
   }
   if (s->state != SS_OPEN)
     return;
-  memmove(s->defer, s->defer + off, s->defer_len - off);
-  s->defer_len -= (uint32_t)off;
+  if (off) {
+    memmove(s->defer, s->defer + off, s->defer_len - off);
+    s->defer_len -= (uint32_t)off;
+  }
   if (!s->defer_len && s->eof_pending) { /* the peer's FIN came after all of it */
     session_close(s, PIER_REASON_PEER_CLOSED, 0);
     return;

@@ -31,72 +31,19 @@ static uint64_t ms_now(void) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* ---- the probe's record file ---- */
-
-typedef struct rec {
-  char path[64];
-  char *text;
-} rec;
-
-static void rec_init(rec *r) {
-  int fd;
-  snprintf(r->path, sizeof(r->path), "/tmp/pier-probe-XXXXXX");
-  fd = mkstemp(r->path);
-  ck_assert_int_ge(fd, 0);
-  close(fd);
-  r->text = NULL;
-}
-
-static const char *rec_read(rec *r) {
-  FILE *f = fopen(r->path, "r");
-  long n;
-  ck_assert_ptr_nonnull(f);
-  fseek(f, 0, SEEK_END);
-  n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  free(r->text);
-  r->text = calloc(1, (size_t)n + 1);
-  if (fread(r->text, 1, (size_t)n, f) != (size_t)n)
-    ck_abort_msg("short read of %s", r->path);
-  fclose(f);
-  return r->text;
-}
-
-static int count_in(const char *text, const char *needle) {
-  int n = 0;
-  for (const char *p = text; (p = strstr(p, needle)); p++)
-    n++;
-  return n;
-}
-
-static int rec_wait(rec *r, const char *needle, int timeout_ms) {
-  uint64_t end = ms_now() + (uint64_t)timeout_ms;
-  do {
-    if (strstr(rec_read(r), needle))
-      return 1;
-    usleep(10000);
-  } while (ms_now() < end);
-  return 0;
-}
-
-static void rec_free(rec *r) {
-  unlink(r->path);
-  free(r->text);
-}
-
 /* Waits until text appears n times in the daemon's log. */
 static int wait_log_count(test_daemon *d, const char *text, int n, int timeout_ms) {
   uint64_t end = ms_now() + (uint64_t)timeout_ms;
   do {
-    if (count_in(d->log, text) >= n)
+    if (test_count(d->log, text) >= n)
       return 1;
     test_daemon_wait_log(d, "\001never", 20);
   } while (ms_now() < end);
-  return count_in(d->log, text) >= n;
+  return test_count(d->log, text) >= n;
 }
 
 static const char *probe_config(char *buf, size_t len, int workers, const char *threading,
-                                const char *path, const rec *r, const char *opts) {
+                                const char *path, const test_rec *r, const char *opts) {
   snprintf(buf, len,
            "{\"workers\": %d, \"plugins\": [{\"name\": \"probe\", \"path\": \"%s\", "
            "\"threading\": \"%s\", \"config\": {\"out\": \"%s\"%s}}], "
@@ -238,13 +185,13 @@ static long sample_rss_until(test_daemon *d, const char *stop_text, int timeout_
 
 START_TEST(test_gate_flood_during_a_slow_reload_is_bounded) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cfg[1024];
   flooder f[2];
   long base, peak;
   size_t total = 0;
 
-  rec_init(&r);
+  test_rec_init(&r);
   small_asan_quarantine();
   ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 2, "session",
                                                       TP "/probe.so", &r, ", \"reload_ms\": 6000"),
@@ -277,20 +224,20 @@ START_TEST(test_gate_flood_during_a_slow_reload_is_bounded) {
   ck_assert_msg(peak - base < 128 * 1024, "RSS grew from %ld to %ld KiB", base, peak);
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
 START_TEST(test_gate_flood_into_a_slow_serial_plugin_is_bounded) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cfg[1024];
   flooder f[6];
   long base, peak;
   size_t total = 0;
   uint64_t t0;
 
-  rec_init(&r);
+  test_rec_init(&r);
   small_asan_quarantine();
   ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 2, "serial",
                                                       TP "/probe.so", &r, ", \"recv_us\": 100"),
@@ -319,7 +266,7 @@ START_TEST(test_gate_flood_into_a_slow_serial_plugin_is_bounded) {
   /* Nothing is left to drain for minutes: the daemon stops at once. */
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
@@ -327,12 +274,12 @@ END_TEST
 
 START_TEST(test_gate_held_events_run_on_the_sessions_worker) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cfg[1024], buf[4];
   int fd[8];
   const char *text, *p;
 
-  rec_init(&r);
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 2, "session",
                                                       TP "/probe.so", &r,
                                                       ", \"threads\": 1, \"reload_ms\": 400"),
@@ -344,7 +291,7 @@ START_TEST(test_gate_held_events_run_on_the_sessions_worker) {
     ck_assert_int_eq(test_recv_exact(fd[i], buf, 1), 0);
   }
   test_daemon_command(&d, "reload probe");
-  ck_assert(rec_wait(&r, "load gen=2", 5000)); /* the new on_load is running */
+  ck_assert(test_rec_wait(&r, "load gen=2", 1, 5000)); /* the new on_load is running */
   for (int i = 0; i < 8; i++)
     test_send_all(fd[i], "b", 1); /* held until the reload is done */
   ck_assert(test_daemon_wait_log(&d, "reloaded probe: generation 2,", 10000));
@@ -356,8 +303,8 @@ START_TEST(test_gate_held_events_run_on_the_sessions_worker) {
   ck_assert_msg(strstr(d.log, "paused") && strstr(d.log, ", 8 events held"),
                 "want 8 events held in: %s", d.log);
   /* Every callback of one session ran on one thread, never the main one. */
-  text = rec_read(&r);
-  ck_assert_int_eq(count_in(text, "recv "), 16);
+  text = test_rec_read(&r);
+  ck_assert_int_eq(test_count(text, "recv "), 16);
   for (p = text; (p = strstr(p, "recv ")); p++) {
     char sid[17], other[64];
     long tid;
@@ -371,7 +318,7 @@ START_TEST(test_gate_held_events_run_on_the_sessions_worker) {
   }
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
@@ -385,11 +332,11 @@ static void copy_file(const char *src, const char *dst) {
 
 START_TEST(test_gate_failed_version_never_runs) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cfg[1024], dir[64], so[128];
   const char *text;
 
-  rec_init(&r);
+  test_rec_init(&r);
   snprintf(dir, sizeof(dir), "/tmp/pier-gate-XXXXXX");
   ck_assert_ptr_nonnull(mkdtemp(dir));
   snprintf(so, sizeof(so), "%s/probe.so", dir);
@@ -414,16 +361,16 @@ START_TEST(test_gate_failed_version_never_runs) {
   ck_assert(test_daemon_wait_log(&d, "reloaded probe: generation 4,", 10000));
   usleep(500000); /* past the failed version's 200 ms timer */
   echo_check(d.ports[0], "three");
-  text = rec_read(&r);
+  text = test_rec_read(&r);
   ck_assert_msg(!strstr(text, "failed version's"), "probe recorded: %s", text);
   for (int g = 1; g <= 4; g++) {
     char want[32];
     snprintf(want, sizeof(want), "load gen=%d ", g);
-    ck_assert_msg(count_in(text, want) == 1, "want one \"%s\" in: %s", want, text);
+    ck_assert_msg(test_count(text, want) == 1, "want one \"%s\" in: %s", want, text);
   }
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
   snprintf(cfg, sizeof(cfg), "rm -rf '%s'", dir);
   ck_assert_int_eq(system(cfg), 0);
 }
@@ -431,11 +378,11 @@ END_TEST
 
 START_TEST(test_gate_rejected_config_is_not_kept) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cfg[1024], want[256];
   FILE *f;
 
-  rec_init(&r);
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 1, "session",
                                                       TP "/probe.so", &r, ""),
                                      test_backend(_i)),
@@ -451,7 +398,7 @@ START_TEST(test_gate_rejected_config_is_not_kept) {
                                  10000));
   /* The restored version got its own config back, not the rejected one. */
   snprintf(want, sizeof(want), "load gen=3 config={\"out\":\"%s\"}\n", r.path);
-  ck_assert_msg(rec_wait(&r, want, 5000), "probe recorded: %s", rec_read(&r));
+  ck_assert_msg(test_rec_wait(&r, want, 1, 5000), "probe recorded: %s", test_rec_read(&r));
   echo_check(d.ports[0], "still here");
   test_daemon_command(&d, "plugins");
   ck_assert(test_daemon_wait_log(&d, "plugin probe: last reload failed: reload probe failed at "
@@ -461,20 +408,20 @@ START_TEST(test_gate_rejected_config_is_not_kept) {
   kill(d.pid, SIGHUP);
   ck_assert(wait_log_count(&d, "SIGHUP: reload probe failed at on_load", 2, 10000));
   snprintf(want, sizeof(want), "load gen=5 config={\"out\":\"%s\"}\n", r.path);
-  ck_assert_msg(rec_wait(&r, want, 5000), "probe recorded: %s", rec_read(&r));
+  ck_assert_msg(test_rec_wait(&r, want, 1, 5000), "probe recorded: %s", test_rec_read(&r));
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
 START_TEST(test_gate_held_events_pass_the_watchdog) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cfg[1536], buf[4];
   int fd;
 
-  rec_init(&r);
+  test_rec_init(&r);
   snprintf(cfg, sizeof(cfg),
            "{\"workers\": 2, \"limits\": {\"slow_callback_ms\": 50}, \"plugins\": [{\"name\": "
            "\"probe\", \"path\": \"" TP "/probe.so\", \"config\": {\"out\": \"%s\", "
@@ -484,7 +431,7 @@ START_TEST(test_gate_held_events_pass_the_watchdog) {
   ck_assert_int_eq(test_daemon_start(&d, cfg, test_backend(_i)), 0);
   fd = test_connect(d.ports[0]);
   test_daemon_command(&d, "reload probe");
-  ck_assert(rec_wait(&r, "load gen=2", 5000));
+  ck_assert(test_rec_wait(&r, "load gen=2", 1, 5000));
   test_send_all(fd, "s", 1); /* held, then slow in the new version */
   ck_assert(test_daemon_wait_log(&d, "reloaded probe: generation 2,", 10000));
   ck_assert_int_eq(test_recv_exact(fd, buf, 1), 0);
@@ -494,18 +441,18 @@ START_TEST(test_gate_held_events_pass_the_watchdog) {
   close(fd);
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
 START_TEST(test_gate_rollback_that_fails_quarantines) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cfg[1024], dir[64], so[128], buf[4];
   int fd;
   size_t got;
 
-  rec_init(&r);
+  test_rec_init(&r);
   snprintf(dir, sizeof(dir), "/tmp/pier-gate-XXXXXX");
   ck_assert_ptr_nonnull(mkdtemp(dir));
   snprintf(so, sizeof(so), "%s/probe.so", dir);
@@ -532,7 +479,7 @@ START_TEST(test_gate_rollback_that_fails_quarantines) {
   echo_check(d.ports[0], "back");
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
   snprintf(cfg, sizeof(cfg), "rm -rf '%s'", dir);
   ck_assert_int_eq(system(cfg), 0);
 }
@@ -542,12 +489,12 @@ END_TEST
 
 START_TEST(test_gate_timer_firings_do_not_pile_up) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cfg[1024], buf[4];
   int fd, runs = -1;
   const char *p;
 
-  rec_init(&r);
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 2, "serial",
                                                       TP "/probe.so", &r, ", \"stall\": 1"),
                                      test_backend(_i)),
@@ -555,8 +502,8 @@ START_TEST(test_gate_timer_firings_do_not_pile_up) {
   fd = test_connect(d.ports[0]);
   test_send_all(fd, "w", 1); /* the strand stalls 300 ms; the 1 ms timer keeps firing */
   ck_assert_int_eq(test_recv_exact(fd, buf, 1), 0);
-  ck_assert(rec_wait(&r, "timer ran ", 5000));
-  p = strstr(rec_read(&r), "timer ran ");
+  ck_assert(test_rec_wait(&r, "timer ran ", 1, 5000));
+  p = strstr(test_rec_read(&r), "timer ran ");
   ck_assert_int_eq(sscanf(p, "timer ran %d times", &runs), 1);
   /* About 100 at 1 ms, plus the one firing queued during the stall; 300
    * more if every firing of the stall had queued. */
@@ -564,69 +511,69 @@ START_TEST(test_gate_timer_firings_do_not_pile_up) {
   close(fd);
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
 START_TEST(test_gate_timer_cancelled_in_on_load_never_fires) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cfg[1024];
 
-  rec_init(&r);
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 1, "session",
                                                       TP "/probe.so", &r,
                                                       ", \"cancel_in_load\": 1"),
                                      test_backend(_i)),
                    0);
-  ck_assert(rec_wait(&r, "timer_start 0, timer_cancel 0", 5000));
+  ck_assert(test_rec_wait(&r, "timer_start 0, timer_cancel 0", 1, 5000));
   usleep(200000); /* ten times the timer's delay */
   echo_check(d.ports[0], "alive");
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
-  ck_assert_msg(!strstr(rec_read(&r), "canceled timer fired"), "probe recorded: %s", r.text);
+  ck_assert_msg(!strstr(test_rec_read(&r), "canceled timer fired"), "probe recorded: %s", r.text);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
 START_TEST(test_gate_post_refuses_past_its_cap) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cfg[1024];
 
-  rec_init(&r);
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 1, "session",
                                                       TP "/probe.so", &r,
                                                       ", \"post_flood\": 70000"),
                                      test_backend(_i)),
                    0);
-  ck_assert_msg(rec_wait(&r, "posts: 65536 taken, 4464 refused with EAGAIN, 0 other", 5000),
-                "probe recorded: %s", rec_read(&r));
-  ck_assert_msg(rec_wait(&r, "posted jobs ran: 65536", 10000), "probe recorded: %s",
-                rec_read(&r));
+  ck_assert_msg(test_rec_wait(&r, "posts: 65536 taken, 4464 refused with EAGAIN, 0 other", 1, 5000),
+                "probe recorded: %s", test_rec_read(&r));
+  ck_assert_msg(test_rec_wait(&r, "posted jobs ran: 65536", 1, 10000), "probe recorded: %s",
+                test_rec_read(&r));
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
 START_TEST(test_gate_send_packet_refuses_a_huge_length) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cfg[1024];
 
-  rec_init(&r);
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 1, "session",
                                                       TP "/probe.so", &r,
                                                       ", \"huge_packet\": 1"),
                                      test_backend(_i)),
                    0);
   echo_check(d.ports[0], "x");
-  ck_assert_msg(rec_wait(&r, "send_packet of SIZE_MAX - 2 bytes: -90", 5000),
-                "probe recorded: %s", rec_read(&r)); /* -EMSGSIZE */
+  ck_assert_msg(test_rec_wait(&r, "send_packet of SIZE_MAX - 2 bytes: -90", 1, 5000),
+                "probe recorded: %s", test_rec_read(&r)); /* -EMSGSIZE */
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 

@@ -17,57 +17,7 @@
 
 #define TP PIER_BINARY_DIR "/tests/plugins"
 
-typedef struct rec {
-  char path[64];
-  char *text;
-} rec;
-
-static void rec_init(rec *r) {
-  int fd;
-  snprintf(r->path, sizeof(r->path), "/tmp/pier-rec-XXXXXX");
-  fd = mkstemp(r->path);
-  ck_assert_int_ge(fd, 0);
-  close(fd);
-  r->text = NULL;
-}
-
-static const char *rec_read(rec *r) {
-  FILE *f = fopen(r->path, "r");
-  long n;
-  ck_assert_ptr_nonnull(f);
-  fseek(f, 0, SEEK_END);
-  n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  free(r->text);
-  r->text = calloc(1, (size_t)n + 1);
-  if (fread(r->text, 1, (size_t)n, f) != (size_t)n)
-    ck_abort_msg("short read of %s", r->path);
-  fclose(f);
-  return r->text;
-}
-
-static int rec_count(rec *r, const char *needle) {
-  int n = 0;
-  for (const char *p = rec_read(r); (p = strstr(p, needle)); p++)
-    n++;
-  return n;
-}
-
-static int rec_wait(rec *r, const char *needle, int count) {
-  for (int i = 0; i < 1000; i++) {
-    if (rec_count(r, needle) >= count)
-      return 1;
-    usleep(10000);
-  }
-  return 0;
-}
-
-static void rec_free(rec *r) {
-  unlink(r->path);
-  free(r->text);
-}
-
-static char *recorder_config(const rec *r, unsigned workers, const char *threading,
+static char *recorder_config(const test_rec *r, unsigned workers, const char *threading,
                              const char *extra) {
   static char buf[2048];
   snprintf(buf, sizeof(buf),
@@ -82,12 +32,12 @@ static char *recorder_config(const rec *r, unsigned workers, const char *threadi
 
 START_TEST(test_host_callbacks_fire_in_order_with_arguments) {
   test_daemon d;
-  rec r;
+  test_rec r;
   int fd[5];
   char buf[8];
   pier_sid sids[5];
 
-  rec_init(&r);
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_start(&d, recorder_config(&r, 2, "session", NULL), test_backend(_i)), 0);
   for (int i = 0; i < 5; i++) {
     fd[i] = test_connect(d.ports[0]);
@@ -97,12 +47,13 @@ START_TEST(test_host_callbacks_fire_in_order_with_arguments) {
   }
   for (int i = 0; i < 5; i++)
     close(fd[i]);
-  ck_assert(rec_wait(&r, "disconnected ", 5));
-  ck_assert_int_eq(rec_count(&r, "load generation=1\n"), 1);
-  ck_assert_int_eq(rec_count(&r, "connected "), 5 + 5); /* "disconnected" contains it */
+  ck_assert(test_rec_wait(&r, "disconnected ", 5, 10000));
+  ck_assert_int_eq(test_count(test_rec_read(&r), "load generation=1\n"), 1);
+  /* "disconnected" contains "connected " too */
+  ck_assert_int_eq(test_count(test_rec_read(&r), "connected "), 5 + 5);
   /* Per session: connected first (with the peer), 6 bytes received, 6 sent,
    * disconnected last with reason 1 (peer closed), each exactly once. */
-  const char *text = rec_read(&r);
+  const char *text = test_rec_read(&r);
   int n = 0;
   for (const char *p = text; (p = strstr(p, "\nconnected ")) && n < 5; p++) {
     unsigned long long sid;
@@ -133,13 +84,13 @@ START_TEST(test_host_callbacks_fire_in_order_with_arguments) {
       out += strtoul(p + strlen(sd), NULL, 10);
     ck_assert_uint_eq(in, 6);
     ck_assert_uint_eq(out, 6);
-    ck_assert_int_eq(rec_count(&r, dc), 1);
-    text = rec_read(&r);
+    ck_assert_int_eq(test_count(test_rec_read(&r), dc), 1);
+    text = test_rec_read(&r);
   }
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
-  ck_assert_int_eq(rec_count(&r, "unload\n"), 1);
+  ck_assert_int_eq(test_count(test_rec_read(&r), "unload\n"), 1);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
@@ -198,9 +149,9 @@ END_TEST
 
 START_TEST(test_host_on_load_failure_refuses_start) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char config[1024];
-  rec_init(&r);
+  test_rec_init(&r);
   /* The recorder loads first, then failload refuses: the recorder is unloaded
    * again and nothing listens. */
   snprintf(config, sizeof(config),
@@ -212,18 +163,18 @@ START_TEST(test_host_on_load_failure_refuses_start) {
   ck_assert_ptr_nonnull(
       strstr(d.log, "plugin \"failing\" (" TP "/failload.so): on_load failed: Invalid argument (-22)"));
   ck_assert_ptr_null(strstr(d.log, "pierd ready"));
-  ck_assert_int_eq(rec_count(&r, "load generation=1\n"), 1);
-  ck_assert_int_eq(rec_count(&r, "unload\n"), 1);
+  ck_assert_int_eq(test_count(test_rec_read(&r), "load generation=1\n"), 1);
+  ck_assert_int_eq(test_count(test_rec_read(&r), "unload\n"), 1);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
 START_TEST(test_host_callback_bound_by_symbol_name) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char config[1024], buf[4];
-  rec_init(&r);
+  test_rec_init(&r);
   snprintf(config, sizeof(config),
            "{\"plugins\": [{\"name\": \"rec\", \"path\": \"" TP "/recorder.so\", \"callbacks\": "
            "{\"on_recv\": \"recorder_alt_recv\"}, \"config\": {\"out\": \"%s\"}}],"
@@ -233,12 +184,12 @@ START_TEST(test_host_callback_bound_by_symbol_name) {
   int fd = test_connect(d.ports[0]);
   test_send_all(fd, "wxyz", 4);
   ck_assert_int_eq(test_recv_exact(fd, buf, 4), 0);
-  ck_assert(rec_wait(&r, "alt_recv ", 1));
-  ck_assert_int_eq(rec_count(&r, "\nrecv "), 0);
+  ck_assert(test_rec_wait(&r, "alt_recv ", 1, 10000));
+  ck_assert_int_eq(test_count(test_rec_read(&r), "\nrecv "), 0);
   close(fd);
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
@@ -246,24 +197,24 @@ END_TEST
 
 START_TEST(test_host_timer_send_after_disconnect_fails_cleanly) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char want[80];
-  rec_init(&r);
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_start(&d, recorder_config(&r, 1, "session", ", \"timer_after_disconnect\": 1"),
                                      test_backend(_i)),
                    0);
   int fd = test_connect(d.ports[0]);
-  ck_assert(rec_wait(&r, "\nconnected ", 1));
+  ck_assert(test_rec_wait(&r, "\nconnected ", 1, 10000));
   close(fd);
-  ck_assert(rec_wait(&r, "\ntimer ", 1));
+  ck_assert(test_rec_wait(&r, "\ntimer ", 1, 10000));
   unsigned long long sid;
-  const char *p = strstr(rec_read(&r), "\nconnected ");
+  const char *p = strstr(test_rec_read(&r), "\nconnected ");
   ck_assert_int_eq(sscanf(p + 11, "%llx", &sid), 1);
   snprintf(want, sizeof(want), "timer %016llx rc=%d\n", sid, -ENOTCONN);
-  ck_assert_int_eq(rec_count(&r, want), 1);
+  ck_assert_int_eq(test_count(test_rec_read(&r), want), 1);
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
@@ -271,18 +222,18 @@ END_TEST
 
 START_TEST(test_host_sigterm_disconnects_every_session_once) {
   test_daemon d;
-  rec r;
+  test_rec r;
   int fd[100];
-  rec_init(&r);
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_start(&d, recorder_config(&r, 2, "session", NULL), test_backend(_i)), 0);
   for (int i = 0; i < 100; i++)
     fd[i] = test_connect(d.ports[0]);
-  ck_assert(rec_wait(&r, "\nconnected ", 100));
+  ck_assert(test_rec_wait(&r, "\nconnected ", 100, 10000));
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 20000), 0);
-  ck_assert_int_eq(rec_count(&r, "\ndisconnected "), 100);
-  ck_assert_int_eq(rec_count(&r, " 10\n"), 100); /* reason SHUTDOWN */
+  ck_assert_int_eq(test_count(test_rec_read(&r), "\ndisconnected "), 100);
+  ck_assert_int_eq(test_count(test_rec_read(&r), " 10\n"), 100); /* reason SHUTDOWN */
   /* on_unload comes last, after every on_disconnected. */
-  const char *text = rec_read(&r);
+  const char *text = test_rec_read(&r);
   ck_assert_ptr_nonnull(strstr(text, "unload\n"));
   ck_assert_ptr_null(strstr(strstr(text, "unload\n"), "disconnected"));
   for (int i = 0; i < 100; i++) {
@@ -292,7 +243,7 @@ START_TEST(test_host_sigterm_disconnects_every_session_once) {
     close(fd[i]);
   }
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
@@ -300,11 +251,11 @@ END_TEST
 
 START_TEST(test_host_serial_plugin_never_runs_two_callbacks_at_once) {
   test_daemon d;
-  rec r;
+  test_rec r;
   enum { CLIENTS = 16, MSGS = 40 };
   int fd[CLIENTS];
   char buf[16];
-  rec_init(&r);
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_start(&d, recorder_config(&r, 2, "serial", ", \"check_overlap\": 1"),
                                      test_backend(_i)),
                    0);
@@ -319,12 +270,12 @@ START_TEST(test_host_serial_plugin_never_runs_two_callbacks_at_once) {
   }
   for (int i = 0; i < CLIENTS; i++)
     close(fd[i]);
-  ck_assert(rec_wait(&r, "\ndisconnected ", CLIENTS));
-  ck_assert_int_eq(rec_count(&r, "overlap"), 0);
-  ck_assert_int_ge(rec_count(&r, "\nrecv "), 1);
+  ck_assert(test_rec_wait(&r, "\ndisconnected ", CLIENTS, 10000));
+  ck_assert_int_eq(test_count(test_rec_read(&r), "overlap"), 0);
+  ck_assert_int_ge(test_count(test_rec_read(&r), "\nrecv "), 1);
   ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
@@ -332,12 +283,12 @@ END_TEST
 
 START_TEST(test_host_check_accepts_valid_config) {
   test_daemon d;
-  rec r;
-  rec_init(&r);
+  test_rec r;
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_run_to_exit(&d, recorder_config(&r, 1, "session", NULL), test_backend(_i), "--check"), 0);
   ck_assert_ptr_nonnull(strstr(d.log, "is valid (1 plugins, 1 listeners)"));
   /* --check runs no plugin code. */
-  ck_assert_int_eq(rec_count(&r, "load"), 0);
+  ck_assert_int_eq(test_count(test_rec_read(&r), "load"), 0);
   test_daemon_cleanup(&d);
   ck_assert_int_eq(test_daemon_run_to_exit(&d,
                                            "{\"workers\": 0, \"plugins\": [{\"name\": \"a\", "
@@ -347,21 +298,21 @@ START_TEST(test_host_check_accepts_valid_config) {
                    1);
   ck_assert_ptr_nonnull(strstr(d.log, "server.json: workers: expected an integer 1..64, got 0"));
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 
 START_TEST(test_host_console_commands) {
   test_daemon d;
-  rec r;
+  test_rec r;
   char cmd[64];
   size_t got;
-  rec_init(&r);
+  test_rec_init(&r);
   ck_assert_int_eq(test_daemon_start(&d, recorder_config(&r, 1, "session", NULL), test_backend(_i)), 0);
   int fd = test_connect(d.ports[0]);
-  ck_assert(rec_wait(&r, "\nconnected ", 1));
+  ck_assert(test_rec_wait(&r, "\nconnected ", 1, 10000));
   unsigned long long sid;
-  ck_assert_int_eq(sscanf(strstr(rec_read(&r), "\nconnected ") + 11, "%llx", &sid), 1);
+  ck_assert_int_eq(sscanf(strstr(test_rec_read(&r), "\nconnected ") + 11, "%llx", &sid), 1);
   test_daemon_command(&d, "status");
   ck_assert(test_daemon_wait_log(&d, "raw plugin rec: 1 sessions", 5000));
   ck_assert(test_daemon_wait_log(&d, "plugin rec: recorder 0.1.0, generation 1, session", 5000));
@@ -375,7 +326,7 @@ START_TEST(test_host_console_commands) {
   snprintf(cmd, sizeof(cmd), "kick %llx", sid);
   test_daemon_command(&d, cmd);
   ck_assert_int_eq(test_recv_until_close(fd, &got), 0);
-  ck_assert(rec_wait(&r, " 5\n", 1)); /* reason KICKED */
+  ck_assert(test_rec_wait(&r, " 5\n", 1, 10000)); /* reason KICKED */
   test_daemon_command(&d, cmd);
   snprintf(cmd, sizeof(cmd), "error: kick: no session %016llx", sid);
   ck_assert(test_daemon_wait_log(&d, cmd, 5000));
@@ -383,7 +334,7 @@ START_TEST(test_host_console_commands) {
   ck_assert_int_eq(test_daemon_signal_wait(&d, 0, 10000), 0);
   close(fd);
   test_daemon_cleanup(&d);
-  rec_free(&r);
+  test_rec_free(&r);
 }
 END_TEST
 

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -96,4 +97,50 @@ int test_run(Suite *s) {
   failed = srunner_ntests_failed(sr);
   srunner_free(sr);
   return failed == 0 ? 0 : 1;
+}
+
+void test_rec_init(test_rec *r) {
+  int fd;
+  snprintf(r->path, sizeof(r->path), "/tmp/pier-rec-XXXXXX");
+  fd = mkstemp(r->path);
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+  r->text = NULL;
+}
+
+const char *test_rec_read(test_rec *r) {
+  FILE *f = fopen(r->path, "r");
+  long n;
+  ck_assert_ptr_nonnull(f);
+  fseek(f, 0, SEEK_END);
+  n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  free(r->text);
+  r->text = calloc(1, (size_t)n + 1);
+  if (fread(r->text, 1, (size_t)n, f) != (size_t)n)
+    ck_abort_msg("short read of %s", r->path);
+  fclose(f);
+  return r->text;
+}
+
+int test_count(const char *text, const char *needle) {
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, needle)); p++)
+    n++;
+  return n;
+}
+
+int test_rec_wait(test_rec *r, const char *needle, int count, int timeout_ms) {
+  for (int waited = 0;; waited += 10) {
+    if (test_count(test_rec_read(r), needle) >= count)
+      return 1;
+    if (waited >= timeout_ms)
+      return 0;
+    usleep(10000);
+  }
+}
+
+void test_rec_free(test_rec *r) {
+  unlink(r->path);
+  free(r->text);
 }

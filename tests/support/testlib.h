@@ -35,6 +35,21 @@ static inline uint8_t test_pattern(uint32_t seed, size_t k) {
   return (uint8_t)(x ^ (x >> 13) ^ (x >> 21));
 }
 
+/* A file a test plugin records lines to ("out" in its config). */
+typedef struct test_rec {
+  char path[64];
+  char *text; /* the last test_rec_read */
+} test_rec;
+
+void test_rec_init(test_rec *r);
+/* The whole file now (owned by r, valid until the next read). */
+const char *test_rec_read(test_rec *r);
+/* How often needle occurs in text. */
+int test_count(const char *text, const char *needle);
+/* Waits until needle occurs count times in the file; 1 if it did. */
+int test_rec_wait(test_rec *r, const char *needle, int count, int timeout_ms);
+void test_rec_free(test_rec *r);
+
 /* Runs the suite; returns the process exit status. */
 int test_run(Suite *s);
 
