@@ -315,9 +315,15 @@ static int defer_input(session *s, const char *data, size_t len) {
   return 0;
 }
 
+/* What waits to go out to s: its queue, the send in flight, and sends from
+ * other threads still in the worker's inbox. */
+static size_t outgoing(const session *s) {
+  return s->q.bytes + s->inflight +
+         atomic_load_explicit(&s->w->sids.xsend[PIER_SID_SLOT(s->sid)], memory_order_relaxed);
+}
+
 static void check_congestion(session *s) {
-  if (s->congested || s->state != SS_OPEN ||
-      s->q.bytes + s->inflight < s->w->n->opts.max_send_queue / 2)
+  if (s->congested || s->state != SS_OPEN || outgoing(s) < s->w->n->opts.max_send_queue / 2)
     return;
   s->congested = 1;
   if (s->ev_recv.armed && io_cancel(&s->w->loop, &s->ev_recv) == 0)
@@ -369,8 +375,7 @@ static void replay_deferred(session *s) {
 /* After a send completion: below a quarter of max_send_queue, what was
  * deferred goes on (it may congest the session again) and reading resumes. */
 static void relieve_congestion(session *s) {
-  if (!s->congested || s->state != SS_OPEN ||
-      s->q.bytes + s->inflight > s->w->n->opts.max_send_queue / 4)
+  if (!s->congested || s->state != SS_OPEN || outgoing(s) > s->w->n->opts.max_send_queue / 4)
     return;
   s->congested = 0;
   replay_deferred(s);
