@@ -96,6 +96,10 @@ static void on_connected(void *ctx, session *s) {
     return;
   }
   reg_add(l->p, e.sid);
+  if (atomic_load(&l->p->quarantined)) { /* quarantined meanwhile, after its snapshot */
+    net_abort(l->h->net, e.sid, PIER_REASON_PLUGIN_ERROR);
+    return;
+  }
   net_addr_format(session_peer(s), peer, sizeof(peer));
   e.data = peer;
   e.n = strlen(peer) + 1;

@@ -24,6 +24,9 @@
 /* Posted jobs a plugin may have outstanding (not yet run): post() answers
  * -EAGAIN past this. */
 #define HOST_POST_MAX 65536u
+/* Timers a plugin may have (started, not yet ended): timer_start answers
+ * -EAGAIN past this. */
+#define HOST_TIMER_MAX 65536u
 /* How long a reload waits for a running callback to return. */
 #define QUIESCE_TIMEOUT_MS 2000
 
@@ -126,6 +129,7 @@ struct host_plugin {
   _Atomic size_t nheld;   /* events held since the last quiesce */
   _Atomic size_t backlog; /* bytes of events held or queued for the plugin */
   _Atomic unsigned posts; /* posted jobs not yet run */
+  _Atomic unsigned ntimers; /* timers not yet freed */
   cb_slot *running;
   _Atomic unsigned failures;
   _Atomic unsigned slow_calls;
@@ -191,7 +195,8 @@ int timer_cancel_match(host *h, host_plugin *p, uint64_t id);
 int timer_live(host_timer *t);
 void timer_ref(host_timer *t);
 void timer_unref(host_timer *t);
-/* A queued firing of t was run or dropped: the next one may queue again. */
+/* A queued firing of t was run or dropped: the next one may queue again
+ * (a once-timer is done). */
 void timer_unqueue(host_timer *t);
 /* Reaps every timer (the workers are gone). */
 void timer_reap_all(host *h);

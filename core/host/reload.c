@@ -57,7 +57,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
   plugin_image fresh, old;
   pier_state state = {NULL, 0};
   char err[1024], oldver[64];
-  char *old_config;
+  char *old_config, *new_config = NULL;
   unsigned old_gen, gen;
   uint64_t t0, t1;
   size_t held;
@@ -87,12 +87,20 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     snprintf(p->last_failure, sizeof(p->last_failure), "%s", msg);
     return rc;
   }
+  if (config_json && strcmp(config_json, p->config_json) != 0 &&
+      !(new_config = strdup(config_json))) {
+    loader_close(&fresh);
+    snprintf(msg, len, "reload %s failed at load: out of memory; generation %u keeps serving",
+             name, old_gen);
+    return -ENOMEM;
+  }
   /* Step 2: quiesce at a callback boundary. */
   t0 = host_clock_us();
   rc = gate_quiesce(p);
   if (rc < 0) {
     gate_resume(p);
     loader_close(&fresh);
+    free(new_config);
     snprintf(msg, len,
              "reload %s failed at quiesce: a callback ran longer than %d ms; generation %u keeps "
              "serving",
@@ -107,11 +115,8 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
   old = p->img;
   snprintf(oldver, sizeof(oldver), "%s", old.version);
   old_config = p->config_json;
-  if (config_json && strcmp(config_json, p->config_json) != 0) {
-    char *c = strdup(config_json);
-    if (c)
-      p->config_json = c;
-  }
+  if (new_config)
+    p->config_json = new_config;
   p->img = fresh;
   gen = ++p->last_gen;
   rc = call_on_load(p, gen, &state);

@@ -28,11 +28,12 @@ struct host_timer {
 void timer_ref(host_timer *t) { atomic_fetch_add(&t->refs, 1); }
 
 void timer_unref(host_timer *t) {
-  if (atomic_fetch_sub(&t->refs, 1) == 1)
+  if (atomic_fetch_sub(&t->refs, 1) == 1) {
+    atomic_fetch_sub(&t->p->ntimers, 1);
     free(t);
+  }
 }
 
-void timer_unqueue(host_timer *t) { atomic_store(&t->queued, 0); }
 
 int timer_live(host_timer *t) {
   host *h = t->p->h;
@@ -58,6 +59,22 @@ static int unlist(host *h, host_timer *t) {
   return 1;
 }
 
+/* A firing of t ran or was dropped. A once-timer is done then and leaves
+ * the list; until then it stays on it, so timer_cancel still finds it and
+ * a queued firing never runs after the cancel returned. */
+void timer_unqueue(host_timer *t) {
+  host *h = t->p->h;
+  int listed = 0;
+  atomic_store(&t->queued, 0);
+  if (t->repeat)
+    return;
+  pthread_mutex_lock(&h->timer_mu);
+  listed = unlist(h, t);
+  pthread_mutex_unlock(&h->timer_mu);
+  if (listed)
+    timer_unref(t);
+}
+
 /* Takes t off the list and out of worker 0's heap. Idempotent. On worker 0,
  * or once the workers are gone. */
 static void timer_reap(host *h, host_timer *t) {
@@ -74,7 +91,6 @@ static void timer_reap(host *h, host_timer *t) {
 
 static void timer_fire(io_timer *it) {
   host_timer *t = container_of(it, host_timer, t);
-  host *h = t->p->h;
   ev e = {.type = t->fn ? EV_TIMER : EV_TICK, .gen = t->gen, .fn = t->fn, .arg = t->arg,
           .timer = t};
 
@@ -87,16 +103,6 @@ static void timer_fire(io_timer *it) {
     if (!gate_deliver(t->p, &e))
       timer_unqueue(t); /* ran at once */
     timer_unref(t);
-  }
-  if (!t->repeat) {
-    /* A once-timer is done; a firing still queued keeps its own reference
-     * and runs unless the timer is canceled before it does. */
-    int listed;
-    pthread_mutex_lock(&h->timer_mu);
-    listed = unlist(h, t);
-    pthread_mutex_unlock(&h->timer_mu);
-    if (listed)
-      timer_unref(t);
   }
 }
 
@@ -139,9 +145,15 @@ int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn,
 
   if (h->stopped || !h->net)
     return -ECANCELED;
+  if (atomic_fetch_add(&p->ntimers, 1) >= HOST_TIMER_MAX) {
+    atomic_fetch_sub(&p->ntimers, 1);
+    return -EAGAIN;
+  }
   t = calloc(1, sizeof(*t));
-  if (!t)
+  if (!t) {
+    atomic_fetch_sub(&p->ntimers, 1);
     return -ENOMEM;
+  }
   t->p = p;
   t->gen = atomic_load(&p->generation);
   t->id = atomic_fetch_add(&h->next_timer_id, 1) + 1;
@@ -158,10 +170,13 @@ int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn,
   pthread_mutex_unlock(&h->timer_mu);
   rc = timer_post(h, t, 0);
   if (rc < 0) {
+    int listed;
     pthread_mutex_lock(&h->timer_mu);
-    unlist(h, t);
+    t->canceled = 1;
+    listed = unlist(h, t);
     pthread_mutex_unlock(&h->timer_mu);
-    free(t);
+    if (listed)
+      timer_unref(t); /* a cancel that found it meanwhile holds its own reference */
     return rc;
   }
   if (id)

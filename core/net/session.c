@@ -282,8 +282,10 @@ static void recv_paused_end(session *s) {
  * up to the whole buffer ring). So past half of max_send_queue the session
  * is no longer read; what was already received waits in s->defer (at most
  * one buffer ring's worth) and is delivered, in order, once the queue is
- * below a quarter; then reading resumes. A peer that does not read at all
- * stays congested until send_timeout_ms or max_send_queue cuts it off. */
+ * below a quarter; then reading resumes, and the deferred buffer is freed.
+ * A peer that does not read at all stays congested until send_timeout_ms
+ * cuts it off (with send_timeout_ms 0, it keeps its queue and what was
+ * deferred, both bounded, until it reads or closes). */
 
 static size_t defer_cap_max(const session *s) {
   const io_opts *o = &s->w->loop.opts;
@@ -348,6 +350,11 @@ static void replay_deferred(session *s) {
   if (off) {
     memmove(s->defer, s->defer + off, s->defer_len - off);
     s->defer_len -= (uint32_t)off;
+  }
+  if (!s->defer_len && s->defer) { /* a quiet session keeps no buffer */
+    free(s->defer);
+    s->defer = NULL;
+    s->defer_cap = 0;
   }
   if (!s->defer_len && s->eof_pending) { /* the peer's FIN came after all of it */
     session_close(s, PIER_REASON_PEER_CLOSED, 0);

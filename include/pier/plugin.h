@@ -132,7 +132,8 @@ struct pier_host {
    * the plugin unloads or is reloaded (whether the reload succeeds or not).
    * A delay too large to represent means "never". A firing that cannot run
    * at once (held, or behind on the strand) is queued once; further firings
-   * are skipped until it ran. */
+   * are skipped until it ran. -EAGAIN when the plugin already has 65,536
+   * timers. */
   int (*timer_start)(const pier_host *h, uint64_t after_ms, uint64_t repeat_ms, pier_timer_fn fn,
                      void *arg, uint64_t *id);
   /* After it returns the timer never fires again (-ENOENT if unknown). */

@@ -536,6 +536,54 @@ START_TEST(test_gate_timer_cancelled_in_on_load_never_fires) {
 }
 END_TEST
 
+START_TEST(test_gate_cancel_reaches_a_queued_once_timer) {
+  test_daemon d;
+  test_rec r;
+  char cfg[1024], buf[4];
+  int fd;
+
+  test_rec_init(&r);
+  ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 2, "serial",
+                                                      TP "/probe.so", &r,
+                                                      ", \"cancel_queued\": 1"),
+                                     test_backend(_i)),
+                   0);
+  fd = test_connect(d.ports[0]);
+  test_send_all(fd, "c", 1); /* the timer fires while on_recv holds the strand */
+  ck_assert_int_eq(test_recv_exact(fd, buf, 1), 0);
+  ck_assert_msg(test_rec_wait(&r, "cancel of a queued once-timer: 0", 1, 5000),
+                "probe recorded: %s", test_rec_read(&r));
+  usleep(100000);
+  ck_assert_msg(!strstr(test_rec_read(&r), "cancelled once-timer fired"), "probe recorded: %s",
+                r.text);
+  close(fd);
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  test_rec_free(&r);
+}
+END_TEST
+
+START_TEST(test_gate_timers_refuse_past_their_cap) {
+  test_daemon d;
+  test_rec r;
+  char cfg[1024];
+
+  test_rec_init(&r);
+  ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 1, "session",
+                                                      TP "/probe.so", &r,
+                                                      ", \"timer_flood\": 70000"),
+                                     test_backend(_i)),
+                   0);
+  ck_assert_msg(test_rec_wait(&r, "timers: 65536 taken, 4464 refused with EAGAIN, 0 other", 1,
+                              5000),
+                "probe recorded: %s", test_rec_read(&r));
+  echo_check(d.ports[0], "alive");
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  test_rec_free(&r);
+}
+END_TEST
+
 START_TEST(test_gate_post_refuses_past_its_cap) {
   test_daemon d;
   test_rec r;
@@ -585,6 +633,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_gate_failed_version_never_runs, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_rejected_config_is_not_kept, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_post_refuses_past_its_cap, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_gate_cancel_reaches_a_queued_once_timer, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_gate_timers_refuse_past_their_cap, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_send_packet_refuses_a_huge_length, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_held_events_run_on_the_sessions_worker, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_held_events_pass_the_watchdog, 0, TEST_NBACKENDS);

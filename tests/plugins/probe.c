@@ -12,6 +12,12 @@
  *                       SIZE_MAX and records its result
  *   "slow_s_ms":N       on_recv of data starting with 's' sleeps N ms
  *   "refuse_gen":G      on_load refuses when its generation is G
+ *   "cancel_queued":1   on_recv of data starting with 'c' starts a 1 ms
+ *                       once-timer, stalls 30 ms (a serial plugin's firing
+ *                       then waits on the strand), cancels it and records
+ *                       the result; the timer records if it still fires
+ *   "timer_flood":N     on_load starts N one-hour timers and records how
+ *                       many were taken
  *   "stall":1           on_load starts a 1 ms repeating timer; on_recv of
  *                       data starting with 'w' stalls 300 ms, then records
  *                       how often the timer ran in the 100 ms after
@@ -37,7 +43,7 @@
 
 static const pier_host *host;
 static int out_fd = -1;
-static int recv_us, threads, huge_packet, slow_s_ms, stall;
+static int recv_us, threads, huge_packet, slow_s_ms, stall, cancel_queued;
 static atomic_int posted_runs, timer_runs, runs_at_stall_end;
 
 static void record(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -90,6 +96,9 @@ __attribute__((unused)) static void failed_timer(void *arg) { record("failed ver
 __attribute__((unused)) static void failed_job(void *arg) { record("failed version's job ran"); }
 __attribute__((unused)) static void counted_job(void *arg) { atomic_fetch_add(&posted_runs, 1); }
 __attribute__((unused)) static void report_posts(void *arg) { record("posted jobs ran: %d", atomic_load(&posted_runs)); }
+__attribute__((unused)) static void cancelled_once(void *arg) {
+  record("cancelled once-timer fired");
+}
 __attribute__((unused)) static void count_timer(void *arg) { atomic_fetch_add(&timer_runs, 1); }
 __attribute__((unused)) static void report_stall(void *arg) {
   record("timer ran %d times in the 100 ms after a 300 ms stall",
@@ -104,6 +113,7 @@ static int probe_load(const pier_load_args *a) {
   huge_packet = json_int(a->config_json, "huge_packet");
   slow_s_ms = json_int(a->config_json, "slow_s_ms");
   stall = json_int(a->config_json, "stall");
+  cancel_queued = json_int(a->config_json, "cancel_queued");
   record("load gen=%u config=%s", a->generation, a->config_json);
 #ifdef PROBE_FAIL
   host->timer_start(host, 200, 0, failed_timer, NULL, NULL);
@@ -121,6 +131,19 @@ static int probe_load(const pier_load_args *a) {
     uint64_t id = 0;
     int rc = host->timer_start(host, 20, 0, canceled_timer, NULL, &id);
     record("timer_start %d, timer_cancel %d", rc, host->timer_cancel(host, id));
+  }
+  if (json_int(a->config_json, "timer_flood")) {
+    int n = json_int(a->config_json, "timer_flood"), ok = 0, again = 0, other = 0;
+    for (int i = 0; i < n; i++) {
+      int rc = host->timer_start(host, 3600000, 0, count_timer, NULL, NULL);
+      if (rc == 0)
+        ok++;
+      else if (rc == -EAGAIN)
+        again++;
+      else
+        other++;
+    }
+    record("timers: %d taken, %d refused with EAGAIN, %d other", ok, again, other);
   }
   if (json_int(a->config_json, "post_flood")) {
     int n = json_int(a->config_json, "post_flood"), ok = 0, again = 0, other = 0;
@@ -149,6 +172,12 @@ static void probe_recv(pier_sid sid, const void *data, size_t len) {
     sleep_us(recv_us);
   if (slow_s_ms && len && ((const char *)data)[0] == 's')
     sleep_us((long)slow_s_ms * 1000);
+  if (cancel_queued && len && ((const char *)data)[0] == 'c') {
+    uint64_t id = 0;
+    host->timer_start(host, 1, 0, cancelled_once, NULL, &id);
+    sleep_us(30000);
+    record("cancel of a queued once-timer: %d", host->timer_cancel(host, id));
+  }
   if (stall && len && ((const char *)data)[0] == 'w') {
     sleep_us(300000);
     atomic_store(&runs_at_stall_end, atomic_load(&timer_runs));
