@@ -276,7 +276,9 @@ static void *watchdog_main(void *arg) {
       for (unsigned k = 0; k <= h->cfg->workers; k++) {
         cb_slot *s = &p->running[k];
         uint64_t start = atomic_load(&s->start_us);
-        if (start && start != s->reported && now - start > (uint64_t)slow_ms * 1000) {
+        /* start may be later than now: a callback began after now was read */
+        if (start && start < now && start != s->reported &&
+            now - start > (uint64_t)slow_ms * 1000) {
           s->reported = start;
           log_warn("plugin \"%s\": %s still running after %.0f ms on %s %u", p->cfg->name,
                    host_ev_callback[atomic_load(&s->type)], (double)(now - start) / 1000.0,

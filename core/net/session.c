@@ -78,7 +78,7 @@ static void on_idle(io_timer *t) {
   char peer[NET_ADDR_STRLEN];
 
   if (s->state != SS_OPEN || s->read_paused || s->congested)
-    return; /* paused by the owner: not idle; the resume restarts the timer */
+    return; /* held back by pier, not idle: the resume restarts the timer */
   if (quiet < idle) { /* data came since the timer was set: wait the rest */
     io_timer_start(loop, &s->idle_timer, idle - quiet, 0);
     return;
@@ -97,7 +97,7 @@ static void on_packet_timeout(io_timer *t) {
   char peer[NET_ADDR_STRLEN];
 
   if (s->state != SS_OPEN || !s->partial_since || s->read_paused || s->congested)
-    return; /* no partial packet now (the next one re-arms), or paused by the owner */
+    return; /* no partial packet now (the next one re-arms), or held back by pier */
   held = loop->now - s->partial_since;
   if (held < limit) {
     io_timer_start(loop, &s->packet_timer, limit - held, 0);
@@ -575,24 +575,8 @@ void worker_flush(io_loop *loop) {
   }
 }
 
-/* Bytes queued with no send in flight past which a write flushes at once
- * rather than at the end of the loop iteration. One batch of completions
- * can carry more than max_send_queue of requests for a session (io_uring:
- * up to the whole buffer ring), and an echo of them must start going out
- * while the batch is still being handled, or a client that reads as fast as
- * it writes would be cut off for a full queue. */
-#define EAGER_FLUSH_BYTES (64 * 1024)
-
 static void want_flush(session *s) {
-  if (s->inflight)
-    return;
-  if (s->q.bytes >= EAGER_FLUSH_BYTES) {
-    flush(s);
-    if (s->inflight)
-      io_submit_now(&s->w->loop);
-    return;
-  }
-  if (s->flush_queued)
+  if (s->flush_queued || s->inflight)
     return;
   s->flush_queued = 1;
   s->refs++;

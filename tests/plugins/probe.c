@@ -105,6 +105,26 @@ __attribute__((unused)) static void report_stall(void *arg) {
          atomic_load(&timer_runs) - atomic_load(&runs_at_stall_end));
 }
 
+__attribute__((unused)) static int start_hour_timer(void) {
+  return host->timer_start(host, 3600000, 0, count_timer, NULL, NULL);
+}
+__attribute__((unused)) static int post_counted(void) { return host->post(host, counted_job, NULL); }
+
+/* Calls take() n times and records how many calls it took and refused. */
+__attribute__((unused)) static void flood(const char *what, int n, int (*take)(void)) {
+  int ok = 0, again = 0, other = 0;
+  for (int i = 0; i < n; i++) {
+    int rc = take();
+    if (rc == 0)
+      ok++;
+    else if (rc == -EAGAIN)
+      again++;
+    else
+      other++;
+  }
+  record("%s: %d taken, %d refused with EAGAIN, %d other", what, ok, again, other);
+}
+
 static int probe_load(const pier_load_args *a) {
   host = a->host;
   open_out(a->config_json);
@@ -132,31 +152,10 @@ static int probe_load(const pier_load_args *a) {
     int rc = host->timer_start(host, 20, 0, canceled_timer, NULL, &id);
     record("timer_start %d, timer_cancel %d", rc, host->timer_cancel(host, id));
   }
-  if (json_int(a->config_json, "timer_flood")) {
-    int n = json_int(a->config_json, "timer_flood"), ok = 0, again = 0, other = 0;
-    for (int i = 0; i < n; i++) {
-      int rc = host->timer_start(host, 3600000, 0, count_timer, NULL, NULL);
-      if (rc == 0)
-        ok++;
-      else if (rc == -EAGAIN)
-        again++;
-      else
-        other++;
-    }
-    record("timers: %d taken, %d refused with EAGAIN, %d other", ok, again, other);
-  }
+  if (json_int(a->config_json, "timer_flood"))
+    flood("timers", json_int(a->config_json, "timer_flood"), start_hour_timer);
   if (json_int(a->config_json, "post_flood")) {
-    int n = json_int(a->config_json, "post_flood"), ok = 0, again = 0, other = 0;
-    for (int i = 0; i < n; i++) {
-      int rc = host->post(host, counted_job, NULL);
-      if (rc == 0)
-        ok++;
-      else if (rc == -EAGAIN)
-        again++;
-      else
-        other++;
-    }
-    record("posts: %d taken, %d refused with EAGAIN, %d other", ok, again, other);
+    flood("posts", json_int(a->config_json, "post_flood"), post_counted);
     host->timer_start(host, 300, 0, report_posts, NULL, NULL);
   }
   return 0;
