@@ -16,12 +16,27 @@
 
 #include "pier/plugin.h"
 
+/* Windows: no O_CLOEXEC (handles are not inherited unless asked), and
+ * O_BINARY keeps "\n" from becoming "\r\n". */
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+#ifndef O_BINARY
+#define O_BINARY 0
+#endif
+
 static const pier_host *host;
 static int out_fd = -1;
 static int timer_after_disconnect, check_overlap;
 static atomic_int busy;
 
-static void record(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* mingw's C99 printf (which %zu needs) is checked as gnu_printf there. */
+#ifdef __MINGW_PRINTF_FORMAT
+#define RECORD_FORMAT __MINGW_PRINTF_FORMAT
+#else
+#define RECORD_FORMAT printf
+#endif
+static void record(const char *fmt, ...) __attribute__((format(RECORD_FORMAT, 1, 2)));
 #include <stdarg.h>
 static void record(const char *fmt, ...) {
   char line[512];
@@ -70,7 +85,7 @@ static int rec_load(const pier_load_args *a) {
     return -ENAMETOOLONG;
   memcpy(path, p, n);
   path[n] = '\0';
-  out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_BINARY, 0600);
   if (out_fd < 0)
     return -errno;
   host = a->host;
