@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "os/os.h"
+
 static _Atomic int current_level = LOG_INFO;
 
 static const char *const level_names[] = {
@@ -39,23 +41,20 @@ int log_level_parse(const char *name, log_level *out) {
   return -EINVAL;
 }
 
-uint64_t clock_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+uint64_t clock_ms(void) { return os_clock_ms(); }
 
 static void vlog(log_level level, const char *prefix, const char *fmt, va_list ap) {
   char line[2048];
-  struct timespec ts;
+  int64_t sec;
+  int ms;
   struct tm tm;
   size_t n;
   int rc;
 
-  clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
+  os_clock_wall(&sec, &ms);
+  os_gmtime(sec, &tm);
   n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-  rc = snprintf(line + n, sizeof(line) - n, ".%03ldZ %-5s %s", ts.tv_nsec / 1000000L,
+  rc = snprintf(line + n, sizeof(line) - n, ".%03dZ %-5s %s", ms,
                 log_level_name(level), prefix);
   if (rc > 0)
     n += (size_t)rc;

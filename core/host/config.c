@@ -15,6 +15,8 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+
+#include "os/os.h"
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -119,7 +121,7 @@ static int check_plugin_dir(ctx *c, cfg_server *cfg, const cJSON *arr,
     save = cfgr_path_root(c);
     cfgr_path_key(c, "plugin_dir");
     rc = cfgr_fail(c, -ENOENT, "directory %s: %s", printable(cfg->plugin_dir, shown, sizeof(shown)),
-                   strerror(e));
+                   os_strerror(e));
     cfgr_path_pop(c, save);
     return rc;
   }
@@ -138,7 +140,7 @@ static int check_plugin_dir(ctx *c, cfg_server *cfg, const cJSON *arr,
     if (!exists && e != ENOENT) {
       rc = cfgr_first(rc, cfgr_fail(c, -e, "cannot resolve %s: %s",
                                     printable(p->resolved_path, shown, sizeof(shown)),
-                                    strerror(e)));
+                                    os_strerror(e)));
     } else {
       char *slash = NULL;
       if (!exists) {
@@ -152,7 +154,7 @@ static int check_plugin_dir(ctx *c, cfg_server *cfg, const cJSON *arr,
       if (!exists && !realpath(slash ? tmp : ".", real))
         rc = cfgr_first(rc, cfgr_fail(c, -ENOENT, "directory of %s: %s",
                                       printable(p->resolved_path, shown, sizeof(shown)),
-                                      strerror(errno)));
+                                      os_strerror(errno)));
       else if (!inside(real, dir))
         rc = cfgr_first(rc, cfgr_fail(c, -EPERM, "\"%s\" %s %s, outside plugin_dir (%s)",
                                       printable(p->path, shown, sizeof(shown)),
@@ -499,7 +501,7 @@ int cfg_load_text(const char *text, size_t len, const char *name,
   if (frc == 0 && rc != 0) { /* a broken invariant: never accept what failed */
     frc = rc;
     if (err && errlen)
-      snprintf(err, errlen, "%s: invalid (%s)", c.name, strerror(-rc));
+      snprintf(err, errlen, "%s: invalid (%s)", c.name, os_strerror(-rc));
   }
   cJSON_Delete(root);
   free(buf);
@@ -541,13 +543,13 @@ int cfg_load_file(const char *path, cfg_server **out, char *err,
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int e = errno;
-    cfgr_fail(&c, -e, "cannot read: %s", strerror(e));
+    cfgr_fail(&c, -e, "cannot read: %s", os_strerror(e));
     return cfgr_finish(&c, err, errlen);
   }
   struct stat st;
   if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
     close(fd);
-    cfgr_fail(&c, -EISDIR, "cannot read: %s", strerror(EISDIR));
+    cfgr_fail(&c, -EISDIR, "cannot read: %s", os_strerror(EISDIR));
     return cfgr_finish(&c, err, errlen);
   }
   char *buf = malloc(CFG_MAX_FILE_SIZE + 1);
@@ -564,7 +566,7 @@ int cfg_load_file(const char *path, cfg_server **out, char *err,
       continue;
     if (r < 0) {
       int e = errno;
-      rc = cfgr_fail(&c, -e, "cannot read: %s", strerror(e));
+      rc = cfgr_fail(&c, -e, "cannot read: %s", os_strerror(e));
       break;
     }
     if (r == 0)

@@ -340,9 +340,9 @@ void gate_quarantine(host_plugin *p, const char *why) {
 void gate_failed(host_plugin *p, const char *why) {
   unsigned limit = p->h->cfg->limits.quarantine_after;
   unsigned n = atomic_fetch_add(&p->failures, 1) + 1;
-  pthread_mutex_lock(&p->fault_mu);
+  os_mutex_lock(&p->fault_mu);
   log_limited(&p->fault_rl, LOG_WARN, "plugin \"%s\": %s", p->cfg->name, why);
-  pthread_mutex_unlock(&p->fault_mu);
+  os_mutex_unlock(&p->fault_mu);
   if (limit && n >= limit)
     gate_quarantine(p, why);
 }

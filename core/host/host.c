@@ -33,7 +33,7 @@ host_plugin *host_find_plugin(host *h, const char *name) {
 static void reg_add(host_plugin *p, pier_sid sid) {
   unsigned w = PIER_SID_WORKER(sid);
   reg_list *r = &p->reg[w];
-  pthread_mutex_lock(&r->mu);
+  os_mutex_lock(&r->mu);
   if (r->n == r->cap) {
     uint32_t cap = r->cap ? r->cap * 2 : 64;
     pier_sid *n = realloc(r->sids, cap * sizeof(*n));
@@ -50,7 +50,7 @@ static void reg_add(host_plugin *p, pier_sid sid) {
               p->cfg->name, (unsigned long long)sid);
     p->h->reg_pos[w][PIER_SID_SLOT(sid)] = UINT32_MAX;
   }
-  pthread_mutex_unlock(&r->mu);
+  os_mutex_unlock(&r->mu);
 }
 
 /* On the session's worker: O(1), the last entry moves into the hole. */
@@ -59,26 +59,26 @@ static void reg_remove(host_plugin *p, pier_sid sid) {
   reg_list *r = &p->reg[w];
   uint32_t *pos = p->h->reg_pos[w];
   uint32_t i = pos[PIER_SID_SLOT(sid)];
-  pthread_mutex_lock(&r->mu);
+  os_mutex_lock(&r->mu);
   if (i < r->n && r->sids[i] == sid) {
     pier_sid last = r->sids[--r->n];
     r->sids[i] = last;
     pos[PIER_SID_SLOT(last)] = i;
   }
-  pthread_mutex_unlock(&r->mu);
+  os_mutex_unlock(&r->mu);
 }
 
 size_t host_plugin_sids(host_plugin *p, pier_sid *out, size_t max) {
   size_t total = 0;
   for (unsigned w = 0; p->reg && w < p->h->nworkers; w++) {
     reg_list *r = &p->reg[w];
-    pthread_mutex_lock(&r->mu);
+    os_mutex_lock(&r->mu);
     if (out && total < max && r->n) {
       size_t k = r->n < max - total ? r->n : max - total;
       memcpy(out + total, r->sids, k * sizeof(*out));
     }
     total += r->n;
-    pthread_mutex_unlock(&r->mu);
+    os_mutex_unlock(&r->mu);
   }
   return total;
 }
@@ -160,7 +160,7 @@ static int alloc_worker_state(host *h) {
       return -ENOMEM;
     for (unsigned w = 0; w < nw; w++) {
       gate_init_held(p, w);
-      pthread_mutex_init(&p->reg[w].mu, NULL);
+      os_mutex_init(&p->reg[w].mu);
     }
   }
   return 0;
@@ -177,7 +177,7 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
     return -ENOMEM;
   h->cfg = cfg;
   h->nworkers = cfg->workers;
-  pthread_mutex_init(&h->timer_mu, NULL);
+  os_mutex_init(&h->timer_mu);
   h->plugins = calloc(cfg->nplugins, sizeof(*h->plugins));
   h->listeners = calloc(cfg->nlisteners, sizeof(*h->listeners));
   if (!h->plugins || !h->listeners) {
@@ -189,7 +189,7 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
     p->h = h;
     p->cfg = &cfg->plugins[i];
     p->serial = p->cfg->threading == CFG_THREADING_SERIAL;
-    pthread_mutex_init(&p->fault_mu, NULL);
+    os_mutex_init(&p->fault_mu);
     strand_init(&p->st, kick, p);
     p->running = calloc(cfg->workers + 1, sizeof(*p->running));
     p->config_json = strdup(p->cfg->config_json ? p->cfg->config_json : "{}");
@@ -310,7 +310,7 @@ int host_start(host *h) {
     rc = p->img.cb.on_load ? p->img.cb.on_load(&args) : 0;
     if (rc != 0) {
       log_error("plugin \"%s\" (%s): on_load failed: %s (%d)", p->cfg->name,
-                p->cfg->resolved_path, rc < 0 ? strerror(-rc) : "non-zero return", rc);
+                p->cfg->resolved_path, rc < 0 ? os_strerror(-rc) : "non-zero return", rc);
       return start_failed(h, rc < 0 ? rc : -EINVAL);
     }
     p->loaded = 1;
@@ -323,7 +323,7 @@ int host_start(host *h) {
       rc = net_listen(h->net, &a, &l->ep, &l->nl);
     if (rc < 0) {
       log_error("listeners[%zu] %s:%u (plugin \"%s\"): %s", i, l->cfg->address, l->cfg->port,
-                l->p->cfg->name, strerror(-rc));
+                l->p->cfg->name, os_strerror(-rc));
       return start_failed(h, rc);
     }
   }
@@ -340,7 +340,7 @@ int host_start(host *h) {
     return start_failed(h, rc);
   }
   if (h->cfg->limits.slow_callback_ms &&
-      pthread_create(&h->watchdog, NULL, watchdog_main, h) == 0)
+      os_thread_create(&h->watchdog, watchdog_main, h) == 0)
     h->watchdog_running = 1;
   return 0;
 }
@@ -350,7 +350,7 @@ void host_stop(host *h) {
     return;
   if (h->watchdog_running) {
     atomic_store(&h->watchdog_stop, 1);
-    pthread_join(h->watchdog, NULL);
+    os_thread_join(h->watchdog);
     h->watchdog_running = 0;
   }
   net_stop(h->net); /* every session gets on_disconnected */
@@ -377,9 +377,9 @@ void host_destroy(host *h) {
     gate_discard(p);
     loader_close(&p->img);
     strand_destroy(&p->st);
-    pthread_mutex_destroy(&p->fault_mu);
+    os_mutex_destroy(&p->fault_mu);
     for (unsigned w = 0; p->reg && w < h->nworkers; w++) {
-      pthread_mutex_destroy(&p->reg[w].mu);
+      os_mutex_destroy(&p->reg[w].mu);
       free(p->reg[w].sids);
     }
     free(p->reg);
@@ -392,7 +392,7 @@ void host_destroy(host *h) {
   free(h->reg_pos);
   free(h->plugins);
   free(h->listeners);
-  pthread_mutex_destroy(&h->timer_mu);
+  os_mutex_destroy(&h->timer_mu);
   free(h);
 }
 

@@ -6,7 +6,7 @@
 #ifndef PIER_HOST_INTERNAL_H
 #define PIER_HOST_INTERNAL_H
 
-#include <pthread.h>
+#include "os/os.h"
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -93,7 +93,7 @@ typedef struct held_q {
 /* Open sessions of one plugin on one worker: a dense array, so add and
  * remove are O(1) (host.reg_pos maps a slot to its index). */
 typedef struct reg_list {
-  pthread_mutex_t mu;
+  os_mutex mu;
   pier_sid *sids;
   uint32_t n, cap;
 } reg_list;
@@ -135,14 +135,14 @@ struct host_plugin {
   _Atomic unsigned slow_calls;
   _Atomic int quarantined;
   _Atomic int wants_send; /* the version loaded has on_send: skip the event otherwise */
-  pthread_mutex_t fault_mu; /* the plugin's rate-limited fault log */
+  os_mutex fault_mu; /* the plugin's rate-limited fault log */
   log_rate fault_rl;
   reg_list *reg; /* one per worker */
 };
 
 struct host {
   const cfg_server *cfg;
-  pthread_t watchdog;
+  os_thread watchdog;
   int watchdog_running;
   _Atomic int watchdog_stop;
   net *net;
@@ -152,7 +152,7 @@ struct host {
   host_listener *listeners;
   size_t nlisteners;
   uint32_t **reg_pos; /* per worker, per slot: index in its plugin's reg_list */
-  pthread_mutex_t timer_mu;
+  os_mutex timer_mu;
   host_timer *timers;
   _Atomic uint64_t next_timer_id;
   uint64_t started_ms;

@@ -9,6 +9,8 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <errno.h>
+
+#include "os/os.h"
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +39,7 @@ static int check_confined(int fd, const cfg_plugin *cfg, char *err, size_t errle
     snprintf(err, errlen,
              "plugin \"%s\" (%s): cannot tell where the file resolves (%s: %s); refused as "
              "plugin_dir is set",
-             cfg->name, cfg->resolved_path, link, strerror(e));
+             cfg->name, cfg->resolved_path, link, os_strerror(e));
     return -e;
   }
   real[len] = '\0';
@@ -63,7 +65,7 @@ static int copy_private(const cfg_plugin *cfg, char *dst, size_t dstlen, char *e
   in = open(src, O_RDONLY | O_CLOEXEC);
   if (in < 0) {
     rc = -errno;
-    snprintf(err, errlen, "plugin \"%s\": cannot open %s: %s", name, src, strerror(errno));
+    snprintf(err, errlen, "plugin \"%s\": cannot open %s: %s", name, src, os_strerror(errno));
     return rc;
   }
   if (fstat(in, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -80,7 +82,7 @@ static int copy_private(const cfg_plugin *cfg, char *dst, size_t dstlen, char *e
   if (out < 0) {
     rc = -errno;
     snprintf(err, errlen, "plugin \"%s\": cannot create a private copy in %s: %s", name,
-             tmp && *tmp ? tmp : "/tmp", strerror(errno));
+             tmp && *tmp ? tmp : "/tmp", os_strerror(errno));
     close(in);
     return rc;
   }
@@ -88,7 +90,7 @@ static int copy_private(const cfg_plugin *cfg, char *dst, size_t dstlen, char *e
     ssize_t n = sendfile(out, in, &off, (size_t)(st.st_size - off));
     if (n <= 0) {
       rc = n < 0 ? -errno : -EIO;
-      snprintf(err, errlen, "plugin \"%s\": copying %s failed: %s", name, src, strerror(-rc));
+      snprintf(err, errlen, "plugin \"%s\": copying %s failed: %s", name, src, os_strerror(-rc));
       break;
     }
   }
@@ -115,7 +117,7 @@ static int check_elf(int fd, const char *src, const char *name, char *err, size_
   if (fstat(fd, &st) < 0) {
     rc = -errno;
     snprintf(err, errlen, "plugin \"%s\" (%s): cannot read the private copy: %s", name, src,
-             strerror(errno));
+             os_strerror(errno));
     return rc;
   }
   if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG))

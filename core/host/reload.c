@@ -36,7 +36,7 @@ static int call_on_load(host_plugin *p, unsigned gen, const pier_state *st) {
   return p->img.cb.on_load ? p->img.cb.on_load(&args) : 0;
 }
 
-static const char *rc_text(int rc) { return rc < 0 ? strerror(-rc) : "error"; }
+static const char *rc_text(int rc) { return rc < 0 ? os_strerror(-rc) : "error"; }
 
 /* Step 4 (failure): the old version and its config text come back. Returns
  * the old on_load's result. */

@@ -6,7 +6,7 @@
 #ifndef PIER_HOST_STRAND_H
 #define PIER_HOST_STRAND_H
 
-#include <pthread.h>
+#include "os/os.h"
 #include <stddef.h>
 
 #include "io/io.h"
@@ -22,7 +22,7 @@ typedef struct strand strand;
 typedef void (*strand_kick_fn)(strand *st);
 
 struct strand {
-  pthread_mutex_t mu;
+  os_mutex mu;
   strand_job *head, *tail;
   int running;          /* a thread owns the strand */
   int paused;           /* strand_pause: no job starts until strand_unpause */

@@ -38,9 +38,9 @@ void timer_unref(host_timer *t) {
 int timer_live(host_timer *t) {
   host *h = t->p->h;
   int live;
-  pthread_mutex_lock(&h->timer_mu);
+  os_mutex_lock(&h->timer_mu);
   live = !t->canceled;
-  pthread_mutex_unlock(&h->timer_mu);
+  os_mutex_unlock(&h->timer_mu);
   return live;
 }
 
@@ -68,9 +68,9 @@ void timer_unqueue(host_timer *t) {
   atomic_store(&t->queued, 0);
   if (t->repeat)
     return;
-  pthread_mutex_lock(&h->timer_mu);
+  os_mutex_lock(&h->timer_mu);
   listed = unlist(h, t);
-  pthread_mutex_unlock(&h->timer_mu);
+  os_mutex_unlock(&h->timer_mu);
   if (listed)
     timer_unref(t);
 }
@@ -79,10 +79,10 @@ void timer_unqueue(host_timer *t) {
  * or once the workers are gone. */
 static void timer_reap(host *h, host_timer *t) {
   int listed;
-  pthread_mutex_lock(&h->timer_mu);
+  os_mutex_lock(&h->timer_mu);
   t->canceled = 1;
   listed = unlist(h, t);
-  pthread_mutex_unlock(&h->timer_mu);
+  os_mutex_unlock(&h->timer_mu);
   if (!h->stopped)
     io_timer_stop(net_loop(h->net, 0), &t->t);
   if (listed)
@@ -164,17 +164,17 @@ int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn,
   t->listed = 1;
   atomic_init(&t->refs, 1);
   io_timer_init(&t->t, timer_fire);
-  pthread_mutex_lock(&h->timer_mu);
+  os_mutex_lock(&h->timer_mu);
   t->next = h->timers;
   h->timers = t;
-  pthread_mutex_unlock(&h->timer_mu);
+  os_mutex_unlock(&h->timer_mu);
   rc = timer_post(h, t, 0);
   if (rc < 0) {
     int listed;
-    pthread_mutex_lock(&h->timer_mu);
+    os_mutex_lock(&h->timer_mu);
     t->canceled = 1;
     listed = unlist(h, t);
-    pthread_mutex_unlock(&h->timer_mu);
+    os_mutex_unlock(&h->timer_mu);
     if (listed)
       timer_unref(t); /* a cancel that found it meanwhile holds its own reference */
     return rc;
@@ -189,7 +189,7 @@ int timer_cancel_match(host *h, host_plugin *p, uint64_t id) {
   int n, total = 0;
   do {
     n = 0;
-    pthread_mutex_lock(&h->timer_mu);
+    os_mutex_lock(&h->timer_mu);
     for (host_timer *t = h->timers; t && n < 64; t = t->next) {
       if (t->p == p && !t->canceled &&
           (id == 0 || t->id == id || (id == TIMERS_OF_CODE && t->fn))) {
@@ -198,7 +198,7 @@ int timer_cancel_match(host *h, host_plugin *p, uint64_t id) {
         hit[n++] = t;
       }
     }
-    pthread_mutex_unlock(&h->timer_mu);
+    os_mutex_unlock(&h->timer_mu);
     for (int i = 0; i < n; i++) {
       /* Canceled now (it never fires again); reaped where its heap is. */
       if (h->stopped)
@@ -215,11 +215,11 @@ int timer_cancel_match(host *h, host_plugin *p, uint64_t id) {
 void timer_reap_all(host *h) {
   for (;;) {
     host_timer *t;
-    pthread_mutex_lock(&h->timer_mu);
+    os_mutex_lock(&h->timer_mu);
     t = h->timers;
     if (t)
       timer_ref(t);
-    pthread_mutex_unlock(&h->timer_mu);
+    os_mutex_unlock(&h->timer_mu);
     if (!t)
       return;
     timer_reap(h, t);

@@ -9,12 +9,10 @@
 #ifndef PIER_IO_IO_H
 #define PIER_IO_IO_H
 
-#include <pthread.h>
+#include "os/os.h"
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 
 typedef struct io_loop io_loop;
 typedef struct io_ev io_ev;
@@ -119,7 +117,7 @@ struct io_loop {
   _Atomic int sleeping;  /* the loop is (about to be) blocked in poll */
   int stop;
   uint64_t now;          /* ms, refreshed each iteration */
-  pthread_mutex_t inbox_mu;
+  os_mutex inbox_mu;
   io_job *inbox_head, *inbox_tail;
   io_timer **heap;
   size_t heap_len, heap_cap;

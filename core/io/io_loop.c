@@ -47,11 +47,11 @@ int io_loop_init(io_loop *loop, const io_backend *be, const io_opts *opts) {
   loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (loop->wake_fd < 0)
     return -errno;
-  pthread_mutex_init(&loop->inbox_mu, NULL);
+  os_mutex_init(&loop->inbox_mu);
   rc = be->init(loop, &loop->opts);
   if (rc < 0) {
     close(loop->wake_fd);
-    pthread_mutex_destroy(&loop->inbox_mu);
+    os_mutex_destroy(&loop->inbox_mu);
     return rc;
   }
   return 0;
@@ -67,7 +67,7 @@ void io_loop_done(io_loop *loop) {
     next = job->next;
     job->fn(job);
   }
-  pthread_mutex_destroy(&loop->inbox_mu);
+  os_mutex_destroy(&loop->inbox_mu);
   free(loop->heap);
 }
 
@@ -165,20 +165,20 @@ static void run_timers(io_loop *loop) {
 void io_post(io_loop *loop, io_job *job) {
   int was_empty;
   job->next = NULL;
-  pthread_mutex_lock(&loop->inbox_mu);
+  os_mutex_lock(&loop->inbox_mu);
   was_empty = loop->inbox_head == NULL;
   if (loop->inbox_tail)
     loop->inbox_tail->next = job;
   else
     loop->inbox_head = job;
   loop->inbox_tail = job;
-  pthread_mutex_unlock(&loop->inbox_mu);
+  os_mutex_unlock(&loop->inbox_mu);
   /* Only the post that makes the inbox non-empty needs to wake the loop: it
    * drains the whole inbox each iteration. */
   if (was_empty && atomic_load(&loop->sleeping)) {
     uint64_t one = 1;
     if (write(loop->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-      log_error("io: eventfd write failed: %s", strerror(errno));
+      log_error("io: eventfd write failed: %s", os_strerror(errno));
   }
 }
 
@@ -191,10 +191,10 @@ void io_loop_drain_wake(io_loop *loop) {
 static int run_inbox(io_loop *loop) {
   io_job *job, *next;
   int n = 0;
-  pthread_mutex_lock(&loop->inbox_mu);
+  os_mutex_lock(&loop->inbox_mu);
   job = loop->inbox_head;
   loop->inbox_head = loop->inbox_tail = NULL;
-  pthread_mutex_unlock(&loop->inbox_mu);
+  os_mutex_unlock(&loop->inbox_mu);
   for (; job; job = next) {
     next = job->next;
     job->fn(job);
@@ -205,9 +205,9 @@ static int run_inbox(io_loop *loop) {
 
 static int inbox_empty(io_loop *loop) {
   int empty;
-  pthread_mutex_lock(&loop->inbox_mu);
+  os_mutex_lock(&loop->inbox_mu);
   empty = loop->inbox_head == NULL;
-  pthread_mutex_unlock(&loop->inbox_mu);
+  os_mutex_unlock(&loop->inbox_mu);
   return empty;
 }
 
@@ -246,7 +246,7 @@ int io_loop_run(io_loop *loop) {
   while (!loop->stop) {
     rc = io_loop_once(loop, -1);
     if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EAGAIN) {
-      log_error("io: %s loop failed: %s", loop->be->name, strerror(-rc));
+      log_error("io: %s loop failed: %s", loop->be->name, os_strerror(-rc));
       return rc;
     }
   }

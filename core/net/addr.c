@@ -1,7 +1,6 @@
 /* Address parsing and printing on top of inet_pton/inet_ntop. */
 #include "net/addr.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

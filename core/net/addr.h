@@ -3,10 +3,9 @@
 #ifndef PIER_NET_ADDR_H
 #define PIER_NET_ADDR_H
 
-#include <netinet/in.h>
+#include "os/os.h"
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
 
 typedef struct net_addr {
   union {

@@ -3,11 +3,8 @@
  * the any-thread API that routes work to a session's worker through its
  * inbox, and orderly stop. */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "net/net_internal.h"
 
@@ -49,7 +46,7 @@ int net_ip_acquire(net *n, const net_addr *peer) {
   if (!n->opts.max_conns_per_ip)
     return 0;
   ip_key(peer, key);
-  pthread_mutex_lock(&n->ip_mu);
+  os_mutex_lock(&n->ip_mu);
   for (pp = &n->ip_table[ip_hash(key, n->ip_buckets)]; (e = *pp); pp = &e->next)
     if (memcmp(e->key, key, 17) == 0)
       break;
@@ -63,7 +60,7 @@ int net_ip_acquire(net *n, const net_addr *peer) {
     rc = -EUSERS;
   else
     e->count++;
-  pthread_mutex_unlock(&n->ip_mu);
+  os_mutex_unlock(&n->ip_mu);
   return rc;
 }
 
@@ -73,7 +70,7 @@ void net_ip_release(net *n, const net_addr *peer) {
   if (!n->opts.max_conns_per_ip)
     return;
   ip_key(peer, key);
-  pthread_mutex_lock(&n->ip_mu);
+  os_mutex_lock(&n->ip_mu);
   for (pp = &n->ip_table[ip_hash(key, n->ip_buckets)]; (e = *pp); pp = &e->next) {
     if (memcmp(e->key, key, 17) == 0) {
       if (--e->count == 0) {
@@ -83,7 +80,7 @@ void net_ip_release(net *n, const net_addr *peer) {
       break;
     }
   }
-  pthread_mutex_unlock(&n->ip_mu);
+  os_mutex_unlock(&n->ip_mu);
 }
 
 /* ---- workers ---- */
@@ -103,7 +100,7 @@ static void arm_accept(listen_ep *le) {
   int rc = io_accept(&le->w->loop, &le->ev, &le->fd, on_accept);
   if (rc < 0) {
     log_limited(&le->w->rl_accept, LOG_ERROR, "listener %d: cannot arm accept: %s; retrying",
-                le->l->fd, strerror(-rc));
+                le->l->fd, os_strerror(-rc));
     io_timer_start(&le->w->loop, &le->retry, ACCEPT_RETRY_MS, 0);
   }
 }
@@ -120,27 +117,22 @@ static int post_adopt(net_worker *to, net_listener *l, int fd, const net_addr *p
  * per-address count already taken for it). */
 static void adopt(net_worker *w, net_listener *l, int fd, const net_addr *peer) {
   session *s;
-  int one = 1;
 
   if (w->stopping || !(s = session_new(w, fd, &l->ep, peer))) {
     atomic_fetch_sub(&w->n->accepted_open, 1);
     net_ip_release(w->n, peer);
     if (!w->stopping)
       STAT_ADD(w, refused_full, 1);
-    close(fd);
+    os_sock_close(fd);
     return;
   }
   s->accepted = 1;
   STAT_ADD(w, accepted, 1);
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  os_sock_nodelay(fd);
   session_start(s);
 }
 
-static void refuse(int fd) {
-  struct linger lg = {.l_onoff = 1, .l_linger = 0};
-  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-  close(fd);
-}
+static void refuse(int fd) { os_sock_abort(fd); }
 
 /* Every worker accepts on the same socket, and the kernel may wake the same
  * one each time: an fd accepted by a busier worker goes to the least loaded
@@ -167,7 +159,7 @@ static void accept_one(listen_ep *le, int fd) {
   char text[NET_ADDR_STRLEN];
 
   if (w->stopping) {
-    close(fd);
+    os_sock_close(fd);
     return;
   }
   memset(&peer, 0, sizeof(peer));
@@ -214,7 +206,7 @@ static void on_accept(io_ev *ev, int res, unsigned flags, char *data) {
     /* EMFILE/ENFILE and the like: back off instead of spinning. */
     log_limited(&w->rl_accept, LOG_ERROR, "listener %s: accept failed: %s; retrying in %d ms",
                 net_addr_format(&le->l->addr, (char[NET_ADDR_STRLEN]){0}, NET_ADDR_STRLEN),
-                strerror(-res), ACCEPT_RETRY_MS);
+                os_strerror(-res), ACCEPT_RETRY_MS);
     io_timer_start(&w->loop, &le->retry, ACCEPT_RETRY_MS, 0);
     return;
   }
@@ -259,17 +251,17 @@ typedef struct net_job {
 } net_job;
 
 static void do_connect(net_worker *w, const net_addr *addr, const net_endpoint *ep) {
-  int fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = os_sock_stream(addr->u.sa.sa_family);
   session *s;
   int rc;
 
   if (fd < 0) {
-    rc = -errno;
+    rc = fd;
     goto fail;
   }
   s = w->stopping ? NULL : session_new(w, fd, ep, addr);
   if (!s) {
-    close(fd);
+    os_sock_close(fd);
     rc = w->stopping ? -ECANCELED : -ENOSPC;
     goto fail;
   }
@@ -312,7 +304,7 @@ static void run_job(io_job *job) {
     if (j->op == JOB_SEND)
       atomic_fetch_sub(&w->sids.xsend[PIER_SID_SLOT(j->sid)], j->len);
     if (j->op == JOB_ADOPT) {
-      close(j->fd);
+      os_sock_close(j->fd);
       atomic_fetch_sub(&w->n->accepted_open, 1);
       net_ip_release(w->n, &j->addr);
     }
@@ -430,7 +422,7 @@ int net_create(const net_opts *opts, net **out) {
   n->workers = calloc(n->nworkers, sizeof(*n->workers));
   n->ip_buckets = 4096;
   n->ip_table = calloc(n->ip_buckets, sizeof(*n->ip_table));
-  pthread_mutex_init(&n->ip_mu, NULL);
+  os_mutex_init(&n->ip_mu);
   if (!n->workers || !n->ip_table) {
     free(n->workers);
     free(n->ip_table);
@@ -449,7 +441,7 @@ int net_create(const net_opts *opts, net **out) {
       rc = w->sessions ? io_loop_init(&w->loop, n->be, &io) : -ENOMEM;
     }
     if (rc < 0) {
-      log_error("worker %u: cannot create its %s loop: %s", i, n->be->name, strerror(-rc));
+      log_error("worker %u: cannot create its %s loop: %s", i, n->be->name, os_strerror(-rc));
       sid_table_free(&w->sids);
       free(w->sessions);
       w->sessions = NULL;
@@ -467,23 +459,23 @@ int net_create(const net_opts *opts, net **out) {
 int net_listen(net *n, const net_addr *addr, const net_endpoint *ep, net_listener **out) {
   char text[NET_ADDR_STRLEN];
   net_listener *l;
-  int fd, one = 1, rc;
+  int fd, rc;
   struct sockaddr_storage ss;
   socklen_t len = sizeof(ss);
 
   if (n->started)
     return -EBUSY;
-  fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  fd = os_sock_stream(addr->u.sa.sa_family);
   if (fd < 0)
-    return -errno;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    return fd;
+  os_sock_reuse(fd);
   if (addr->u.sa.sa_family == AF_INET6)
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    os_sock_v6only(fd);
   if (bind(fd, &addr->u.sa, net_addr_len(addr)) < 0 || listen(fd, 4096) < 0) {
-    rc = -errno;
+    rc = -os_sock_errno();
     log_error("listen on %s failed: %s", net_addr_format(addr, text, sizeof(text)),
-              strerror(-rc));
-    close(fd);
+              os_strerror(-rc));
+    os_sock_close(fd);
     return rc;
   }
   l = calloc(1, sizeof(*l));
@@ -492,7 +484,7 @@ int net_listen(net *n, const net_addr *addr, const net_endpoint *ep, net_listene
   if (!l || !l->eps) {
     if (l)
       free(l);
-    close(fd);
+    os_sock_close(fd);
     return -ENOMEM;
   }
   l->n = n;
@@ -524,11 +516,11 @@ int net_start(net *n) {
     return -EBUSY;
   n->started = 1;
   for (unsigned i = 0; i < n->nworkers; i++) {
-    int rc = pthread_create(&n->workers[i].thread, NULL, worker_main, &n->workers[i]);
-    if (rc != 0) {
-      log_error("cannot start worker %u: %s", i, strerror(rc));
+    int rc = os_thread_create(&n->workers[i].thread, worker_main, &n->workers[i]);
+    if (rc < 0) {
+      log_error("cannot start worker %u: %s", i, os_strerror(-rc));
       net_stop(n);
-      return -rc;
+      return rc;
     }
     n->workers[i].thread_started = 1;
   }
@@ -545,7 +537,7 @@ void net_stop(net *n) {
       post(&n->workers[i], JOB_STOP, 0, NULL, PIER_REASON_SHUTDOWN);
   for (unsigned i = 0; i < n->nworkers; i++) {
     if (n->workers[i].thread_started) {
-      pthread_join(n->workers[i].thread, NULL);
+      os_thread_join(n->workers[i].thread);
       n->workers[i].thread_started = 0;
     }
   }
@@ -560,7 +552,7 @@ void net_destroy(net *n) {
     next = l->next;
     for (unsigned i = 0; i < n->nworkers; i++)
       io_close_fd(&n->workers[i].loop, &l->eps[i].fd);
-    close(l->fd);
+    os_sock_close(l->fd);
     free(l->eps);
     free(l);
   }
@@ -570,7 +562,7 @@ void net_destroy(net *n) {
     for (uint32_t k = 0; w->sessions && k < w->sids.cap; k++) {
       session *s = &w->sessions[k];
       if (s->state != SS_FREE) {
-        close(s->iofd.fd);
+        os_sock_close(s->iofd.fd);
         sendq_clear(&s->q);
         framing_reset(&s->fr);
       }
@@ -589,7 +581,7 @@ void net_destroy(net *n) {
     }
   }
   free(n->ip_table);
-  pthread_mutex_destroy(&n->ip_mu);
+  os_mutex_destroy(&n->ip_mu);
   free(n);
 }
 

@@ -2,7 +2,7 @@
 #ifndef PIER_NET_INTERNAL_H
 #define PIER_NET_INTERNAL_H
 
-#include <pthread.h>
+#include "os/os.h"
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -82,7 +82,7 @@ struct net_worker {
   net *n;
   unsigned id;
   io_loop loop;
-  pthread_t thread;
+  os_thread thread;
   int thread_started;
   sid_table sids;
   session *sessions; /* sids.cap slots */
@@ -103,7 +103,7 @@ struct net {
   net_listener *listeners;
   _Atomic unsigned accepted_open; /* accepted sessions open now, for max_sessions */
   _Atomic unsigned rr;            /* next worker for an outgoing connection */
-  pthread_mutex_t ip_mu;          /* open accepted sessions per remote address */
+  os_mutex ip_mu;          /* open accepted sessions per remote address */
   struct ip_count **ip_table;
   size_t ip_buckets;
   int started, stopped;

@@ -1,11 +1,11 @@
 /* Size classes of 256 B, 2 KiB, 16 KiB and 64 KiB; larger blocks are plain
  * malloc. Each thread caches freed blocks per class, up to a byte budget, in
  * a free list; a block freed on another thread than the one that made it
- * simply joins that thread's cache. A pthread key frees a cache when its
+ * simply joins that thread's cache. A thread key (os_key) frees a cache when its
  * thread exits. */
 #include "net/sbuf.h"
 
-#include <pthread.h>
+#include "os/os.h"
 #include <stdlib.h>
 
 static const uint32_t class_size[] = {256, 2048, 16384, 65536};
@@ -19,8 +19,8 @@ typedef struct sbuf_cache {
 } sbuf_cache;
 
 static _Thread_local sbuf_cache cache;
-static pthread_key_t cache_key;
-static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static os_key cache_key;
+static os_once_t cache_once = OS_ONCE_INIT;
 
 static void trim(sbuf_cache *c) {
   for (unsigned i = 0; i < NCLASS; i++) {
@@ -35,7 +35,7 @@ static void trim(sbuf_cache *c) {
 
 static void cache_exit(void *arg) { trim(arg); }
 
-static void make_key(void) { pthread_key_create(&cache_key, cache_exit); }
+static void make_key(void) { (void)os_key_create(&cache_key, cache_exit); }
 
 void sbuf_cache_trim(void) { trim(&cache); }
 
@@ -92,8 +92,8 @@ void sbuf_release(sbuf *b) {
     return;
   }
   if (!cache.registered) {
-    pthread_once(&cache_once, make_key);
-    pthread_setspecific(cache_key, &cache);
+    os_once(&cache_once, make_key);
+    os_key_set(cache_key, &cache);
     cache.registered = 1;
   }
   b->next_free = cache.head[b->cls];

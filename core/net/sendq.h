@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/uio.h>
+#include "os/os.h"
 
 #include "net/sbuf.h"
 

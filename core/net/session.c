@@ -5,11 +5,8 @@
  * flush list. It is finished (fd closed, on_disconnected, slot released) only
  * when the last reference drops, so no completion can reach a reused slot. */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "net/net_internal.h"
 
@@ -185,11 +182,10 @@ static void enter_closed(session *s, int abortive) {
   io_timer_stop(loop, &s->packet_timer);
   io_timer_stop(loop, &s->send_timer);
   if (abortive) {
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(s->iofd.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    os_sock_linger0(s->iofd.fd);
     io_cancel(loop, &s->ev_send);
   } else if (prev != SS_CONNECTING) {
-    shutdown(s->iofd.fd, SHUT_WR);
+    os_sock_shutdown_wr(s->iofd.fd);
   }
   if (prev == SS_CONNECTING)
     io_cancel(loop, &s->ev_send);
@@ -423,7 +419,7 @@ static void on_recv_done(io_ev *ev, int res, unsigned flags, char *data) {
 static int arm_recv(session *s) {
   int rc = io_recv(&s->w->loop, &s->ev_recv, &s->iofd, on_recv_done);
   if (rc < 0) {
-    log_error("session %016llx: cannot arm recv: %s", (unsigned long long)s->sid, strerror(-rc));
+    log_error("session %016llx: cannot arm recv: %s", (unsigned long long)s->sid, os_strerror(-rc));
     session_close(s, PIER_REASON_IO_ERROR, 1);
     return rc;
   }
@@ -526,7 +522,7 @@ static void flush(session *s) {
   rc = io_send(&s->w->loop, &s->ev_send, &s->iofd, iov, n, on_send_done);
   if (rc < 0) {
     log_error("session %016llx: cannot submit send: %s", (unsigned long long)s->sid,
-              strerror(-rc));
+              os_strerror(-rc));
     session_close(s, PIER_REASON_IO_ERROR, 1);
     return;
   }
@@ -627,8 +623,7 @@ static void on_connect_done(io_ev *ev, int res, unsigned flags, char *data) {
   const net_endpoint *ep = s->ep;
 
   if (res == 0 && s->state == SS_CONNECTING) {
-    int one = 1;
-    setsockopt(s->iofd.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    os_sock_nodelay(s->iofd.fd);
     STAT_ADD(s->w, connected_out, 1);
     session_start(s);
   } else {
