@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #define MAX_SOCKET_PATH 107 /* sun_path holds 108 bytes with the NUL */
-#define SNIPPET_BYTES 16    /* bytes shown after "syntax error snip" */
+#define SNIPPET_BYTES 16    /* bytes shown after "syntax error near" */
 
 #define ENUM_NAME(id, str) [id] = str,
 static const char *const backend_names[] = {CFG_BACKEND_MAP(ENUM_NAME)};
@@ -383,7 +383,7 @@ static int syntax_error(ctx *c, const char *text, size_t len, size_t skip,
   if (pos >= len)
     snprintf(what, sizeof what, "syntax error at end of file");
   else
-    snprintf(what, sizeof what, "syntax error snip '%s'", snip);
+    snprintf(what, sizeof what, "syntax error near '%s'", snip);
   return fail_at(c, text, len, skip, pos, what);
 }
 
