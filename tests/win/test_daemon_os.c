@@ -12,6 +12,7 @@
  * Prints "ok NAME" per check and "FAIL NAME: why" on failure; exits 0 only
  * when every check passed. */
 #include <errno.h>
+#include <aclapi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,7 +112,7 @@ static int serve(admin *a, HANDLE *t, int nt, int ms) {
   while (GetTickCount64() < end) {
     os_wait_item it[OS_WAIT_MAX];
     int n = admin_wait_items(a, it, ADMIN_MAX_WAIT_ITEMS), to = admin_timeout_ms(a);
-    if (WaitForMultipleObjects((DWORD)nt, t, TRUE, 0) == WAIT_OBJECT_0)
+    if (nt > 0 && WaitForMultipleObjects((DWORD)nt, t, TRUE, 0) == WAIT_OBJECT_0)
       return 0;
     if (os_wait(it, n, to < 0 || to > 50 ? 50 : to) < 0)
       return -1;
@@ -129,11 +130,37 @@ static int run(admin *a, req *r, int ms) {
   return rc;
 }
 
+/* The names README.md and config/README.md promise. */
+static void test_names(void) {
+  static const struct {
+    const char *path, *name;
+  } cases[] = {
+      {"C:\\pier\\config\\run\\pierd.sock", "\\\\.\\pipe\\pier-c--pier-config-run-pierd.sock"},
+      {"C:\\pier\\config/run/pierd.sock", "\\\\.\\pipe\\pier-c--pier-config-run-pierd.sock"},
+      {"\\\\.\\pipe\\My-Pier", "\\\\.\\pipe\\My-Pier"},
+  };
+  char name[300], what[80];
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int rc = os_ipc_name(cases[i].path, name, sizeof(name));
+    snprintf(what, sizeof(what), "pipe name of %s", cases[i].path);
+    CHECK(what, rc == 0 && strcmp(name, cases[i].name) == 0, "rc %d, \"%s\"", rc, name);
+  }
+  {
+    char longp[400];
+    memset(longp, 'a', sizeof(longp));
+    memcpy(longp, "C:\\", 3);
+    longp[sizeof(longp) - 1] = '\0';
+    CHECK("pipe name too long", os_ipc_name(longp, name, sizeof(name)) == -ENAMETOOLONG, "%s",
+          name);
+  }
+}
+
 static int test_admin(const char *dir) {
   char err[512], name[300], want[600], line[2000];
   admin *a, *b;
   int rc;
 
+  test_names();
   snprintf(sock_path, sizeof(sock_path), "%s\\admin.sock", dir);
   rc = admin_open(sock_path, &a, err, sizeof(err));
   CHECK("admin_open", rc == 0, "rc %d: %s", rc, err);
@@ -152,6 +179,41 @@ static int test_admin(const char *dir) {
   if (rc == 0)
     admin_close(b);
 
+  {
+    /* The pipe's access list: one entry, for the user running the server.
+     * First the server takes the refused second server's probe (a client
+     * that left at once) and offers a new instance. */
+    serve(a, NULL, 0, 200);
+    HANDLE h = CreateFileA(name, GENERIC_READ | GENERIC_WRITE | READ_CONTROL, 0, NULL,
+                           OPEN_EXISTING, 0, NULL);
+    DWORD open_err = h == INVALID_HANDLE_VALUE ? GetLastError() : 0;
+    PACL dacl = NULL;
+    PSECURITY_DESCRIPTOR sd = NULL;
+    union {
+      TOKEN_USER tu;
+      char raw[256];
+    } u;
+    HANDLE tok;
+    DWORD got;
+    void *ace = NULL;
+    int one_owner = 0;
+    if (h != INVALID_HANDLE_VALUE &&
+        GetSecurityInfo(h, SE_KERNEL_OBJECT, DACL_SECURITY_INFORMATION, NULL, NULL, &dacl, NULL,
+                        &sd) == ERROR_SUCCESS &&
+        dacl && OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &tok)) {
+      if (GetTokenInformation(tok, TokenUser, &u, sizeof(u), &got) && dacl->AceCount == 1 &&
+          GetAce(dacl, 0, &ace) && ((ACE_HEADER *)ace)->AceType == ACCESS_ALLOWED_ACE_TYPE)
+        one_owner = EqualSid(&((ACCESS_ALLOWED_ACE *)ace)->SidStart, u.tu.User.Sid);
+      CloseHandle(tok);
+    }
+    CHECK("access list: the user only", one_owner, "open error %lu, dacl %p, %d entries",
+          open_err, (void *)dacl, dacl ? dacl->AceCount : -1);
+    if (sd)
+      LocalFree(sd);
+    if (h != INVALID_HANDLE_VALUE)
+      CloseHandle(h);
+    serve(a, NULL, 0, 100); /* let the server see that client leave */
+  }
   {
     req r = {.send = "status\n", .sendlen = 7};
     run(a, &r, 5000);
@@ -258,6 +320,16 @@ static int test_admin(const char *dir) {
     CHECK("reopen after close", rc == 0, "rc %d: %s", rc, err);
     if (rc == 0)
       admin_close(b);
+    /* A pipe name given as such is used as it is. */
+    rc = admin_open("\\\\.\\pipe\\pier-test-given-name", &b, err, sizeof(err));
+    CHECK("pipe name as given", rc == 0, "rc %d: %s", rc, err);
+    if (rc == 0) {
+      rc = os_ipc_dial("\\\\.\\pipe\\pier-test-given-name", 1000, &c, &at);
+      CHECK("dial the given name", rc == 0, "rc %d", rc);
+      if (rc == 0)
+        os_ipc_conn_close(c);
+      admin_close(b);
+    }
   }
   return failures != 0;
 }
