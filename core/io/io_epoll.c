@@ -340,6 +340,7 @@ static int epoll_poll(io_loop *loop, int timeout_ms) {
 
 const io_backend io_epoll_backend = {
     .name = "epoll",
+    .shared_accept = 1,
     .init = epoll_init,
     .done = epoll_done,
     .accept = epoll_accept,
@@ -349,4 +350,5 @@ const io_backend io_epoll_backend = {
     .cancel = epoll_cancel,
     .close_fd = epoll_close_fd,
     .poll = epoll_poll,
+    .wake = io_eventfd_wake,
 };
