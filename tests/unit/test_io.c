@@ -438,7 +438,7 @@ START_TEST(test_io_post_wakes_blocked_loop) {
 END_TEST
 
 #define POSTERS 4
-#define POSTS_PER_THREAD 2000
+#define POSTS_PER_THREAD 10000
 
 typedef struct burst {
   io_loop *loop;
@@ -1200,6 +1200,381 @@ START_TEST(test_io_accept_multishot_three_connects) {
 }
 END_TEST
 
+/* ---- bursts, big sends, teardown ---- */
+
+#define BURST_CONNS 200
+
+typedef struct burst_acc {
+  io_ev ev;
+  int fds[BURST_CONNS];
+  int n;
+  int finals;
+  int extra; /* accepted beyond BURST_CONNS, or res < 0 with IO_F_MORE */
+} burst_acc;
+
+static void on_burst_acc(io_ev *ev, int res, unsigned flags, char *data) {
+  burst_acc *a = (burst_acc *)ev;
+  if (!(flags & IO_F_MORE)) {
+    a->finals++;
+    if (res >= 0)
+      tclose(res);
+    return;
+  }
+  if (res < 0 || a->n >= BURST_CONNS) {
+    a->extra++;
+    if (res >= 0)
+      tclose(res);
+    return;
+  }
+  a->fds[a->n++] = res;
+}
+
+typedef struct burst_dialer {
+  uint16_t port;
+  int fds[BURST_CONNS];
+  uint16_t ports[BURST_CONNS];
+  _Atomic int connected;
+  _Atomic int err;
+} burst_dialer;
+
+static void *burst_dial_thread(void *arg) {
+  burst_dialer *d = arg;
+  for (int k = 0; k < BURST_CONNS; k++) {
+    int fd = tdial(d->port, &d->ports[k]);
+    if (fd < 0) {
+      atomic_store(&d->err, -fd);
+      return NULL;
+    }
+    d->fds[k] = fd;
+    atomic_fetch_add(&d->connected, 1);
+  }
+  return NULL;
+}
+
+/* 200 connections as fast as one thread can make them: every one is
+ * accepted exactly once (IOCP: with 8 AcceptEx calls outstanding, re-posted
+ * as each completes), and each accepted socket is the server end of one of
+ * them (getpeername works on it: SO_UPDATE_ACCEPT_CONTEXT). */
+START_TEST(test_io_accept_burst_of_200_connects) {
+  static burst_acc a;
+  static burst_dialer d;
+  io_loop loop;
+  io_fd lfd = {0};
+  os_thread th;
+  uint64_t end;
+  int s, missing = 0;
+
+  memset(&a, 0, sizeof(a));
+  memset(&d, 0, sizeof(d));
+  loop_setup(&loop, _i, NULL);
+  s = tlisten(BURST_CONNS);
+  d.port = local_port(s);
+  lfd.fd = s;
+  ck_assert_int_eq(io_accept(&loop, &a.ev, &lfd, on_burst_acc), 0);
+  io_loop_once(&loop, 0);
+  ck_assert_int_eq(os_thread_create(&th, burst_dial_thread, &d), 0);
+  end = now_ms() + 4 * DEADLINE_MS;
+  while (a.n < BURST_CONNS && now_ms() < end)
+    io_loop_once(&loop, 50);
+  os_thread_join(th);
+  ck_assert_int_eq(atomic_load(&d.err), 0);
+  ck_assert_int_eq(atomic_load(&d.connected), BURST_CONNS);
+  run_for(&loop, 50);
+  ck_assert_int_eq(a.n, BURST_CONNS);
+  ck_assert_int_eq(a.extra, 0);
+  ck_assert_int_eq(a.finals, 0);
+  /* The same set of ports, whatever the order. */
+  for (int k = 0; k < BURST_CONNS; k++) {
+    uint16_t p = peer_port(a.fds[k]);
+    int found = 0;
+    for (int j = 0; j < BURST_CONNS && !found; j++)
+      found = d.ports[j] == p;
+    missing += !found;
+  }
+  ck_assert_int_eq(missing, 0);
+  ck_assert_int_eq(io_cancel(&loop, &a.ev), 0);
+  ck_assert(run_until(&loop, &a.finals));
+  run_for(&loop, 30);
+  ck_assert_int_eq(a.finals, 1);
+  io_close_fd(&loop, &lfd);
+  for (int k = 0; k < BURST_CONNS; k++) {
+    tclose(a.fds[k]);
+    tclose(d.fds[k]);
+  }
+  io_loop_done(&loop);
+}
+END_TEST
+
+/* A recv waiting for data (IOCP: a zero-byte WSARecv with the kernel) that
+ * is cancelled ends with exactly one final completion, -ECANCELED. */
+START_TEST(test_io_cancel_waiting_recv_ends_with_ecanceled) {
+  io_loop loop;
+  rx r;
+  int sv[2];
+
+  loop_setup(&loop, _i, NULL);
+  make_pair(sv);
+  memset(&r, 0, sizeof(r));
+  r.fd.fd = sv[0];
+  r.cap = 64;
+  r.buf = calloc(1, r.cap);
+  ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
+  run_for(&loop, 30); /* waiting, no data */
+  ck_assert_int_eq(r.finals + r.data_cbs, 0);
+  ck_assert_int_eq(io_cancel(&loop, &r.ev), 0);
+  ck_assert(run_until(&loop, &r.finals));
+  ck_assert_int_eq(tsend(sv[1], "late", 4), 4);
+  run_for(&loop, 100);
+  ck_assert_int_eq(r.finals, 1);
+  ck_assert_int_eq(r.final_res, -ECANCELED);
+  ck_assert_int_eq(r.after_final, 0);
+  ck_assert_uint_eq(r.got, 0);
+  ck_assert(!r.ev.armed);
+  io_close_fd(&loop, &r.fd);
+  tclose(sv[1]);
+  free(r.buf);
+  io_loop_done(&loop);
+}
+END_TEST
+
+/* Fills an owner with a byte so a later write into it (a completion
+ * reaching memory its owner has given up) is seen. */
+#define POISON 0xa5
+
+static int poisoned(const void *p, size_t len) {
+  const unsigned char *b = p;
+  for (size_t k = 0; k < len; k++)
+    if (b[k] != POISON)
+      return 0;
+  return 1;
+}
+
+/* io_close_fd while a recv waits: one final completion, and after it
+ * nothing touches the owner, which is then poisoned as if freed. With
+ * cancel_first the recv is cancelled just before (every backend); without,
+ * io_close_fd alone must end it (IOCP: it cancels the zero-byte WSARecv
+ * before closesocket). */
+static void close_waiting_recv(int i, int cancel_first) {
+  io_loop loop;
+  rx *r = calloc(1, sizeof(*r));
+  int sv[2];
+
+  ck_assert_ptr_nonnull(r);
+  loop_setup(&loop, i, NULL);
+  make_pair(sv);
+  r->fd.fd = sv[0];
+  r->cap = 64;
+  r->buf = calloc(1, r->cap);
+  ck_assert_int_eq(io_recv(&loop, &r->ev, &r->fd, on_rx), 0);
+  run_for(&loop, 30);
+  if (cancel_first)
+    ck_assert_int_eq(io_cancel(&loop, &r->ev), 0);
+  io_close_fd(&loop, &r->fd);
+  ck_assert_int_eq(r->fd.fd, -1);
+  ck_assert(run_until(&loop, &r->finals));
+  ck_assert_int_eq(r->finals, 1);
+  ck_assert_int_eq(r->final_res, -ECANCELED);
+  ck_assert(!r->ev.armed);
+  free(r->buf);
+  memset(r, POISON, sizeof(*r));
+  tsend(sv[1], "after", 5); /* the peer may see a reset: any result will do */
+  run_for(&loop, 100);
+  io_loop_done(&loop);
+  ck_assert_msg(poisoned(r, sizeof(*r)), "the owner was written after its final completion");
+  free(r);
+  tclose(sv[1]);
+}
+
+START_TEST(test_io_cancel_and_close_fd_leave_owner_alone) {
+  close_waiting_recv(_i, 1);
+}
+END_TEST
+
+START_TEST(test_io_close_fd_alone_ends_waiting_recv) {
+  /* io_uring and epoll take io.h's rule (no op armed at io_close_fd) as
+   * given: there the fd's recv outlives the close. */
+  if (strcmp(test_io_backend(_i), "iocp") != 0)
+    return;
+  close_waiting_recv(_i, 0);
+}
+END_TEST
+
+/* io_loop_done with a recv waiting, a send blocked on a full socket and an
+ * accept armed: no callback runs, and once it returns nothing writes into
+ * the owners (IOCP: every OVERLAPPED was cancelled and dequeued). */
+START_TEST(test_io_loop_done_with_ops_in_flight) {
+  static char filler[65536];
+  io_loop loop;
+  struct owners {
+    rx r;
+    tx t;
+    acc a;
+    io_fd wfd, lfd;
+  } *o = calloc(1, sizeof(*o));
+  int rsv[2], wsv[2], l;
+  struct iovec iov = IOV(filler, sizeof(filler));
+
+  ck_assert_ptr_nonnull(o);
+  loop_setup(&loop, _i, NULL);
+  make_pair(rsv);
+  make_pair(wsv);
+  l = tlisten(4);
+  o->r.fd.fd = rsv[0];
+  o->r.cap = 16;
+  o->r.buf = calloc(1, 16);
+  o->wfd.fd = wsv[0];
+  o->lfd.fd = l;
+  while (tsend_nb(wsv[0], filler, sizeof(filler)) > 0) {
+  }
+  ck_assert_int_eq(io_recv(&loop, &o->r.ev, &o->r.fd, on_rx), 0);
+  ck_assert_int_eq(io_send(&loop, &o->t.ev, &o->wfd, &iov, 1, on_tx), 0);
+  ck_assert_int_eq(io_accept(&loop, &o->a.ev, &o->lfd, on_acc), 0);
+  run_for(&loop, 30);
+  ck_assert_int_eq(o->r.finals + o->r.data_cbs + o->t.calls + o->a.n + o->a.finals, 0);
+  io_loop_done(&loop);
+  ck_assert_int_eq(o->r.finals + o->r.data_cbs + o->t.calls + o->a.n + o->a.finals, 0);
+  free(o->r.buf);
+  memset(o, POISON, sizeof(*o));
+  /* Let the peers go away too: anything still queued would land now. */
+  tclose(rsv[1]);
+  tclose(wsv[1]);
+  sleep_ms(50);
+  ck_assert_msg(poisoned(o, sizeof(*o)), "an owner was written after io_loop_done");
+  tclose(rsv[0]);
+  tclose(wsv[0]);
+  tclose(l);
+  free(o);
+}
+END_TEST
+
+#define BIG_PARTS 64
+#define BIG_BYTES (4u << 20)
+
+typedef struct big_reader {
+  int fd;
+  unsigned char *got;
+  size_t len;
+  _Atomic int done;
+  _Atomic int err;
+} big_reader;
+
+static void *big_read_thread(void *arg) {
+  big_reader *b = arg;
+  while (b->len < BIG_BYTES) {
+    int n = trecv(b->fd, b->got + b->len, BIG_BYTES - b->len);
+    if (n <= 0) {
+      atomic_store(&b->err, n == 0 ? EPIPE : os_sock_errno());
+      break;
+    }
+    b->len += (size_t)n;
+  }
+  atomic_store(&b->done, 1);
+  return NULL;
+}
+
+/* 4 MiB in 64 iovecs, far more than the socket buffer: resubmitted from
+ * where each completion left off (as the session's send queue does), it
+ * arrives byte for byte. */
+START_TEST(test_io_send_4mib_in_64_iovecs_arrives_exact) {
+  io_loop loop;
+  io_fd fd = {0};
+  tx t = {0};
+  big_reader br = {0};
+  os_thread th;
+  unsigned char *src = malloc(BIG_BYTES);
+  struct iovec iov[BIG_PARTS];
+  size_t sent = 0, part = BIG_BYTES / BIG_PARTS, bad_at = SIZE_MAX;
+  int sv[2], sends = 0;
+  uint64_t end;
+
+  ck_assert_ptr_nonnull(src);
+  br.got = malloc(BIG_BYTES);
+  ck_assert_ptr_nonnull(br.got);
+  for (size_t k = 0; k < BIG_BYTES; k++)
+    src[k] = test_pattern(77, k);
+  loop_setup(&loop, _i, NULL);
+  make_pair(sv);
+  set_blocking(sv[1]);
+  fd.fd = sv[0];
+  br.fd = sv[1];
+  ck_assert_int_eq(os_thread_create(&th, big_read_thread, &br), 0);
+  end = now_ms() + 4 * DEADLINE_MS;
+  while (sent < BIG_BYTES && now_ms() < end) {
+    int n = 0;
+    /* The iovecs of what is left, from the first unsent byte. */
+    for (size_t off = sent; off < BIG_BYTES && n < BIG_PARTS; n++) {
+      size_t stop = (off / part + 1) * part;
+      iov[n].iov_base = src + off;
+      iov[n].iov_len = (unsigned long)(stop - off);
+      off = stop;
+    }
+    t.calls = 0;
+    ck_assert_int_eq(io_send(&loop, &t.ev, &fd, iov, n, on_tx), 0);
+    sends++;
+    while (t.calls == 0 && now_ms() < end)
+      io_loop_once(&loop, 50);
+    ck_assert_int_eq(t.calls, 1);
+    ck_assert_msg(t.res > 0, "send %d: %d", sends, t.res);
+    sent += (size_t)t.res;
+  }
+  ck_assert_uint_eq(sent, BIG_BYTES);
+  end = now_ms() + DEADLINE_MS;
+  while (!atomic_load(&br.done) && now_ms() < end)
+    sleep_ms(5);
+  if (!atomic_load(&br.done))
+    shutdown(sv[1], 2);
+  os_thread_join(th);
+  ck_assert_int_eq(atomic_load(&br.err), 0);
+  ck_assert_uint_eq(br.len, BIG_BYTES);
+  for (size_t k = 0; k < BIG_BYTES && bad_at == SIZE_MAX; k++)
+    if (br.got[k] != src[k])
+      bad_at = k;
+  ck_assert_msg(bad_at == SIZE_MAX, "byte %zu differs", bad_at);
+  io_close_fd(&loop, &fd);
+  tclose(sv[1]);
+  io_loop_done(&loop);
+  free(src);
+  free(br.got);
+}
+END_TEST
+
+/* A listener whose backend ties a socket to one loop (shared_accept 0,
+ * IOCP) cannot accept on a second loop: -EINVAL, and no callback. Where
+ * loops may share it, both accept. */
+START_TEST(test_io_second_loop_accept_follows_shared_accept) {
+  io_loop l1, l2;
+  io_fd f1 = {0}, f2 = {0};
+  acc a1 = {0}, a2 = {0};
+  int s, rc;
+
+  loop_setup(&l1, _i, NULL);
+  loop_setup(&l2, _i, NULL);
+  s = tlisten(4);
+  f1.fd = f2.fd = s;
+  f1.shared = f2.shared = 1;
+  ck_assert_int_eq(io_accept(&l1, &a1.ev, &f1, on_acc), 0);
+  rc = io_accept(&l2, &a2.ev, &f2, on_acc);
+  if (l2.be->shared_accept) {
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(io_cancel(&l2, &a2.ev), 0);
+    ck_assert(run_until(&l2, &a2.finals));
+  } else {
+    ck_assert_int_eq(rc, -EINVAL);
+    ck_assert(!a2.ev.armed);
+    ck_assert_ptr_null(f2.rd);
+    run_for(&l2, 30);
+    ck_assert_int_eq(a2.finals + a2.n, 0);
+  }
+  ck_assert_int_eq(io_cancel(&l1, &a1.ev), 0);
+  ck_assert(run_until(&l1, &a1.finals));
+  io_close_fd(&l1, &f1);
+  io_close_fd(&l2, &f2);
+  tclose(s);
+  io_loop_done(&l1);
+  io_loop_done(&l2);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("io");
   TCase *tc = tcase_create("loop");
@@ -1227,6 +1602,14 @@ int main(void) {
   tcase_add_loop_test(tc, test_io_send_while_send_armed_is_ebusy, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_second_recv_on_fd_is_ebusy, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_accept_multishot_three_connects, 0, TEST_IO_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_accept_burst_of_200_connects, 0, TEST_IO_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_cancel_waiting_recv_ends_with_ecanceled, 0, TEST_IO_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_cancel_and_close_fd_leave_owner_alone, 0, TEST_IO_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_close_fd_alone_ends_waiting_recv, 0, TEST_IO_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_loop_done_with_ops_in_flight, 0, TEST_IO_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_send_4mib_in_64_iovecs_arrives_exact, 0, TEST_IO_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_second_loop_accept_follows_shared_accept, 0,
+                      TEST_IO_NBACKENDS);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
