@@ -648,7 +648,8 @@ static void run_done(io_loop *loop) {
     io_ev *next = ev->next;
     int stop = ev == last;
     ev->pending = 0;
-    unready(c, ev->fd); /* its owner may free the io_fd after this */
+    if (ev->op == IO_OP_RECV)
+      unready(c, ev->fd); /* its owner may free the io_fd after this */
     loop->stats.completions++;
     io_complete(ev, ev->pending_res, 0, NULL);
     if (stop)

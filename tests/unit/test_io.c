@@ -1575,6 +1575,67 @@ START_TEST(test_io_second_loop_accept_follows_shared_accept) {
 }
 END_TEST
 
+/* A recv that hits the per-wake-up read cap keeps its place while a send
+ * on the same fd completes: all of a 64 KiB backlog arrives. */
+typedef struct echo_rx {
+  rx r;
+  tx t;
+  int sends;
+} echo_rx;
+
+static io_loop *echo_loop;
+
+static void on_echo_rx(io_ev *ev, int res, unsigned flags, char *data) {
+  echo_rx *e = (echo_rx *)((char *)ev - offsetof(echo_rx, r.ev));
+  static struct iovec iov = IOV("k", 1);
+  on_rx(ev, res, flags, data);
+  if (res > 0 && !e->t.ev.armed && io_send(echo_loop, &e->t.ev, &e->r.fd, &iov, 1, on_tx) == 0)
+    e->sends++;
+}
+
+START_TEST(test_io_recv_backlog_survives_sends_on_same_fd) {
+  io_opts o = {.buf_count = 16, .buf_size = 1024};
+  static char chunk[65536];
+  io_loop loop;
+  echo_rx *e = calloc(1, sizeof(*e));
+  int sv[2], put = 0;
+  uint64_t end;
+
+  ck_assert_ptr_nonnull(e);
+  loop_setup(&loop, _i, &o);
+  echo_loop = &loop;
+  make_pair(sv);
+  for (size_t k = 0; k < sizeof(chunk); k++)
+    chunk[k] = (char)test_pattern(9, k);
+  while (put < (int)sizeof(chunk)) {
+    int n = tsend_nb(sv[1], chunk + put, sizeof(chunk) - (size_t)put);
+    ck_assert_int_gt(n, 0);
+    put += n;
+  }
+  e->r.fd.fd = sv[0];
+  e->r.cap = sizeof(chunk);
+  e->r.buf = malloc(e->r.cap);
+  ck_assert_int_eq(io_recv(&loop, &e->r.ev, &e->r.fd, on_echo_rx), 0);
+  end = now_ms() + DEADLINE_MS;
+  while (e->r.got < sizeof(chunk) && now_ms() < end)
+    io_loop_once(&loop, 50);
+  ck_assert_uint_eq(e->r.got, sizeof(chunk));
+  ck_assert_int_eq(memcmp(e->r.buf, chunk, sizeof(chunk)), 0);
+  ck_assert_int_gt(e->sends, 1);
+  ck_assert_int_eq(e->r.finals, 0);
+  ck_assert_int_eq(io_cancel(&loop, &e->r.ev), 0);
+  ck_assert(run_until(&loop, &e->r.finals));
+  end = now_ms() + DEADLINE_MS;
+  while (e->t.ev.armed && now_ms() < end)
+    io_loop_once(&loop, 50);
+  io_close_fd(&loop, &e->r.fd);
+  tclose(sv[1]);
+  free(e->r.buf);
+  free(e);
+  io_loop_done(&loop);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("io");
   TCase *tc = tcase_create("loop");
@@ -1602,6 +1663,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_io_send_while_send_armed_is_ebusy, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_second_recv_on_fd_is_ebusy, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_accept_multishot_three_connects, 0, TEST_IO_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_recv_backlog_survives_sends_on_same_fd, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_accept_burst_of_200_connects, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_cancel_waiting_recv_ends_with_ecanceled, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_cancel_and_close_fd_leave_owner_alone, 0, TEST_IO_NBACKENDS);
