@@ -723,8 +723,8 @@ static void drain(iocp_impl *c) {
     }
   }
   if (c->kernel_ops > 0)
-    log_error("iocp: %u operations still in flight after %d ms at loop teardown", (unsigned)c->kernel_ops,
-              DRAIN_MS);
+    log_error("iocp: %u operations still in flight after %d ms at loop teardown",
+              (unsigned)c->kernel_ops, DRAIN_MS);
 }
 
 static void iocp_done(io_loop *loop) {
