@@ -30,13 +30,7 @@ static int out_fd = -1;
 static int timer_after_disconnect, check_overlap;
 static atomic_int busy;
 
-/* mingw's C99 printf (which %zu needs) is checked as gnu_printf there. */
-#ifdef __MINGW_PRINTF_FORMAT
-#define RECORD_FORMAT __MINGW_PRINTF_FORMAT
-#else
-#define RECORD_FORMAT printf
-#endif
-static void record(const char *fmt, ...) __attribute__((format(RECORD_FORMAT, 1, 2)));
+static void record(const char *fmt, ...) PIER_PRINTF(1, 2);
 #include <stdarg.h>
 static void record(const char *fmt, ...) {
   char line[512];
