@@ -16,13 +16,8 @@
 
 #include "pier/plugin.h"
 
-/* Windows: no O_CLOEXEC (handles are not inherited unless asked), and
- * O_BINARY keeps "\n" from becoming "\r\n". */
-#ifndef O_CLOEXEC
-#define O_CLOEXEC 0
-#endif
-#ifndef O_BINARY
-#define O_BINARY 0
+#if !defined(O_CLOEXEC) && defined(O_NOINHERIT)
+#define O_CLOEXEC O_NOINHERIT /* Windows' C runtime */
 #endif
 
 static const pier_host *host;
@@ -66,6 +61,11 @@ static int json_int(const char *json, const char *key) {
   const char *p = strstr(json, key);
   return p ? atoi(p + strlen(key) + 1) : 0; /* compact JSON: "key":N */
 }
+
+/* Windows' C runtime turns "\n" into "\r\n" unless the file is binary. */
+#ifndef O_BINARY
+#define O_BINARY 0
+#endif
 
 static int rec_load(const pier_load_args *a) {
   const char *p = strstr(a->config_json, "\"out\":\"");
