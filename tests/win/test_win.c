@@ -710,6 +710,8 @@ START_TEST(test_win_pierctl_status_and_quit) {
   ck_assert_msg(strstr(out, "sessions 1 open, 1 accepted,"), "status:\n%s", out);
   ck_assert_msg(strstr(out, "plugin echo: echo 1.0.0, generation 1, "), "status:\n%s", out);
   ck_assert_msg(err[0] == '\0', "pierctl wrote to stderr: %s", err);
+  /* The console's text without its final OK line, which became the exit status. */
+  ck_assert_msg(!strstr(out, "OK\n"), "status:\n%s", out);
 
   const char *bad[] = {"--socket", admin, "kick", "zz", NULL};
   rc = test_daemon_pierctl(bad, out, sizeof(out), err, sizeof(err), 30000);
