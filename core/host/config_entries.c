@@ -124,8 +124,18 @@ static int is_plugin_name(const char *s) {
 
 /* Joins a relative path to base ("." keeps it relative to the cwd); absolute
  * paths are copied. Result always contains a separator, so the system loader
- * never searches its library path for it. Returns NULL when out of memory. */
+ * never searches its library path for it, and has the platform's separators
+ * (os_path_normalize). Returns NULL when out of memory. */
+static char *join_path(const char *base, const char *p);
+
 char *cfge_resolve(const char *base, const char *p) {
+  char *r = join_path(base, p);
+  if (r)
+    os_path_normalize(r);
+  return r;
+}
+
+static char *join_path(const char *base, const char *p) {
   size_t bl = strlen(base), pl = strlen(p), root = os_path_root_len(base);
   while (bl > 1 && bl > root && os_path_is_sep(base[bl - 1]))
     bl--;

@@ -33,6 +33,10 @@ size_t os_path_dir_len(const char *p);
  * trailing separator inside the root is never stripped. */
 size_t os_path_root_len(const char *p);
 
+/* Rewrites p's separators in place to os_path_sep ('/' -> '\\' on Windows;
+ * nothing on POSIX), so joined paths read consistently in messages. */
+void os_path_normalize(char *p);
+
 /* The absolute path with every link and "." / ".." resolved, as realpath(3):
  * 0 with it in out (n bytes), or a negative errno (-ENOENT when p or a
  * directory on the way does not exist, -ENAMETOOLONG when out is too small). */

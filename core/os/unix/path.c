@@ -34,6 +34,8 @@ size_t os_path_dir_len(const char *p) {
   return n ? n : 1;
 }
 
+void os_path_normalize(char *p) { (void)p; }
+
 int os_realpath(const char *p, char *out, size_t n) {
   char *r = realpath(p, NULL);
   size_t len;

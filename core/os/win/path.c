@@ -66,6 +66,12 @@ size_t os_path_dir_len(const char *p) {
   return n > root ? n : root;
 }
 
+void os_path_normalize(char *p) {
+  for (; *p; p++)
+    if (*p == '/')
+      *p = '\\';
+}
+
 int os_realpath(const char *p, char *out, size_t n) {
   wchar_t w[OS_PATH_MAX];
   HANDLE h;
