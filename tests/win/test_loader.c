@@ -282,10 +282,11 @@ static void remove_dir(const char *dir) {
 
 int main(void) {
   wchar_t w[MAX_PATH + 1];
-  char tmp[OS_PATH_MAX];
+  char tmp[OS_PATH_MAX], stale[OS_PATH_MAX], live[OS_PATH_MAX], argv0[OS_PATH_MAX];
   DWORD n = GetModuleFileNameW(NULL, w, MAX_PATH);
   w[n] = 0;
   os_win_narrow(w, here, sizeof(here));
+  os_win_narrow(w, argv0, sizeof(argv0));
   here[os_path_dir_len(here)] = '\0';
   GetTempPathW(MAX_PATH + 1, w);
   os_win_narrow(w, tmp, sizeof(tmp));
@@ -294,9 +295,19 @@ int main(void) {
   CreateDirectoryW(wide(work), NULL);
   CreateDirectoryW(wide(plugins), NULL);
   CHECK(os_realpath(plugins, confine, sizeof(confine)) == 0, "realpath %s", plugins);
+  /* A copy left by a process that is gone (no Windows process id is odd)
+   * and one named with this process's id: the first load deletes the first
+   * only. */
+  snprintf(stale, sizeof(stale), "%spier-old-plugin-999999-1.dll", tmp);
+  snprintf(live, sizeof(live), "%spier-live-%lu-1.dll", tmp, (unsigned long)GetCurrentProcessId());
+  write_prefix(argv0, stale, 64);
+  write_prefix(argv0, live, 64);
 
   test_paths();
   test_load_overwrite_reload();
+  CHECK(GetFileAttributesW(wide(stale)) == INVALID_FILE_ATTRIBUTES, "stale copy deleted");
+  CHECK(GetFileAttributesW(wide(live)) != INVALID_FILE_ATTRIBUTES, "live copy kept");
+  DeleteFileW(wide(live));
   test_refusals();
   test_callback_symbols();
 

@@ -6,8 +6,9 @@
  * and loaded from it: a DLL that is loaded cannot be written, renamed over or
  * deleted on Windows, so loading the original would lock the operator out of
  * replacing it; the copy is what stays locked. It is deleted after
- * FreeLibrary (a loaded image cannot be deleted before; a copy left by a
- * process that died is harmless, with a name no later process reuses). */
+ * FreeLibrary (a loaded image cannot be deleted before). Copies left by a
+ * process that died (a crash) are deleted at the first load of a later
+ * process. */
 #include "os/dl.h"
 
 #include <errno.h>
@@ -29,6 +30,59 @@ struct os_dl {
 };
 
 static volatile LONG copies; /* numbers the private copies of this process */
+static os_once_t swept = OS_ONCE_INIT;
+
+/* The process id in a private copy's name, pier-<name>-<pid>-<n>.dll (the
+ * name may hold '-' itself), or 0. */
+static DWORD pid_of_copy(const wchar_t *file) {
+  const wchar_t *end = wcsrchr(file, L'-'), *p = end;
+  DWORD pid = 0;
+  if (!end || wcsncmp(file, L"pier-", 5) != 0)
+    return 0;
+  while (p > file && p[-1] != L'-')
+    p--;
+  if (p == end || p - 1 <= file + 4)
+    return 0;
+  for (; p < end; p++) {
+    if (*p < L'0' || *p > L'9' || pid > 0xffffffffu / 10)
+      return 0;
+    pid = pid * 10 + (DWORD)(*p - L'0');
+  }
+  return pid;
+}
+
+/* Deletes the private copies of processes that are gone. A copy some live
+ * process has loaded could not be deleted anyway; one it is still writing
+ * or checking is spared by asking whether its process exists. */
+static void sweep_stale_copies(void) {
+  wchar_t tmp[MAX_PATH + 1], pat[MAX_PATH + 32], file[MAX_PATH + 300];
+  WIN32_FIND_DATAW fd;
+  HANDLE h;
+  DWORD len = GetTempPathW(MAX_PATH + 1, tmp), self = GetCurrentProcessId();
+  if (len == 0 || len > MAX_PATH)
+    return;
+  _snwprintf(pat, MAX_PATH + 32, L"%lspier-*-*-*.dll", tmp);
+  pat[MAX_PATH + 31] = L'\0';
+  if ((h = FindFirstFileW(pat, &fd)) == INVALID_HANDLE_VALUE)
+    return;
+  do {
+    DWORD pid = pid_of_copy(fd.cFileName);
+    HANDLE proc;
+    if (pid == 0 || pid == self)
+      continue;
+    proc = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
+    if (proc) {
+      CloseHandle(proc);
+      continue;
+    }
+    if (GetLastError() != ERROR_INVALID_PARAMETER) /* exists, not ours to open */
+      continue;
+    _snwprintf(file, MAX_PATH + 300, L"%ls%ls", tmp, fd.cFileName);
+    file[MAX_PATH + 299] = L'\0';
+    DeleteFileW(file);
+  } while (FindNextFileW(h, &fd));
+  FindClose(h);
+}
 
 static int check_confined(HANDLE h, const os_dl_spec *spec, char *err, size_t errlen) {
   char real[OS_PATH_MAX];
@@ -237,6 +291,7 @@ int os_dl_open(const os_dl_spec *spec, os_dl **out, char *err, size_t errlen) {
   int rc;
 
   *out = NULL;
+  os_once(&swept, sweep_stale_copies);
   if (!(dl = calloc(1, sizeof(*dl)))) {
     snprintf(err, errlen, "plugin \"%s\" (%s): cannot load: %s", spec->name, spec->path,
              os_strerror(ENOMEM));
