@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* TEST_PRINTF(f, a) marks a printf-like test helper (format string at f,
+ * arguments from a) for the C99 printf both platforms format with. */
 #ifdef _WIN32
 /* check.h declares its message functions format(printf), which GCC for
  * mingw-w64 reads as msvcrt's printf (no %jd or %zu); libcheck formats with
@@ -22,8 +24,10 @@
 #define printf gnu_printf
 #include <check.h>
 #undef printf
+#define TEST_PRINTF(f, a) __attribute__((format(gnu_printf, f, a)))
 #else
 #include <check.h>
+#define TEST_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #endif
 
 #include "net/net.h"
