@@ -6,16 +6,29 @@
 #   pier_ensure_deps test   that plus everything tools/test uses: valgrind
 #                           (tools/test-valgrind), python3 (its clients),
 #                           clang-14 and libclang-rt-14-dev (libFuzzer and the
-#                           sanitizer runtimes for tools/test-fuzz)
+#                           sanitizer runtimes for tools/test-fuzz), and
+#                           the windows set below (tools/test-windows)
+#   pier_ensure_deps windows
+#                           the build set plus the Windows cross-build and
+#                           its test runner (tools/build-windows,
+#                           tools/test-windows): mingw-w64 (gcc for
+#                           x86_64-w64-mingw32), wine and wine64 (run the
+#                           .exe tests; 64-bit only, no i386 multiarch) and
+#                           dpkg-dev (apt-get source unpacks Debian's cJSON
+#                           and Check sources with it, tools/win-deps.sh)
 #
 # The configure step needs check even for tools/run: the test suites are part
 # of the one CMake tree. gcc brings libasan, libubsan and libtsan with it.
 PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev)
 PIER_DEPS_TEST=(valgrind python3 clang-14 libclang-rt-14-dev)
+PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 
 pier_ensure_deps() {
   local pkgs=("${PIER_DEPS_BUILD[@]}") missing=() p
-  [ "${1:-}" = test ] && pkgs+=("${PIER_DEPS_TEST[@]}")
+  case "${1:-}" in
+    test) pkgs+=("${PIER_DEPS_TEST[@]}" "${PIER_DEPS_WINDOWS[@]}") ;;
+    windows) pkgs+=("${PIER_DEPS_WINDOWS[@]}") ;;
+  esac
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done

@@ -362,9 +362,9 @@ static int fail_at(ctx *c, const char *text, size_t len, size_t skip,
 
 static int syntax_error(ctx *c, const char *text, size_t len, size_t skip,
                         size_t pos) {
-  char near[128], what[160];
+  char snip[128], what[160];
   size_t n = 0, show = cfgr_cut_len(text + pos, len - pos, SNIPPET_BYTES);
-  near[0] = '\0';
+  snip[0] = '\0';
   for (size_t i = 0; i < show; i++) {
     unsigned char ch = (unsigned char)text[pos + i];
     char tmp[8];
@@ -375,15 +375,15 @@ static int syntax_error(ctx *c, const char *text, size_t len, size_t skip,
     else if (ch < 0x20 || ch == 0x7f) snprintf(tmp, sizeof tmp, "\\x%02x", ch);
     else tmp[0] = (char)ch, tmp[1] = '\0';
     size_t tl = strlen(tmp);
-    if (n + tl >= sizeof near)
+    if (n + tl >= sizeof snip)
       break;
-    memcpy(near + n, tmp, tl + 1);
+    memcpy(snip + n, tmp, tl + 1);
     n += tl;
   }
   if (pos >= len)
     snprintf(what, sizeof what, "syntax error at end of file");
   else
-    snprintf(what, sizeof what, "syntax error near '%s'", near);
+    snprintf(what, sizeof what, "syntax error near '%s'", snip);
   return fail_at(c, text, len, skip, pos, what);
 }
 

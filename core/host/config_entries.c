@@ -9,7 +9,7 @@
 
 #include "host/config_internal.h"
 
-#include <arpa/inet.h>
+#include "os/os.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>

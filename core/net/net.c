@@ -38,7 +38,7 @@ static size_t ip_hash(const uint8_t key[17], size_t buckets) {
   return (size_t)(h % buckets);
 }
 
-/* Counts one more session from peer; -EUSERS if that would pass the cap. */
+/* Counts one more session from peer; -ENOSPC if that would pass the cap. */
 int net_ip_acquire(net *n, const net_addr *peer) {
   uint8_t key[17];
   ip_count **pp, *e;
@@ -57,7 +57,7 @@ int net_ip_acquire(net *n, const net_addr *peer) {
   if (!e)
     rc = -ENOMEM;
   else if (e->count >= n->opts.max_conns_per_ip)
-    rc = -EUSERS;
+    rc = -ENOSPC;
   else
     e->count++;
   os_mutex_unlock(&n->ip_mu);
