@@ -304,7 +304,7 @@ START_TEST(test_net_abort_resets_peer) {
 
   ck_assert(wait_for(&v->connected, 1));
   ck_assert_int_eq(net_abort(v->n, v->sids[0], PIER_REASON_KICKED), 0);
-  ck_assert_int_eq(test_recv_until_close(fd, NULL), -ECONNRESET);
+  test_assert_reset(test_recv_until_close(fd, NULL));
   ck_assert(wait_for(&v->disconnected, 1));
   ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_KICKED]), 1);
   os_sock_close(fd);
@@ -350,7 +350,7 @@ START_TEST(test_net_close_deadline_reports_flush_timeout) {
   ck_assert_int_eq(atomic_load(&v->disconnected), 1);
   ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_FLUSH_TIMEOUT]), 1);
   ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_CLOSED]), 0);
-  ck_assert_int_eq(test_recv_until_close(fd, NULL), -ECONNRESET);
+  test_assert_reset(test_recv_until_close(fd, NULL));
   os_sock_close(fd);
   srv_free(v);
 }
@@ -500,7 +500,7 @@ START_TEST(test_net_cross_thread_oversize_send_disconnects) {
   ck_assert(wait_for(&v->disconnected, 1));
   ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
   ck_assert_int_eq(net_send(v->n, v->sids[0], "x", 1), -ENOTCONN);
-  ck_assert_int_eq(test_recv_until_close(fd, NULL), -ECONNRESET);
+  test_assert_reset(test_recv_until_close(fd, NULL));
   net_get_stats(v->n, &st);
   ck_assert_uint_eq(st.send_queue_full, 1);
   os_sock_close(fd);
@@ -576,7 +576,7 @@ START_TEST(test_net_send_timeout_resets_non_reader) {
   ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_TIMEOUT]), 1);
   ck_assert_uint_ge(took, 300);
   ck_assert_uint_lt(took, 3000);
-  ck_assert_int_eq(test_recv_until_close(hog, NULL), -ECONNRESET);
+  test_assert_reset(test_recv_until_close(hog, NULL));
   os_sock_close(hog);
   ck_assert_str_eq(net_reason_text(PIER_REASON_SEND_TIMEOUT),
                    "no send progress within send_timeout_ms (peer not reading)");
@@ -1108,8 +1108,8 @@ START_TEST(test_net_bad_packet_size_closes_only_that_session) {
 
   test_send_all(small, "\x03\x00\x01\x00", 4);
   test_send_all(big, "\x01\x04\x01\x00", 4); /* 1025 > 1024 */
-  ck_assert_int_eq(test_recv_until_close(small, &got), -ECONNRESET);
-  ck_assert_int_eq(test_recv_until_close(big, &got), -ECONNRESET);
+  test_assert_reset(test_recv_until_close(small, &got));
+  test_assert_reset(test_recv_until_close(big, &got));
   ck_assert(wait_for(&v->disconnected, 2));
   ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_PACKET_TOO_SMALL]), 1);
   ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_PACKET_TOO_LARGE]), 1);

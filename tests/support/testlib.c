@@ -150,6 +150,12 @@ int test_rm_rf(const char *path) {
 
 static void platform_run_setup(void) {}
 
+/* Wine's ntdll exports wine_get_version; Windows' does not. */
+int test_under_wine(void) {
+  HMODULE ntdll = GetModuleHandleA("ntdll.dll");
+  return ntdll && GetProcAddress(ntdll, "wine_get_version") != NULL;
+}
+
 #else /* POSIX */
 
 #include <fcntl.h>
@@ -244,6 +250,8 @@ int test_rm_rf(const char *path) {
 
 /* A send to a peer that reset would otherwise kill the test process. */
 static void platform_run_setup(void) { signal(SIGPIPE, SIG_IGN); }
+
+int test_under_wine(void) { return 0; }
 
 #endif
 
@@ -341,6 +349,8 @@ int test_recv_until_close(int fd, size_t *got) {
     *got = total;
   return n < 0 ? (int)n : 0;
 }
+
+int test_is_reset(int rc) { return rc == -ECONNRESET || (rc == 0 && test_under_wine()); }
 
 int test_wait(int (*cond)(void *arg), void *arg, int timeout_ms) {
   uint64_t end = os_clock_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);

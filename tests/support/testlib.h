@@ -71,6 +71,22 @@ long test_sock_recv(int fd, void *buf, size_t len);
 int test_sock_nonblock(int fd);
 /* SO_RCVBUF; 0 or -errno. */
 int test_sock_rcvbuf(int fd, int bytes);
+/* Whether rc, from test_recv_until_close, is the reset (RST) of an abortive
+ * close: -ECONNRESET. Under Wine also 0, a clean EOF: Wine 8 closes a
+ * socket with SO_LINGER {1, 0} by FIN, not RST (checked with a bare Winsock
+ * program), so there the peer cannot tell the two closes apart; on Linux and
+ * on Windows itself only the reset counts. */
+int test_is_reset(int rc);
+/* Asserts test_is_reset(rc), naming what came instead. A macro, so that a
+ * failure points at the caller's line. */
+#define test_assert_reset(rc)                                                                  \
+  do {                                                                                         \
+    int rc_ = (rc);                                                                            \
+    ck_assert_msg(test_is_reset(rc_), "expected a reset (RST), got %s",                        \
+                  rc_ ? os_strerror(-rc_) : "a clean EOF (FIN)");                              \
+  } while (0)
+/* 1 when running under Wine rather than on Windows itself. */
+int test_under_wine(void);
 /* A loopback port that nobody listens on now (bound, read and released),
  * for connects that must be refused. */
 uint16_t test_unused_port(void);
