@@ -7,10 +7,11 @@
 
 #include <stdint.h>
 
-/* printf checking against the C library's printf: on mingw that is its own
- * C99 one (__USE_MINGW_ANSI_STDIO), not the old msvcrt format rules. */
-#ifdef __MINGW_PRINTF_FORMAT
-#define LOG_PRINTF __MINGW_PRINTF_FORMAT
+/* printf checking against the printf pier formats with: on mingw that is
+ * its C99 one (__USE_MINGW_ANSI_STDIO), and GCC's "printf" there would
+ * check the old msvcrt rules (no %zu) instead. */
+#ifdef __MINGW32__
+#define LOG_PRINTF gnu_printf
 #else
 #define LOG_PRINTF printf
 #endif

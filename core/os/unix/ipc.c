@@ -1,5 +1,6 @@
 /* The admin channel on POSIX: a unix stream socket at a path, mode 0600 in a
  * directory created 0700. The server side is nonblocking and polled. */
+#include "base/log.h"
 #include "os/ipc.h"
 
 #include <errno.h>
@@ -29,7 +30,7 @@ struct os_ipc_conn {
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(LOG_PRINTF, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
   va_list ap;
   if (!err || errlen == 0)

@@ -7,6 +7,7 @@
  * overlapped with manual-reset events: a read or write that cannot finish
  * at once stays pending in the caller's buffer, and the same call made again
  * after the event is set collects its result. */
+#include "base/log.h"
 #include "os/ipc.h"
 #include "os/os.h"
 
@@ -69,7 +70,7 @@ static int win_err(DWORD e) {
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(LOG_PRINTF, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
   va_list ap;
   if (!err || errlen == 0)
