@@ -16,6 +16,10 @@
 
 #include "pier/plugin.h"
 
+#if !defined(O_CLOEXEC) && defined(O_NOINHERIT)
+#define O_CLOEXEC O_NOINHERIT /* Windows' C runtime */
+#endif
+
 static const pier_host *host;
 static int out_fd = -1;
 static int timer_after_disconnect, check_overlap;

@@ -62,11 +62,13 @@ START_TEST(test_config_default_file_loads) {
 
   ck_assert_uint_eq(cfg->nplugins, 2);
   ck_assert_str_eq(cfg->plugins[0].name, "echo");
-  ck_assert_str_eq(cfg->plugins[0].path, "../plugins/echo.so");
+  ck_assert_str_eq(cfg->plugins[0].path, "../plugins/echo");
   ck_assert_str_eq(cfg->plugins[0].resolved_path,
                    PIER_SOURCE_DIR "/config/../plugins/echo.so");
   ck_assert_str_eq(cfg->plugins[1].name, "chat");
-  ck_assert_str_eq(cfg->plugins[1].path, "../plugins/chat.so");
+  ck_assert_str_eq(cfg->plugins[1].path, "../plugins/chat");
+  ck_assert_str_eq(cfg->plugins[1].resolved_path,
+                   PIER_SOURCE_DIR "/config/../plugins/chat.so");
   ck_assert_str_eq(cfg->plugins[1].config_json, "{}");
 
   ck_assert_uint_eq(cfg->nlisteners, 2);
@@ -218,6 +220,23 @@ START_TEST(test_config_plugin_path_resolution) {
   check_resolved(".", "echo.so", "./echo.so"); /* never a bare name */
   check_resolved(".", "../plugins/echo.so", "../plugins/echo.so");
   check_resolved(NULL, "echo.so", "./echo.so");
+}
+END_TEST
+
+/* A last path component without a '.' gets the platform's extension (.so
+ * here); any '.' in it, even a trailing one, leaves the path as written. */
+START_TEST(test_config_plugin_path_platform_extension) {
+  check_resolved("/etc/pier", "echo", "/etc/pier/echo.so");
+  check_resolved("/etc/pier", "../plugins/echo", "/etc/pier/../plugins/echo.so");
+  check_resolved("/etc/pier", "/opt/pier/chat", "/opt/pier/chat.so");
+  check_resolved(".", "echo", "./echo.so");
+  check_resolved(".", "../plugins/echo", "../plugins/echo.so");
+  check_resolved("/etc/pier", "v1.2/echo", "/etc/pier/v1.2/echo.so"); /* a dot in a directory */
+  check_resolved("/etc/pier", "echo.so", "/etc/pier/echo.so");
+  check_resolved("/etc/pier", "echo.dll", "/etc/pier/echo.dll"); /* kept as written */
+  check_resolved("/etc/pier", "echo.so.1", "/etc/pier/echo.so.1");
+  check_resolved("/etc/pier", "echo.", "/etc/pier/echo.");
+  check_resolved("/etc/pier", ".echo", "/etc/pier/.echo");
 }
 END_TEST
 
@@ -825,6 +844,7 @@ static Suite *config_suite(void) {
   tcase_add_test(tc, test_config_every_key_set);
   tcase_add_test(tc, test_config_limits_lowest_values);
   tcase_add_test(tc, test_config_plugin_path_resolution);
+  tcase_add_test(tc, test_config_plugin_path_platform_extension);
   tcase_add_loop_test(tc, test_config_rejects_bad_input, 0,
                       (int)(sizeof bad / sizeof bad[0]));
   tcase_add_test(tc, test_config_reports_every_error_in_file_order);
