@@ -38,11 +38,19 @@
 #endif
 
 /* tcase_add_loop_test(tc, fn, 0, TEST_NBACKENDS): _i picks the backend.
- * Linux has io_uring and epoll, Windows IOCP. */
+ * Linux has io_uring and epoll, Windows IOCP.
+ *
+ * TEST_SEP is the separator pier writes when it joins paths, TEST_DL_EXT
+ * the extension of a plugin file: literals for expectations, so that a
+ * wrong os_path_sep or os_dl_ext shows. */
 #ifdef _WIN32
 #define TEST_NBACKENDS 1
+#define TEST_SEP "\\"
+#define TEST_DL_EXT ".dll"
 #else
 #define TEST_NBACKENDS 2
+#define TEST_SEP "/"
+#define TEST_DL_EXT ".so"
 #endif
 const char *test_backend(int i);
 
