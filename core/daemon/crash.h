@@ -1,7 +1,8 @@
-/* Crash report: on a fatal signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT)
- * pierd writes to stderr what happened, a backtrace and the plugins that were
- * loaded (with versions and generations) — most crashes in a plugin host are
- * a plugin's — then dies of the same signal, so core dumps still work. */
+/* Crash report: on a fatal signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT;
+ * on Windows an unhandled exception or abort()) pierd writes to stderr what
+ * happened, a backtrace and the plugins that were loaded (with versions and
+ * generations) — most crashes in a plugin host are a plugin's — then dies of
+ * the same signal (exception), so core dumps still work. */
 #ifndef PIER_DAEMON_CRASH_H
 #define PIER_DAEMON_CRASH_H
 

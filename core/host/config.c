@@ -16,14 +16,12 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 
-#include "os/os.h"
-#include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+
+#include "os/os.h"
+#include "os/path.h"
 
 #define MAX_SOCKET_PATH 107 /* sun_path holds 108 bytes with the NUL */
 #define SNIPPET_BYTES 16    /* bytes shown after "syntax error near" */
@@ -96,14 +94,6 @@ static const char *printable(const char *in, char *out, size_t len) {
   return out;
 }
 
-/* Whether the absolute, link-free path lies in dir (also link-free). */
-static int inside(const char *path, const char *dir) {
-  size_t n = strlen(dir);
-  if (n == 1 && dir[0] == '/')
-    return path[0] == '/';
-  return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
-}
-
 /* With plugin_dir set, each plugin file must lie in that directory or below
  * it once every symbolic link and ".." is resolved: the file's own path when
  * it exists (a link to a file elsewhere is refused, a link that stays inside
@@ -111,13 +101,14 @@ static int inside(const char *path, const char *dir) {
  * checks again what it opens). nodes[i] is plugins[i]'s object. */
 static int check_plugin_dir(ctx *c, cfg_server *cfg, const cJSON *arr,
                             const cJSON *const *nodes) {
-  char dir[PATH_MAX], real[PATH_MAX], tmp[PATH_MAX], shown[PATH_MAX], where[PATH_MAX];
+  char dir[OS_PATH_MAX], real[OS_PATH_MAX], tmp[OS_PATH_MAX], shown[OS_PATH_MAX],
+      where[OS_PATH_MAX];
   int rc = 0;
   mark save;
   if (!cfg->plugin_dir)
     return 0;
-  if (!realpath(cfg->plugin_dir, dir)) {
-    int e = errno;
+  int e = -os_realpath(cfg->plugin_dir, dir, sizeof(dir));
+  if (e) {
     save = cfgr_path_root(c);
     cfgr_path_key(c, "plugin_dir");
     rc = cfgr_fail(c, -ENOENT, "directory %s: %s", printable(cfg->plugin_dir, shown, sizeof(shown)),
@@ -136,26 +127,23 @@ static int check_plugin_dir(ctx *c, cfg_server *cfg, const cJSON *arr,
     cfgr_path_node(c, "plugins", arr);
     cfgr_path_index(c, i, nodes[i]);
     cfgr_path_node(c, "path", cfgr_member(nodes[i], "path"));
-    int exists = realpath(p->resolved_path, real) != NULL, e = errno;
+    e = -os_realpath(p->resolved_path, real, sizeof(real));
+    int exists = e == 0;
     if (!exists && e != ENOENT) {
       rc = cfgr_first(rc, cfgr_fail(c, -e, "cannot resolve %s: %s",
                                     printable(p->resolved_path, shown, sizeof(shown)),
                                     os_strerror(e)));
     } else {
-      char *slash = NULL;
       if (!exists) {
-        snprintf(tmp, sizeof(tmp), "%s", p->resolved_path);
-        slash = strrchr(tmp, '/');
-        if (slash == tmp)
-          slash[1] = '\0';
-        else if (slash)
-          *slash = '\0';
+        size_t n = os_path_dir_len(p->resolved_path);
+        snprintf(tmp, sizeof(tmp), "%.*s", (int)n, n ? p->resolved_path : ".");
+        e = -os_realpath(tmp, real, sizeof(real));
       }
-      if (!exists && !realpath(slash ? tmp : ".", real))
+      if (!exists && e)
         rc = cfgr_first(rc, cfgr_fail(c, -ENOENT, "directory of %s: %s",
                                       printable(p->resolved_path, shown, sizeof(shown)),
-                                      os_strerror(errno)));
-      else if (!inside(real, dir))
+                                      os_strerror(e)));
+      else if (!os_path_inside(real, dir))
         rc = cfgr_first(rc, cfgr_fail(c, -EPERM, "\"%s\" %s %s, outside plugin_dir (%s)",
                                       printable(p->path, shown, sizeof(shown)),
                                       exists ? "resolves to" : "is in",
@@ -362,9 +350,9 @@ static int fail_at(ctx *c, const char *text, size_t len, size_t skip,
 
 static int syntax_error(ctx *c, const char *text, size_t len, size_t skip,
                         size_t pos) {
-  char snip[128], what[160];
+  char snippet[128], what[160];
   size_t n = 0, show = cfgr_cut_len(text + pos, len - pos, SNIPPET_BYTES);
-  snip[0] = '\0';
+  snippet[0] = '\0';
   for (size_t i = 0; i < show; i++) {
     unsigned char ch = (unsigned char)text[pos + i];
     char tmp[8];
@@ -375,15 +363,15 @@ static int syntax_error(ctx *c, const char *text, size_t len, size_t skip,
     else if (ch < 0x20 || ch == 0x7f) snprintf(tmp, sizeof tmp, "\\x%02x", ch);
     else tmp[0] = (char)ch, tmp[1] = '\0';
     size_t tl = strlen(tmp);
-    if (n + tl >= sizeof snip)
+    if (n + tl >= sizeof snippet)
       break;
-    memcpy(snip + n, tmp, tl + 1);
+    memcpy(snippet + n, tmp, tl + 1);
     n += tl;
   }
   if (pos >= len)
     snprintf(what, sizeof what, "syntax error at end of file");
   else
-    snprintf(what, sizeof what, "syntax error near '%s'", snip);
+    snprintf(what, sizeof what, "syntax error near '%s'", snippet);
   return fail_at(c, text, len, skip, pos, what);
 }
 
@@ -513,16 +501,12 @@ int cfg_load_text(const char *text, size_t len, const char *name,
   return 0;
 }
 
-/* Directory part of path: "." when it has none, "/" for a file in the root. */
+/* Directory part of path: "." when it has none, the root for a file in the
+ * root. */
 static char *dir_of(const char *path) {
-  const char *slash = strrchr(path, '/');
-  if (!slash)
-    return strdup(".");
-  size_t n = (size_t)(slash - path);
-  while (n > 0 && path[n - 1] == '/')
-    n--;
+  size_t n = os_path_dir_len(path);
   if (n == 0)
-    return strdup("/");
+    return strdup(".");
   char *d = malloc(n + 1);
   if (d) {
     memcpy(d, path, n);
@@ -540,40 +524,15 @@ int cfg_load_file(const char *path, cfg_server **out, char *err,
   }
   *out = NULL;
 
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int e = errno;
-    cfgr_fail(&c, -e, "cannot read: %s", os_strerror(e));
-    return cfgr_finish(&c, err, errlen);
-  }
-  struct stat st;
-  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-    close(fd);
-    cfgr_fail(&c, -EISDIR, "cannot read: %s", os_strerror(EISDIR));
-    return cfgr_finish(&c, err, errlen);
-  }
   char *buf = malloc(CFG_MAX_FILE_SIZE + 1);
   if (!buf) {
-    close(fd);
     cfgr_oom(&c);
     return cfgr_finish(&c, err, errlen);
   }
   size_t len = 0;
-  int rc = 0;
-  while (len <= CFG_MAX_FILE_SIZE) {
-    ssize_t r = read(fd, buf + len, CFG_MAX_FILE_SIZE + 1 - len);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0) {
-      int e = errno;
-      rc = cfgr_fail(&c, -e, "cannot read: %s", os_strerror(e));
-      break;
-    }
-    if (r == 0)
-      break;
-    len += (size_t)r;
-  }
-  close(fd);
+  int rc = os_read_file(path, buf, CFG_MAX_FILE_SIZE + 1, &len);
+  if (rc < 0)
+    rc = cfgr_fail(&c, rc, "cannot read: %s", os_strerror(-rc));
   if (rc == 0 && len > CFG_MAX_FILE_SIZE)
     rc = cfgr_fail(&c, -EFBIG, "file too large (more than %d bytes)",
                    CFG_MAX_FILE_SIZE);

@@ -9,13 +9,16 @@
 
 #include "host/config_internal.h"
 
-#include "os/os.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "os/dl.h"
+#include "os/os.h"
+#include "os/path.h"
 
 #define MAX_PATH_LEN 4096   /* longest plugin path after resolving */
 #define MAX_SYMBOL_LEN 128
@@ -120,16 +123,26 @@ static int is_plugin_name(const char *s) {
 }
 
 /* Joins a relative path to base ("." keeps it relative to the cwd); absolute
- * paths are copied. Result always contains a '/', so dlopen never searches
- * the library path for it. Returns NULL when out of memory. */
+ * paths are copied. Result always contains a separator, so the system loader
+ * never searches its library path for it, and has the platform's separators
+ * (os_path_normalize). Returns NULL when out of memory. */
+static char *join_path(const char *base, const char *p);
+
 char *cfge_resolve(const char *base, const char *p) {
-  size_t bl = strlen(base), pl = strlen(p);
-  while (bl > 1 && base[bl - 1] == '/')
+  char *r = join_path(base, p);
+  if (r)
+    os_path_normalize(r);
+  return r;
+}
+
+static char *join_path(const char *base, const char *p) {
+  size_t bl = strlen(base), pl = strlen(p), root = os_path_root_len(base);
+  while (bl > 1 && bl > root && os_path_is_sep(base[bl - 1]))
     bl--;
-  if (p[0] == '/')
+  if (os_path_is_absolute(p))
     return strdup(p);
   if (bl == 1 && base[0] == '.') {
-    if (strchr(p, '/'))
+    if (os_path_has_sep(p))
       return strdup(p);
     base = ".";
   }
@@ -138,9 +151,27 @@ char *cfge_resolve(const char *base, const char *p) {
     return NULL;
   memcpy(r, base, bl);
   size_t k = bl;
-  if (!(bl == 1 && base[0] == '/'))
-    r[k++] = '/';
+  if (!(bl == root && os_path_is_sep(base[bl - 1])))
+    r[k++] = os_path_sep[0];
   memcpy(r + k, p, pl + 1);
+  return r;
+}
+
+/* A plugin path whose last component has no '.' names the platform's
+ * library file: "plugins/echo" is plugins/echo.so on POSIX and
+ * plugins\echo.dll on Windows, so one server.json serves both. Returns
+ * path (not copied), or a new string with the extension (NULL when out of
+ * memory). */
+static char *with_platform_ext(char *path) {
+  size_t n = strlen(path), e = strlen(os_dl_ext);
+  const char *base = os_path_base(path);
+  if (!*base || strchr(base, '.'))
+    return path;
+  char *r = malloc(n + e + 1);
+  if (r) {
+    memcpy(r, path, n);
+    memcpy(r + n, os_dl_ext, e + 1);
+  }
   return r;
 }
 
@@ -271,8 +302,10 @@ int cfge_parse_plugin(ctx *c, const cJSON *v, cfg_plugin *p) {
       return -ENOMEM;
     rc = cfgr_first(rc, r);
     if (p->path) {
-      char *full = cfge_resolve(c->base_dir, p->path);
-      if (!full)
+      char *full = cfge_resolve(c->base_dir, p->path), *ext = full ? with_platform_ext(full) : NULL;
+      if (ext != full)
+        free(full);
+      if (!(full = ext))
         return cfgr_oom(c);
       if (strlen(full) >= MAX_PATH_LEN) {
         rc = cfgr_first(rc, cfgr_fail(c, -ENAMETOOLONG, "path too long (more than %d bytes)",

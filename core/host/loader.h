@@ -1,17 +1,18 @@
-/* Plugin loader: loads a plugin's shared library from a private copy, checks
- * its descriptor against the host's ABI, and binds its callbacks (from the
- * descriptor, or from exported symbols that server.json names). Every refusal
- * says exactly what differs. */
+/* Plugin loader: loads a plugin's shared library from a private copy
+ * (os/dl.h), checks its descriptor against the host's ABI, and binds its
+ * callbacks (from the descriptor, or from exported symbols that server.json
+ * names). Every refusal says exactly what differs. */
 #ifndef PIER_HOST_LOADER_H
 #define PIER_HOST_LOADER_H
 
 #include <stddef.h>
 
 #include "host/config.h"
+#include "os/dl.h"
 #include "pier/plugin.h"
 
 typedef struct plugin_image {
-  void *dl;
+  os_dl *dl;
   const pier_plugin *desc;
   pier_plugin cb;    /* the callbacks in effect */
   char name[64];     /* descriptor's name */

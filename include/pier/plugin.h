@@ -205,7 +205,14 @@ typedef void (*pier_on_send_fn)(pier_sid sid, size_t bytes);
 typedef void (*pier_on_disconnected_fn)(pier_sid sid, pier_reason reason);
 typedef void (*pier_on_tick_fn)(uint64_t now_ms);
 
+/* Marks what the daemon looks up in the plugin: the descriptor, and any
+ * callback that server.json names. Build with hidden visibility (POSIX) so
+ * that nothing else is exported; a DLL exports only what is marked. */
+#ifdef _WIN32
+#define PIER_EXPORT __declspec(dllexport)
+#else
 #define PIER_EXPORT __attribute__((visibility("default")))
+#endif
 
 /* Defines the exported descriptor:
  *   PIER_PLUGIN("echo", "1.0.0", .on_recv = echo_recv, .on_load = echo_load);

@@ -124,6 +124,10 @@ static const refusal refusals[] = {
     {"{\"plugins\": [{\"name\": \"gone\", \"path\": \"" TP "/missing.so\"}],"
      " \"listeners\": [{\"port\": 0, \"plugin\": \"gone\"}]}",
      "plugin \"gone\": cannot open " TP "/missing.so: No such file or directory"},
+    /* Without an extension, the platform's: the error names the file tried. */
+    {"{\"plugins\": [{\"name\": \"gone\", \"path\": \"" TP "/missing\"}],"
+     " \"listeners\": [{\"port\": 0, \"plugin\": \"gone\"}]}",
+     "plugin \"gone\": cannot open " TP "/missing.so: No such file or directory"},
     {"{\"plugins\": [{\"name\": \"notso\", \"path\": \"" TP "/../CTestTestfile.cmake\"}],"
      " \"listeners\": [{\"port\": 0, \"plugin\": \"notso\"}]}",
      "plugin \"notso\" (" TP "/../CTestTestfile.cmake): cannot load: "},

@@ -35,11 +35,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+/* Which thread ran a callback: the system's id, the same in every loaded
+ * version of the plugin. */
+#ifdef _WIN32
+#include <windows.h>
+#define this_thread() ((long)GetCurrentThreadId())
+#else
+#include <sys/syscall.h>
+#define this_thread() ((long)syscall(SYS_gettid))
+#endif
 
 #include "pier/plugin.h"
+
+#if !defined(O_CLOEXEC) && defined(O_NOINHERIT)
+#define O_CLOEXEC O_NOINHERIT /* Windows' C runtime */
+#endif
 
 static const pier_host *host;
 static int out_fd = -1;
@@ -183,7 +195,7 @@ static void probe_recv(pier_sid sid, const void *data, size_t len) {
     host->timer_start(host, 100, 0, report_stall, NULL, NULL);
   }
   if (threads)
-    record("recv %016llx %ld", (unsigned long long)sid, (long)syscall(SYS_gettid));
+    record("recv %016llx %ld", (unsigned long long)sid, this_thread());
   if (huge_packet) {
     int rc = host->send_packet(host, sid, 1, data, SIZE_MAX - 2);
     record("send_packet of SIZE_MAX - 2 bytes: %d", rc);
