@@ -11,9 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "base/log.h"
 #include "bench/hist.h"
@@ -191,28 +189,6 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
   return 0;
 }
 
-/* Enough descriptors for every connection: the soft limit goes up to the
- * hard one if needed. */
-static int ensure_fds(unsigned conns) {
-  struct rlimit rl;
-  rlim_t need = (rlim_t)conns + 64;
-  if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-    return -errno;
-  if (rl.rlim_cur < need && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    getrlimit(RLIMIT_NOFILE, &rl);
-  }
-  if (rl.rlim_cur < need) {
-    fprintf(stderr,
-            "pier-bench: %u connections need %llu file descriptors; the limit is %llu "
-            "(raise it with ulimit -n)\n",
-            conns, (unsigned long long)need, (unsigned long long)rl.rlim_cur);
-    return -EMFILE;
-  }
-  return 0;
-}
-
 static void take(load *l, const bench_opts *o, sample *s) {
   s->t_ns = now_ns();
   load_totals_get(l, &s->tot);
@@ -238,20 +214,13 @@ static void progress(const bench_opts *o, load *l, const sample *a, const sample
           us(hist_quantile(&d, 0.99)), load_errors(l), warm ? " (warmup)" : "");
 }
 
-static void sleep_until(uint64_t t_ns) {
-  struct timespec ts = {.tv_sec = (time_t)(t_ns / 1000000000ull),
-                        .tv_nsec = (long)(t_ns % 1000000000ull)};
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR && !g_stop) {
-  }
-}
-
 /* Sleeps until `until`, at most 100 ms at a time so a signal is noticed. */
 static void wait_until(uint64_t until) {
   while (!g_stop) {
     uint64_t now = now_ns();
     if (now >= until)
       return;
-    sleep_until(until - now > 100000000ull ? now + 100000000ull : until);
+    sleep_until_ns(until - now > 100000000ull ? now + 100000000ull : until);
   }
 }
 

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "host/host_internal.h"
 
@@ -255,10 +254,7 @@ int gate_deliver(host_plugin *p, const ev *e) {
 
 /* ---- pause and resume for a reload ---- */
 
-static void nap(void) {
-  struct timespec ts = {0, 20000};
-  nanosleep(&ts, NULL);
-}
+static void nap(void) { os_nap_us(20); }
 
 int gate_quiesce(host_plugin *p) {
   uint64_t deadline = clock_ms() + QUIESCE_TIMEOUT_MS;

@@ -9,16 +9,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "host/host_internal.h"
 
-uint64_t host_clock_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
+uint64_t host_clock_us(void) { return os_clock_us(); }
 
 host_plugin *host_find_plugin(host *h, const char *name) {
   for (size_t i = 0; i < h->nplugins; i++)
@@ -268,8 +262,7 @@ static void *watchdog_main(void *arg) {
   host *h = arg;
   unsigned slow_ms = h->cfg->limits.slow_callback_ms;
   while (!atomic_load(&h->watchdog_stop)) {
-    struct timespec ts = {0, 100 * 1000000};
-    nanosleep(&ts, NULL);
+    os_sleep_ms(100);
     uint64_t now = host_clock_us();
     for (size_t i = 0; i < h->nplugins; i++) {
       host_plugin *p = &h->plugins[i];

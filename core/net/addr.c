@@ -96,11 +96,11 @@ uint16_t net_addr_port(const net_addr *a) {
 
 int net_addr_from_sockaddr(const struct sockaddr *sa, socklen_t len, net_addr *out) {
   memset(out, 0, sizeof(*out));
-  if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+  if (sa->sa_family == AF_INET && (size_t)len >= sizeof(struct sockaddr_in)) {
     memcpy(&out->u.in4, sa, sizeof(struct sockaddr_in));
     return 0;
   }
-  if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+  if (sa->sa_family == AF_INET6 && (size_t)len >= sizeof(struct sockaddr_in6)) {
     memcpy(&out->u.in6, sa, sizeof(struct sockaddr_in6));
     return 0;
   }

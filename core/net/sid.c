@@ -18,7 +18,8 @@
 #include "net/sid.h"
 
 #include <errno.h>
-#include <sched.h>
+
+#include "os/os.h"
 #include <stdlib.h>
 
 int sid_table_init(sid_table *t, unsigned worker, uint32_t cap) {
@@ -86,7 +87,7 @@ pier_sid sid_alloc(sid_table *t) {
 /* Lets another thread finish its short hold of a slot lock. */
 static void spin_wait(unsigned *spins) {
   if (++*spins % 64 == 0)
-    sched_yield();
+    os_yield();
 }
 
 void sid_release(sid_table *t, pier_sid sid) {

@@ -36,10 +36,19 @@ void os_thread_join(os_thread t);
 int os_key_create(os_key *key, void (*dtor)(void *value));
 void os_key_set(os_key key, void *value);
 
+/* ---- memory ---- */
+
+/* size bytes aligned to align (a power of two); free with os_aligned_free
+ * (Windows' C library cannot free such a block with free()). */
+void *os_aligned_alloc(size_t align, size_t size);
+void os_aligned_free(void *p);
+
 /* ---- time ---- */
 
 /* Monotonic milliseconds (arbitrary origin). */
 uint64_t os_clock_ms(void);
+/* The same clock in microseconds. */
+uint64_t os_clock_us(void);
 /* Wall clock: seconds since 1970 and the millisecond within. */
 void os_clock_wall(int64_t *sec, int *ms);
 /* Seconds since 1970 as UTC calendar time. */
@@ -47,6 +56,13 @@ struct tm;
 void os_gmtime(int64_t sec, struct tm *out);
 /* Sleeps at least ms milliseconds. */
 void os_sleep_ms(unsigned ms);
+/* A short pause while polling for another thread's progress: about us
+ * microseconds on POSIX; on Windows, whose sleeps are whole timer ticks
+ * (1-16 ms), a pause under a millisecond gives up the rest of the time
+ * slice instead. */
+void os_nap_us(unsigned us);
+/* Lets another runnable thread have the CPU. */
+void os_yield(void);
 
 /* ---- sockets ---- */
 

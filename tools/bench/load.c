@@ -431,7 +431,7 @@ int load_create(const load_opts *o, load **out) {
   l->nworkers = o->workers;
   l->handler = (net_handler){on_connected, on_recv, NULL, on_disconnected, on_connect_failed};
   l->conns = calloc(o->conns, sizeof(*l->conns));
-  l->ws = aligned_alloc(64, ((sizeof(wstate) * o->workers + 63) / 64) * 64);
+  l->ws = os_aligned_alloc(64, sizeof(wstate) * o->workers);
   l->pat = malloc(PERIOD + (o->size > PERIOD ? o->size : PERIOD));
   if (!l->conns || !l->ws || !l->pat) {
     load_destroy(l);
@@ -490,10 +490,7 @@ int load_create(const load_opts *o, load **out) {
   return 0;
 }
 
-static void sleep_ms(unsigned ms) {
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
+static void sleep_ms(unsigned ms) { os_sleep_ms(ms); }
 
 int load_connect_all(load *l, unsigned window, double timeout_s, volatile int *stop) {
   uint64_t deadline = now_ns() + (uint64_t)(timeout_s * 1e9);
@@ -666,7 +663,7 @@ void load_destroy(load *l) {
       free(l->ws[i].mine);
     }
   free(l->conns);
-  free(l->ws);
+  os_aligned_free(l->ws);
   free(l->pat);
   free(l->sidmap);
   free(l);

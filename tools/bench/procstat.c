@@ -70,6 +70,32 @@ double self_cpu_seconds(void) {
          (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+void sleep_until_ns(uint64_t t_ns) {
+  struct timespec ts = {.tv_sec = (time_t)(t_ns / 1000000000ull),
+                        .tv_nsec = (long)(t_ns % 1000000000ull)};
+  (void)clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+}
+
+int ensure_fds(unsigned conns) {
+  struct rlimit rl;
+  rlim_t need = (rlim_t)conns + 64;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+    return -errno;
+  if (rl.rlim_cur < need && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur < need) {
+    fprintf(stderr,
+            "pier-bench: %u connections need %llu file descriptors; the limit is %llu "
+            "(raise it with ulimit -n)\n",
+            conns, (unsigned long long)need, (unsigned long long)rl.rlim_cur);
+    return -EMFILE;
+  }
+  return 0;
+}
+
 uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -17,5 +17,11 @@ int proc_rss_kib(pid_t pid, uint64_t *out);
 double self_cpu_seconds(void);
 /* Monotonic nanoseconds. */
 uint64_t now_ns(void);
+/* Sleeps until now_ns() reaches t_ns (or a signal interrupts it). */
+void sleep_until_ns(uint64_t t_ns);
+/* Makes room for conns connections: on POSIX the soft descriptor limit
+ * goes up to the hard one if needed, and too low a limit is an error with
+ * a line on stderr; Windows has no such limit. Returns 0 or -EMFILE. */
+int ensure_fds(unsigned conns);
 
 #endif

@@ -53,6 +53,17 @@ double self_cpu_seconds(void) {
   return s;
 }
 
+void sleep_until_ns(uint64_t t_ns) {
+  uint64_t now = now_ns();
+  if (t_ns > now)
+    Sleep((DWORD)((t_ns - now + 999999u) / 1000000u));
+}
+
+int ensure_fds(unsigned conns) {
+  (void)conns;
+  return 0;
+}
+
 uint64_t now_ns(void) {
   static LARGE_INTEGER freq;
   LARGE_INTEGER now;

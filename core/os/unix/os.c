@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,10 +23,22 @@ int os_key_create(os_key *key, void (*dtor)(void *value)) {
 
 void os_key_set(os_key key, void *value) { pthread_setspecific(key, value); }
 
+void *os_aligned_alloc(size_t align, size_t size) {
+  return aligned_alloc(align, (size + align - 1) / align * align);
+}
+
+void os_aligned_free(void *p) { free(p); }
+
 uint64_t os_clock_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t os_clock_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 void os_clock_wall(int64_t *sec, int *ms) {
@@ -44,6 +58,13 @@ void os_sleep_ms(unsigned ms) {
   while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
   }
 }
+
+void os_nap_us(unsigned us) {
+  struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000L};
+  nanosleep(&ts, NULL);
+}
+
+void os_yield(void) { sched_yield(); }
 
 int os_net_init(void) { return 0; }
 

@@ -73,17 +73,27 @@ int os_key_create(os_key *key, void (*dtor)(void *value)) {
 
 void os_key_set(os_key key, void *value) { FlsSetValue(key, value); }
 
+/* ---- memory ---- */
+
+void *os_aligned_alloc(size_t align, size_t size) { return _aligned_malloc(size, align); }
+
+void os_aligned_free(void *p) { _aligned_free(p); }
+
 /* ---- time ---- */
 
-uint64_t os_clock_ms(void) {
+static uint64_t qpc_scaled(uint64_t per_second) {
   static LARGE_INTEGER freq;
   LARGE_INTEGER now;
   if (!freq.QuadPart)
     QueryPerformanceFrequency(&freq); /* fixed at boot; a racing second store writes the same */
   QueryPerformanceCounter(&now);
-  return (uint64_t)(now.QuadPart / freq.QuadPart) * 1000u +
-         (uint64_t)(now.QuadPart % freq.QuadPart) * 1000u / (uint64_t)freq.QuadPart;
+  return (uint64_t)(now.QuadPart / freq.QuadPart) * per_second +
+         (uint64_t)(now.QuadPart % freq.QuadPart) * per_second / (uint64_t)freq.QuadPart;
 }
+
+uint64_t os_clock_ms(void) { return qpc_scaled(1000u); }
+
+uint64_t os_clock_us(void) { return qpc_scaled(1000000u); }
 
 void os_clock_wall(int64_t *sec, int *ms) {
   FILETIME ft;
@@ -103,6 +113,15 @@ void os_gmtime(int64_t sec, struct tm *out) {
 }
 
 void os_sleep_ms(unsigned ms) { Sleep(ms); }
+
+void os_nap_us(unsigned us) {
+  if (us < 1000)
+    SwitchToThread();
+  else
+    Sleep(us / 1000);
+}
+
+void os_yield(void) { SwitchToThread(); }
 
 /* ---- sockets ---- */
 
