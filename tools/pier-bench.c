@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "io/io.h"
 #include "bench/hist.h"
 #include "bench/load.h"
 #include "bench/procstat.h"
@@ -67,7 +68,8 @@ static void usage(FILE *out) {
           "                     latency counts from each message's scheduled time\n"
           "  --rooms N          chat: rooms, joined round-robin (default 1)\n"
           "  --workers N        client worker threads (default 1)\n"
-          "  --io-backend B     client backend: auto, io_uring or epoll (default auto)\n"
+          "  --io-backend B     client backend: auto, io_uring or epoll; auto or iocp on\n"
+          "                     Windows (default auto)\n"
           "  --server-pid PID   also report that process's CPU time and memory\n"
           "  --json             print one JSON object instead of the summary line\n"
           "modes: echo (raw bytes, verified), chat (the chat plugin's protocol),\n"
@@ -153,8 +155,8 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     case 'w': rc = parse_uint("workers", optarg, 1, 64, &o->workers); break;
     case 'b':
       o->backend = optarg;
-      if (strcmp(optarg, "auto") && strcmp(optarg, "io_uring") && strcmp(optarg, "epoll")) {
-        fprintf(stderr, "pier-bench: --io-backend: expected auto, io_uring or epoll, got \"%s\"\n",
+      if (!io_backend_known(optarg)) {
+        fprintf(stderr, "pier-bench: --io-backend: expected %s, got \"%s\"\n", io_backend_names,
                 optarg);
         rc = -EINVAL;
       }

@@ -31,12 +31,13 @@
 
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: pierd [--config PATH] [--check] [--io-backend auto|io_uring|epoll]\n"
+          "usage: pierd [--config PATH] [--check] [--io-backend B]\n"
           "  --config PATH     server config (default " DEFAULT_CONFIG ")\n"
           "  --check           validate the config and plugins, then exit 0 or 1\n"
-          "  --io-backend B    override the config's io_backend\n"
+          "  --io-backend B    override the config's io_backend (%s)\n"
           "  --help            this text\n"
-          "Console commands on stdin: type `help` once running.\n");
+          "Console commands on stdin: type `help` once running.\n",
+          io_backend_names);
 }
 
 static int admin_exec(void *ctx, const char *line, FILE *out) {
@@ -149,8 +150,8 @@ int main(int argc, char **argv) {
       break;
     case 'b':
       backend = optarg;
-      if (strcmp(backend, "auto") && strcmp(backend, "io_uring") && strcmp(backend, "epoll")) {
-        fprintf(stderr, "pierd: --io-backend: expected auto, io_uring or epoll, got \"%s\"\n",
+      if (!io_backend_known(backend)) {
+        fprintf(stderr, "pierd: --io-backend: expected %s, got \"%s\"\n", io_backend_names,
                 backend);
         return 1;
       }

@@ -12,7 +12,8 @@
 #define CFG_BACKEND_MAP(XX)          \
   XX(CFG_BACKEND_AUTO, "auto")       \
   XX(CFG_BACKEND_IO_URING, "io_uring") \
-  XX(CFG_BACKEND_EPOLL, "epoll")
+  XX(CFG_BACKEND_EPOLL, "epoll")       \
+  XX(CFG_BACKEND_IOCP, "iocp")
 
 #define CFG_FRAMING_MAP(XX)   \
   XX(CFG_FRAMING_RAW, "raw")  \

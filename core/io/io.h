@@ -171,6 +171,8 @@ const io_backend *io_backend_pick(const char *name, char *fallback_why, size_t l
 /* The names io_backend_pick takes here, for messages: "auto, io_uring or
  * epoll" on Linux. */
 extern const char io_backend_names[];
+/* 1 when io_backend_pick takes name on this platform (without probing). */
+int io_backend_known(const char *name);
 
 /* Creates the loop's backend state. Any thread; the loop then belongs to the
  * thread that runs it. Returns 0 or a negative errno. */

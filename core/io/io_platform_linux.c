@@ -25,6 +25,10 @@ const io_backend *io_backend_pick(const char *name, char *why, size_t len) {
   return NULL;
 }
 
+int io_backend_known(const char *name) {
+  return strcmp(name, "io_uring") == 0 || strcmp(name, "epoll") == 0 || strcmp(name, "auto") == 0;
+}
+
 int io_wake_open(io_loop *loop) {
   loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   return loop->wake_fd < 0 ? -errno : 0;

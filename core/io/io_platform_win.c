@@ -14,6 +14,10 @@ const io_backend *io_backend_pick(const char *name, char *why, size_t len) {
   return NULL;
 }
 
+int io_backend_known(const char *name) {
+  return strcmp(name, "iocp") == 0 || strcmp(name, "auto") == 0;
+}
+
 int io_wake_open(io_loop *loop) {
   loop->wake_fd = -1;
   return 0;

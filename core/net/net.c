@@ -410,7 +410,8 @@ int net_create(const net_opts *opts, net **out) {
     n->opts.recv_backlog = 65536;
   n->be = io_backend_pick(opts->backend ? opts->backend : "auto", why, sizeof(why));
   if (!n->be) {
-    log_error("io_backend \"%s\" unknown (expected %s)", opts->backend, io_backend_names);
+    log_error("io_backend \"%s\" is not available on this platform (expected %s)",
+              opts->backend, io_backend_names);
     free(n);
     return -EINVAL;
   }

@@ -254,7 +254,7 @@ static const struct {
      "server.json: listeners[0].port: expected an integer 0..65535, got \"abc\""},
     {"{'io_backend':'uring'," PL "," LS "}",
      "server.json: io_backend: expected one of \"auto\", \"io_uring\", "
-     "\"epoll\", got \"uring\""},
+     "\"epoll\", \"iocp\", got \"uring\""},
     {"{" PL2 ",'listeners':[{'port':1,'plugin':'echo'},"
      "{'port':2,'plugin':'chatt'}]}",
      "server.json: listeners[1].plugin: no plugin named \"chatt\" "
