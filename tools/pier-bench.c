@@ -7,7 +7,6 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +19,7 @@
 #include "bench/hist.h"
 #include "bench/load.h"
 #include "bench/procstat.h"
+#include "os/signals.h"
 
 #define CONNECT_WINDOW 256     /* connects pending at once */
 #define CONNECT_TIMEOUT_S 60.0
@@ -51,10 +51,8 @@ typedef struct sample {
 
 static volatile sig_atomic_t g_stop;
 
-static void on_signal(int sig) {
-  (void)sig;
-  g_stop = 1;
-}
+/* Runs in a signal handler (POSIX) or on the console's thread (Windows). */
+static void on_stop(void) { g_stop = 1; }
 
 static void usage(FILE *out) {
   fprintf(out,
@@ -480,8 +478,6 @@ int main(int argc, char **argv) {
   load_opts lo;
   load *l;
   result r;
-  sigset_t mask;
-  struct sigaction sa;
   char *host;
   int rc;
 
@@ -526,20 +522,14 @@ int main(int argc, char **argv) {
     }
   }
   log_set_level(LOG_WARN);
-  signal(SIGPIPE, SIG_IGN);
-  /* Workers inherit a mask without SIGINT/SIGTERM: the main thread gets them. */
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &mask, NULL);
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  (void)os_interrupt_install(on_stop);
+  /* Workers are created holding SIGINT/SIGTERM back: the main thread gets
+   * them. */
+  os_interrupt_hold();
 
   rss(&o, &r.rss_before);
   rc = load_create(&lo, &l);
-  pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
+  os_interrupt_release();
   if (rc < 0)
     return 1;
 

@@ -1,19 +1,17 @@
 /* pierctl: sends one console command to a running pierd over its admin socket
- * and prints the answer. The socket comes from --socket, or from the
- * admin_socket of the same config pierd reads (config/server.json by default). */
+ * (a named pipe on Windows) and prints the answer. The socket comes from
+ * --socket, or from the admin_socket of the same config pierd reads
+ * (config/server.json by default). */
 #include <errno.h>
 #include <getopt.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "daemon/admin.h"
 #include "host/config.h"
+#include "os/ipc.h"
+#include "os/os.h"
 
 #define DEFAULT_CONFIG "config/server.json"
 #define TIMEOUT_MS 10000
@@ -35,11 +33,7 @@ static void usage(FILE *out) {
           TIMEOUT_MS / 1000);
 }
 
-static long long now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static long long now_ms(void) { return (long long)os_clock_ms(); }
 
 /* Joins argv into one command line; returns NULL (with a message) when it
  * cannot be sent as one. */
@@ -72,32 +66,22 @@ static char *join_command(int argc, char **argv) {
   return line;
 }
 
-/* Connects to path with the deadline; returns the socket or -1 (message
- * printed). */
-static int connect_to(const char *path) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  struct timeval tv = {.tv_sec = TIMEOUT_MS / 1000};
-  int fd;
+/* Connects to path with the deadline; returns the connection or NULL
+ * (message printed). */
+static os_ipc_conn *connect_to(const char *path) {
+  os_ipc_conn *conn;
+  int at, rc = os_ipc_dial(path, TIMEOUT_MS, &conn, &at);
 
-  if (strlen(path) >= sizeof(sa.sun_path)) {
-    fprintf(stderr, "pierctl: cannot connect to %s: %s\n", path, strerror(ENAMETOOLONG));
-    return -1;
-  }
-  memcpy(sa.sun_path, path, strlen(path) + 1);
-  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    fprintf(stderr, "pierctl: socket: %s\n", strerror(errno));
-    return -1;
-  }
-  /* connect and send honour the send timeout on unix sockets. */
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+  if (rc == 0)
+    return conn;
+  if (at == OS_IPC_AT_NAME)
+    fprintf(stderr, "pierctl: cannot connect to %s: %s\n", path, os_strerror(-rc));
+  else if (at == OS_IPC_AT_SOCKET)
+    fprintf(stderr, "pierctl: socket: %s\n", os_strerror(-rc));
+  else
     fprintf(stderr, "pierctl: cannot connect to %s: %s (is pierd running?)\n", path,
-            strerror(errno));
-    close(fd);
-    return -1;
-  }
-  return fd;
+            os_strerror(-rc));
+  return NULL;
 }
 
 /* True when text (len bytes) ends with the line "OK" or "ERR"; sets *body_len
@@ -149,7 +133,8 @@ int main(int argc, char **argv) {
   size_t len = 0, cap = 0, body;
   cfg_server *cfg = NULL;
   long long deadline = now_ms() + TIMEOUT_MS;
-  int c, fd, ok = 0, timed_out = 0, status;
+  int c, ok = 0, timed_out = 0, status, rc;
+  os_ipc_conn *conn;
 
   while ((c = getopt_long(argc, argv, "+c:s:h", opts, NULL)) != -1) {
     switch (c) {
@@ -197,40 +182,26 @@ int main(int argc, char **argv) {
     return EXIT_UNREACHED;
   }
 
-  fd = connect_to(path);
-  if (fd < 0) {
+  conn = connect_to(path);
+  if (!conn) {
     free(line);
     free(path);
     return EXIT_UNREACHED;
   }
-  for (size_t off = 0, n = strlen(line); off < n;) {
-    ssize_t w = send(fd, line + off, n - off, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0) {
-      fprintf(stderr, "pierctl: cannot send to %s: %s\n", path, strerror(errno));
-      close(fd);
-      free(line);
-      free(path);
-      return EXIT_UNREACHED;
-    }
-    off += (size_t)w;
-  }
+  rc = os_ipc_send_all(conn, line, strlen(line));
   free(line);
+  if (rc < 0) {
+    fprintf(stderr, "pierctl: cannot send to %s: %s\n", path, os_strerror(-rc));
+    os_ipc_conn_close(conn);
+    free(path);
+    return EXIT_UNREACHED;
+  }
 
   /* The answer ends when pierd closes the connection. */
   for (;;) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
     long long left = deadline - now_ms();
-    ssize_t n;
+    long n;
     if (left <= 0) {
-      timed_out = 1;
-      break;
-    }
-    int r = poll(&p, 1, (int)left);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r == 0) {
       timed_out = 1;
       break;
     }
@@ -240,20 +211,24 @@ int main(int argc, char **argv) {
         fprintf(stderr, "pierctl: out of memory\n");
         free(answer);
         free(path);
-        close(fd);
+        os_ipc_conn_close(conn);
         return EXIT_UNREACHED;
       }
       answer = bigger;
       cap = cap ? cap * 2 : 8192;
     }
-    n = recv(fd, answer + len, cap - len, 0);
-    if (n < 0 && errno == EINTR)
+    n = os_ipc_recv(conn, answer + len, cap - len, (int)left);
+    if (n == -EINTR)
       continue;
+    if (n == -ETIMEDOUT) {
+      timed_out = 1;
+      break;
+    }
     if (n <= 0)
       break; /* EOF, or a reset after the answer */
     len += (size_t)n;
   }
-  close(fd);
+  os_ipc_conn_close(conn);
 
   if (!final_line(answer, len, &body, &ok)) {
     if (len)

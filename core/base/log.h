@@ -7,6 +7,15 @@
 
 #include <stdint.h>
 
+/* printf checking against the printf pier formats with: on mingw that is
+ * its C99 one (__USE_MINGW_ANSI_STDIO), and GCC's "printf" there would
+ * check the old msvcrt rules (no %zu) instead. */
+#ifdef __MINGW32__
+#define LOG_PRINTF gnu_printf
+#else
+#define LOG_PRINTF printf
+#endif
+
 #define LOG_LEVEL_MAP(XX) \
   XX(ERROR, "error")      \
   XX(WARN, "warn")        \
@@ -32,12 +41,12 @@ const char *log_level_name(log_level level);
 int log_level_parse(const char *name, log_level *out);
 
 void log_msg(log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+    __attribute__((format(LOG_PRINTF, 2, 3)));
 /* Like log_msg, but at most 10 lines per second per `rate` (one per call site);
  * the next line that passes says how many were dropped. `rate` must be used
  * from one thread (each worker keeps its own). */
 void log_limited(log_rate *rate, log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(LOG_PRINTF, 3, 4)));
 
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)

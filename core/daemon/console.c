@@ -73,16 +73,12 @@ int console_exec(console *c, const char *line, FILE *out) {
   return 0;
 }
 
-int console_read(console *c, int fd, FILE *out) {
-  ssize_t n = read(fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+/* Runs the complete lines in the buffer after n more bytes were put in it. */
+static int run_lines(console *c, size_t n, FILE *out) {
   int rc = CONSOLE_OK;
   char *start, *nl;
 
-  if (n == 0)
-    return CONSOLE_EOF;
-  if (n < 0)
-    return errno == EAGAIN || errno == EINTR ? CONSOLE_OK : CONSOLE_EOF;
-  c->len += (size_t)n;
+  c->len += n;
   c->buf[c->len] = '\0';
   start = c->buf;
   while ((nl = memchr(start, '\n', c->len - (size_t)(start - c->buf)))) {
@@ -107,4 +103,29 @@ int console_read(console *c, int fd, FILE *out) {
   }
   fflush(out);
   return rc;
+}
+
+int console_read(console *c, int fd, FILE *out) {
+  ssize_t n = read(fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+
+  if (n == 0)
+    return CONSOLE_EOF;
+  if (n < 0)
+    return errno == EAGAIN || errno == EINTR ? CONSOLE_OK : CONSOLE_EOF;
+  return run_lines(c, (size_t)n, out);
+}
+
+int console_feed(console *c, const char *data, size_t n, FILE *out) {
+  /* In pieces that fit the buffer, as successive reads would bring them. */
+  while (n > 0) {
+    size_t k = sizeof(c->buf) - 1 - c->len;
+    if (k > n)
+      k = n;
+    memcpy(c->buf + c->len, data, k);
+    data += k;
+    n -= k;
+    if (run_lines(c, k, out) == CONSOLE_QUIT)
+      return CONSOLE_QUIT;
+  }
+  return CONSOLE_OK;
 }

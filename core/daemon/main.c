@@ -1,18 +1,16 @@
 /* pierd: the console daemon. Loads server.json, starts the plugin host, then
- * serves console commands on stdin and signals until told to stop:
- * SIGINT/SIGTERM (or `quit`) stop accepting, disconnect every session (each
- * plugin hears on_disconnected), flush pending sends up to a deadline, unload
- * the plugins and exit 0. */
+ * serves console commands on stdin, the admin channel, the file watch and
+ * signals until told to stop: SIGINT/SIGTERM (Ctrl+C, Ctrl+Break or closing
+ * the console on Windows) or `quit` stop accepting, disconnect every session
+ * (each plugin hears on_disconnected), flush pending sends up to a deadline,
+ * unload the plugins and exit 0. The waiting itself is the platform's
+ * (os/wait.h); what each source means is decided here. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
 
 #include "base/log.h"
 #include "daemon/admin.h"
@@ -22,6 +20,12 @@
 #include "daemon/watch.h"
 #include "host/config.h"
 #include "host/host.h"
+#include "os/conin.h"
+#include "os/fswatch.h"
+#include "os/ipc.h"
+#include "os/os.h"
+#include "os/signals.h"
+#include "os/wait.h"
 
 #define DEFAULT_CONFIG "config/server.json"
 
@@ -39,6 +43,88 @@ static int admin_exec(void *ctx, const char *line, FILE *out) {
   return console_exec(ctx, line, out);
 }
 
+/* The shorter of two wait limits (-1: none). */
+static int min_timeout(int a, int b) {
+  if (a < 0)
+    return b;
+  return b < 0 || a < b ? a : b;
+}
+
+/* Serves the console, the admin channel, the file watch and the signals
+ * until one of them says quit or the wait itself fails. */
+static void serve(host *h, const cfg_server *cfg, admin *adm) {
+  console con;
+  os_conin *in = NULL;
+  watch *wt = NULL;
+  int quit = 0;
+
+  console_init(&con, h);
+  if (os_conin_open(&in) < 0)
+    in = NULL; /* no stdin at all: serve without a console */
+  if (watch_open(cfg, &wt) < 0)
+    log_error("watch: cannot start %s; plugin files are not watched", os_fswatch_name);
+  while (!quit) {
+    os_wait_item it[OS_WAIT_MAX];
+    int n = 0, nw, na, isig, iin = -1, iw, ia, rc;
+
+    isig = n;
+    os_signals_item(&it[n++]);
+    if (in) {
+      iin = n;
+      os_conin_item(in, &it[n++]);
+    }
+    iw = n;
+    nw = watch_wait_items(wt, it + n, OS_WAIT_MAX - n - ADMIN_MAX_WAIT_ITEMS);
+    n += nw;
+    ia = n;
+    na = admin_wait_items(adm, it + n, OS_WAIT_MAX - n);
+    n += na;
+    rc = os_wait(it, n, min_timeout(watch_timeout_ms(wt), admin_timeout_ms(adm)));
+    if (rc == -EINTR)
+      continue;
+    if (rc < 0) {
+      log_error(OS_WAIT_CALL ": %s", os_strerror(-rc));
+      break;
+    }
+    if (os_wait_ready(&it[isig])) {
+      const char *name;
+      int sig = os_signals_take(&name);
+      if (sig == OS_SIG_RECONFIG) {
+        reconfig_apply(h, cfg);
+      } else if (sig == OS_SIG_QUIT) {
+        log_info("%s: shutting down", name);
+        quit = 1;
+      }
+    }
+    if (!quit && na > 0 &&
+        admin_handle_ready(adm, it + ia, na, admin_exec, &con) == CONSOLE_QUIT) {
+      log_info("quit (%s): shutting down", os_ipc_noun);
+      quit = 1;
+    }
+    for (int i = 0; i < nw; i++)
+      if (os_wait_ready(&it[iw + i])) {
+        watch_read(wt);
+        break;
+      }
+    if (!quit)
+      watch_run_due(wt, h);
+    crash_note_plugins(h); /* generations may have changed */
+    if (!quit && iin >= 0 && os_wait_ready(&it[iin])) {
+      char buf[OS_CONIN_CHUNK];
+      long r = os_conin_read(in, buf, sizeof(buf));
+      if (r == 0) {
+        os_conin_close(in); /* no console (e.g. started in the background): keep serving */
+        in = NULL;
+      } else if (r > 0 && console_feed(&con, buf, (size_t)r, stdout) == CONSOLE_QUIT) {
+        log_info("quit: shutting down");
+        quit = 1;
+      }
+    }
+  }
+  watch_close(wt);
+  os_conin_close(in);
+}
+
 int main(int argc, char **argv) {
   static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                        {"check", no_argument, NULL, 't'},
@@ -46,14 +132,11 @@ int main(int argc, char **argv) {
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   const char *config = DEFAULT_CONFIG, *backend = NULL;
-  int check = 0, c, rc, sfd, stdin_open = 1, quit = 0;
+  int check = 0, c, rc;
   static char err[CFG_ERR_LEN];
   cfg_server *cfg;
   host *h;
-  sigset_t mask;
   log_level lvl;
-  console con;
-  watch *wt = NULL;
   admin *adm = NULL;
 
   while ((c = getopt_long(argc, argv, "c:tb:h", opts, NULL)) != -1) {
@@ -101,14 +184,9 @@ int main(int argc, char **argv) {
   if (log_level_parse(cfg_log_level_name(cfg->log_level), &lvl) == 0)
     log_set_level(lvl);
 
-  /* Signals go to a signalfd read by this thread; workers never see them. */
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &mask, NULL);
-  signal(SIGPIPE, SIG_IGN);
-  sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+  /* Before any thread exists: signals (console control events) go to this
+   * thread's wait loop; workers never see them. */
+  (void)os_signals_open();
 
   rc = host_create(cfg, backend, check, &h);
   if (rc < 0) {
@@ -135,7 +213,7 @@ int main(int argc, char **argv) {
   }
   rc = host_start(h);
   if (rc < 0) {
-    log_error("pierd: not started: %s", strerror(-rc));
+    log_error("pierd: not started: %s", os_strerror(-rc));
     admin_close(adm);
     host_destroy(h);
     cfg_free(cfg);
@@ -146,52 +224,7 @@ int main(int argc, char **argv) {
            cfg->nplugins == 1 ? "" : "s", net_backend_name(host_net(h)), cfg->workers,
            cfg->workers == 1 ? "" : "s");
 
-  console_init(&con, h);
-  if (watch_open(cfg, &wt) < 0)
-    log_error("watch: cannot start inotify; plugin files are not watched");
-  while (!quit) {
-    struct pollfd p[3 + ADMIN_MAX_POLLFDS] = {{.fd = sfd, .events = POLLIN},
-                                              {.fd = stdin_open ? 0 : -1, .events = POLLIN},
-                                              {.fd = watch_fd(wt), .events = POLLIN}};
-    int nadm = admin_pollfds(adm, p + 3, ADMIN_MAX_POLLFDS);
-    if (poll(p, 3 + (nfds_t)nadm, watch_timeout_ms(wt)) < 0) {
-      if (errno == EINTR)
-        continue;
-      log_error("poll: %s", strerror(errno));
-      break;
-    }
-    if (p[0].revents & POLLIN) {
-      struct signalfd_siginfo si;
-      if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-        if (si.ssi_signo == SIGHUP) {
-          reconfig_apply(h, cfg);
-        } else {
-          log_info("%s: shutting down", si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
-          quit = 1;
-        }
-      }
-    }
-    if (!quit && nadm > 0 &&
-        admin_handle_ready(adm, p + 3, nadm, admin_exec, &con) == CONSOLE_QUIT) {
-      log_info("quit (admin socket): shutting down");
-      quit = 1;
-    }
-    if (p[2].revents & POLLIN)
-      watch_read(wt);
-    if (!quit)
-      watch_run_due(wt, h);
-    crash_note_plugins(h); /* generations may have changed */
-    if (!quit && (p[1].revents & (POLLIN | POLLHUP))) {
-      int r = console_read(&con, 0, stdout);
-      if (r == CONSOLE_EOF)
-        stdin_open = 0; /* no console (e.g. started in the background): keep serving */
-      else if (r == CONSOLE_QUIT) {
-        log_info("quit: shutting down");
-        quit = 1;
-      }
-    }
-  }
-  watch_close(wt);
+  serve(h, cfg, adm);
   host_stop(h);
   admin_close(adm); /* after the sessions are closed: `pierctl quit` returns when done */
   {
@@ -201,6 +234,6 @@ int main(int argc, char **argv) {
   }
   host_destroy(h);
   cfg_free(cfg);
-  close(sfd);
+  os_signals_close();
   return 0;
 }

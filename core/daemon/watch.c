@@ -1,28 +1,25 @@
-/* inotify on the directory of each watched plugin file (a rename replaces the
- * file's inode, so watching the file itself would lose track). */
+/* The debounce and the reload; which files changed comes from os/fswatch.h,
+ * which watches each plugin file's directory. */
 #include "daemon/watch.h"
 
 #include <errno.h>
-#include <libgen.h>
-#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
-#include <unistd.h>
 
 #include "base/log.h"
+#include "os/fswatch.h"
+#include "os/os.h"
 
 #define DEBOUNCE_MS 200
 
 typedef struct watched {
   const cfg_plugin *plugin;
-  int wd;
-  char base[NAME_MAX + 1];
   uint64_t due; /* 0 = nothing pending */
 } watched;
 
 struct watch {
-  int fd;
+  os_fswatch *fs;
   watched *items;
   size_t n;
 };
@@ -30,6 +27,7 @@ struct watch {
 int watch_open(const cfg_server *cfg, watch **out) {
   watch *w;
   size_t count = 0;
+  int rc;
 
   *out = NULL;
   for (size_t i = 0; i < cfg->nplugins; i++)
@@ -41,27 +39,22 @@ int watch_open(const cfg_server *cfg, watch **out) {
     free(w);
     return -ENOMEM;
   }
-  w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (w->fd < 0) {
-    int rc = -errno;
+  rc = os_fswatch_open(&w->fs);
+  if (rc < 0) {
     free(w->items);
     free(w);
     return rc;
   }
   for (size_t i = 0; i < cfg->nplugins; i++) {
     const cfg_plugin *p = &cfg->plugins[i];
-    char dir[PATH_MAX], base[PATH_MAX];
-    watched *it;
+    char dir[4096];
     if (!p->watch)
       continue;
-    snprintf(dir, sizeof(dir), "%s", p->resolved_path);
-    snprintf(base, sizeof(base), "%s", p->resolved_path);
-    it = &w->items[w->n++];
-    it->plugin = p;
-    snprintf(it->base, sizeof(it->base), "%s", basename(base));
-    it->wd = inotify_add_watch(w->fd, dirname(dir), IN_CLOSE_WRITE | IN_MOVED_TO);
-    if (it->wd < 0)
-      log_error("watch: cannot watch %s for plugin \"%s\": %s", dir, p->name, strerror(errno));
+    w->items[w->n].plugin = p;
+    rc = os_fswatch_add(w->fs, p->resolved_path, (int)w->n, dir, sizeof(dir));
+    w->n++;
+    if (rc < 0)
+      log_error("watch: cannot watch %s for plugin \"%s\": %s", dir, p->name, os_strerror(-rc));
     else
       log_info("watch: plugin \"%s\" reloads when %s is replaced", p->name, p->resolved_path);
   }
@@ -69,7 +62,9 @@ int watch_open(const cfg_server *cfg, watch **out) {
   return 0;
 }
 
-int watch_fd(const watch *w) { return w ? w->fd : -1; }
+int watch_wait_items(watch *w, os_wait_item *items, int max) {
+  return w ? os_fswatch_items(w->fs, items, max) : 0;
+}
 
 int watch_timeout_ms(const watch *w) {
   uint64_t now = clock_ms(), best = 0;
@@ -83,18 +78,15 @@ int watch_timeout_ms(const watch *w) {
   return best <= now ? 0 : (int)(best - now);
 }
 
+static void changed(void *ctx, int id) {
+  watch *w = ctx;
+  if (id >= 0 && (size_t)id < w->n)
+    w->items[id].due = clock_ms() + DEBOUNCE_MS; /* restart the delay on every write */
+}
+
 void watch_read(watch *w) {
-  char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-  ssize_t n;
-  while ((n = read(w->fd, buf, sizeof(buf))) > 0) {
-    for (char *p = buf; p < buf + n;) {
-      struct inotify_event *ev = (struct inotify_event *)p;
-      for (size_t i = 0; i < w->n; i++)
-        if (ev->wd == w->items[i].wd && ev->len && strcmp(ev->name, w->items[i].base) == 0)
-          w->items[i].due = clock_ms() + DEBOUNCE_MS; /* restart the delay on every write */
-      p += sizeof(*ev) + ev->len;
-    }
-  }
+  if (w)
+    os_fswatch_read(w->fs, changed, w);
 }
 
 void watch_run_due(watch *w, host *h) {
@@ -119,7 +111,7 @@ void watch_run_due(watch *w, host *h) {
 void watch_close(watch *w) {
   if (!w)
     return;
-  close(w->fd);
+  os_fswatch_close(w->fs);
   free(w->items);
   free(w);
 }

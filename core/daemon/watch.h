@@ -2,7 +2,8 @@
  * plugin once a new file has been written completely: a file closed after
  * writing (cp) or renamed into place (mv, the atomic way). Events are
  * debounced, and the loader refuses a file that is not a complete plugin,
- * so a half-written file never replaces the running version. */
+ * so a half-written file never replaces the running version. The platform's
+ * notification is os/fswatch.h (inotify; ReadDirectoryChangesW on Windows). */
 #ifndef PIER_DAEMON_WATCH_H
 #define PIER_DAEMON_WATCH_H
 
@@ -10,16 +11,17 @@
 
 #include "host/config.h"
 #include "host/host.h"
+#include "os/wait.h"
 
 typedef struct watch watch;
 
 /* Returns 0 with *out NULL when no plugin asks to be watched. */
 int watch_open(const cfg_server *cfg, watch **out);
-/* The inotify fd to poll (or -1), and how long poll may sleep (-1 = no
- * reload pending). */
-int watch_fd(const watch *w);
+/* Fills up to max items to wait on (returns how many), and how long the
+ * wait may last (-1 = no reload pending). */
+int watch_wait_items(watch *w, os_wait_item *items, int max);
 int watch_timeout_ms(const watch *w);
-/* Reads inotify events; call when watch_fd is readable. */
+/* Takes the notifications; call after a wait in which an item was ready. */
 void watch_read(watch *w);
 /* Reloads plugins whose debounce delay has passed. */
 void watch_run_due(watch *w, host *h);

@@ -5,6 +5,7 @@
 #ifndef PIER_HOST_CONFIG_INTERNAL_H
 #define PIER_HOST_CONFIG_INTERNAL_H
 
+#include "base/log.h"
 #include <cjson/cJSON.h>
 #include <stddef.h>
 
@@ -67,7 +68,7 @@ int cfgr_first(int rc, int r);
 int cfgr_add_error(ctx *c, int rc, const char *text);
 /* Records "<name>: <path>: <message>" (or "<name>: <message>" at the top
  * level) and returns rc. */
-int cfgr_fail(ctx *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int cfgr_fail(ctx *c, int rc, const char *fmt, ...) __attribute__((format(LOG_PRINTF, 3, 4)));
 /* Out of memory ends the whole check: nothing else is reported. Returns
  * -ENOMEM. */
 int cfgr_oom(ctx *c);
@@ -81,7 +82,7 @@ size_t cfgr_cut_len(const char *s, size_t slen, size_t max);
 void cfgr_quote(const char *s, char *out, size_t n, size_t max);
 /* Fails with "expected <fmt...>, got <v>". */
 int cfgr_expect(ctx *c, const cJSON *v, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(LOG_PRINTF, 3, 4)));
 
 /* ---- config_report.c: JSON paths ---------------------------------------- */
 

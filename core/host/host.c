@@ -207,7 +207,7 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
       host_destroy(h);
       return rc;
     }
-    stat(p->cfg->resolved_path, &p->file);
+    (void)os_file_id_get(p->cfg->resolved_path, &p->file);
     atomic_store(&p->wants_send, p->img.cb.on_send != NULL);
     log_info("plugin \"%s\": %s %s from %s (%s)", p->cfg->name, p->img.name, p->img.version,
              p->cfg->resolved_path, p->serial ? "serial" : "session");
@@ -400,12 +400,10 @@ net *host_net(host *h) { return h->net; }
 
 int host_plugin_file_changed(host *h, const char *name) {
   host_plugin *p = host_find_plugin(h, name);
-  struct stat st;
-  if (!p || stat(p->cfg->resolved_path, &st) < 0)
+  os_file_id now;
+  if (!p || os_file_id_get(p->cfg->resolved_path, &now) < 0)
     return 0;
-  return st.st_ino != p->file.st_ino || st.st_dev != p->file.st_dev ||
-         st.st_size != p->file.st_size || st.st_mtim.tv_sec != p->file.st_mtim.tv_sec ||
-         st.st_mtim.tv_nsec != p->file.st_mtim.tv_nsec;
+  return !os_file_id_equal(&now, &p->file);
 }
 
 const char *host_plugin_config_json(host *h, const char *name) {

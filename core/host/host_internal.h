@@ -10,9 +10,9 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/stat.h>
 
 #include "base/log.h"
+#include "os/file.h"
 #include "host/config.h"
 #include "host/host.h"
 #include "host/loader.h"
@@ -116,7 +116,7 @@ struct host_plugin {
   int serial;
   int loaded;        /* on_load succeeded */
   char *config_json; /* what the running version's on_load got */
-  struct stat file;  /* identity of the file the image came from */
+  os_file_id file;   /* identity of the file the image came from */
   char last_failure[256]; /* the last failed reload, "" after a good one */
   strand st;
   /* The reload gate of a "session" plugin: callbacks count themselves in

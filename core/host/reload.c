@@ -142,7 +142,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     free(old_config);
   loader_close(&old);
   free(state.data);
-  stat(p->cfg->resolved_path, &p->file);
+  (void)os_file_id_get(p->cfg->resolved_path, &p->file);
   p->last_failure[0] = '\0';
   if (atomic_exchange(&p->quarantined, 0))
     log_info("plugin \"%s\": quarantine lifted by the reload", name);

@@ -1,5 +1,6 @@
 /* The completion core: one event loop per worker thread, behind one small
- * backend interface (io_uring.c, io_epoll.c). Every operation is submitted with
+ * backend interface (io_uring.c and io_epoll.c on Linux, io_iocp.c on
+ * Windows). Every operation is submitted with
  * an io_ev that names its completion callback; the completion is delivered to
  * exactly that callback with the result (bytes, a file descriptor, or a
  * negative errno). A submit that fails returns the error and never completes
@@ -27,6 +28,19 @@ typedef struct io_backend io_backend;
  * callback returns (a provided buffer or the worker's scratch buffer). */
 typedef void (*io_cb)(io_ev *ev, int res, unsigned flags, char *data);
 
+/* What an io_ev carries for the platform's backend: on Windows the OVERLAPPED
+ * of the op in flight, which must live as long as the io_ev does (io_iocp.c). */
+#ifdef _WIN32
+#define IO_EV_OS_FIELDS                                                        \
+  OVERLAPPED ov;       /* iocp: the kernel op in flight */                      \
+  uint8_t ov_busy;     /* iocp: ov is with the kernel (not yet dequeued) */     \
+  io_ev *ov_prev;      /* iocp: the loop's list of ops with the kernel */      \
+  io_ev *ov_next;                                                              \
+  void *be_ctx;        /* iocp: an armed accept's AcceptEx contexts */
+#else
+#define IO_EV_OS_FIELDS
+#endif
+
 #define IO_OP_MAP(XX) \
   XX(NONE, "none")    \
   XX(ACCEPT, "accept") \
@@ -46,11 +60,12 @@ struct io_ev {
   uint8_t op;
   uint8_t armed;     /* submitted, final completion not yet delivered */
   uint8_t canceled;  /* io_cancel() was called on it */
-  uint8_t pending;   /* epoll: on the loop's completion list */
-  int pending_res;   /* epoll: result to deliver */
-  io_ev *next;       /* epoll: completion list link */
+  uint8_t pending;   /* epoll, iocp: on the loop's completion list */
+  int pending_res;   /* epoll, iocp: result to deliver */
+  io_ev *next;       /* epoll, iocp: completion list link */
   struct iovec *iov; /* epoll: a blocked send's copy of its iovec */
   int iovcnt;
+  IO_EV_OS_FIELDS
 };
 
 /* One file descriptor as the loop sees it; embedded in its owner. An fd may
@@ -58,8 +73,8 @@ struct io_ev {
  * connect) at a time. */
 struct io_fd {
   int fd;
-  uint8_t registered; /* epoll: added to the epoll set */
-  uint8_t ready;      /* epoll: on the loop's ready list (more to read) */
+  uint8_t registered; /* epoll: added to the epoll set; iocp: associated with the port */
+  uint8_t ready;      /* epoll, iocp: on the loop's ready list (more to read) */
   uint8_t shared;     /* a listening socket several loops wait on */
   io_ev *rd, *wr;
   io_fd *next_ready;
@@ -80,7 +95,7 @@ struct io_job {
 typedef struct io_opts {
   unsigned entries;     /* io_uring SQ size (CQ is 8x) */
   unsigned buf_count;   /* provided receive buffers per loop (power of 2) */
-  unsigned buf_size;    /* bytes each; also the epoll scratch buffer size */
+  unsigned buf_size;    /* bytes each; also the epoll and iocp scratch buffer size */
 } io_opts;
 
 typedef struct io_stats {
@@ -92,6 +107,12 @@ typedef struct io_stats {
 
 struct io_backend {
   const char *name;
+  /* 1 when accepts may be armed on one listening socket from several loops
+   * at once (io_uring, epoll). 0 on IOCP: a socket is tied to one completion
+   * port for good, so only one loop may accept on a listener (a second
+   * io_accept fails with -EINVAL) and the owner hands accepted sockets to
+   * the other loops itself (net.c: worker 0 accepts, post_adopt spreads). */
+  uint8_t shared_accept;
   int (*init)(io_loop *loop, const io_opts *opts);
   void (*done)(io_loop *loop);
   int (*accept)(io_loop *loop, io_ev *ev);  /* multishot */
@@ -106,6 +127,11 @@ struct io_backend {
   /* Hands queued operations to the kernel now rather than at the next
    * poll; NULL where ops take effect when made (epoll). */
   int (*submit)(io_loop *loop);
+  /* Any thread: makes a poll that is blocked (or about to block) return. */
+  void (*wake)(io_loop *loop);
+  /* Returns 0 when the backend can run on this system, else a negative
+   * errno and a reason in why; NULL when it always can. */
+  int (*probe)(char *why, size_t whylen);
 };
 
 struct io_loop {
@@ -113,7 +139,7 @@ struct io_loop {
   void *impl;
   io_opts opts;
   io_stats stats;
-  int wake_fd;           /* eventfd written by io_post from other threads */
+  int wake_fd;           /* Linux: eventfd written by io_post from other threads; else -1 */
   _Atomic int sleeping;  /* the loop is (about to be) blocked in poll */
   int stop;
   uint64_t now;          /* ms, refreshed each iteration */
@@ -127,17 +153,24 @@ struct io_loop {
   void (*prepare)(io_loop *loop);
 };
 
+/* Linux (io_uring.c, io_epoll.c). */
 extern const io_backend io_uring_backend;
 extern const io_backend io_epoll_backend;
+/* Windows (io_iocp.c). */
+extern const io_backend io_iocp_backend;
 
 /* Returns 0 when io_uring can run pier's operations on this kernel, else a
- * negative errno and a reason in why. */
+ * negative errno and a reason in why. Linux only. */
 int io_uring_probe(char *why, size_t whylen);
 
-/* Picks a backend by name: "io_uring", "epoll" or "auto" (io_uring when the
- * probe passes, else epoll; *fallback_why says why). Returns NULL for an
- * unknown name. */
+/* Picks a backend of this platform by name. Linux: "io_uring", "epoll" or
+ * "auto" (io_uring when the probe passes, else epoll; *fallback_why says
+ * why). Windows: "iocp" or "auto" (iocp; *fallback_why stays empty).
+ * Returns NULL for a name this platform does not have (io_platform_*.c). */
 const io_backend *io_backend_pick(const char *name, char *fallback_why, size_t len);
+/* The names io_backend_pick takes here, for messages: "auto, io_uring or
+ * epoll" on Linux. */
+extern const char io_backend_names[];
 
 /* Creates the loop's backend state. Any thread; the loop then belongs to the
  * thread that runs it. Returns 0 or a negative errno. */
@@ -179,9 +212,13 @@ static inline int io_timer_active(const io_timer *t) { return t->index != SIZE_M
 
 /* Queues job to run on the loop's thread and wakes it. Any thread. */
 void io_post(io_loop *loop, io_job *job);
+/* Makes the loop's current or next wait return at once. Any thread. */
+void io_loop_wake(io_loop *loop);
 
-/* Backend helpers shared by io_uring.c and io_epoll.c. */
+/* Backend helpers shared by io_uring.c and io_epoll.c (Linux: the eventfd
+ * wake-up, io_platform_linux.c). */
 void io_loop_drain_wake(io_loop *loop);
+void io_eventfd_wake(io_loop *loop);
 /* Delivers a completion. On the final one the op is disarmed first, so the
  * callback may re-arm it or free its owner; ev is not touched afterwards. */
 static inline void io_complete(io_ev *ev, int res, unsigned flags, char *data) {

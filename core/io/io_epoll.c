@@ -8,6 +8,7 @@
  * walks the epoll result array and its io_fd pointers. A listening socket
  * is in the epoll set only while an accept is armed on it. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -20,8 +21,16 @@
 #define READS_PER_WAKE 16
 #define ACCEPTS_PER_WAKE 64
 
+/* A blocked send's copy of its iovec, on the loop's list so that a loop
+ * torn down with sends still blocked frees them. */
+typedef struct blocked_send {
+  struct blocked_send *prev, *next;
+  struct iovec iov[];
+} blocked_send;
+
 typedef struct epoll_impl {
   int epfd;
+  blocked_send *blocked;
   char *scratch;
   size_t scratch_size;
   io_ev *done_head, *done_tail;
@@ -61,10 +70,30 @@ static void mark_ready(epoll_impl *e, io_fd *fd) {
   e->ready_head = fd;
 }
 
+static void free_blocked(epoll_impl *e, io_ev *ev) {
+  blocked_send *b;
+  if (!ev->iov)
+    return;
+  b = (blocked_send *)((char *)ev->iov - offsetof(blocked_send, iov));
+  if (b->prev)
+    b->prev->next = b->next;
+  else
+    e->blocked = b->next;
+  if (b->next)
+    b->next->prev = b->prev;
+  free(b);
+  ev->iov = NULL;
+}
+
 static void epoll_done(io_loop *loop) {
   epoll_impl *e = loop->impl;
   if (!e)
     return;
+  while (e->blocked) {
+    blocked_send *b = e->blocked;
+    e->blocked = b->next;
+    free(b);
+  }
   close(e->epfd);
   free(e->scratch);
   free(e);
@@ -130,6 +159,7 @@ static int try_send(io_ev *ev, const struct iovec *iov, int iovcnt) {
 
 static int epoll_send(io_loop *loop, io_ev *ev, const struct iovec *iov, int iovcnt) {
   epoll_impl *e = loop->impl;
+  blocked_send *b;
   int rc = try_send(ev, iov, iovcnt);
   if (rc != -EAGAIN) {
     push_done(e, ev, rc);
@@ -139,10 +169,16 @@ static int epoll_send(io_loop *loop, io_ev *ev, const struct iovec *iov, int iov
   if (rc < 0)
     return rc;
   /* Blocked: keep a copy of the iovec until the socket is writable. */
-  ev->iov = malloc((size_t)iovcnt * sizeof(*iov));
-  if (!ev->iov)
+  b = malloc(sizeof(*b) + (size_t)iovcnt * sizeof(*iov));
+  if (!b)
     return -ENOMEM;
-  memcpy(ev->iov, iov, (size_t)iovcnt * sizeof(*iov));
+  memcpy(b->iov, iov, (size_t)iovcnt * sizeof(*iov));
+  b->prev = NULL;
+  b->next = e->blocked;
+  if (e->blocked)
+    e->blocked->prev = b;
+  e->blocked = b;
+  ev->iov = b->iov;
   ev->iovcnt = iovcnt;
   return 0;
 }
@@ -292,8 +328,7 @@ static void run_done(io_loop *loop, epoll_impl *e) {
     if (!e->done_head)
       e->done_tail = NULL;
     ev->pending = 0;
-    free(ev->iov);
-    ev->iov = NULL;
+    free_blocked(e, ev);
     if (ev->op == IO_OP_ACCEPT)
       unwatch_listener(e, ev->fd);
     loop->stats.completions++;
@@ -340,6 +375,7 @@ static int epoll_poll(io_loop *loop, int timeout_ms) {
 
 const io_backend io_epoll_backend = {
     .name = "epoll",
+    .shared_accept = 1,
     .init = epoll_init,
     .done = epoll_done,
     .accept = epoll_accept,
@@ -349,4 +385,5 @@ const io_backend io_epoll_backend = {
     .cancel = epoll_cancel,
     .close_fd = epoll_close_fd,
     .poll = epoll_poll,
+    .wake = io_eventfd_wake,
 };

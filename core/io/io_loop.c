@@ -1,32 +1,18 @@
 /* The backend-independent half of an event loop: the iteration (poll, posted
- * jobs, due timers), the timer heap, the cross-thread inbox with its eventfd
- * wake-up, and the op wrappers that keep io_ev/io_fd bookkeeping in one place
- * so both backends see the same invariants. */
+ * jobs, due timers), the timer heap, the cross-thread inbox (its wake-up is
+ * the backend's: an eventfd on Linux, a posted completion on Windows), and
+ * the op wrappers that keep io_ev/io_fd bookkeeping in one place so every
+ * backend sees the same invariants. What differs by platform (which backends
+ * exist, the eventfd) is in io_platform_<os>.c. */
 #include "io/io.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include "base/log.h"
-
-const io_backend *io_backend_pick(const char *name, char *why, size_t len) {
-  if (why && len)
-    why[0] = '\0';
-  if (strcmp(name, "io_uring") == 0)
-    return &io_uring_backend;
-  if (strcmp(name, "epoll") == 0)
-    return &io_epoll_backend;
-  if (strcmp(name, "auto") == 0) {
-    if (io_uring_probe(why, len) == 0)
-      return &io_uring_backend;
-    return &io_epoll_backend;
-  }
-  return NULL;
-}
+#include "io/io_platform.h"
 
 int io_loop_init(io_loop *loop, const io_backend *be, const io_opts *opts) {
   int rc;
@@ -44,13 +30,13 @@ int io_loop_init(io_loop *loop, const io_backend *be, const io_opts *opts) {
   if (loop->opts.buf_size == 0)
     loop->opts.buf_size = 2048;
   loop->now = clock_ms();
-  loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (loop->wake_fd < 0)
-    return -errno;
+  rc = io_wake_open(loop);
+  if (rc < 0)
+    return rc;
   os_mutex_init(&loop->inbox_mu);
   rc = be->init(loop, &loop->opts);
   if (rc < 0) {
-    close(loop->wake_fd);
+    io_wake_close(loop);
     os_mutex_destroy(&loop->inbox_mu);
     return rc;
   }
@@ -61,7 +47,7 @@ void io_loop_done(io_loop *loop) {
   io_job *job, *next;
 
   loop->be->done(loop);
-  close(loop->wake_fd);
+  io_wake_close(loop);
   /* Jobs nobody will run still own memory: run them so they can free it. */
   for (job = loop->inbox_head; job; job = next) {
     next = job->next;
@@ -175,18 +161,11 @@ void io_post(io_loop *loop, io_job *job) {
   os_mutex_unlock(&loop->inbox_mu);
   /* Only the post that makes the inbox non-empty needs to wake the loop: it
    * drains the whole inbox each iteration. */
-  if (was_empty && atomic_load(&loop->sleeping)) {
-    uint64_t one = 1;
-    if (write(loop->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-      log_error("io: eventfd write failed: %s", os_strerror(errno));
-  }
+  if (was_empty && atomic_load(&loop->sleeping))
+    loop->be->wake(loop);
 }
 
-void io_loop_drain_wake(io_loop *loop) {
-  uint64_t v;
-  while (read(loop->wake_fd, &v, sizeof(v)) > 0) {
-  }
-}
+void io_loop_wake(io_loop *loop) { loop->be->wake(loop); }
 
 static int run_inbox(io_loop *loop) {
   io_job *job, *next;
@@ -314,6 +293,6 @@ void io_close_fd(io_loop *loop, io_fd *fd) {
     return;
   loop->be->close_fd(loop, fd);
   if (!fd->shared)
-    close(fd->fd);
+    os_sock_close(fd->fd);
   fd->fd = -1;
 }

@@ -456,6 +456,7 @@ out:
 
 const io_backend io_uring_backend = {
     .name = "io_uring",
+    .shared_accept = 1,
     .init = uring_init,
     .done = uring_done,
     .accept = uring_accept,
@@ -466,4 +467,6 @@ const io_backend io_uring_backend = {
     .close_fd = uring_close_fd,
     .poll = uring_poll,
     .submit = uring_submit,
+    .wake = io_eventfd_wake,
+    .probe = io_uring_probe,
 };

@@ -38,7 +38,7 @@ static size_t ip_hash(const uint8_t key[17], size_t buckets) {
   return (size_t)(h % buckets);
 }
 
-/* Counts one more session from peer; -EUSERS if that would pass the cap. */
+/* Counts one more session from peer; -ENOSPC if that would pass the cap. */
 int net_ip_acquire(net *n, const net_addr *peer) {
   uint8_t key[17];
   ip_count **pp, *e;
@@ -57,7 +57,7 @@ int net_ip_acquire(net *n, const net_addr *peer) {
   if (!e)
     rc = -ENOMEM;
   else if (e->count >= n->opts.max_conns_per_ip)
-    rc = -EUSERS;
+    rc = -ENOSPC;
   else
     e->count++;
   os_mutex_unlock(&n->ip_mu);
@@ -135,8 +135,8 @@ static void adopt(net_worker *w, net_listener *l, int fd, const net_addr *peer) 
 static void refuse(int fd) { os_sock_abort(fd); }
 
 /* Every worker accepts on the same socket, and the kernel may wake the same
- * one each time: an fd accepted by a busier worker goes to the least loaded
- * one, so sessions spread evenly. */
+ * one each time (or, on IOCP, only worker 0 accepts): an fd accepted by a
+ * busier worker goes to the least loaded one, so sessions spread evenly. */
 static net_worker *least_loaded(net *n, net_worker *w) {
   net_worker *best = w;
   int best_load = atomic_load_explicit(&w->load, memory_order_relaxed);
@@ -213,11 +213,15 @@ static void on_accept(io_ev *ev, int res, unsigned flags, char *data) {
   arm_accept(le);
 }
 
+/* Every worker accepts on each listener where the backend allows it; on
+ * IOCP (shared_accept 0: a socket belongs to one completion port) worker 0
+ * alone does, and least_loaded() hands the sessions to the others. */
 static void *worker_main(void *arg) {
   net_worker *w = arg;
   net_tls_worker = w;
-  for (net_listener *l = w->n->listeners; l; l = l->next)
-    arm_accept(&l->eps[w->id]);
+  if (w->id == 0 || w->n->be->shared_accept)
+    for (net_listener *l = w->n->listeners; l; l = l->next)
+      arm_accept(&l->eps[w->id]);
   io_loop_run(&w->loop);
   sbuf_cache_trim();
   return NULL;
@@ -406,15 +410,15 @@ int net_create(const net_opts *opts, net **out) {
     n->opts.recv_backlog = 65536;
   n->be = io_backend_pick(opts->backend ? opts->backend : "auto", why, sizeof(why));
   if (!n->be) {
-    log_error("io_backend \"%s\" unknown (expected auto, io_uring or epoll)", opts->backend);
+    log_error("io_backend \"%s\" unknown (expected %s)", opts->backend, io_backend_names);
     free(n);
     return -EINVAL;
   }
   if (strcmp(opts->backend ? opts->backend : "auto", "auto") == 0 && why[0])
     log_info("io_uring unavailable (%s); using epoll", why);
-  if (n->be == &io_uring_backend && strcmp(opts->backend ? opts->backend : "auto", "io_uring") == 0 &&
-      io_uring_probe(why, sizeof(why)) < 0) {
-    log_error("io_backend io_uring: %s", why);
+  if (n->be->probe && strcmp(opts->backend ? opts->backend : "auto", "auto") != 0 &&
+      n->be->probe(why, sizeof(why)) < 0) {
+    log_error("io_backend %s: %s", n->be->name, why);
     free(n);
     return -ENOTSUP;
   }

@@ -13,6 +13,14 @@
 #include <mswsock.h>
 #include <windows.h>
 
+#include <fcntl.h>
+
+/* open(2) flags: what the core opens it reads as bytes (no CRLF
+ * translation) and never hands to child processes. */
+#ifndef O_CLOEXEC
+#define O_CLOEXEC (_O_NOINHERIT | _O_BINARY)
+#endif
+
 typedef struct os_thread {
   HANDLE handle; /* NULL in what os_thread_self() returns */
   DWORD id;

@@ -71,6 +71,17 @@ extern "C" {
 #define PIER_ABI_MINOR 1
 #define PIER_PLUGIN_MAGIC 0x52454950u /* "PIER" */
 
+/* printf-style checking of h->log's format where the compiler has it. The
+ * host formats with a C99 printf on every platform (on mingw its own, which
+ * GCC calls gnu_printf there). */
+#if defined(__MINGW32__)
+#define PIER_PRINTF(fmt, args) __attribute__((format(gnu_printf, fmt, args)))
+#elif defined(__GNUC__)
+#define PIER_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define PIER_PRINTF(fmt, args)
+#endif
+
 typedef enum pier_log_level {
   PIER_LOG_ERROR = 0,
   PIER_LOG_WARN = 1,
@@ -139,7 +150,7 @@ struct pier_host {
   /* After it returns the timer never fires again (-ENOENT if unknown). */
   int (*timer_cancel)(const pier_host *h, uint64_t id);
   void (*log)(const pier_host *h, pier_log_level level, const char *fmt, ...)
-      __attribute__((format(printf, 3, 4)));
+      PIER_PRINTF(3, 4);
   /* Ids of the open sessions of this plugin's listeners: up to max written to
    * out; returns the total. */
   size_t (*sessions)(const pier_host *h, pier_sid *out, size_t max);

@@ -229,9 +229,9 @@ static int exec_line(void *ctx, const char *line, FILE *out) {
 }
 
 static int pump(admin *a, exec_rec *r, int timeout_ms) {
-  struct pollfd fds[ADMIN_MAX_POLLFDS];
-  int n = admin_pollfds(a, fds, ADMIN_MAX_POLLFDS);
-  FUZZ_CHECK(n > 0 && n <= ADMIN_MAX_POLLFDS, "admin_pollfds returned %d", n);
+  os_wait_item fds[ADMIN_MAX_WAIT_ITEMS];
+  int n = admin_wait_items(a, fds, ADMIN_MAX_WAIT_ITEMS);
+  FUZZ_CHECK(n > 0 && n <= ADMIN_MAX_WAIT_ITEMS, "admin_wait_items returned %d", n);
   if (poll(fds, (nfds_t)n, timeout_ms) < 0)
     FUZZ_CHECK(errno == EINTR, "poll: %s", strerror(errno));
   return admin_handle_ready(a, fds, n, exec_line, r);

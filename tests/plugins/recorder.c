@@ -25,7 +25,7 @@ static int out_fd = -1;
 static int timer_after_disconnect, check_overlap;
 static atomic_int busy;
 
-static void record(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void record(const char *fmt, ...) PIER_PRINTF(1, 2);
 #include <stdarg.h>
 static void record(const char *fmt, ...) {
   char line[512];
@@ -62,6 +62,11 @@ static int json_int(const char *json, const char *key) {
   return p ? atoi(p + strlen(key) + 1) : 0; /* compact JSON: "key":N */
 }
 
+/* Windows' C runtime turns "\n" into "\r\n" unless the file is binary. */
+#ifndef O_BINARY
+#define O_BINARY 0
+#endif
+
 static int rec_load(const pier_load_args *a) {
   const char *p = strstr(a->config_json, "\"out\":\"");
   char path[256];
@@ -74,7 +79,7 @@ static int rec_load(const pier_load_args *a) {
     return -ENAMETOOLONG;
   memcpy(path, p, n);
   path[n] = '\0';
-  out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_BINARY, 0600);
   if (out_fd < 0)
     return -errno;
   host = a->host;

@@ -1,20 +1,21 @@
 /* Unit tests for server.json loading: the shipped default config, defaults,
  * path resolution, and the exact one-line message for each kind of mistake.
  * Also feeds truncated, mutated and pathological inputs to show they fail
- * cleanly. */
+ * cleanly. The same rules hold on Windows, where pier joins paths with '\\'
+ * (TEST_SEP) and a plugin file is a .dll (TEST_DL_EXT). */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
 
 #include "host/config.h"
 
-#include <check.h>
-#include <sys/stat.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "os/path.h"
+#include "testlib.h"
 
 #ifndef PIER_SOURCE_DIR
 #define PIER_SOURCE_DIR "."
@@ -55,7 +56,7 @@ START_TEST(test_config_default_file_loads) {
   ck_assert_int_eq(cfg->io_backend, CFG_BACKEND_AUTO);
   ck_assert_uint_eq(cfg->max_sessions, 10000);
   ck_assert_int_eq(cfg->log_level, CFG_LOG_INFO);
-  ck_assert_str_eq(cfg->admin_socket, PIER_SOURCE_DIR "/config/run/pierd.sock");
+  ck_assert_str_eq(cfg->admin_socket, PIER_SOURCE_DIR "/config" TEST_SEP "run/pierd.sock");
   ck_assert_uint_eq(cfg->limits.max_packet_size, 16384);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1048576);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 0);
@@ -64,11 +65,11 @@ START_TEST(test_config_default_file_loads) {
   ck_assert_str_eq(cfg->plugins[0].name, "echo");
   ck_assert_str_eq(cfg->plugins[0].path, "../plugins/echo");
   ck_assert_str_eq(cfg->plugins[0].resolved_path,
-                   PIER_SOURCE_DIR "/config/../plugins/echo.so");
+                   PIER_SOURCE_DIR "/config" TEST_SEP "../plugins/echo" TEST_DL_EXT);
   ck_assert_str_eq(cfg->plugins[1].name, "chat");
   ck_assert_str_eq(cfg->plugins[1].path, "../plugins/chat");
   ck_assert_str_eq(cfg->plugins[1].resolved_path,
-                   PIER_SOURCE_DIR "/config/../plugins/chat.so");
+                   PIER_SOURCE_DIR "/config" TEST_SEP "../plugins/chat" TEST_DL_EXT);
   ck_assert_str_eq(cfg->plugins[1].config_json, "{}");
 
   ck_assert_uint_eq(cfg->nlisteners, 2);
@@ -97,7 +98,7 @@ START_TEST(test_config_defaults_when_absent) {
   ck_assert_int_eq(cfg->io_backend, CFG_BACKEND_AUTO);
   ck_assert_uint_eq(cfg->max_sessions, 10000);
   ck_assert_int_eq(cfg->log_level, CFG_LOG_INFO);
-  ck_assert_str_eq(cfg->admin_socket, "/srv/run/pierd.sock");
+  ck_assert_str_eq(cfg->admin_socket, "/srv" TEST_SEP "run/pierd.sock");
   ck_assert_uint_eq(cfg->limits.max_packet_size, 16384);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1048576);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 0);
@@ -211,32 +212,35 @@ static void check_resolved(const char *base, const char *path,
 }
 
 START_TEST(test_config_plugin_path_resolution) {
-  check_resolved("/etc/pier", "echo.so", "/etc/pier/echo.so");
-  check_resolved("/etc/pier/", "../lib/echo.so", "/etc/pier/../lib/echo.so");
+  check_resolved("/etc/pier", "echo.so", "/etc/pier" TEST_SEP "echo.so");
+  check_resolved("/etc/pier/", "../lib/echo.so", "/etc/pier" TEST_SEP "../lib/echo.so");
   check_resolved("/etc/pier", "/opt/echo.so", "/opt/echo.so");
   check_resolved("build/config", "../plugins/echo.so",
-                 "build/config/../plugins/echo.so");
+                 "build/config" TEST_SEP "../plugins/echo.so");
   check_resolved("/", "echo.so", "/echo.so");
-  check_resolved(".", "echo.so", "./echo.so"); /* never a bare name */
+  check_resolved(".", "echo.so", "." TEST_SEP "echo.so"); /* never a bare name */
   check_resolved(".", "../plugins/echo.so", "../plugins/echo.so");
-  check_resolved(NULL, "echo.so", "./echo.so");
+  check_resolved(NULL, "echo.so", "." TEST_SEP "echo.so");
 }
 END_TEST
 
 /* A last path component without a '.' gets the platform's extension (.so
- * here); any '.' in it, even a trailing one, leaves the path as written. */
+ * on Linux, .dll on Windows); any '.' in it, even a trailing one, leaves the
+ * path as written. */
 START_TEST(test_config_plugin_path_platform_extension) {
-  check_resolved("/etc/pier", "echo", "/etc/pier/echo.so");
-  check_resolved("/etc/pier", "../plugins/echo", "/etc/pier/../plugins/echo.so");
-  check_resolved("/etc/pier", "/opt/pier/chat", "/opt/pier/chat.so");
-  check_resolved(".", "echo", "./echo.so");
-  check_resolved(".", "../plugins/echo", "../plugins/echo.so");
-  check_resolved("/etc/pier", "v1.2/echo", "/etc/pier/v1.2/echo.so"); /* a dot in a directory */
-  check_resolved("/etc/pier", "echo.so", "/etc/pier/echo.so");
-  check_resolved("/etc/pier", "echo.dll", "/etc/pier/echo.dll"); /* kept as written */
-  check_resolved("/etc/pier", "echo.so.1", "/etc/pier/echo.so.1");
-  check_resolved("/etc/pier", "echo.", "/etc/pier/echo.");
-  check_resolved("/etc/pier", ".echo", "/etc/pier/.echo");
+#define ETC "/etc/pier" TEST_SEP
+  check_resolved("/etc/pier", "echo", ETC "echo" TEST_DL_EXT);
+  check_resolved("/etc/pier", "../plugins/echo", ETC "../plugins/echo" TEST_DL_EXT);
+  check_resolved("/etc/pier", "/opt/pier/chat", "/opt/pier/chat" TEST_DL_EXT);
+  check_resolved(".", "echo", "." TEST_SEP "echo" TEST_DL_EXT);
+  check_resolved(".", "../plugins/echo", "../plugins/echo" TEST_DL_EXT);
+  check_resolved("/etc/pier", "v1.2/echo", ETC "v1.2/echo" TEST_DL_EXT); /* a dot in a directory */
+  check_resolved("/etc/pier", "echo.so", ETC "echo.so"); /* kept as written */
+  check_resolved("/etc/pier", "echo.dll", ETC "echo.dll");
+  check_resolved("/etc/pier", "echo.so.1", ETC "echo.so.1");
+  check_resolved("/etc/pier", "echo.", ETC "echo.");
+  check_resolved("/etc/pier", ".echo", ETC ".echo");
+#undef ETC
 }
 END_TEST
 
@@ -546,12 +550,14 @@ END_TEST
 
 START_TEST(test_config_missing_file) {
   cfg_server *cfg = NULL;
-  char err[512];
+  char err[512], want[512];
   int rc = cfg_load_file("/nonexistent/pier/server.json", &cfg, err, sizeof err);
   ck_assert_int_eq(rc, -ENOENT);
   ck_assert_ptr_null(cfg);
-  ck_assert_str_eq(err, "/nonexistent/pier/server.json: cannot read: No such "
-                        "file or directory");
+  /* "No such file or directory" on both platforms' C libraries. */
+  snprintf(want, sizeof want, "/nonexistent/pier/server.json: cannot read: %s",
+           os_strerror(ENOENT));
+  ck_assert_str_eq(err, want);
 }
 END_TEST
 
@@ -568,9 +574,9 @@ static const char *write_file(const char *dir, const char *name,
 }
 
 START_TEST(test_config_file_errors_and_base_dir) {
-  char dir[] = "/tmp/pier_cfg_XXXXXX", err[512], want[1024];
+  char dir[256], err[512], want[1024];
   cfg_server *cfg = NULL;
-  ck_assert_ptr_nonnull(mkdtemp(dir));
+  test_mkdtemp(dir, sizeof dir, "pier_cfg_");
 
   char *ok = dq("{" PL "," LS "}");
   const char *path = write_file(dir, "s.json", ok, strlen(ok));
@@ -578,10 +584,10 @@ START_TEST(test_config_file_errors_and_base_dir) {
   ck_assert_int_eq(cfg_load_file(path, &cfg, err, sizeof err), 0);
   ck_assert_str_eq(cfg->path, path);
   ck_assert_str_eq(cfg->base_dir, dir);
-  snprintf(want, sizeof want, "%s/echo.so", dir);
+  snprintf(want, sizeof want, "%s" TEST_SEP "echo.so", dir);
   ck_assert_str_eq(cfg->plugins[0].resolved_path, want);
   cfg_free(cfg);
-  unlink(path);
+  ck_assert_int_eq(remove(path), 0);
 
   path = write_file(dir, "w.json", "{\"workers\": 99}", 15);
   ck_assert_int_eq(cfg_load_file(path, &cfg, err, sizeof err), -EINVAL);
@@ -591,7 +597,7 @@ START_TEST(test_config_file_errors_and_base_dir) {
            "%s: workers: expected an integer 1..64, got 99",
            path, path, path);
   ck_assert_str_eq(err, want);
-  unlink(path);
+  ck_assert_int_eq(remove(path), 0);
 
   size_t big = CFG_MAX_FILE_SIZE + 1;
   char *spaces = malloc(big);
@@ -603,13 +609,13 @@ START_TEST(test_config_file_errors_and_base_dir) {
   snprintf(want, sizeof want, "%s: file too large (more than 1048576 bytes)",
            path);
   ck_assert_str_eq(err, want);
-  unlink(path);
+  ck_assert_int_eq(remove(path), 0);
 
   ck_assert_int_eq(cfg_load_file(dir, &cfg, err, sizeof err), -EISDIR);
-  snprintf(want, sizeof want, "%s: cannot read: Is a directory", dir);
+  snprintf(want, sizeof want, "%s: cannot read: %s", dir, os_strerror(EISDIR));
   ck_assert_str_eq(err, want);
   ck_assert_ptr_null(cfg);
-  rmdir(dir);
+  ck_assert_int_eq(test_rm_rf(dir), 0);
 }
 END_TEST
 
@@ -695,13 +701,16 @@ END_TEST
 
 /* plugin_dir confines plugin files, after ".." and links are resolved. */
 START_TEST(test_config_plugin_dir_confines_paths) {
-  char dir[] = "/tmp/pier-cfgdir-XXXXXX", sub[96], err[512];
+  char dir[256], real[256], sub[300], err[1024];
   cfg_server *cfg = NULL;
-  ck_assert_ptr_nonnull(mkdtemp(dir));
+  test_mkdtemp(dir, sizeof(dir), "pier-cfgdir-");
+  /* The messages name directories in their real form: on Windows with a
+   * drive letter and '\\' (the temp directory itself may be a link). */
+  ck_assert_int_eq(os_realpath(dir, real, sizeof(real)), 0);
   snprintf(sub, sizeof(sub), "%s/plugins", dir);
-  ck_assert_int_eq(mkdir(sub, 0700), 0);
+  ck_assert_int_eq(test_mkdir(sub), 0);
   snprintf(sub, sizeof(sub), "%s/other", dir);
-  ck_assert_int_eq(mkdir(sub, 0700), 0);
+  ck_assert_int_eq(test_mkdir(sub), 0);
   const char *inside = "{\"plugin_dir\": \"plugins\", \"plugins\": [{\"name\": \"a\", "
                        "\"path\": \"plugins/a.so\"}], \"listeners\": [{\"port\": 1, "
                        "\"plugin\": \"a\"}]}";
@@ -711,27 +720,36 @@ START_TEST(test_config_plugin_dir_confines_paths) {
   const char *missing = "{\"plugin_dir\": \"nowhere\", \"plugins\": [{\"name\": \"a\", "
                         "\"path\": \"plugins/a.so\"}], \"listeners\": [{\"port\": 1, "
                         "\"plugin\": \"a\"}]}";
-  char want[256];
+  char want[1024];
   ck_assert_int_eq(cfg_load_text(inside, strlen(inside), "server.json", dir, &cfg, err, sizeof(err)), 0);
-  snprintf(want, sizeof(want), "%s/plugins", dir);
+  snprintf(want, sizeof(want), "%s" TEST_SEP "plugins", dir);
   ck_assert_str_eq(cfg->plugin_dir, want);
   cfg_free(cfg);
   ck_assert_int_eq(cfg_load_text(outside, strlen(outside), "server.json", dir, &cfg, err, sizeof(err)), -EPERM);
   snprintf(want, sizeof(want),
-           "server.json: plugins[0].path: \"plugins/../other/a.so\" is in %s/other, outside "
-           "plugin_dir (%s/plugins)", dir, dir);
+           "server.json: plugins[0].path: \"plugins/../other/a.so\" is in %s" TEST_SEP "other, "
+           "outside plugin_dir (%s" TEST_SEP "plugins)", real, real);
   ck_assert_str_eq(err, want);
   ck_assert_int_eq(cfg_load_text(missing, strlen(missing), "server.json", dir, &cfg, err, sizeof(err)), -ENOENT);
-  snprintf(want, sizeof(want), "server.json: plugin_dir: directory %s/nowhere: No such file or directory", dir);
+  snprintf(want, sizeof(want), "server.json: plugin_dir: directory %s" TEST_SEP "nowhere: %s",
+           dir, os_strerror(ENOENT));
   ck_assert_str_eq(err, want);
-  snprintf(want, sizeof(want), "rm -rf '%s'", dir);
-  ck_assert_int_eq(system(want), 0);
+  ck_assert_int_eq(test_rm_rf(dir), 0);
 }
 END_TEST
 
 /* The file itself goes through realpath: a link in plugin_dir to a file
  * outside is refused, a link that stays inside is accepted, and so is a link
- * to a directory inside; a linked directory that leads out is refused. */
+ * to a directory inside; a linked directory that leads out is refused.
+ *
+ * Not on Windows: creating a symbolic link there needs
+ * SeCreateSymbolicLinkPrivilege (an administrator, or developer mode), and
+ * Wine 8's CreateSymbolicLinkW returns success but makes no link; the case
+ * is not added there (see config_suite). */
+#ifndef _WIN32
+#include <sys/stat.h>
+#include <unistd.h>
+
 START_TEST(test_config_plugin_dir_symlinks) {
   char dir[] = "/tmp/pier-cfgdir-XXXXXX", p[256], t[256], err[512], want[512], json[512];
   cfg_server *cfg = NULL;
@@ -795,6 +813,7 @@ START_TEST(test_config_plugin_dir_symlinks) {
   ck_assert_int_eq(system(t), 0);
 }
 END_TEST
+#endif
 
 START_TEST(test_config_pathological_input) {
   size_t n = 100000;
@@ -858,7 +877,9 @@ static Suite *config_suite(void) {
   tcase_add_test(tc, test_config_truncated_and_mutated_input);
   tcase_add_test(tc, test_config_pathological_input);
   tcase_add_test(tc, test_config_plugin_dir_confines_paths);
+#ifndef _WIN32 /* no symbolic links to make on Windows: see the case */
   tcase_add_test(tc, test_config_plugin_dir_symlinks);
+#endif
   suite_add_tcase(s, tc);
   return s;
 }

@@ -1,7 +1,6 @@
 /* Unit tests for send buffers: size classes, reference counting, the
  * per-thread block cache, and a release on another thread than the one that
  * allocated. */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -202,15 +201,15 @@ static void *release_thread(void *arg) {
 }
 
 START_TEST(test_sbuf_release_on_other_thread_joins_its_cache) {
-  pthread_t th;
+  os_thread th;
   xrel x = {0};
 
   sbuf_cache_trim();
   x.b = sbuf_from("cross", 5);
   ck_assert_ptr_nonnull(x.b);
   sbuf_ref(x.b);
-  ck_assert_int_eq(pthread_create(&th, NULL, release_thread, &x), 0);
-  ck_assert_int_eq(pthread_join(th, NULL), 0);
+  ck_assert_int_eq(os_thread_create(&th, release_thread, &x), 0);
+  os_thread_join(th);
   ck_assert_uint_eq(x.count_before, 0);
   ck_assert_uint_eq(x.count_after_first, 0);
   ck_assert_uint_eq(x.refs_after_first, 1);
@@ -238,7 +237,7 @@ static void *release_many_thread(void *arg) {
 
 START_TEST(test_sbuf_thread_exit_frees_cache_of_every_class) {
   static const size_t sizes[] = {10, 1000, 10000, 60000};
-  pthread_t th;
+  os_thread th;
   many m = {.n = 40};
 
   sbuf_cache_trim();
@@ -246,8 +245,8 @@ START_TEST(test_sbuf_thread_exit_frees_cache_of_every_class) {
     m.bufs[i] = sbuf_alloc(sizes[i % 4]);
     ck_assert_ptr_nonnull(m.bufs[i]);
   }
-  ck_assert_int_eq(pthread_create(&th, NULL, release_many_thread, &m), 0);
-  ck_assert_int_eq(pthread_join(th, NULL), 0);
+  ck_assert_int_eq(os_thread_create(&th, release_many_thread, &m), 0);
+  os_thread_join(th);
   /* 64 KiB blocks are cached up to the 1 MiB budget of their class (16), so
    * all 40 fit. */
   ck_assert_uint_eq(m.count_after, 40);

@@ -2,11 +2,9 @@
  * staleness after release, the closing mark, generation wrap-around and
  * first-in-first-out slot reuse. */
 #include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 
 #include "net/sid.h"
 #include "testlib.h"
@@ -258,28 +256,22 @@ static void *racer(void *arg) {
   return NULL;
 }
 
-static uint64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Two threads set and read the user pointer by ids that go stale while the
  * owner cycles the one slot through new sessions: every new session starts
  * with no pointer and only ever holds its own, and no reader gets another
  * session's. */
 START_TEST(test_sid_stale_set_user_never_lands_on_new_session) {
   static race r;
-  pthread_t th[2];
+  os_thread th[2];
   long sessions = 0, stale_on_new = 0, foreign = 0;
   uint64_t end;
 
   memset(&r, 0, sizeof(r));
   ck_assert_int_eq(sid_table_init(&r.t, 0, 1), 0);
   for (int i = 0; i < 2; i++)
-    ck_assert_int_eq(pthread_create(&th[i], NULL, racer, &r), 0);
-  end = mono_ms() + 1500;
-  while (mono_ms() < end || sessions < 1000) {
+    ck_assert_int_eq(os_thread_create(&th[i], racer, &r), 0);
+  end = os_clock_ms() + 1500;
+  while (os_clock_ms() < end || sessions < 1000) {
     pier_sid sid = sid_alloc(&r.t);
     void *u;
     ck_assert_uint_ne(sid, 0);
@@ -297,7 +289,7 @@ START_TEST(test_sid_stale_set_user_never_lands_on_new_session) {
   }
   atomic_store(&r.stop, 1);
   for (int i = 0; i < 2; i++)
-    pthread_join(th[i], NULL);
+    os_thread_join(th[i]);
   ck_assert_int_gt(atomic_load(&r.calls), 1000);
   ck_assert_msg(stale_on_new == 0 && foreign == 0,
                 "%ld of %ld new sessions started with a stale pointer, %ld held another's",

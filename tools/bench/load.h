@@ -5,6 +5,7 @@
 #ifndef PIER_BENCH_LOAD_H
 #define PIER_BENCH_LOAD_H
 
+#include "base/log.h"
 #include <stdint.h>
 
 #include "hist.h"
@@ -67,7 +68,7 @@ unsigned load_open(load *l);
  * mismatches (counted once per bad receive), timeouts. */
 uint64_t load_errors(load *l);
 /* Reports an error (counted; the first few are printed on stderr). */
-void load_error(load *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void load_error(load *l, const char *fmt, ...) __attribute__((format(LOG_PRINTF, 2, 3)));
 const char *load_backend(load *l);
 /* Closes every connection and joins the workers. */
 void load_stop(load *l);

@@ -1,6 +1,6 @@
 /* procstat.h on Windows: GetProcessTimes and the process's working set,
  * which is what Windows calls its resident set. */
-#include "bench/procstat.h"
+#include "procstat.h"
 
 #include <errno.h>
 

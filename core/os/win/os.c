@@ -182,9 +182,19 @@ int os_win_errno(unsigned long err) {
   case WSAECONNRESET:
     return ECONNRESET;
   case WSAENOBUFS:
+    return ENOBUFS;
   case ERROR_NOT_ENOUGH_MEMORY:
   case ERROR_OUTOFMEMORY:
-    return ENOBUFS;
+    return ENOMEM;
+  case ERROR_PIPE_BUSY:
+    return EBUSY;
+  case ERROR_BROKEN_PIPE:
+  case ERROR_NO_DATA:
+  case ERROR_PIPE_NOT_CONNECTED:
+    return EPIPE;
+  case ERROR_ALREADY_EXISTS:
+  case ERROR_FILE_EXISTS:
+    return EEXIST;
   case WSAEISCONN:
     return EISCONN;
   case WSAENOTCONN:
