@@ -34,7 +34,6 @@ static int child(const char *dll, int do_abort) {
   plugin_image img;
   cfg_plugin p;
   pier_load_args args;
-  FILE *f;
   memset(&p, 0, sizeof(p));
   p.name = "bad";
   p.path = p.resolved_path = (char *)dll;
@@ -43,12 +42,8 @@ static int child(const char *dll, int do_abort) {
     fprintf(stderr, "%s\n", err);
     return 2;
   }
-  /* The note through os_memstream, as daemon/crash.c makes it. */
-  f = os_memstream_open(note, sizeof(note));
-  if (!f)
-    return 3;
-  fprintf(f, "plugins loaded:\nplugin bad: %s %s, generation 1\n", img.name, img.version);
-  os_memstream_close(f, note, sizeof(note));
+  snprintf(note, sizeof(note), "plugins loaded:\nplugin bad: %s %s, generation 1\n", img.name,
+           img.version);
   os_crash_set_note(note);
   if (do_abort)
     abort();
