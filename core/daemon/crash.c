@@ -4,7 +4,10 @@
  * host's locks. */
 #include "daemon/crash.h"
 
+#include <stdlib.h>
+
 #include "os/crash.h"
+#include "os/memout.h"
 
 void crash_install(void) {
   os_crash_install("pierd");
@@ -12,11 +15,16 @@ void crash_install(void) {
 }
 
 void crash_note_plugins(host *h) {
-  char buf[OS_CRASH_NOTE_MAX];
-  FILE *f = os_memstream_open(buf, sizeof(buf));
+  os_memout mo;
+  char *text;
+  size_t len;
+  FILE *f = os_memout_open(&mo);
   if (!f)
     return;
   fputs("plugins loaded:\n", f);
   host_print_plugins(h, f);
-  os_crash_set_note((os_memstream_close(f, buf, sizeof(buf)), buf));
+  if (os_memout_close(&mo, &text, &len) < 0)
+    return;
+  os_crash_set_note(text); /* cut to OS_CRASH_NOTE_MAX - 1 bytes, as before */
+  free(text);
 }

@@ -10,7 +10,6 @@
 #define PIER_OS_CRASH_H
 
 #include <stddef.h>
-#include <stdio.h>
 
 /* Longest note, with its NUL. */
 #define OS_CRASH_NOTE_MAX 8192
@@ -21,12 +20,5 @@ void os_crash_install(const char *prog);
 /* Replaces the note the report ends with (copied, cut to
  * OS_CRASH_NOTE_MAX - 1 bytes). Main thread. */
 void os_crash_set_note(const char *text);
-
-/* A stream writing into buf (n bytes) for preparing a note: fmemopen on
- * POSIX; a temporary file deleted on close on Windows, which has no
- * fmemopen. NULL when it cannot be made. os_memstream_close closes it and
- * returns how many bytes buf holds, NUL-terminated (at most n - 1). */
-FILE *os_memstream_open(char *buf, size_t n);
-size_t os_memstream_close(FILE *f, char *buf, size_t n);
 
 #endif

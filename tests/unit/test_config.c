@@ -2,7 +2,8 @@
  * path resolution, and the exact one-line message for each kind of mistake.
  * Also feeds truncated, mutated and pathological inputs to show they fail
  * cleanly. The same rules hold on Windows, where pier joins paths with '\\'
- * (TEST_SEP) and a plugin file is a .dll (TEST_DL_EXT). */
+ * (TEST_SEP), writes every separator of a resolved path as '\\' (native())
+ * and a plugin file is a .dll (TEST_DL_EXT). */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -33,6 +34,22 @@ static char *dq(const char *s) {
   return t;
 }
 
+/* A resolved path as the config makes it: on Windows every '/' becomes
+ * '\\' (os_path_normalize); as given elsewhere. Returns one of four static
+ * buffers, so a few can be used in one call. */
+static const char *native(const char *s) {
+  static char buf[4][1024];
+  static int k;
+  char *r = buf[k++ % 4];
+  snprintf(r, sizeof(buf[0]), "%s", s);
+#ifdef _WIN32
+  for (char *p = r; *p; p++)
+    if (*p == '/')
+      *p = '\\';
+#endif
+  return r;
+}
+
 /* Loads text written with ' for " as "server.json" with base_dir "/srv". */
 static int load(const char *json, cfg_server **out, char *err, size_t errlen) {
   char *t = dq(json);
@@ -56,7 +73,7 @@ START_TEST(test_config_default_file_loads) {
   ck_assert_int_eq(cfg->io_backend, CFG_BACKEND_AUTO);
   ck_assert_uint_eq(cfg->max_sessions, 10000);
   ck_assert_int_eq(cfg->log_level, CFG_LOG_INFO);
-  ck_assert_str_eq(cfg->admin_socket, PIER_SOURCE_DIR "/config" TEST_SEP "run/pierd.sock");
+  ck_assert_str_eq(cfg->admin_socket, native(PIER_SOURCE_DIR "/config" TEST_SEP "run/pierd.sock"));
   ck_assert_uint_eq(cfg->limits.max_packet_size, 16384);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1048576);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 0);
@@ -65,11 +82,11 @@ START_TEST(test_config_default_file_loads) {
   ck_assert_str_eq(cfg->plugins[0].name, "echo");
   ck_assert_str_eq(cfg->plugins[0].path, "../plugins/echo");
   ck_assert_str_eq(cfg->plugins[0].resolved_path,
-                   PIER_SOURCE_DIR "/config" TEST_SEP "../plugins/echo" TEST_DL_EXT);
+                   native(PIER_SOURCE_DIR "/config" TEST_SEP "../plugins/echo" TEST_DL_EXT));
   ck_assert_str_eq(cfg->plugins[1].name, "chat");
   ck_assert_str_eq(cfg->plugins[1].path, "../plugins/chat");
   ck_assert_str_eq(cfg->plugins[1].resolved_path,
-                   PIER_SOURCE_DIR "/config" TEST_SEP "../plugins/chat" TEST_DL_EXT);
+                   native(PIER_SOURCE_DIR "/config" TEST_SEP "../plugins/chat" TEST_DL_EXT));
   ck_assert_str_eq(cfg->plugins[1].config_json, "{}");
 
   ck_assert_uint_eq(cfg->nlisteners, 2);
@@ -98,7 +115,7 @@ START_TEST(test_config_defaults_when_absent) {
   ck_assert_int_eq(cfg->io_backend, CFG_BACKEND_AUTO);
   ck_assert_uint_eq(cfg->max_sessions, 10000);
   ck_assert_int_eq(cfg->log_level, CFG_LOG_INFO);
-  ck_assert_str_eq(cfg->admin_socket, "/srv" TEST_SEP "run/pierd.sock");
+  ck_assert_str_eq(cfg->admin_socket, native("/srv" TEST_SEP "run/pierd.sock"));
   ck_assert_uint_eq(cfg->limits.max_packet_size, 16384);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1048576);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 0);
@@ -149,7 +166,7 @@ START_TEST(test_config_every_key_set) {
   ck_assert_int_eq(cfg->io_backend, CFG_BACKEND_EPOLL);
   ck_assert_uint_eq(cfg->max_sessions, 1000000);
   ck_assert_int_eq(cfg->log_level, CFG_LOG_DEBUG);
-  ck_assert_str_eq(cfg->admin_socket, "/run/p.sock");
+  ck_assert_str_eq(cfg->admin_socket, native("/run/p.sock"));
   ck_assert_uint_eq(cfg->limits.max_packet_size, 4);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1073741824);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 86400000);
@@ -207,7 +224,7 @@ static void check_resolved(const char *base, const char *path,
                          sizeof err);
   ck_assert_msg(rc == 0, "%s", err);
   ck_assert_str_eq(cfg->plugins[0].path, path);
-  ck_assert_str_eq(cfg->plugins[0].resolved_path, want);
+  ck_assert_str_eq(cfg->plugins[0].resolved_path, native(want));
   cfg_free(cfg);
 }
 
@@ -585,7 +602,7 @@ START_TEST(test_config_file_errors_and_base_dir) {
   ck_assert_str_eq(cfg->path, path);
   ck_assert_str_eq(cfg->base_dir, dir);
   snprintf(want, sizeof want, "%s" TEST_SEP "echo.so", dir);
-  ck_assert_str_eq(cfg->plugins[0].resolved_path, want);
+  ck_assert_str_eq(cfg->plugins[0].resolved_path, native(want));
   cfg_free(cfg);
   ck_assert_int_eq(remove(path), 0);
 
@@ -723,7 +740,7 @@ START_TEST(test_config_plugin_dir_confines_paths) {
   char want[1024];
   ck_assert_int_eq(cfg_load_text(inside, strlen(inside), "server.json", dir, &cfg, err, sizeof(err)), 0);
   snprintf(want, sizeof(want), "%s" TEST_SEP "plugins", dir);
-  ck_assert_str_eq(cfg->plugin_dir, want);
+  ck_assert_str_eq(cfg->plugin_dir, native(want));
   cfg_free(cfg);
   ck_assert_int_eq(cfg_load_text(outside, strlen(outside), "server.json", dir, &cfg, err, sizeof(err)), -EPERM);
   snprintf(want, sizeof(want),
@@ -731,8 +748,9 @@ START_TEST(test_config_plugin_dir_confines_paths) {
            "outside plugin_dir (%s" TEST_SEP "plugins)", real, real);
   ck_assert_str_eq(err, want);
   ck_assert_int_eq(cfg_load_text(missing, strlen(missing), "server.json", dir, &cfg, err, sizeof(err)), -ENOENT);
-  snprintf(want, sizeof(want), "server.json: plugin_dir: directory %s" TEST_SEP "nowhere: %s",
-           dir, os_strerror(ENOENT));
+  snprintf(sub, sizeof(sub), "%s" TEST_SEP "nowhere", dir);
+  snprintf(want, sizeof(want), "server.json: plugin_dir: directory %s: %s", native(sub),
+           os_strerror(ENOENT));
   ck_assert_str_eq(err, want);
   ck_assert_int_eq(test_rm_rf(dir), 0);
 }

@@ -52,14 +52,3 @@ void os_crash_set_note(const char *text) {
   snprintf(buf, sizeof(buf), "%s", text);
   memcpy(note, buf, sizeof(buf));
 }
-
-FILE *os_memstream_open(char *buf, size_t n) { return n > 1 ? fmemopen(buf, n - 1, "w") : NULL; }
-
-size_t os_memstream_close(FILE *f, char *buf, size_t n) {
-  size_t len = (size_t)ftell(f);
-  fclose(f);
-  if (len > n - 1)
-    len = n - 1;
-  buf[len] = '\0';
-  return len;
-}

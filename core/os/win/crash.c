@@ -10,8 +10,6 @@
  * SIGABRT the same way. */
 #include "os/crash.h"
 
-#include <fcntl.h>
-#include <io.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -159,37 +157,4 @@ void os_crash_set_note(const char *text) {
   char buf[sizeof(note)];
   snprintf(buf, sizeof(buf), "%s", text);
   memcpy(note, buf, sizeof(buf));
-}
-
-FILE *os_memstream_open(char *buf, size_t n) {
-  wchar_t dir[MAX_PATH + 1], path[MAX_PATH + 1];
-  HANDLE h;
-  int fd;
-  FILE *f;
-  (void)buf;
-  if (n < 2 || !GetTempPathW(MAX_PATH + 1, dir) || !GetTempFileNameW(dir, L"pie", 0, path))
-    return NULL;
-  h = CreateFileW(path, GENERIC_READ | GENERIC_WRITE, 0, NULL, CREATE_ALWAYS,
-                  FILE_ATTRIBUTE_TEMPORARY | FILE_FLAG_DELETE_ON_CLOSE, NULL);
-  if (h == INVALID_HANDLE_VALUE) {
-    DeleteFileW(path);
-    return NULL;
-  }
-  if ((fd = _open_osfhandle((intptr_t)h, _O_RDWR | _O_BINARY)) < 0) {
-    CloseHandle(h);
-    return NULL;
-  }
-  if (!(f = _fdopen(fd, "w+b")))
-    _close(fd);
-  return f;
-}
-
-size_t os_memstream_close(FILE *f, char *buf, size_t n) {
-  long end = ftell(f);
-  size_t len = 0;
-  if (end > 0 && fseek(f, 0, SEEK_SET) == 0)
-    len = fread(buf, 1, (size_t)end < n - 1 ? (size_t)end : n - 1, f);
-  fclose(f); /* the file goes with its last handle */
-  buf[len] = '\0';
-  return len;
 }
