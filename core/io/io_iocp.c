@@ -12,10 +12,10 @@
  *            and live until their completions are dequeued. A listening
  *            socket belongs to one port: shared_accept is 0.
  *   recv     a zero-byte WSARecv waits for data without holding a buffer;
- *            when it completes, recv() into the loop's scratch buffer until
- *            WSAEWOULDBLOCK (READS_PER_WAKE chunks at most per wake-up, then
- *            the fd waits on the ready list), then the zero-byte WSARecv is
- *            posted again.
+ *            when it completes, one recv() into the loop's scratch buffer
+ *            (READS_PER_WAKE x buf_size); a full read puts the fd on the
+ *            ready list for the next iteration, a short one or
+ *            WSAEWOULDBLOCK posts the zero-byte WSARecv again.
  *   send     one WSASend of the iovec array (its layout is WSABUF's).
  *   connect  ConnectEx after binding the wildcard address.
  *   cancel   CancelIoEx of the op's OVERLAPPED; the aborted op's completion
@@ -32,10 +32,9 @@
 #include "base/log.h"
 #include "io/io.h"
 
-#define IOCP_SCRATCH_MIN 65536u /* bytes; see iocp_init */
 #define BATCH 128          /* entries per GetQueuedCompletionStatusEx */
 #define ROUNDS 8           /* full batches per poll before timers and jobs run */
-#define READS_PER_WAKE 16  /* recv() chunks per fd per wake-up */
+#define READS_PER_WAKE 16  /* buf_size chunks read per fd per wake-up */
 #define ACCEPTS_POSTED 8   /* AcceptEx calls outstanding per armed accept */
 #define ACCEPT_RETRIES 4   /* re-posts of one context after a reset connection */
 #define DRAIN_MS 2000      /* io_loop_done's wait for cancelled ops */
@@ -220,10 +219,12 @@ static int iocp_init(io_loop *loop, const io_opts *opts) {
     loop->impl = NULL;
     return rc;
   }
-  /* One scratch buffer per loop, not per session, so it can be large: every
-   * recv() is a system call (under Wine a server round trip), and 64 KiB
-   * per call moved 61 MB/s of 64 KiB echoes under Wine where 2 KiB moved 9. */
-  c->scratch_size = opts->buf_size < IOCP_SCRATCH_MIN ? IOCP_SCRATCH_MIN : opts->buf_size;
+  /* One scratch buffer per loop, not per session, so it can be large: a
+   * wake-up's whole read budget in one recv() rather than READS_PER_WAKE
+   * calls of buf_size, since every call is a system call (under Wine a
+   * server round trip: 64 KiB per call moved 61 MB/s of 64 KiB echoes there
+   * where 2 KiB moved 9). */
+  c->scratch_size = (size_t)opts->buf_size * READS_PER_WAKE;
   c->scratch = malloc(c->scratch_size);
   if (!c->scratch) {
     iocp_done(loop);
@@ -439,13 +440,14 @@ static int iocp_recv(io_loop *loop, io_ev *ev) {
   return 0;
 }
 
-/* Reads what the socket holds, READS_PER_WAKE chunks at most; the callback
- * may cancel the recv or close the fd between chunks. */
+/* Reads what the socket holds, one scratch buffer (READS_PER_WAKE x
+ * buf_size) at most per wake-up, so one fast sender cannot starve the
+ * others. */
 static void do_read(io_loop *loop, io_ev *ev) {
   iocp_impl *c = loop->impl;
   io_fd *fd = ev->fd;
 
-  for (int i = 0; i < READS_PER_WAKE; i++) {
+  for (;;) {
     int n = recv((SOCKET)fd->fd, c->scratch, (int)c->scratch_size, 0), err;
     if (n > 0) {
       loop->stats.completions++;
@@ -457,7 +459,7 @@ static void do_read(io_loop *loop, io_ev *ev) {
         post_zero_recv(c, ev);
         return;
       }
-      continue;
+      break;
     }
     if (n == 0) {
       push_done(c, ev, 0);
