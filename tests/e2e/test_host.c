@@ -342,6 +342,26 @@ START_TEST(test_host_console_commands) {
 }
 END_TEST
 
+/* A backend of another platform is refused by name, with the ones this
+ * platform has: one config file serves Linux and Windows with "auto". */
+START_TEST(test_host_backend_of_another_platform_is_refused) {
+  test_daemon d;
+  const char *config = "{\"io_backend\": \"iocp\", \"plugins\": [{\"name\": \"echo\", "
+                       "\"path\": \"@PLUGINS@/echo\"}], \"listeners\": [{\"port\": 0, "
+                       "\"plugin\": \"echo\"}]}";
+  ck_assert_int_eq(test_daemon_run_to_exit(&d, config, NULL, NULL), 1);
+  ck_assert_msg(strstr(d.log, "io_backend \"iocp\" is not available on this platform "
+                              "(expected auto, io_uring or epoll)"),
+                "log: %s", d.log);
+  ck_assert_ptr_null(strstr(d.log, "pierd ready"));
+  test_daemon_cleanup(&d);
+  ck_assert_int_eq(test_daemon_run_to_exit(&d, config, "iocp", NULL), 1);
+  ck_assert_msg(strstr(d.log, "pierd: --io-backend: expected auto, io_uring or epoll, got \"iocp\""),
+                "log: %s", d.log);
+  test_daemon_cleanup(&d);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("host");
   TCase *tc = tcase_create("daemon");
@@ -356,6 +376,7 @@ int main(void) {
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_host_check_accepts_valid_config, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_host_console_commands, 0, TEST_NBACKENDS);
+  tcase_add_test(tc, test_host_backend_of_another_platform_is_refused);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
