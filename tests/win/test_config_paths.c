@@ -16,18 +16,7 @@
 #include "os/path.h"
 #include "os/win/wutil.h"
 
-static int checks, fails;
-
-#define CHECK(cond, ...)                                            \
-  do {                                                              \
-    checks++;                                                       \
-    if (!(cond)) {                                                  \
-      fails++;                                                      \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      fprintf(stderr, __VA_ARGS__);                                 \
-      fputc('\n', stderr);                                          \
-    }                                                               \
-  } while (0)
+#include "wincheck.h"
 
 static char here[OS_PATH_MAX], work[OS_PATH_MAX];
 

@@ -16,18 +16,7 @@
 #include "os/path.h"
 #include "os/win/wutil.h"
 
-static int checks, fails;
-
-#define CHECK(cond, ...)                                            \
-  do {                                                              \
-    checks++;                                                       \
-    if (!(cond)) {                                                  \
-      fails++;                                                      \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      fprintf(stderr, __VA_ARGS__);                                 \
-      fputc('\n', stderr);                                          \
-    }                                                               \
-  } while (0)
+#include "wincheck.h"
 
 static int child(const char *dll, int do_abort) {
   char err[1024], note[OS_CRASH_NOTE_MAX];

@@ -37,26 +37,6 @@ struct os_fswatch {
   size_t n, cap;
 };
 
-/* os_win_errno plus the file and pipe codes it does not know. */
-static int win_err(DWORD e) {
-  switch (e) {
-  case ERROR_FILE_NOT_FOUND:
-  case ERROR_PATH_NOT_FOUND:
-    return ENOENT;
-  case ERROR_PIPE_BUSY:
-    return EBUSY;
-  case ERROR_BROKEN_PIPE:
-  case ERROR_NO_DATA:
-    return EPIPE;
-  case ERROR_NOT_ENOUGH_MEMORY:
-    return ENOMEM;
-  case ERROR_FILENAME_EXCED_RANGE:
-    return ENAMETOOLONG;
-  default:
-    return os_win_errno(e);
-  }
-}
-
 int os_fswatch_open(os_fswatch **out) {
   *out = calloc(1, sizeof(**out));
   return *out ? 0 : -ENOMEM;
@@ -71,7 +51,7 @@ static int arm(wdir *d) {
                              FILE_NOTIFY_CHANGE_LAST_WRITE | FILE_NOTIFY_CHANGE_FILE_NAME, NULL,
                              &d->ov, NULL)) {
     d->pending = 0;
-    return -win_err(GetLastError());
+    return -os_win_errno(GetLastError());
   }
   d->pending = 1;
   return 0;
@@ -136,7 +116,7 @@ static int find_dir(os_fswatch *w, const wchar_t *path) {
                      FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL, OPEN_EXISTING,
                      FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OVERLAPPED, NULL);
   if (!d->ev || d->h == INVALID_HANDLE_VALUE) {
-    rc = -win_err(GetLastError());
+    rc = -os_win_errno(GetLastError());
     dir_close(d);
     return rc;
   }

@@ -49,26 +49,6 @@ struct os_ipc_conn {
   op rd, wr;
 };
 
-/* os_win_errno plus the file and pipe codes it does not know. */
-static int win_err(DWORD e) {
-  switch (e) {
-  case ERROR_FILE_NOT_FOUND:
-  case ERROR_PATH_NOT_FOUND:
-    return ENOENT;
-  case ERROR_PIPE_BUSY:
-    return EBUSY;
-  case ERROR_BROKEN_PIPE:
-  case ERROR_NO_DATA:
-    return EPIPE;
-  case ERROR_NOT_ENOUGH_MEMORY:
-    return ENOMEM;
-  case ERROR_FILENAME_EXCED_RANGE:
-    return ENAMETOOLONG;
-  default:
-    return os_win_errno(e);
-  }
-}
-
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(LOG_PRINTF, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
@@ -94,7 +74,7 @@ int os_ipc_name(const char *path, char *name, size_t len) {
   }
   n = GetFullPathNameA(path, sizeof(full), full, NULL);
   if (n == 0)
-    return -win_err(GetLastError());
+    return -os_win_errno(GetLastError());
   if (n >= sizeof(full) || k + n > NAME_MAX_CHARS || k + n >= len)
     return -ENAMETOOLONG;
   memcpy(name, PIPE_PREFIX "pier-", k);
@@ -122,10 +102,10 @@ static int owner_only_sd(PSECURITY_DESCRIPTOR *out) {
   int rc = 0;
 
   if (!OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &tok))
-    return -win_err(GetLastError());
+    return -os_win_errno(GetLastError());
   if (!GetTokenInformation(tok, TokenUser, &u, sizeof(u), &n) ||
       !ConvertSidToStringSidW(u.tu.User.Sid, &sid))
-    rc = -win_err(GetLastError());
+    rc = -os_win_errno(GetLastError());
   CloseHandle(tok);
   if (rc < 0)
     return rc;
@@ -134,7 +114,7 @@ static int owner_only_sd(PSECURITY_DESCRIPTOR *out) {
   sddl[sizeof(sddl) / sizeof(sddl[0]) - 1] = 0;
   LocalFree(sid);
   if (!ConvertStringSecurityDescriptorToSecurityDescriptorW(sddl, SDDL_REVISION_1, out, NULL))
-    return -win_err(GetLastError());
+    return -os_win_errno(GetLastError());
   return 0;
 }
 
@@ -146,7 +126,7 @@ static int new_instance(os_ipc_server *s, int first) {
       PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
       (DWORD)s->instances, PIPE_OUT_BUF, PIPE_IN_BUF, 0, &sa);
   if (h == INVALID_HANDLE_VALUE)
-    return -win_err(GetLastError());
+    return -os_win_errno(GetLastError());
   ResetEvent(s->ev);
   memset(&s->ov, 0, sizeof(s->ov));
   s->ov.hEvent = s->ev;
@@ -158,7 +138,7 @@ static int new_instance(os_ipc_server *s, int first) {
       SetEvent(s->ev);
     } else if (e != ERROR_IO_PENDING) {
       CloseHandle(h);
-      return -win_err(e);
+      return -os_win_errno(e);
     }
   } else {
     s->connected = 1;
@@ -208,7 +188,7 @@ int os_ipc_listen(const char *path, int backlog, os_ipc_server **out, char *err,
   s->instances = backlog + 1;
   s->ev = CreateEventW(NULL, TRUE, FALSE, NULL);
   if (!s->ev) {
-    rc = -win_err(GetLastError());
+    rc = -os_win_errno(GetLastError());
     set_err(err, errlen, "admin pipe %s: %s", s->name, os_strerror(-rc));
     free(s);
     return rc;
@@ -256,7 +236,7 @@ static int conn_new(HANDLE h, os_ipc_conn **out) {
   c->rd.ev = CreateEventW(NULL, TRUE, FALSE, NULL);
   c->wr.ev = CreateEventW(NULL, TRUE, FALSE, NULL);
   if (!c->rd.ev || !c->wr.ev) {
-    int rc = -win_err(GetLastError());
+    int rc = -os_win_errno(GetLastError());
     if (c->rd.ev)
       CloseHandle(c->rd.ev);
     if (c->wr.ev)
@@ -317,7 +297,7 @@ static long collect(os_ipc_conn *c, op *o) {
     if (e == ERROR_IO_INCOMPLETE)
       return -EAGAIN;
     o->pending = 0;
-    return e == ERROR_BROKEN_PIPE || e == ERROR_PIPE_NOT_CONNECTED ? 0 : -win_err(e);
+    return e == ERROR_BROKEN_PIPE || e == ERROR_PIPE_NOT_CONNECTED ? 0 : -os_win_errno(e);
   }
   o->pending = 0;
   return (long)n;
@@ -342,7 +322,7 @@ long os_ipc_read(os_ipc_conn *c, void *buf, size_t cap) {
   }
   {
     DWORD e = GetLastError();
-    return e == ERROR_BROKEN_PIPE || e == ERROR_PIPE_NOT_CONNECTED ? 0 : -win_err(e);
+    return e == ERROR_BROKEN_PIPE || e == ERROR_PIPE_NOT_CONNECTED ? 0 : -os_win_errno(e);
   }
 }
 
@@ -364,7 +344,7 @@ long os_ipc_write(os_ipc_conn *c, const void *buf, size_t n) {
     DWORD e = GetLastError();
     return e == ERROR_BROKEN_PIPE || e == ERROR_NO_DATA || e == ERROR_PIPE_NOT_CONNECTED
                ? -EPIPE
-               : -win_err(e);
+               : -os_win_errno(e);
   }
 }
 
@@ -419,7 +399,7 @@ int os_ipc_dial(const char *path, int timeout_ms, os_ipc_conn **out, int *at) {
     if (h != INVALID_HANDLE_VALUE)
       break;
     if (GetLastError() != ERROR_PIPE_BUSY)
-      return -win_err(GetLastError());
+      return -os_win_errno(GetLastError());
     /* Every instance has a client: wait for one to be free, within the
      * deadline, as a unix client waits in the listen backlog. */
     now = GetTickCount64();

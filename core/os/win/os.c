@@ -237,6 +237,8 @@ int os_win_errno(unsigned long err) {
     return ENOENT;
   case ERROR_BAD_EXE_FORMAT:
     return ENOEXEC;
+  case ERROR_FILENAME_EXCED_RANGE:
+    return ENAMETOOLONG;
   default:
     return EIO;
   }
