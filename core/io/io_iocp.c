@@ -306,6 +306,23 @@ static void set_cancel(accept_set *set) {
       CancelIoEx((HANDLE)set->listener, &set->ctx[i].ov);
 }
 
+/* Errors that end one connection, not the accept: the peer reset or gave
+ * up before its connection was taken. Windows reports a reset as
+ * WSAECONNRESET, Wine as WSAENOTCONN; either way a client must not be able
+ * to stop the listener by resetting. */
+static int peer_gone(int rc) {
+  return rc == -ECONNRESET || rc == -ECONNABORTED || rc == -ENOTCONN || rc == -ETIMEDOUT;
+}
+
+/* Ends the accept with rc (the first error wins: the cancelled AcceptEx
+ * calls that follow must not turn EMFILE into ECANCELED). */
+static void set_end(iocp_impl *c, accept_set *set, int rc) {
+  if (!set->err)
+    set->err = rc;
+  set_cancel(set);
+  set_maybe_final(c, set);
+}
+
 /* One AcceptEx ended: ok, or err (a positive Winsock error). */
 static void accept_finish(io_loop *loop, accept_ctx *x, int ok, int err) {
   iocp_impl *c = loop->impl;
@@ -328,11 +345,9 @@ static void accept_finish(io_loop *loop, accept_ctx *x, int ok, int err) {
   if (!ok) {
     closesocket(s);
     rc = -os_win_errno((unsigned long)err);
-    if (rc != -ECONNRESET && rc != -ECONNABORTED) {
+    if (!peer_gone(rc)) {
       /* EMFILE and the like: the accept ends and its owner decides. */
-      set->err = rc;
-      set_cancel(set);
-      set_maybe_final(c, set);
+      set_end(c, set, rc);
       return;
     }
   } else {
@@ -342,17 +357,17 @@ static void accept_finish(io_loop *loop, accept_ctx *x, int ok, int err) {
     loop->stats.completions++;
     io_complete(ev, (int)s, IO_F_MORE, NULL);
     set->active--;
-    if (!set->ev || set->ev->canceled) {
-      set_maybe_final(c, set);
-      return;
-    }
+  }
+  /* An accept that is ending (cancelled, or another context failed) posts
+   * no more AcceptEx calls: one posted now would keep it from ending until
+   * a client came. */
+  if (!set->ev || set->ev->canceled || set->err) {
+    set_maybe_final(c, set);
+    return;
   }
   rc = post_accept(c, x);
-  if (rc < 0) {
-    set->err = rc;
-    set_cancel(set);
-    set_maybe_final(c, set);
-  }
+  if (rc < 0)
+    set_end(c, set, rc);
 }
 
 static int iocp_accept(io_loop *loop, io_ev *ev) {

@@ -1305,6 +1305,112 @@ START_TEST(test_io_accept_burst_of_200_connects) {
 }
 END_TEST
 
+#define RESET_CONNS 500
+
+typedef struct reset_acc {
+  io_ev ev;
+  int n;
+  int finals;
+  int final_res;
+  int errors; /* res < 0 with IO_F_MORE */
+  _Atomic int good_port; /* the well-behaved client's port, once dialled */
+  int good_seen;
+} reset_acc;
+
+static void on_reset_acc(io_ev *ev, int res, unsigned flags, char *data) {
+  reset_acc *a = (reset_acc *)ev;
+  struct sockaddr_in in;
+  socklen_t len = sizeof(in);
+  if (!(flags & IO_F_MORE)) {
+    a->finals++;
+    a->final_res = res;
+  }
+  if (res < 0) {
+    a->errors += (flags & IO_F_MORE) != 0;
+    return;
+  }
+  a->n++;
+  /* A reset connection may have no peer any more: no ck_assert here. */
+  if (getpeername(res, (struct sockaddr *)&in, &len) == 0 && atomic_load(&a->good_port) &&
+      ntohs(in.sin_port) == atomic_load(&a->good_port))
+    a->good_seen = 1;
+  tclose(res);
+}
+
+typedef struct reset_dialer {
+  uint16_t port;
+  reset_acc *a;
+  int good;
+  _Atomic int done;
+  _Atomic int err;
+} reset_dialer;
+
+/* RESET_CONNS clients that connect and reset at once (SO_LINGER 0), then
+ * one that connects and stays. */
+static void *reset_dial_thread(void *arg) {
+  reset_dialer *d = arg;
+  uint16_t me;
+  for (int k = 0; k < RESET_CONNS; k++) {
+    int fd = tdial(d->port, NULL);
+    if (fd < 0) {
+      atomic_store(&d->err, -fd);
+      atomic_store(&d->done, 1);
+      return NULL;
+    }
+    os_sock_abort(fd);
+  }
+  d->good = tdial(d->port, &me);
+  if (d->good < 0)
+    atomic_store(&d->err, -d->good);
+  else
+    atomic_store(&d->a->good_port, me);
+  atomic_store(&d->done, 1);
+  return NULL;
+}
+
+/* Clients that reset their connection before it is taken cost the listener
+ * nothing: the accept stays armed (no final completion, no error delivered)
+ * and the next well-behaved client is accepted. IOCP: the reset AcceptEx
+ * completes with WSAECONNRESET on Windows, WSAENOTCONN under Wine; either
+ * one re-posts that AcceptEx alone. */
+START_TEST(test_io_accept_survives_clients_that_reset) {
+  static reset_acc a;
+  static reset_dialer d;
+  io_loop loop;
+  io_fd lfd = {0};
+  os_thread th;
+  uint64_t end;
+  int s;
+
+  memset(&a, 0, sizeof(a));
+  memset(&d, 0, sizeof(d));
+  loop_setup(&loop, _i, NULL);
+  s = tlisten(RESET_CONNS + 1);
+  d.port = local_port(s);
+  d.a = &a;
+  lfd.fd = s;
+  ck_assert_int_eq(io_accept(&loop, &a.ev, &lfd, on_reset_acc), 0);
+  io_loop_once(&loop, 0);
+  ck_assert_int_eq(os_thread_create(&th, reset_dial_thread, &d), 0);
+  end = now_ms() + 4 * DEADLINE_MS;
+  while ((!atomic_load(&d.done) || !a.good_seen) && !a.finals && now_ms() < end)
+    io_loop_once(&loop, 50);
+  os_thread_join(th);
+  ck_assert_int_eq(atomic_load(&d.err), 0);
+  ck_assert_msg(a.finals == 0, "the accept ended: %d (%s) after %d accepted", a.final_res,
+                os_strerror(-a.final_res), a.n);
+  ck_assert_int_eq(a.errors, 0);
+  ck_assert(a.ev.armed);
+  ck_assert(a.good_seen);
+  ck_assert_int_eq(io_cancel(&loop, &a.ev), 0);
+  ck_assert(run_until(&loop, &a.finals));
+  ck_assert_int_eq(a.finals, 1);
+  io_close_fd(&loop, &lfd);
+  tclose(d.good);
+  io_loop_done(&loop);
+}
+END_TEST
+
 /* A recv waiting for data (IOCP: a zero-byte WSARecv with the kernel) that
  * is cancelled ends with exactly one final completion, -ECANCELED. */
 START_TEST(test_io_cancel_waiting_recv_ends_with_ecanceled) {
@@ -1665,6 +1771,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_io_accept_multishot_three_connects, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_recv_backlog_survives_sends_on_same_fd, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_accept_burst_of_200_connects, 0, TEST_IO_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_accept_survives_clients_that_reset, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_cancel_waiting_recv_ends_with_ecanceled, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_cancel_and_close_fd_leave_owner_alone, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_close_fd_alone_ends_waiting_recv, 0, TEST_IO_NBACKENDS);
