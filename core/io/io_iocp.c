@@ -744,7 +744,8 @@ static void drain(iocp_impl *c) {
     }
   }
   if (c->kernel_ops > 0)
-    log_error("iocp: %u operations still in flight after %d ms at loop teardown",
+    log_error("iocp: %u operations still in flight after %d ms at loop teardown; their "
+              "accept contexts are left allocated",
               (unsigned)c->kernel_ops, DRAIN_MS);
 }
 
@@ -753,8 +754,13 @@ static void iocp_done(io_loop *loop) {
   if (!c)
     return;
   drain(c);
-  while (c->sets)
-    set_unlink_free(c, c->sets);
+  /* An accept context the kernel still holds (the drain timed out) is left
+   * allocated on purpose: its AcceptEx will still write into it. */
+  for (accept_set *set = c->sets, *next; set; set = next) {
+    next = set->next;
+    if (set->busy == 0)
+      set_unlink_free(c, set);
+  }
   CloseHandle(c->port);
   free(c->scratch);
   free(c);

@@ -56,8 +56,10 @@ long os_ipc_read(os_ipc_conn *c, void *buf, size_t cap);
  * (want_write 1) is ready; the buffer must stay valid until then. */
 long os_ipc_write(os_ipc_conn *c, const void *buf, size_t n);
 void os_ipc_conn_item(os_ipc_conn *c, int want_write, os_wait_item *item);
-/* Discards unread input (bounded) so the peer sees an orderly end rather
- * than a reset, cancels what is pending and closes. NULL is ignored. */
+/* On a socket, discards unread input (at most 64 KiB) so the peer sees an
+ * orderly end rather than a reset (a named pipe has no such reset: what
+ * was written stays readable after the close); then cancels what is
+ * pending and closes. NULL is ignored. */
 void os_ipc_conn_close(os_ipc_conn *c);
 
 /* Client side (pierctl), blocking with deadlines. */

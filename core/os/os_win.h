@@ -51,4 +51,11 @@ void os_once(os_once_t *once, void (*fn)(void));
  * overlapped result) as a positive errno value; unknown codes map to EIO. */
 int os_win_errno(unsigned long err);
 
+/* Asks Windows to keep 64 KiB of the calling thread's stack for exception
+ * handling (SetThreadStackGuarantee), room the crash report needs after a
+ * stack overflow. Every thread os_thread_create starts calls it; so does
+ * os_crash_install for its own. Wine ends an overflowing thread without
+ * running the filter, so the overflow report is untested there. */
+void os_win_stack_reserve(void);
+
 #endif

@@ -151,6 +151,7 @@ void os_crash_install(const char *prog) {
   SetErrorMode(GetErrorMode() | SEM_FAILCRITICALERRORS | SEM_NOGPFAULTERRORBOX);
   SetUnhandledExceptionFilter(on_exception);
   signal(SIGABRT, on_abort);
+  os_win_stack_reserve();
 }
 
 void os_crash_set_note(const char *text) {

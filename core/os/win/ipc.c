@@ -23,7 +23,6 @@
 #define NAME_MAX_CHARS 256 /* the whole pipe name, as Windows allows */
 #define PIPE_OUT_BUF 65536
 #define PIPE_IN_BUF 4096
-#define DRAIN_MAX 65536
 
 const char os_ipc_noun[] = "admin pipe";
 
@@ -260,9 +259,18 @@ int os_ipc_accept(os_ipc_server *s, os_ipc_conn **out) {
       DWORD e = GetLastError();
       if (e == ERROR_IO_INCOMPLETE)
         return -EAGAIN;
-      /* The client left before it was taken: start over. */
-      CloseHandle(s->listen);
+      /* The client left before it was taken: start over, the new instance
+       * first so that the name is never free (the old one's connect has
+       * ended, so its OVERLAPPED may be reused). */
+      HANDLE old = s->listen;
+      (void)e;
       s->listen = NULL;
+      if (new_instance(s, 0) < 0) {
+        CloseHandle(old); /* no instance left to spare: free this one, retry */
+        (void)new_instance(s, 0);
+      } else {
+        CloseHandle(old);
+      }
       return -ECONNABORTED;
     }
   }

@@ -16,9 +16,15 @@ typedef struct thread_start {
   void *arg;
 } thread_start;
 
+void os_win_stack_reserve(void) {
+  ULONG keep = 64 * 1024;
+  SetThreadStackGuarantee(&keep);
+}
+
 static unsigned __stdcall thread_main(void *p) {
   thread_start st = *(thread_start *)p;
   free(p);
+  os_win_stack_reserve();
   st.fn(st.arg);
   return 0;
 }

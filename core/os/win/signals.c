@@ -27,14 +27,23 @@ static BOOL WINAPI on_ctrl(DWORD type) {
   return TRUE;
 }
 
+static void close_events(void) {
+  if (quit_ev)
+    CloseHandle(quit_ev);
+  if (done_ev)
+    CloseHandle(done_ev);
+  quit_ev = done_ev = NULL;
+}
+
 int os_signals_open(void) {
+  int rc;
   quit_ev = CreateEventW(NULL, TRUE, FALSE, NULL);
   done_ev = CreateEventW(NULL, TRUE, FALSE, NULL);
-  if (!quit_ev || !done_ev)
-    return -os_win_errno(GetLastError());
-  if (!SetConsoleCtrlHandler(on_ctrl, TRUE))
-    return -os_win_errno(GetLastError());
-  return 0;
+  if (quit_ev && done_ev && SetConsoleCtrlHandler(on_ctrl, TRUE))
+    return 0;
+  rc = -os_win_errno(GetLastError());
+  close_events(); /* as before the call: no events, no handler */
+  return rc;
 }
 
 void os_signals_item(os_wait_item *item) {
