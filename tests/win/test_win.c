@@ -748,6 +748,28 @@ static int preflight(void) {
   return 0;
 }
 
+/* ---- one config for both platforms ---- */
+
+/* A backend the daemon's platform lacks is refused by name, with the ones
+ * it has; "auto" (the shipped config's) is what serves both. */
+START_TEST(test_win_backend_of_the_other_platform_is_refused) {
+  int windows = strcmp(test_daemon_plugin_ext(), ".dll") == 0; /* the daemon's platform */
+  const char *other = windows ? "epoll" : "iocp";
+  char config[1200], want[160];
+  test_daemon d;
+  site s;
+  site_init(&s);
+  snprintf(config, sizeof(config), "{\"io_backend\": \"%s\", %s", other, s.config + 1);
+  ck_assert_int_eq(test_daemon_run_to_exit(&d, config, NULL, NULL), 1);
+  snprintf(want, sizeof(want), "io_backend \"%s\" is not available on this platform (expected %s)",
+           other, windows ? "auto or iocp" : "auto, io_uring or epoll");
+  ck_assert_msg(strstr(d.log, want), "no \"%s\" in:\n%s", want, d.log);
+  ck_assert_ptr_null(strstr(d.log, "pierd ready"));
+  test_daemon_cleanup(&d);
+  site_free(&s);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("win");
   TCase *tc = tcase_create("daemon");
@@ -763,6 +785,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_win_half_close_gets_every_byte_then_eof, 0, nbackends);
   tcase_add_loop_test(tc, test_win_one_disconnect_per_session, 0, nbackends);
   tcase_add_loop_test(tc, test_win_pierctl_status_and_quit, 0, nbackends);
+  tcase_add_test(tc, test_win_backend_of_the_other_platform_is_refused);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
