@@ -78,12 +78,12 @@ static void timed_call(host_plugin *p, const ev *e) {
   }
   w = net_current_worker(p->h->net);
   slot = &p->running[w < 0 ? p->h->nworkers : (unsigned)w];
-  t0 = host_clock_us();
+  t0 = os_clock_us();
   atomic_store(&slot->type, (int)e->type);
   atomic_store(&slot->start_us, t0);
   call(p, e);
   atomic_store(&slot->start_us, 0);
-  us = host_clock_us() - t0;
+  us = os_clock_us() - t0;
   if (us > (uint64_t)slow_ms * 1000) {
     char why[160];
     atomic_fetch_add(&p->slow_calls, 1);

@@ -12,8 +12,6 @@
 
 #include "host/host_internal.h"
 
-uint64_t host_clock_us(void) { return os_clock_us(); }
-
 host_plugin *host_find_plugin(host *h, const char *name) {
   for (size_t i = 0; i < h->nplugins; i++)
     if (strcmp(h->plugins[i].cfg->name, name) == 0)
@@ -263,7 +261,7 @@ static void *watchdog_main(void *arg) {
   unsigned slow_ms = h->cfg->limits.slow_callback_ms;
   while (!atomic_load(&h->watchdog_stop)) {
     os_sleep_ms(100);
-    uint64_t now = host_clock_us();
+    uint64_t now = os_clock_us();
     for (size_t i = 0; i < h->nplugins; i++) {
       host_plugin *p = &h->plugins[i];
       for (unsigned k = 0; k <= h->cfg->workers; k++) {

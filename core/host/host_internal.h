@@ -162,7 +162,6 @@ struct host {
 
 extern const char *const host_ev_callback[];
 
-uint64_t host_clock_us(void);
 host_plugin *host_find_plugin(host *h, const char *name);
 
 /* gate.c. Delivers e to p now, or queues it (strand, or held during a

@@ -95,7 +95,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     return -ENOMEM;
   }
   /* Step 2: quiesce at a callback boundary. */
-  t0 = host_clock_us();
+  t0 = os_clock_us();
   rc = gate_quiesce(p);
   if (rc < 0) {
     gate_resume(p);
@@ -148,7 +148,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     log_info("plugin \"%s\": quarantine lifted by the reload", name);
   atomic_store(&p->failures, 0);
   held = gate_resume(p);
-  t1 = host_clock_us();
+  t1 = os_clock_us();
   snprintf(msg, len,
            "reloaded %s: generation %u, version %s (was %s), paused %.3f ms, %zu event%s held",
            name, gen, p->img.version, oldver, (double)(t1 - t0) / 1000.0, held,

@@ -132,8 +132,6 @@ static void adopt(net_worker *w, net_listener *l, int fd, const net_addr *peer) 
   session_start(s);
 }
 
-static void refuse(int fd) { os_sock_abort(fd); }
-
 /* Every worker accepts on the same socket, and the kernel may wake the same
  * one each time (or, on IOCP, only worker 0 accepts): an fd accepted by a
  * busier worker goes to the least loaded one, so sessions spread evenly. */
@@ -168,7 +166,7 @@ static void accept_one(listen_ep *le, int fd) {
   if (atomic_fetch_add(&n->accepted_open, 1) >= n->opts.max_sessions) {
     atomic_fetch_sub(&n->accepted_open, 1);
     STAT_ADD(w, refused_full, 1);
-    refuse(fd);
+    os_sock_abort(fd); /* an RST: refused */
     log_limited(&w->rl_full, LOG_WARN, "listener %s: max_sessions (%u) reached; connection refused",
                 net_addr_format(&le->l->addr, (char[NET_ADDR_STRLEN]){0}, NET_ADDR_STRLEN),
                 n->opts.max_sessions);
@@ -177,7 +175,7 @@ static void accept_one(listen_ep *le, int fd) {
   if (net_ip_acquire(n, &peer) < 0) {
     atomic_fetch_sub(&n->accepted_open, 1);
     STAT_ADD(w, refused_per_ip, 1);
-    refuse(fd);
+    os_sock_abort(fd); /* an RST: refused */
     log_limited(&w->rl_ip, LOG_WARN,
                 "listener %s: %s already has max_conns_per_ip (%u) sessions; connection refused",
                 net_addr_format(&le->l->addr, (char[NET_ADDR_STRLEN]){0}, NET_ADDR_STRLEN),

@@ -47,8 +47,9 @@ void os_aligned_free(void *p);
 
 /* Monotonic milliseconds (arbitrary origin). */
 uint64_t os_clock_ms(void);
-/* The same clock in microseconds. */
+/* The same clock in microseconds and nanoseconds. */
 uint64_t os_clock_us(void);
+uint64_t os_clock_ns(void);
 /* Wall clock: seconds since 1970 and the millisecond within. */
 void os_clock_wall(int64_t *sec, int *ms);
 /* Seconds since 1970 as UTC calendar time. */

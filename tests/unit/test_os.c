@@ -115,11 +115,19 @@ START_TEST(test_os_clocks) {
   int64_t sec;
   int ms;
   struct tm tm;
+  uint64_t us = os_clock_us(), ns = os_clock_ns(), m, n;
 
   os_sleep_ms(30);
   b = os_clock_ms();
   ck_assert_uint_ge(b - a, 30);
   ck_assert_uint_lt(b - a, 5000);
+  /* One clock in three units. */
+  ck_assert_uint_ge(os_clock_us() - us, 30000);
+  ck_assert_uint_ge(os_clock_ns() - ns, 30000000);
+  m = os_clock_ms();
+  n = os_clock_ns() / 1000000;
+  ck_assert_msg(n >= m && n - m < 2, "ms %llu, ns/1e6 %llu", (unsigned long long)m,
+                (unsigned long long)n);
   os_clock_wall(&sec, &ms);
   ck_assert_int_ge(ms, 0);
   ck_assert_int_lt(ms, 1000);

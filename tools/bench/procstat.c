@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "os/os.h"
+
 static int read_text(const char *path, char *buf, size_t len) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   ssize_t n;
@@ -96,8 +98,4 @@ int ensure_fds(unsigned conns) {
   return 0;
 }
 
-uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+uint64_t now_ns(void) { return os_clock_ns(); }

@@ -64,12 +64,4 @@ int ensure_fds(unsigned conns) {
   return 0;
 }
 
-uint64_t now_ns(void) {
-  static LARGE_INTEGER freq;
-  LARGE_INTEGER now;
-  if (!freq.QuadPart)
-    QueryPerformanceFrequency(&freq);
-  QueryPerformanceCounter(&now);
-  return (uint64_t)(now.QuadPart / freq.QuadPart) * 1000000000ull +
-         (uint64_t)(now.QuadPart % freq.QuadPart) * 1000000000ull / (uint64_t)freq.QuadPart;
-}
+uint64_t now_ns(void) { return os_clock_ns(); }

@@ -41,6 +41,12 @@ uint64_t os_clock_us(void) {
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+uint64_t os_clock_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 void os_clock_wall(int64_t *sec, int *ms) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "os/os.h"
+#include "os/win/wutil.h"
 
 int os_file_id_get(const char *path, os_file_id *out) {
   BY_HANDLE_FILE_INFORMATION fi;
@@ -14,8 +15,7 @@ int os_file_id_get(const char *path, os_file_id *out) {
   int rc = 0;
 
   memset(out, 0, sizeof(*out));
-  if (!MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, wpath,
-                           (int)(sizeof(wpath) / sizeof(wpath[0]))))
+  if (os_win_widen(path, wpath, sizeof(wpath) / sizeof(wpath[0])) < 0)
     return -EINVAL;
   /* Attributes only, shared every way: never in the way of an operator
    * replacing the file. */

@@ -5,6 +5,7 @@
  * system's buffer overflowed (zero bytes reported), every file of that
  * directory counts as changed: the caller reloads only what really did. */
 #include "os/fswatch.h"
+#include "os/win/wutil.h"
 #include "os/os.h"
 
 #include <errno.h>
@@ -73,7 +74,7 @@ static void dir_close(wdir *d) {
 /* Splits path (UTF-8, / or \ separated) into its directory and base name. */
 static int split(const char *path, wchar_t *dir, size_t dirlen, wchar_t *base, size_t baselen) {
   wchar_t w[NAME_MAX_W * 2], *slash;
-  if (!MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, w, (int)(sizeof(w) / 2)))
+  if (os_win_widen(path, w, sizeof(w) / sizeof(w[0])) < 0)
     return -ENAMETOOLONG;
   slash = wcsrchr(w, L'\\');
   if (!slash || (wcsrchr(w, L'/') && wcsrchr(w, L'/') > slash))

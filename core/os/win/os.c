@@ -101,6 +101,8 @@ uint64_t os_clock_ms(void) { return qpc_scaled(1000u); }
 
 uint64_t os_clock_us(void) { return qpc_scaled(1000000u); }
 
+uint64_t os_clock_ns(void) { return qpc_scaled(1000000000u); }
+
 void os_clock_wall(int64_t *sec, int *ms) {
   FILETIME ft;
   ULARGE_INTEGER u;
