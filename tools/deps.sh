@@ -19,7 +19,7 @@
 #
 # The configure step needs check even for tools/run: the test suites are part
 # of the one CMake tree. gcc brings libasan, libubsan and libtsan with it.
-PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev)
+PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev libssl-dev)
 PIER_DEPS_TEST=(valgrind python3 clang-14 libclang-rt-14-dev)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 
