@@ -325,7 +325,8 @@ async function openPage(ctx, url, label) {
   const viewer = new Viewer(label, () => pageLines(page), (n, ms) =>
     page.waitForFunction((k) => document.querySelectorAll('#log > li').length >= k, n,
                          { timeout: ms }).catch(() => {}));
-  const wsUrl = url.replace(/^http/, 'ws').replace(/\/$/, '/chat');
+  const override = new URL(url).searchParams.get('ws');
+  const wsUrl = override || url.replace(/^http/, 'ws').replace(/\/$/, '/chat');
   viewer.expect({ kind: 'conn', text: `connected to ${wsUrl}` });
   return { page, viewer, label, sid: null, name: null };
 }
@@ -523,6 +524,15 @@ async function main(cleanups) {
   }
   if (tcp.closed)
     fail(`TCP client: ${tcp.closed}`);
+
+  /* ?ws= points the page elsewhere: a page from the ws:// listener talks
+   * through the wss:// one (by name: the certificate is for localhost too). */
+  const wssByName = `wss://localhost:${wssPort}/chat`;
+  step(`a page on http://127.0.0.1:${wsPort}/?ws=${wssByName}`);
+  const erin = await openPage(ctx, `http://127.0.0.1:${wsPort}/?ws=${encodeURIComponent(wssByName)}`,
+                              'page erin (?ws=)');
+  await joined(erin, 'erin');
+  await talked(erin, 'erin came through ?ws=');
 
   /* The server ends bob's session: his page says so, and its Reconnect
    * button brings him back into the room, under a new session id. */
