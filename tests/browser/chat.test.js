@@ -28,8 +28,9 @@ const CHROMIUM = '/usr/bin/chromium';
 const TOTAL_MS = 180000; /* the whole test; ctest's TIMEOUT is above it */
 const STEP_MS = 15000;   /* any one wait */
 const C_JOIN = 1, C_CHAT = 2, S_CHAT = 101, S_SYSTEM = 102;
-/* How a kicked page reports its close (chat.js's words for the code). */
-const KICK_CLOSE = { meaning: 'normal closure', what: 'code 1000: kicked' };
+/* How a kicked page reports its close: config/README.md maps a kick to 1008,
+ * the reason is pier_reason's text; the words for the code are chat.js's. */
+const KICK_CLOSE = { meaning: 'policy violation', what: 'code 1008: kicked by an operator' };
 
 class Failure extends Error {}
 let daemon = null;      /* the pierd under test, once started */
