@@ -156,9 +156,13 @@ class Pierd {
     }
   }
 
-  /* The listeners' ports, in the order of the config. */
-  ports() {
-    return [...this.log.matchAll(/listening on 127\.0\.0\.1:(\d+)/g)].map((m) => Number(m[1]));
+  /* The port of the listener pierd describes as what, e.g.
+   * "u16_size_id, WebSocket /chat, TLS"; 0 when none is logged. */
+  port(what) {
+    for (const m of this.log.matchAll(/listening on 127\.0\.0\.1:(\d+) \((.*)\)$/gm))
+      if (m[2] === what)
+        return Number(m[1]);
+    return 0;
   }
 
   /* SIGTERM, then SIGKILL after ms; returns pierd's exit ("status 0", ...). */
@@ -426,10 +430,13 @@ async function main(cleanups) {
   });
   await pierd.waitLog('pierd ready', 30000);
   await pierd.waitLog(' ready (pierctl)', STEP_MS);
-  const ports = pierd.ports();
-  if (ports.length !== 3)
-    fail(`pierd logged ${ports.length} listening ports, expected 3`);
-  const [tcpPort, wsPort, wssPort] = ports;
+  const [tcpPort, wsPort, wssPort] = ['u16_size_id', 'u16_size_id, WebSocket /chat',
+                                       'u16_size_id, WebSocket /chat, TLS'].map((what) => {
+    const port = pierd.port(what);
+    if (!port)
+      fail(`pierd logged no "listening on 127.0.0.1:PORT (${what})"`);
+    return port;
+  });
   step(`listening: tcp ${tcpPort}, ws ${wsPort}, wss ${wssPort}`);
 
   const tcp = await TcpChat.connect(tcpPort);
