@@ -8,8 +8,12 @@
 #   pier_ensure_deps test   that plus everything tools/test uses: valgrind
 #                           (tools/test-valgrind), python3 (its clients),
 #                           clang-14 and libclang-rt-14-dev (libFuzzer and the
-#                           sanitizer runtimes for tools/test-fuzz), and
-#                           the windows set below (tools/test-windows)
+#                           sanitizer runtimes for tools/test-fuzz),
+#                           chromium, nodejs and npm (the browser tests,
+#                           tests/browser: npm only when no npm is on the
+#                           PATH, since a nodejs from elsewhere brings its
+#                           own), openssl (their certificate), and the
+#                           windows set below (tools/test-windows)
 #   pier_ensure_deps windows
 #                           the build set plus the Windows cross-build and
 #                           its test runner (tools/build-windows,
@@ -23,13 +27,16 @@
 # of the one CMake tree. gcc brings libasan, libubsan and libtsan with it.
 PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
                  libssl-dev)
-PIER_DEPS_TEST=(valgrind python3 clang-14 libclang-rt-14-dev)
+PIER_DEPS_TEST=(valgrind python3 clang-14 libclang-rt-14-dev chromium nodejs openssl)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 
 pier_ensure_deps() {
   local pkgs=("${PIER_DEPS_BUILD[@]}") missing=() p
   case "${1:-}" in
-    test) pkgs+=("${PIER_DEPS_TEST[@]}" "${PIER_DEPS_WINDOWS[@]}") ;;
+    test)
+      pkgs+=("${PIER_DEPS_TEST[@]}" "${PIER_DEPS_WINDOWS[@]}")
+      command -v npm >/dev/null || pkgs+=(npm)
+      ;;
     windows) pkgs+=("${PIER_DEPS_WINDOWS[@]}") ;;
   esac
   for p in "${pkgs[@]}"; do
