@@ -5,6 +5,8 @@
 #   pier_ensure_deps        what building and running pierd needs (tools/run)
 #   pier_ensure_deps test   that plus everything tools/test uses: valgrind
 #                           (tools/test-valgrind), python3 (its clients),
+#                           python3-websockets and openssl (the WebSocket
+#                           and TLS clients of tests/ws),
 #                           clang-14 and libclang-rt-14-dev (libFuzzer and the
 #                           sanitizer runtimes for tools/test-fuzz), and
 #                           the windows set below (tools/test-windows)
@@ -20,7 +22,7 @@
 # The configure step needs check even for tools/run: the test suites are part
 # of the one CMake tree. gcc brings libasan, libubsan and libtsan with it.
 PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev)
-PIER_DEPS_TEST=(valgrind python3 clang-14 libclang-rt-14-dev)
+PIER_DEPS_TEST=(valgrind python3 python3-websockets openssl clang-14 libclang-rt-14-dev)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 
 pier_ensure_deps() {
