@@ -20,7 +20,7 @@ typedef struct tls_server tls_server;
 typedef struct tls_conn tls_conn;
 
 /* Loads cert (a PEM chain, leaf first) and key (PEM) into a new server
- * context. On failure returns a negative errno (-ENOENT, -EACCES, -EINVAL)
+ * context. On failure returns a negative errno (e.g. -ENOENT, -EACCES, -EINVAL)
  * and writes one line into err naming the file and what is wrong, e.g.
  * `cannot load certificate "x.pem": no start line` or
  * `key "k.pem" does not match certificate "c.pem"`. */
@@ -50,7 +50,10 @@ void tls_conn_free(tls_conn *c);
 
 /* Feeds received bytes: runs the handshake, then delivers plaintext through
  * io->plain, in order, as records complete. Returns 0 (more input wanted
- * or all delivered), 1 when io->plain or io->wire asked to stop, or
+ * or all delivered), 1 when io->plain or io->wire asked to stop (after a
+ * stop from plain the rest of the input is dropped and later feeds return
+ * 1, but tls_conn_write and tls_conn_shutdown still work: a closing
+ * session sends its last bytes; after one from wire every call returns 1), or
  * -EPROTO when the peer broke the protocol or the handshake failed (an
  * alert may have gone out through io->wire; the connection is unusable):
  * then tls_conn_error() says why. After the peer's close_notify returns
@@ -65,8 +68,8 @@ int tls_conn_write(tls_conn *c, const struct iovec *iov, int n, const tls_io *io
 /* Sends close_notify through io->wire (once; later calls do nothing).
  * Returns 0 or -EPROTO. */
 int tls_conn_shutdown(tls_conn *c, const tls_io *io);
-/* The last failure, for the log: e.g. "wrong version number" (the peer
- * spoke plain HTTP or TLS < 1.2); "" when none. */
+/* The last failure, for the log: e.g. "http request" (the peer spoke plain
+ * HTTP), "unsupported protocol" (TLS < 1.2); "" when none. */
 const char *tls_conn_error(const tls_conn *c);
 /* The negotiated protocol ("TLSv1.3"), or "" before the handshake. */
 const char *tls_conn_version(const tls_conn *c);
