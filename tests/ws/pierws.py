@@ -44,8 +44,11 @@ REASONS = {
     4: "closed by the server",
     5: "kicked by an operator",
     6: "send queue over max_send_queue (peer not reading)",
+    7: "packet size below the 4-byte header",
     8: "packet size above max_packet_size",
+    9: "idle timeout",
     10: "server shutting down",
+    14: "partial packet not completed within packet_timeout_ms",
     15: "no send progress within send_timeout_ms (peer not reading)",
     16: "protocol error from the client",
     17: "invalid UTF-8 in a text message",
@@ -54,8 +57,8 @@ REASONS = {
     20: "handshake failed",
     21: "handshake not completed within handshake_timeout_ms",
 }
-PEER_CLOSED, PEER_RESET, CLOSED, KICKED, SEND_QUEUE_FULL = 1, 2, 4, 5, 6
-PACKET_TOO_LARGE, SHUTDOWN, SEND_TIMEOUT = 8, 10, 15
+PEER_CLOSED, PEER_RESET, CLOSED, KICKED, SEND_QUEUE_FULL, IDLE_TIMEOUT = 1, 2, 4, 5, 6, 9
+PACKET_TOO_SMALL, PACKET_TOO_LARGE, SHUTDOWN, PACKET_TIMEOUT, SEND_TIMEOUT = 7, 8, 10, 14, 15
 PROTOCOL_ERROR, BAD_UTF8, PING_TIMEOUT, TLS_ERROR, HANDSHAKE_FAILED, HANDSHAKE_TIMEOUT = (
     16, 17, 18, 19, 20, 21)
 
@@ -465,8 +468,9 @@ def upgrade_request(port, path="/", key=None, version=13, origin=None, extra="")
     return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
 
 
-def frame(opcode, payload=b"", fin=True, rsv=0, mask=True, length=None):
-    """One client frame; length overrides the encoded payload length."""
+def frame(opcode, payload=b"", fin=True, rsv=0, mask=True, length=None, key=None):
+    """One client frame; length overrides the encoded payload length, key
+    the (random) masking key."""
     n = len(payload) if length is None else length
     b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
     mbit = 0x80 if mask else 0
@@ -478,7 +482,9 @@ def frame(opcode, payload=b"", fin=True, rsv=0, mask=True, length=None):
         head = struct.pack("!BBQ", b0, mbit | 127, n)
     if not mask:
         return head + payload
-    key = os.urandom(4)
+    key = key if key is not None else os.urandom(4)
+    if key == b"\0\0\0\0":
+        return head + key + payload
     return head + key + bytes(c ^ key[i & 3] for i, c in enumerate(payload))
 
 
@@ -494,6 +500,11 @@ class Frame:
     def code(self):
         """A close frame's status code (None when it has none)."""
         return struct.unpack("!H", self.payload[:2])[0] if len(self.payload) >= 2 else None
+
+    @property
+    def reason(self):
+        """A close frame's reason text."""
+        return self.payload[2:].decode("utf-8")
 
     def __repr__(self):
         return "Frame(fin=%d rsv=%d op=%d %r)" % (self.fin, self.rsv, self.opcode,
@@ -574,10 +585,11 @@ class RawWS:
             if f.fin:
                 return op, b"".join(parts)
 
-    def expect_close(self, code, timeout=None):
+    def expect_close(self, code, reason=None, timeout=None):
         """Reads frames up to a close frame (data frames must not come); it
-        must carry code; then the server must end the TCP connection without
-        anything more from this side. Returns the close frame."""
+        must carry code (and reason text, when given); then the server must
+        end the TCP connection without anything more from this side. Returns
+        the close frame."""
         while True:
             try:
                 f = self.recv_frame(timeout)
@@ -589,6 +601,8 @@ class RawWS:
                 raise AssertionError("expected a close frame %d, got %r" % (code, f))
             if f.code != code:
                 raise AssertionError("close code %r (%r), expected %d" % (f.code, f.payload, code))
+            if reason is not None and f.reason != reason:
+                raise AssertionError("close reason %r, expected %r" % (f.reason, reason))
             rest = self.buf + wait_eof(self.sock, timeout or self.timeout)
             if rest:
                 raise AssertionError("bytes after the close frame: %r" % rest[:64])

@@ -6,9 +6,9 @@ import unittest
 
 import websockets
 
-from pierws import (C_JOIN, KICKED, OP_BINARY, OP_CLOSE, PEER_CLOSED, S_SYSTEM, SHUTDOWN,
-                    Pierd, PierdCase, RawWS, T, close_payload, joined_sid, pkt, run, unpkt,
-                    wait_eof)
+from pierws import (C_JOIN, KICKED, OP_BINARY, OP_CLOSE, OP_PING, PEER_CLOSED, S_SYSTEM,
+                    SHUTDOWN, Pierd, PierdCase, RawWS, T, close_payload, joined_sid, pkt, run,
+                    unpkt)
 
 
 class Close(PierdCase):
@@ -26,20 +26,20 @@ class Close(PierdCase):
             ws.send_frame(OP_CLOSE, close_payload(1000, b"bye"))
             f = ws.expect_close(1000)
             self.assertTrue(f.fin)
+            self.assertEqual(f.payload, close_payload(1000))
         finally:
             ws.close()
         self.assertEqual(self.d.rec_reason(sid), PEER_CLOSED)
 
     def test_client_close_other_codes(self):
-        for code in (1001, 3000, 4999):
+        # Answered with the same code (config/README.md).
+        for code in (1001, 1002, 1003, 1007, 1008, 1011, 3000, 4999):
             with self.subTest(code=code):
                 ws = RawWS(self.d.ports[0])
                 try:
                     sid = self.d.rec_sid(ws.local_port)
-                    ws.send_frame(OP_CLOSE, close_payload(code))
-                    f = ws.recv_frame()
-                    self.assertEqual(f.opcode, OP_CLOSE)
-                    self.assertEqual(wait_eof(ws.sock), b"")
+                    ws.send_frame(OP_CLOSE, close_payload(code, b"why"))
+                    ws.expect_close(code)
                 finally:
                     ws.close()
                 self.assertEqual(self.d.rec_reason(sid), PEER_CLOSED)
@@ -49,10 +49,7 @@ class Close(PierdCase):
         try:
             sid = self.d.rec_sid(ws.local_port)
             ws.send_frame(OP_CLOSE, b"")
-            f = ws.recv_frame()
-            self.assertEqual(f.opcode, OP_CLOSE)
-            self.assertIn(f.code, (None, 1000))
-            self.assertEqual(wait_eof(ws.sock), b"")
+            ws.expect_close(1000)
         finally:
             ws.close()
         self.assertEqual(self.d.rec_reason(sid), PEER_CLOSED)
@@ -75,14 +72,42 @@ class Close(PierdCase):
         ws.close()
         self.assertEqual(self.d.rec_reason(sid), PEER_CLOSED)
 
+    def test_no_on_send_for_handshake(self):
+        # The 101 is the transport's, not the plugin's: no on_send for it
+        # (docs/DESIGN.md), nor for anything else the plugin did not send.
+        ws = RawWS(self.d.ports[0])
+        sid = self.d.rec_sid(ws.local_port)
+        ws.close()  # no close frame: nothing more goes out
+        self.d.rec_reason(sid)
+        lines = [l for l in self.d.rec_lines() if sid in l]
+        self.assertEqual([l.split()[0] for l in lines], ["connected", "disconnected"], lines)
+
+    def test_on_send_counts(self):
+        ws = RawWS(self.d.ports[0])
+        try:
+            sid = self.d.rec_sid(ws.local_port)
+            p = pkt(1, b"12345")
+            ws.send_frame(OP_BINARY, p)
+            self.assertEqual(ws.recv_message(), (OP_BINARY, p))
+            ws.send_frame(OP_PING, b"ping")
+            self.assertEqual(ws.recv_frame().payload, b"ping")
+            ws.send_frame(OP_CLOSE, close_payload(1000))
+            ws.expect_close(1000)
+        finally:
+            ws.close()
+        self.d.rec_reason(sid)
+        sends = [int(l.split()[2]) for l in self.d.rec_lines() if l.startswith("send " + sid)]
+        self.assertEqual(sends, [len(p)])
+
     def test_kick(self):
+        # An operator's kick is 1008 (config/README.md's table).
         ws = RawWS(self.d.ports[0])
         try:
             sid = self.d.rec_sid(ws.local_port)
             rc, out, err = self.d.pierctl("kick", sid)
             self.assertEqual((rc, err), (0, ""))
             self.assertEqual(out, "kicked %s\n" % sid)
-            ws.expect_close(1000)
+            ws.expect_close(1008, "kicked by an operator")
         finally:
             ws.close()
         self.assertEqual(self.d.rec_reason(sid), KICKED)
@@ -98,7 +123,7 @@ class Close(PierdCase):
                 None, self.d.pierctl, "kick", "%x" % sid)
             self.assertEqual(rc, 0)
             await asyncio.wait_for(ws.wait_closed(), T(10))
-            self.assertEqual(ws.close_code, 1000)
+            self.assertEqual((ws.close_code, ws.close_reason), (1008, "kicked by an operator"))
         run(go())
 
     def test_plugin_close(self):
@@ -108,7 +133,7 @@ class Close(PierdCase):
         try:
             ws.send_frame(OP_BINARY, pkt(7, b"?"))
             self.assertEqual(ws.recv_message(), (OP_BINARY, pkt(S_SYSTEM, b"unknown packet id 7")))
-            ws.expect_close(1000)
+            ws.expect_close(1000, "closed by the server")
         finally:
             ws.close()
 
@@ -122,7 +147,7 @@ class Shutdown(unittest.TestCase):
             ws = RawWS(d.ports[0])
             sid = d.rec_sid(ws.local_port)
             d.console("quit")
-            ws.expect_close(1001)
+            ws.expect_close(1001, "server shutting down")
             ws.close()
             self.assertEqual(d.rec_reason(sid), SHUTDOWN)
         finally:

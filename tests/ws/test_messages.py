@@ -4,14 +4,16 @@ players), the size and cap rules, fragmented messages, text messages, and a
 raw listener where message payloads are a byte stream."""
 import asyncio
 import struct
+import time
 import unittest
 
 import websockets
 import websockets.exceptions
 
 from pierws import (C_CHAT, C_JOIN, OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
-                    PACKET_TOO_LARGE, PEER_CLOSED, PROTOCOL_ERROR, S_CHAT, S_SYSTEM, PierdCase,
-                    RawWS, T, chat_body, joined_sid, pkt, run, unpkt)
+                    PACKET_TIMEOUT, PACKET_TOO_LARGE, PACKET_TOO_SMALL, PEER_CLOSED,
+                    PROTOCOL_ERROR, REASONS, S_CHAT, S_SYSTEM, PierdCase, RawWS, T, chat_body,
+                    frame, joined_sid, pkt, run, unpkt)
 
 MAX = 1024  # limits.max_packet_size
 
@@ -61,6 +63,10 @@ class TcpStream:
 
     def close(self):
         self.w.close()
+
+
+MISMATCH = "packet size field does not match the message length"
+TOO_BIG = "message over max_packet_size"
 
 
 class Chat(PierdCase):
@@ -163,31 +169,34 @@ class Chat(PierdCase):
                 await a.close()
         run(go())
 
-    def check_refused(self, message, code, reason):
+    def check_refused(self, message, code, reason, text):
         async def go():
             ws = await ws_connect(self.rec_port)
             sid = self.d.rec_sid(local_port(ws))
             await ws.send(message)
             self.assertEqual(await ws_closed_with(ws), code)
+            self.assertEqual(ws.close_reason, text)
             return sid
         sid = run(go())
         self.assertEqual(self.d.rec_reason(sid), reason)
         self.assertEqual(self.d.rec_recv_lengths(sid), [])
 
     def test_size_field_above_length_1002(self):
-        self.check_refused(b"\x10\x00\x02\x00hi", 1002, PROTOCOL_ERROR)
+        self.check_refused(b"\x10\x00\x02\x00hi", 1002, PROTOCOL_ERROR, MISMATCH)
 
     def test_size_field_below_length_1002(self):
-        self.check_refused(b"\x04\x00\x02\x00hi", 1002, PROTOCOL_ERROR)
+        self.check_refused(b"\x04\x00\x02\x00hi", 1002, PROTOCOL_ERROR, MISMATCH)
 
     def test_two_packets_in_one_message_1002(self):
-        self.check_refused(pkt(1, b"a") + pkt(2, b"b"), 1002, PROTOCOL_ERROR)
+        self.check_refused(pkt(1, b"a") + pkt(2, b"b"), 1002, PROTOCOL_ERROR, MISMATCH)
 
     def test_message_below_header_1002(self):
-        self.check_refused(b"\x03\x00\x01", 1002, PROTOCOL_ERROR)
+        # The same reason as a TCP packet below its header.
+        self.check_refused(b"\x03\x00\x01", 1002, PACKET_TOO_SMALL,
+                           "message shorter than the 4-byte packet header")
 
     def test_over_max_packet_size_1009(self):
-        self.check_refused(pkt(3, b"z" * (MAX - 3)), 1009, PACKET_TOO_LARGE)
+        self.check_refused(pkt(3, b"z" * (MAX - 3)), 1009, PACKET_TOO_LARGE, TOO_BIG)
 
     def test_at_max_packet_size(self):
         async def go():
@@ -262,20 +271,20 @@ class Chat(PierdCase):
             ws.send_frame(OP_BINARY, p[:400], fin=False)
             ws.send_frame(OP_CONT, p[400:800], fin=False)
             ws.send_frame(OP_CONT, p[800:], fin=True)
-            ws.expect_close(1009)
+            ws.expect_close(1009, TOO_BIG)
         finally:
             ws.close()
         self.assertEqual(self.d.rec_reason(sid), PACKET_TOO_LARGE)
         self.assertEqual(self.d.rec_recv_lengths(sid), [])
 
-    def test_frame_header_over_cap_1009(self):
-        # A frame that announces 1 MiB is refused on its header, before the
-        # payload (which never comes).
+    def test_frame_over_cap_1009_early(self):
+        # A frame that announces 1 MiB is refused with its first bytes, not
+        # once the megabyte (which never comes) is in.
         ws = RawWS(self.rec_port)
         try:
             sid = self.d.rec_sid(ws.local_port)
-            ws.send(bytes([0x82, 0xFF]) + struct.pack("!Q", 1 << 20) + b"mask")
-            ws.expect_close(1009)
+            ws.send(bytes([0x82, 0xFF]) + struct.pack("!Q", 1 << 20) + b"mask" + b"x" * 100)
+            ws.expect_close(1009, TOO_BIG)
         finally:
             ws.close()
         self.assertEqual(self.d.rec_reason(sid), PACKET_TOO_LARGE)
@@ -340,9 +349,57 @@ class Chat(PierdCase):
             sid = self.d.rec_sid(local_port(ws))
             await ws.send(b"r" * (MAX + 1))
             self.assertEqual(await ws_closed_with(ws), 1009)
+            self.assertEqual(ws.close_reason, TOO_BIG)
             return sid
         sid = run(go())
         self.assertEqual(self.d.rec_reason(sid), PACKET_TOO_LARGE)
+
+
+class PartialMessage(PierdCase):
+    """limits.packet_timeout_ms on a WebSocket listener: a message begun
+    and not finished in time (config/README.md: 1008)."""
+    LISTENERS = [{"plugin": "rec", "framing": "u16_size_id", "transport": "websocket",
+                  "ping_interval_ms": 0}]
+    PLUGINS = ("rec",)
+    LIMITS = {"max_packet_size": MAX, "packet_timeout_ms": 500}
+
+    def expect_timeout(self, data):
+        start = time.monotonic()
+        ws = RawWS(self.d.ports[0])
+        try:
+            sid = self.d.rec_sid(ws.local_port)
+            ws.send(data)
+            ws.expect_close(1008, REASONS[PACKET_TIMEOUT], timeout=T(5))
+        finally:
+            ws.close()
+        took = time.monotonic() - start
+        self.assertGreaterEqual(took, 0.45)
+        self.assertLess(took, T(3))
+        self.assertEqual(self.d.rec_reason(sid), PACKET_TIMEOUT)
+        self.assertEqual(self.d.rec_recv_lengths(sid), [])
+
+    def test_fragment_without_the_rest(self):
+        self.expect_timeout(frame(OP_BINARY, pkt(1, b"abcdef")[:5], fin=False))
+
+    def test_frame_cut_short(self):
+        self.expect_timeout(frame(OP_BINARY, pkt(1, b"abcdef"))[:-2])
+
+    def test_header_of_a_frame_over_cap(self):
+        # No payload byte yet: held like any partial message, then closed.
+        self.expect_timeout(bytes([0x82, 0xFF]) + struct.pack("!Q", 1 << 20) + b"mask")
+
+    def test_complete_messages_are_not_timed(self):
+        ws = RawWS(self.d.ports[0])
+        try:
+            sid = self.d.rec_sid(ws.local_port)
+            ws.send_frame(OP_BINARY, pkt(1, b"one"))
+            self.assertEqual(ws.recv_message(), (OP_BINARY, pkt(1, b"one")))
+            time.sleep(1)  # twice the packet timeout, with no message begun
+            ws.send_frame(OP_BINARY, pkt(1, b"two"))
+            self.assertEqual(ws.recv_message(), (OP_BINARY, pkt(1, b"two")))
+        finally:
+            ws.close()
+        self.d.rec_reason(sid)
 
 
 if __name__ == "__main__":

@@ -195,11 +195,14 @@ class Tls(PierdCase):
         run(go())
 
     def test_plain_client_on_tls_port(self):
-        for port, data in ((self.tls_port, pkt(C_JOIN, b"plain")),
-                           (self.wss_port, b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n")):
-            with self.subTest(port=port):
+        for port, data, error in (
+                (self.tls_port, pkt(C_JOIN, b"plain"), "wrong version number"),
+                (self.wss_port, b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n", "http request"),
+                (self.tls_port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "http request")):
+            with self.subTest(port=port, error=error):
                 mark = self.d.mark()
                 s = connect(port)
+                local = s.getsockname()[1]
                 try:
                     s.sendall(data)
                     got = wait_eof(s)
@@ -209,14 +212,15 @@ class Tls(PierdCase):
                 self.assertNotIn(b"HTTP/1.1", got)
                 if got:  # at most a TLS alert record
                     self.assertEqual(got[0], 0x15, got)
-                self.d.wait_log(r"127\.0\.0\.1:%d.*TLS" % s.getsockname()[1], since=mark)
+                self.d.wait_log(r"127\.0\.0\.1:%d: TLS handshake failed: %s; closing$" %
+                                (local, error), since=mark)
 
     def test_tls11_refused(self):
         mark = self.d.mark()
         code, out = s_client_run(self.tls_port, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
         self.assertNotEqual(code, 0, out)
         self.assertIn("alert protocol version", out)
-        self.d.wait_log(r"TLS", since=mark)
+        self.d.wait_log(r"TLS handshake failed: unsupported protocol; closing$", since=mark)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -248,6 +252,7 @@ class Tls(PierdCase):
                 mark = self.d.mark()
                 start = time.monotonic()
                 s = connect(port)
+                local = s.getsockname()[1]
                 try:
                     got = wait_eof(s, T(10))
                 finally:
@@ -256,8 +261,22 @@ class Tls(PierdCase):
                 self.assertEqual(got, b"")
                 self.assertGreaterEqual(took, 0.9)
                 self.assertLess(took, T(4))
-                self.d.wait_log(r"handshake not completed within handshake_timeout_ms",
-                                since=mark)
+                self.d.wait_log(r"127\.0\.0\.1:%d: handshake not completed within 1000 ms "
+                                r"\(handshake_timeout_ms\); closing" % local, since=mark)
+
+    def test_handshake_timeout_partial_client_hello(self):
+        # A ClientHello's first bytes, then nothing.
+        start = time.monotonic()
+        s = connect(self.tls_port)
+        try:
+            s.sendall(bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]))
+            got = wait_eof(s, T(10))
+        finally:
+            s.close()
+        took = time.monotonic() - start
+        self.assertEqual(got, b"")
+        self.assertGreaterEqual(took, 0.9)
+        self.assertLess(took, T(4))
 
     def test_handshake_timeout_after_tls(self):
         # TLS done, then no HTTP request: the same deadline.
@@ -320,7 +339,11 @@ class Rotation(unittest.TestCase):
                     mark = d.mark()
                     d.signal(signal.SIGHUP)
                     d.wait_log(r"SIGHUP: configuration .* re-read", since=mark)
-                    self.assertIsNone(d.find_log(r"error", since=mark))
+                    self.assertIsNone(d.find_log(r" (error|warn) ", since=mark))
+                    for i in (0, 1):
+                        d.wait_log(r"SIGHUP: listeners\[%d\] 127\.0\.0\.1:0: certificate %s and key "
+                                   r"%s re-read$" % (i, re.escape(tmp.join("cert.pem")),
+                                                     re.escape(tmp.join("key.pem"))), since=mark)
 
                     self.assertEqual(server_cert_subject(tls_port), "subject=CN = pier-test-2")
                     self.assertEqual(server_cert_subject(wss_port), "subject=CN = pier-test-2")
@@ -347,7 +370,13 @@ class Rotation(unittest.TestCase):
                         g.write("not a certificate\n")
                     mark = d.mark()
                     d.signal(signal.SIGHUP)
-                    d.wait_log(r"SIGHUP: .*cert\.pem", since=mark)
+                    for i in (0, 1):
+                        d.wait_log(r" error SIGHUP: %s: listeners\[%d\]\.tls: cannot load certificate "
+                                   r'"%s": no start line$' % (re.escape(d.config_path), i,
+                                                              re.escape(tmp.join("cert.pem"))),
+                                   since=mark)
+                    d.wait_log(r"SIGHUP: configuration .* is invalid; keeping the running "
+                               r"configuration", since=mark)
                     self.assertEqual(server_cert_subject(tls_port), "subject=CN = pier-test-2")
                     await w.send(pkt(C_CHAT, b"still"))
                     self.assertEqual(await ws_pkt(w), (S_CHAT, chat_body(s_w, b"still")))
@@ -383,34 +412,45 @@ class CheckBadCert(unittest.TestCase):
         code, out = self.check("cert.pem", "key.pem")
         self.assertEqual(code, 0, out)
 
-    def assert_names(self, cert, key, name, transport="tcp"):
+    def assert_error(self, cert, key, line, transport="tcp"):
+        """--check fails with exactly this error line (after the log's
+        timestamp and level), paths as pier resolved them."""
         code, out = self.check(cert, key, transport)
         self.assertEqual(code, 1, out)
-        lines = [l for l in out.splitlines() if name in l]
-        self.assertTrue(lines, "no line names %s:\n%s" % (name, out))
-        return lines
+        want = "%s: listeners[0].tls: %s" % (self.tmp.join("server.json"),
+                                              line.replace("@", self.tmp.path + "/"))
+        errors = [l.split(" error ", 1)[1] for l in out.splitlines() if " error " in l]
+        self.assertEqual(errors, [want], out)
+        self.assertIn("configuration %s is invalid" % self.tmp.join("server.json"), out)
 
     def test_garbage_cert(self):
         for transport in ("tcp", "websocket"):
             with self.subTest(transport=transport):
-                self.assert_names("garbage.pem", "key.pem", "garbage.pem", transport)
+                self.assert_error("garbage.pem", "key.pem",
+                                  'cannot load certificate "@garbage.pem": bad base64 decode',
+                                  transport)
 
     def test_not_pem(self):
-        lines = self.assert_names("text.pem", "key.pem", "text.pem")
-        self.assertTrue(any("certificate" in l for l in lines), lines)
+        self.assert_error("text.pem", "key.pem", 'cannot load certificate "@text.pem": no start line')
 
     def test_missing_cert(self):
-        self.assert_names("absent.pem", "key.pem", "absent.pem")
+        self.assert_error("absent.pem", "key.pem",
+                          'cannot open certificate "@absent.pem": No such file or directory')
 
     def test_missing_key(self):
-        self.assert_names("cert.pem", "nokey.pem", "nokey.pem")
+        self.assert_error("cert.pem", "nokey.pem",
+                          'cannot open key "@nokey.pem": No such file or directory')
 
     def test_key_not_a_key(self):
-        self.assert_names("cert.pem", "text.pem", "text.pem")
+        self.assert_error("cert.pem", "text.pem", 'cannot load key "@text.pem": no start line')
 
     def test_key_of_another_cert(self):
-        lines = self.assert_names("cert.pem", "otherkey.pem", "otherkey.pem")
-        self.assertTrue(any("does not match" in l and "cert.pem" in l for l in lines), lines)
+        self.assert_error("cert.pem", "otherkey.pem",
+                          'key "@otherkey.pem" does not match certificate "@cert.pem"')
+
+    def test_absolute_paths(self):
+        self.assert_error(self.tmp.join("cert.pem"), self.tmp.join("otherkey.pem"),
+                          'key "@otherkey.pem" does not match certificate "@cert.pem"')
 
 
 if __name__ == "__main__":
