@@ -179,8 +179,7 @@ class Pierd:
         try:
             self.wait_log(r"pierd ready", T(20))
         except AssertionError:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
             raise AssertionError("pierd did not start:\n" + self.log_text())
         with self.cv:
             for line in self.lines:
@@ -303,7 +302,8 @@ class Pierd:
 
     def stop(self, timeout=None):
         """`quit` on the console; returns pierd's exit status (it must exit
-        0 with no sanitizer report, or this raises)."""
+        0 with no sanitizer report, or this raises). The temporary
+        directory goes in any case."""
         if self.proc is None:
             return None
         rc = None
@@ -311,7 +311,7 @@ class Pierd:
             if self.proc.poll() is None:
                 try:
                     self.console("quit")
-                except BrokenPipeError:
+                except BrokenPipeError:  # exiting already
                     pass
             rc = self.proc.wait(timeout=timeout or T(30))
         except subprocess.TimeoutExpired:
@@ -323,11 +323,7 @@ class Pierd:
                 end = time.monotonic() + T(5)
                 while not self.eof and time.monotonic() < end:
                     self.cv.wait(0.1)
-            self.proc.stdin.close()
-            self.proc.stdout.close()
-            self.proc = None
-            if self.own_tmp:
-                self.tmp.close()
+            self._release()
         bad = SANITIZER_RX.search(self.log_text())
         if bad:
             raise AssertionError("sanitizer report in pierd's log: %s" % bad.group(0))
@@ -339,11 +335,20 @@ class Pierd:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
-            self.proc.stdin.close()
-            self.proc.stdout.close()
-            self.proc = None
-        if self.own_tmp:
-            self.tmp.close()
+        self._release()
+
+    def _release(self):
+        try:
+            if self.proc is not None:
+                for f in (self.proc.stdin, self.proc.stdout):
+                    try:
+                        f.close()
+                    except OSError:  # a "quit" left in the buffer of a closed pipe
+                        pass
+                self.proc = None
+        finally:
+            if self.own_tmp:
+                self.tmp.close()
 
 
 def run_check(config_path, timeout=None):
@@ -595,6 +600,8 @@ class RawWS:
                 f = self.recv_frame(timeout)
             except EOFError:
                 raise AssertionError("EOF without a close frame (expected %d)" % code)
+            except ConnectionResetError:
+                raise AssertionError("connection reset without a close frame (expected %d)" % code)
             if f.opcode in (OP_PING, OP_PONG):
                 continue
             if f.opcode != OP_CLOSE:
@@ -667,14 +674,6 @@ class TcpChat:
 
     def close(self):
         self.sock.close()
-
-
-def wait_until(pred, timeout, what):
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() >= end:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.02)
 
 
 # ---- test cases ----------------------------------------------------------

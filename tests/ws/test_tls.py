@@ -6,14 +6,17 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import time
 import unittest
+import warnings
 
 import websockets
 
-from pierws import (C_CHAT, C_JOIN, S_CHAT, S_SYSTEM, Pierd, PierdCase, TcpChat, TempDir, T,
+from pierws import (C_CHAT, C_JOIN, PEER_CLOSED, S_CHAT, S_SYSTEM, TLS_ERROR, Pierd, PierdCase,
+                    TcpChat, TempDir, T,
                     cert_subject, chat_body, client_context, connect, joined_sid, make_cert, pkt,
                     run, run_check, unpkt, wait_eof)
 
@@ -102,19 +105,23 @@ async def ws_pkt(ws):
     return unpkt(await asyncio.wait_for(ws.recv(), T(10)))
 
 
+TLS_FILES = {"cert": "cert.pem", "key": "key.pem"}  # relative to server.json's directory
+
+
 def tls_listeners():
-    tls = {"cert": "cert.pem", "key": "key.pem"}  # relative to server.json's directory
     return [
-        {"plugin": "chat", "framing": "u16_size_id", "tls": tls, "handshake_timeout_ms": 1000},
+        {"plugin": "chat", "framing": "u16_size_id", "tls": TLS_FILES, "handshake_timeout_ms": 1000},
         {"plugin": "chat", "framing": "u16_size_id", "transport": "websocket", "path": "/chat",
-         "tls": tls, "handshake_timeout_ms": 1000},
+         "tls": TLS_FILES, "handshake_timeout_ms": 1000},
         {"plugin": "chat", "framing": "u16_size_id"},
     ]
 
 
 class Tls(PierdCase):
-    LISTENERS = tls_listeners()
-    PLUGINS = ("chat",)
+    LISTENERS = tls_listeners() + [
+        {"plugin": "rec", "framing": "raw", "tls": TLS_FILES},
+        {"plugin": "rec", "framing": "raw", "transport": "websocket", "tls": TLS_FILES},
+    ]
 
     @classmethod
     def prepare(cls, tmp):
@@ -225,8 +232,10 @@ class Tls(PierdCase):
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         ctx.set_ciphers("DEFAULT@SECLEVEL=0")
-        ctx.minimum_version = ssl.TLSVersion.TLSv1
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        with warnings.catch_warnings():  # deprecated: which is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
         s = connect(self.tls_port)
         try:
             with self.assertRaises(ssl.SSLError):
@@ -301,6 +310,77 @@ class Tls(PierdCase):
         finally:
             s.close()
         self.assertTrue(got.startswith(b"HTTP/1.1 404 "), got[:80])
+
+    def tls_rec(self, **kw):
+        s = connect(self.d.ports[3])
+        local = s.getsockname()[1]
+        ss = client_context(self.ca).wrap_socket(s, server_hostname="127.0.0.1", **kw)
+        sid = self.d.rec_sid(local)
+        return ss, local, sid
+
+    def test_tls_error_after_handshake(self):
+        # A record that does not decrypt, in the middle of a session the
+        # plugin has seen: it hears "TLS error".
+        mark = self.d.mark()
+        ss, local, sid = self.tls_rec()
+        try:
+            ss.sendall(b"echo me")
+            self.assertEqual(ss.recv(100), b"echo me")
+            raw = socket.socket(fileno=os.dup(ss.fileno()))
+            raw.sendall(b"\x17\x03\x03\x00\x20" + os.urandom(32))
+            raw.close()
+            with self.assertRaises((ssl.SSLError, ConnectionResetError)):
+                while ss.recv(100):
+                    pass
+                raise ssl.SSLError("EOF without an alert")
+        finally:
+            ss.close()
+        self.assertEqual(self.d.rec_reason(sid), TLS_ERROR)
+        self.d.wait_log(r"session %s 127\.0\.0\.1:%d: TLS error: .+; closing$" % (sid, local),
+                        since=mark)
+
+    def test_close_notify_from_client(self):
+        ss, local, sid = self.tls_rec()
+        try:
+            ss.sendall(b"x")
+            self.assertEqual(ss.recv(10), b"x")
+            ss.unwrap()  # close_notify, and the server's in answer
+        finally:
+            ss.close()
+        self.assertEqual(self.d.rec_reason(sid), PEER_CLOSED)
+
+    def test_close_notify_from_server(self):
+        # chat ends a session after an unknown packet id: the notice, then
+        # close_notify (not a bare TCP close: that would raise here).
+        s = connect(self.tls_port)
+        ss = client_context(self.ca).wrap_socket(s, server_hostname="127.0.0.1",
+                                                 suppress_ragged_eofs=False)
+        try:
+            ss.sendall(pkt(7, b"?"))
+            want = pkt(S_SYSTEM, b"unknown packet id 7")
+            got = b""
+            while len(got) < len(want):
+                chunk = ss.recv(100)
+                self.assertTrue(chunk, got)
+                got += chunk
+            self.assertEqual(got, want)
+            self.assertEqual(ss.recv(100), b"")  # close_notify
+        finally:
+            ss.close()
+
+    def test_wss_raw_listener(self):
+        async def go():
+            w = await wss_connect(self.d.ports[4], client_context(self.ca), "/")
+            try:
+                sid = self.d.rec_sid(w.local_address[1])
+                await w.send(b"over wss")
+                self.assertEqual(await asyncio.wait_for(w.recv(), T(10)), b"over wss")
+            finally:
+                await w.close()
+            self.assertEqual(w.close_code, 1000)
+            return sid
+        sid = run(go())
+        self.assertEqual(self.d.rec_reason(sid), PEER_CLOSED)
 
 
 class Rotation(unittest.TestCase):
