@@ -141,8 +141,6 @@ void session_ready(session *s);
 void session_want_flush(session *s);
 /* Whether a partial packet or message is held (starts/ends packet_timeout_ms). */
 void session_partial(session *s, int holding);
-/* What waits to go out (all queues, in flight, in the inbox). */
-size_t session_outgoing(const session *s);
 void worker_flush(io_loop *loop);
 void worker_maybe_finish(net_worker *w);
 

@@ -526,6 +526,10 @@ static size_t http_input(session *s, const char *data, size_t len) {
     xp->head_len = (uint16_t)(before + take);
     buf = xp->head;
     have = xp->head_len;
+    /* A head ends with a line: a client sending a byte at a time gets a
+     * parse per line, not one per byte. */
+    if (!memchr(data, '\n', take) && have < WS_HTTP_HEAD_MAX)
+      return len;
   }
   n = ws_http_parse(buf, have, &req);
   if (n == 0) {
