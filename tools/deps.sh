@@ -7,12 +7,15 @@
 #                           wslay (WebSocket frames) and OpenSSL (TLS)
 #   pier_ensure_deps test   that plus everything tools/test uses: valgrind
 #                           (tools/test-valgrind), python3 (its clients),
+#                           python3-websockets (the WebSocket client of
+#                           tests/ws),
 #                           clang-14 and libclang-rt-14-dev (libFuzzer and the
 #                           sanitizer runtimes for tools/test-fuzz),
 #                           chromium, nodejs and npm (the browser tests,
 #                           tests/browser: npm only when no npm is on the
 #                           PATH, since a nodejs from elsewhere brings its
-#                           own), openssl (their certificate), and the
+#                           own), openssl (their certificates, and the TLS
+#                           client of tests/ws), and the
 #                           windows set below (tools/test-windows)
 #   pier_ensure_deps windows
 #                           the build set plus the Windows cross-build and
@@ -27,7 +30,8 @@
 # of the one CMake tree. gcc brings libasan, libubsan and libtsan with it.
 PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
                  libssl-dev)
-PIER_DEPS_TEST=(valgrind python3 clang-14 libclang-rt-14-dev chromium nodejs openssl)
+PIER_DEPS_TEST=(valgrind python3 python3-websockets clang-14 libclang-rt-14-dev chromium nodejs
+                openssl)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 
 pier_ensure_deps() {
