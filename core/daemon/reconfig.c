@@ -45,7 +45,7 @@ int reconfig_apply(host *h, const cfg_server *cur) {
   static char err[CFG_ERR_LEN]; /* main thread only */
   char msg[1536];
   int rc = cfg_load_file(cur->path, &nc, err, sizeof(err));
-  int plugins_same;
+  int plugins_same, listeners_same;
 
   if (rc < 0) {
     for (const char *line = err, *nl; *line; line = nl ? nl + 1 : "") {
@@ -55,6 +55,7 @@ int reconfig_apply(host *h, const cfg_server *cur) {
     log_error("SIGHUP: configuration %s is invalid; keeping the running configuration", cur->path);
     return rc;
   }
+  listeners_same = nc->nlisteners == cur->nlisteners;
   if (nc->workers != cur->workers)
     refuse("workers");
   if (nc->io_backend != cur->io_backend)
@@ -74,14 +75,16 @@ int reconfig_apply(host *h, const cfg_server *cur) {
       const cfg_listener *a = &nc->listeners[i], *b = &cur->listeners[i];
       if (!same_listener(a, b)) {
         refuse("listeners");
+        listeners_same = 0;
         break;
       }
     }
   }
-  /* TLS listeners: the certificate and key are read again (a rotation). */
-  for (size_t i = 0; i < nc->nlisteners && i < cur->nlisteners; i++) {
+  /* TLS listeners: the certificate and key are read again (a rotation),
+   * unless the listeners changed otherwise (then nothing of them applies). */
+  for (size_t i = 0; listeners_same && i < nc->nlisteners; i++) {
     const cfg_listener *a = &nc->listeners[i];
-    if (!a->tls_cert || !cur->listeners[i].tls_cert || !same_listener(a, &cur->listeners[i]))
+    if (!a->tls_cert)
       continue;
     if (host_reload_tls(h, i, a->tls_cert, a->tls_key, msg, sizeof(msg)) == 0)
       log_info("SIGHUP: listeners[%zu] %s:%u: certificate %s and key %s re-read", i,

@@ -556,8 +556,11 @@ static int parse_transport(ctx *c, const cJSON *const *f, cfg_listener *l) {
     cfgr_path_pop(c, save);
   }
   save = cfgr_path_node(c, "handshake_timeout_ms", f[L_HANDSHAKE]);
-  rc = cfgr_first(rc, cfge_get_unsigned(c, f[L_HANDSHAKE], 1, 600000, 0,
-                                        &l->handshake_timeout_ms));
+  if (f[L_HANDSHAKE] && !ws && !f[L_TLS] && l->transport == CFG_TRANSPORT_TCP)
+    rc = cfgr_first(rc, cfgr_fail(c, -EINVAL, "only for TLS or WebSocket listeners"));
+  else
+    rc = cfgr_first(rc, cfge_get_unsigned(c, f[L_HANDSHAKE], 1, 600000, 0,
+                                          &l->handshake_timeout_ms));
   cfgr_path_pop(c, save);
 
   /* The WebSocket keys, refused on a TCP listener. */

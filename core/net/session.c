@@ -38,8 +38,9 @@ static void finish(session *s) {
   free(s->defer);
   s->defer = NULL;
   s->defer_len = s->defer_cap = 0;
-  if (s->notified) {
+  if (s->notified || s->accepted) /* every session counted as open */
     STAT_ADD(w, disconnects, 1);
+  if (s->notified) {
     if (ep->handler->on_disconnected)
       ep->handler->on_disconnected(ep->ctx, s, (pier_reason)s->reason);
   }
@@ -105,11 +106,12 @@ static void on_packet_timeout(io_timer *t) {
   }
   STAT_ADD(s->w, packet_timeouts, 1);
   log_limited(&s->w->rl_packet, LOG_WARN,
-              "session %016llx %s: %u of a packet's bytes held for %llu ms (packet_timeout_ms); "
+              "session %016llx %s: %zu of a packet's bytes held for %llu ms (packet_timeout_ms); "
               "closing",
               (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
-              s->fr.len, (unsigned long long)held);
-  session_close(s, PIER_REASON_PACKET_TIMEOUT, 1);
+              s->xp ? xport_held(s) : (size_t)s->fr.len, (unsigned long long)held);
+  /* A WebSocket client is told why (close 1008); a TCP one is reset. */
+  session_close(s, PIER_REASON_PACKET_TIMEOUT, s->xp == NULL);
 }
 
 /* send_timeout_ms: armed by a flush when not running, and re-armed from
@@ -548,7 +550,10 @@ void session_resume_reading(session *s) {
   if (held > o->recv_backlog)
     return;
   s->read_paused = 0;
+  /* From a job: no armed op holds s, and what is replayed may close it. */
+  s->refs++;
   replay_deferred(s);
+  unref(s);
 }
 
 /* ---- send ---- */
@@ -596,8 +601,12 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
   if (res > 0) {
     sendq_consume(&s->q, (size_t)res);
     STAT_ADD(s->w, bytes_out, res);
-    if (s->notified && s->ep->handler->on_send) /* not for handshake bytes */
-      s->ep->handler->on_send(s->ep->ctx, s, (size_t)res);
+    if (s->notified && s->ep->handler->on_send) {
+      /* Through a transport, the plugin's own bytes, once they are out. */
+      size_t app = s->xp ? xport_sent(s) : (size_t)res;
+      if (app)
+        s->ep->handler->on_send(s->ep->ctx, s, app);
+    }
     relieve_congestion(s);
   } else if (res != -ECANCELED) {
     session_close(s, res == -ECONNRESET || res == -EPIPE ? PIER_REASON_PEER_RESET

@@ -519,6 +519,8 @@ out:
 
 int tls_conn_ready(const tls_conn *c) { return SSL_is_init_finished(c->ssl); }
 
+int tls_conn_partial(const tls_conn *c) { return SSL_has_pending(c->ssl); }
+
 /* One SSL_write of up to a record. */
 static int put(tls_conn *c, const unsigned char *p, size_t len) {
   size_t done = 0, w;

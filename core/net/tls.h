@@ -61,6 +61,9 @@ void tls_conn_free(tls_conn *c);
 int tls_conn_feed(tls_conn *c, const char *data, size_t len, const tls_io *io);
 /* Whether the handshake has completed. */
 int tls_conn_ready(const tls_conn *c);
+/* Whether part of a record (or decrypted data not yet delivered) is held:
+ * the peer has started something it has not finished. */
+int tls_conn_partial(const tls_conn *c);
 /* Encrypts the plaintext in iov[0..n) (after the handshake only), in
  * records of up to 16 KiB, coalescing small pieces; the records go out
  * through io->wire. Returns 0, 1 (wire asked to stop), or -EPROTO. */

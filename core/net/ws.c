@@ -406,6 +406,10 @@ int ws_feed(ws_conn *c, const char *data, size_t len, size_t max_msg, const ws_s
   return rc;
 }
 
+size_t ws_held(const ws_conn *c) {
+  return c->msg_len + (c->dec ? (size_t)(c->dec->fed - c->dec->done) : 0);
+}
+
 void ws_conn_reset(ws_conn *c) {
   if (c->dec)
     dec_destroy(c->dec);

@@ -71,6 +71,8 @@ int ws_feed(ws_conn *c, const char *data, size_t len, size_t max_msg, const ws_s
             unsigned *code, const char **why);
 /* Whether part of a frame or message is held (for packet_timeout_ms). */
 static inline int ws_partial(const ws_conn *c) { return c->dec != NULL || c->msg_op != 0; }
+/* Bytes held for a frame or message not yet whole. */
+size_t ws_held(const ws_conn *c);
 /* Frees what c holds (it may be fed again afterwards, from scratch). */
 void ws_conn_reset(ws_conn *c);
 

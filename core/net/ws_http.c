@@ -565,6 +565,7 @@ static const char *reason(int status) {
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
   case 426: return "Upgrade Required";
+  case 431: return "Request Header Fields Too Large";
   case 500: return "Internal Server Error";
   default: return "Error";
   }

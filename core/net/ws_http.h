@@ -107,7 +107,8 @@ void ws_http_accept_key(const char *key, size_t key_len, char out[29]);
 /* 101 Switching Protocols with Sec-WebSocket-Accept (no extension, no
  * subprotocol). */
 size_t ws_http_write_upgrade(const ws_http_req *req, char *out, size_t cap);
-/* An error: status line, Content-Type text/plain, Content-Length, Connection:
+/* An error (400, 403, 404, 405, 426, 431 for a head over WS_HTTP_HEAD_MAX,
+ * 500): status line, Content-Type text/plain, Content-Length, Connection:
  * close (426 adds Sec-WebSocket-Version: 13 and Upgrade: websocket; 405 adds
  * Allow: GET, HEAD), and a one-line body naming the status. */
 size_t ws_http_write_error(int status, char *out, size_t cap);

@@ -35,24 +35,33 @@ struct xport_site {
 
 enum { XP_TLS, XP_HTTP, XP_REPLY, XP_OPEN };
 
+/* TLS state, only on TLS listeners. */
+typedef struct xtls {
+  tls_conn *conn;
+  sendq pq;           /* plaintext not yet sealed into s->q */
+  uint8_t shut_owed;  /* close_notify goes out once pq is empty */
+  uint8_t shut_done;
+  uint8_t sealing;    /* inside xport_pre_flush: the flush is already running */
+  uint8_t dead;       /* failed, or the peer sent close_notify: nothing more is sealed */
+} xtls;
+
+/* Kept small: an idle WebSocket session holds this and nothing else. */
 typedef struct xport {
   session *s;
-  const xport_site *site;
-  tls_conn *tls;
-  sendq pq;           /* TLS: plaintext not yet sealed into s->q */
-  ws_conn ws;
+  xtls *tls;          /* NULL without TLS */
   char *head;         /* the HTTP request head so far, while incomplete */
+  const char *close_why; /* the text of our close frame, when not the reason's */
+  io_timer timer;     /* handshake deadline, then keepalive */
+  ws_conn ws;
+  uint32_t unreported; /* plugin bytes queued and not yet told to on_send */
   uint16_t head_len;
   uint16_t peer_code; /* the peer's close code, echoed in ours */
   uint8_t phase;
   uint8_t ping_out;   /* a keepalive ping is unanswered */
   uint8_t close_sent; /* our close frame is queued */
-  uint8_t shut_owed;  /* TLS close_notify goes out once pq is empty */
-  uint8_t shut_done;
-  uint8_t sealing;    /* inside xport_pre_flush: the flush is already running */
-  const char *close_why; /* the text of our close frame, when not the reason's */
-  io_timer timer;     /* handshake deadline, then keepalive */
 } xport;
+
+#define SITE(s) ((const xport_site *)(s)->ep->site)
 
 /* ---- site ---- */
 
@@ -131,12 +140,13 @@ int net_tls_check(const char *cert, const char *key, char *err, size_t errlen) {
 
 /* ---- output ---- */
 
-static sendq *plain_q(session *s) { return s->xp->tls ? &s->xp->pq : &s->q; }
+static sendq *plain_q(session *s) { return s->xp->tls ? &s->xp->tls->pq : &s->q; }
 
 /* The limit for q such that everything s has queued stays within
  * max_send_queue (with TLS, plaintext and sealed bytes together). */
 static size_t q_limit(session *s, const sendq *q) {
-  size_t max = s->w->n->opts.max_send_queue, other = s->q.bytes + s->xp->pq.bytes - q->bytes;
+  size_t max = s->w->n->opts.max_send_queue,
+         other = s->q.bytes + (s->xp->tls ? s->xp->tls->pq.bytes : 0) - q->bytes;
   return other >= max ? 0 : max - other;
 }
 
@@ -177,7 +187,7 @@ int xport_write(session *s, const void *data, size_t len) {
     return -ENOTCONN;
   if (len == 0)
     return 0;
-  if (xp->site->websocket)
+  if (SITE(s)->websocket)
     hl = ws_frame_header(h, WS_OP_BINARY, len);
   limit = q_limit(s, q);
   if (q->bytes + hl + len > limit)
@@ -189,6 +199,7 @@ int xport_write(session *s, const void *data, size_t len) {
     session_close(s, PIER_REASON_NO_MEMORY, 1);
     return rc;
   }
+  xp->unreported += len;
   session_want_flush(s);
   return 0;
 }
@@ -205,13 +216,13 @@ int xport_write_buf(session *s, sbuf *b) {
   if (len == 0)
     return 0;
   limit = q_limit(s, q);
-  if (xp->site->websocket && b->ws_hlen) { /* the frame shared by a broadcast */
+  if (SITE(s)->websocket && b->ws_hlen) { /* the frame shared by a broadcast */
     hl = b->ws_hlen;
     if (q->bytes + hl + len > limit)
       return session_queue_full(s, hl + len);
     rc = sendq_push(q, b, b->off - b->ws_hlen, (uint32_t)(hl + len), limit);
   } else {
-    if (xp->site->websocket)
+    if (SITE(s)->websocket)
       hl = ws_frame_header(h, WS_OP_BINARY, len);
     if (q->bytes + hl + len > limit)
       return session_queue_full(s, hl + len);
@@ -224,9 +235,21 @@ int xport_write_buf(session *s, sbuf *b) {
     session_close(s, PIER_REASON_NO_MEMORY, 1);
     return rc;
   }
+  xp->unreported += len;
   session_want_flush(s);
   return 0;
 }
+
+size_t xport_sent(session *s) {
+  xport *xp = s->xp;
+  size_t n = xp->unreported;
+  if (s->q.bytes || (xp->tls && xp->tls->pq.bytes) || s->inflight)
+    return 0;
+  xp->unreported = 0;
+  return n;
+}
+
+size_t xport_held(const session *s) { return s->xp->head_len + ws_held(&s->xp->ws); }
 
 sbuf *xport_shared_frame(const void *data, size_t len) {
   char h[WS_HEADER_MAX];
@@ -254,7 +277,7 @@ static int tls_wire(void *ctx, const char *data, size_t len) {
     session_close(s, PIER_REASON_NO_MEMORY, 1);
     return 1;
   }
-  if (!s->xp->sealing)
+  if (!s->xp->tls->sealing)
     session_want_flush(s);
   return 0;
 }
@@ -268,15 +291,15 @@ static void opened(session *s) {
   xp->phase = XP_OPEN;
   STAT_ADD(s->w, handshakes, 1);
   io_timer_stop(loop, &xp->timer);
-  if (xp->site->websocket && xp->site->ping_ms) {
+  if (SITE(s)->websocket && SITE(s)->ping_ms) {
     s->last_rx = loop->now;
-    io_timer_start(loop, &xp->timer, xp->site->ping_ms, 0);
+    io_timer_start(loop, &xp->timer, SITE(s)->ping_ms, 0);
   }
   session_ready(s);
 }
 
 static void tls_established(session *s) {
-  if (s->xp->site->websocket)
+  if (SITE(s)->websocket)
     s->xp->phase = XP_HTTP;
   else
     opened(s);
@@ -291,10 +314,21 @@ static int tls_plain(void *ctx, const char *data, size_t len) {
   return s->state != SS_OPEN;
 }
 
+/* TLS is over (a failure, or the peer's close_notify): what waits to be
+ * sealed is dropped, and no WebSocket close frame is owed. */
+static void tls_over(session *s) {
+  xtls *t = s->xp->tls;
+  t->dead = 1;
+  sendq_clear(&t->pq);
+  s->xp->close_sent = 1;
+}
+
 static void tls_failed(session *s) {
   xport *xp = s->xp;
   char peer[NET_ADDR_STRLEN];
-  const char *why = tls_conn_error(xp->tls);
+  const char *why = tls_conn_error(xp->tls->conn);
+
+  tls_over(s);
 
   net_addr_format(&s->peer, peer, sizeof(peer));
   if (xp->phase == XP_TLS) {
@@ -310,41 +344,41 @@ static void tls_failed(session *s) {
 }
 
 void xport_pre_flush(session *s) {
-  xport *xp = s->xp;
+  xtls *t = s->xp->tls;
   tls_io io = {.wire = tls_wire, .ctx = s};
   int rc = 0;
 
-  if (!xp->tls || !tls_conn_ready(xp->tls))
+  if (!t || t->dead || !tls_conn_ready(t->conn))
     return;
-  xp->sealing = 1;
-  while (xp->pq.bytes && s->q.bytes < SEAL_STEP && rc == 0) {
+  t->sealing = 1;
+  while (t->pq.bytes && s->q.bytes < SEAL_STEP && rc == 0) {
     struct iovec iov[SENDQ_IOV_MAX];
-    int n = sendq_iov(&xp->pq, iov, SENDQ_IOV_MAX), k = 0;
+    int n = sendq_iov(&t->pq, iov, SENDQ_IOV_MAX), k = 0;
     size_t total = 0;
     while (k < n && total < SEAL_STEP) {
       if (total + iov[k].iov_len > SEAL_STEP)
         iov[k].iov_len = SEAL_STEP - total;
       total += iov[k++].iov_len;
     }
-    rc = tls_conn_write(xp->tls, iov, k, &io);
+    rc = tls_conn_write(t->conn, iov, k, &io);
     if (rc == 0)
-      sendq_consume(&xp->pq, total);
+      sendq_consume(&t->pq, total);
   }
-  if (rc == 0 && xp->shut_owed && !xp->pq.bytes && !xp->shut_done) {
-    xp->shut_done = 1;
-    rc = tls_conn_shutdown(xp->tls, &io);
+  if (rc == 0 && t->shut_owed && !t->pq.bytes && !t->shut_done) {
+    t->shut_done = 1;
+    rc = tls_conn_shutdown(t->conn, &io);
   }
-  xp->sealing = 0;
+  t->sealing = 0;
   if (rc < 0 && s->state != SS_CLOSED) {
     log_error("session %016llx: TLS: cannot encrypt: %s", (unsigned long long)s->sid,
-              tls_conn_error(xp->tls));
+              tls_conn_error(t->conn));
     session_close(s, PIER_REASON_TLS_ERROR, 1);
   }
 }
 
 size_t xport_pending(const session *s) {
-  const xport *xp = s->xp;
-  return xp->pq.bytes + (xp->shut_owed && !xp->shut_done ? 1 : 0);
+  const xtls *t = s->xp->tls;
+  return t && !t->dead ? t->pq.bytes + (t->shut_owed && !t->shut_done ? 1 : 0) : 0;
 }
 
 /* ---- WebSocket ---- */
@@ -483,7 +517,7 @@ static void route(session *s, const ws_http_req *req) {
   size_t n;
 
   max_file = max_file > WS_HTTP_FILE_MAX + 1024 ? WS_HTTP_FILE_MAX : max_file - 1024;
-  if (ws_http_route(&xp->site->http, req, max_file, &rep) < 0) {
+  if (ws_http_route(&SITE(s)->http, req, max_file, &rep) < 0) {
     reply_error(s, 500, "out of memory");
     return;
   }
@@ -541,10 +575,8 @@ static size_t http_input(session *s, const char *data, size_t len) {
       memcpy(xp->head, data, len);
       xp->head_len = (uint16_t)len;
     }
-    session_partial(s, 1);
-    return len;
+    return len; /* handshake_timeout_ms bounds the wait */
   }
-  session_partial(s, 0);
   if (n < 0) {
     reply_error(s, n == -EMSGSIZE ? 431 : 400,
                 n == -EMSGSIZE ? "request head over 8 KiB" : "malformed request head");
@@ -566,7 +598,7 @@ static void stack_input(session *s, const char *data, size_t len) {
   }
   if (xp->phase != XP_OPEN || s->state != SS_OPEN || len == 0)
     return;
-  if (xp->site->websocket)
+  if (SITE(s)->websocket)
     ws_input(s, data, len);
   else
     session_app_input(s, data, len);
@@ -581,15 +613,21 @@ void xport_input(session *s, const char *data, size_t len) {
     stack_input(s, data, len);
     return;
   }
-  rc = tls_conn_feed(xp->tls, data, len, &io);
+  rc = tls_conn_feed(xp->tls->conn, data, len, &io);
   if (s->state != SS_OPEN)
     return;
-  if (rc == -ESHUTDOWN)
+  if (rc == -ESHUTDOWN) { /* answered with close_notify at once (RFC 5246 7.2.1) */
+    tls_over(s);
+    xp->tls->dead = 0; /* our close_notify still goes */
+    xp->close_sent = 1;
     session_close(s, PIER_REASON_PEER_CLOSED, 0);
-  else if (rc < 0)
+  } else if (rc < 0) {
     tls_failed(s);
-  else if (xp->phase == XP_TLS && tls_conn_ready(xp->tls))
+  } else if (xp->phase == XP_TLS && tls_conn_ready(xp->tls->conn)) {
     tls_established(s); /* done, and the client waits for the server */
+  }
+  if (s->state == SS_OPEN && xp->phase == XP_OPEN) /* a record or message started, unfinished */
+    session_partial(s, tls_conn_partial(xp->tls->conn) || ws_partial(&xp->ws) || s->fr.len);
 }
 
 /* ---- session life ---- */
@@ -599,7 +637,7 @@ static void on_timer(io_timer *t) {
   session *s = xp->s;
   io_loop *loop = &s->w->loop;
   char peer[NET_ADDR_STRLEN];
-  uint64_t iv = xp->site->ping_ms, quiet;
+  uint64_t iv = SITE(s)->ping_ms, quiet;
 
   if (s->state != SS_OPEN)
     return;
@@ -609,7 +647,7 @@ static void on_timer(io_timer *t) {
                 "session %016llx %s: handshake not completed within %u ms "
                 "(handshake_timeout_ms); closing",
                 (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
-                xp->site->handshake_ms);
+                SITE(s)->handshake_ms);
     session_close(s, PIER_REASON_HANDSHAKE_TIMEOUT, 1);
     return;
   }
@@ -644,11 +682,13 @@ int xport_attach(session *s) {
   if (!xp)
     return -ENOMEM;
   xp->s = s;
-  xp->site = site;
   io_timer_init(&xp->timer, on_timer);
-  if (site->tls && !(xp->tls = tls_conn_new(site->tls))) {
-    free(xp);
-    return -ENOMEM;
+  if (site->tls) {
+    if (!(xp->tls = calloc(1, sizeof(*xp->tls))) || !(xp->tls->conn = tls_conn_new(site->tls))) {
+      free(xp->tls);
+      free(xp);
+      return -ENOMEM;
+    }
   }
   xp->phase = xp->tls ? XP_TLS : site->websocket ? XP_HTTP : XP_OPEN;
   s->xp = xp;
@@ -657,12 +697,12 @@ int xport_attach(session *s) {
 
 void xport_start(session *s) {
   s->last_rx = s->w->loop.now;
-  io_timer_start(&s->w->loop, &s->xp->timer, s->xp->site->handshake_ms, 0);
+  io_timer_start(&s->w->loop, &s->xp->timer, SITE(s)->handshake_ms, 0);
 }
 
 void xport_close(session *s, pier_reason reason) {
   xport *xp = s->xp;
-  if (xp->site->websocket && xp->phase == XP_OPEN && !xp->close_sent) {
+  if (SITE(s)->websocket && xp->phase == XP_OPEN && !xp->close_sent) {
     char pl[125];
     unsigned code = xp->peer_code ? xp->peer_code : close_code(reason);
     const char *text = xp->close_why ? xp->close_why : xp->peer_code ? "" : net_reason_text(reason);
@@ -671,8 +711,8 @@ void xport_close(session *s, pier_reason reason) {
     xp->close_sent = 1;
     (void)put_frame(s, WS_OP_CLOSE, pl, n);
   }
-  if (xp->tls && tls_conn_ready(xp->tls) && !xp->shut_done) {
-    xp->shut_owed = 1;
+  if (xp->tls && tls_conn_ready(xp->tls->conn) && !xp->tls->shut_done) {
+    xp->tls->shut_owed = 1;
     session_want_flush(s);
   }
 }
@@ -680,9 +720,11 @@ void xport_close(session *s, pier_reason reason) {
 void xport_free(session *s) {
   xport *xp = s->xp;
   io_timer_stop(&s->w->loop, &xp->timer);
-  if (xp->tls)
-    tls_conn_free(xp->tls);
-  sendq_clear(&xp->pq);
+  if (xp->tls) {
+    tls_conn_free(xp->tls->conn);
+    sendq_clear(&xp->tls->pq);
+    free(xp->tls);
+  }
   ws_conn_reset(&xp->ws);
   free(xp->head);
   free(xp);

@@ -37,6 +37,12 @@ void xport_pre_flush(session *s);
 /* Bytes waiting in the stack, not yet in s->q (TLS plaintext), plus 1 while
  * a close_notify is owed: a graceful close must flush this too. */
 size_t xport_pending(const session *s);
+/* What the plugin sent that has now gone out, once the send queues are
+ * empty: on_send counts the plugin's bytes, not frame headers, control
+ * frames, HTTP responses or TLS records. 0 while anything is still queued. */
+size_t xport_sent(session *s);
+/* Bytes held for a request head, frame or message not yet whole. */
+size_t xport_held(const session *s);
 /* A graceful close begins: the WebSocket close frame (code mapped from
  * reason) and TLS close_notify are queued. Not called for abortive closes. */
 void xport_close(session *s, pier_reason reason);

@@ -51,6 +51,8 @@ int xport_write(session *s, const void *data, size_t len) { return -ENOTCONN; }
 int xport_write_buf(session *s, sbuf *b) { return -ENOTCONN; }
 void xport_pre_flush(session *s) {}
 size_t xport_pending(const session *s) { return 0; }
+size_t xport_sent(session *s) { return 0; }
+size_t xport_held(const session *s) { return 0; }
 void xport_close(session *s, pier_reason reason) {}
 void xport_free(session *s) {}
 sbuf *xport_shared_frame(const void *data, size_t len) { return sbuf_from(data, len); }

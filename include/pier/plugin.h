@@ -190,7 +190,10 @@ typedef struct pier_plugin {
   /* One whole packet (header included) on u16_size_id listeners, else the
    * bytes as they came. data is valid during the call only. */
   void (*on_recv)(pier_sid sid, const void *data, size_t len);
-  /* bytes of this session's queue went out. */
+  /* bytes of what the plugin sent to this session went out. On a TCP
+   * listener, each time the socket takes some; through TLS or WebSocket,
+   * once everything queued has gone out, counting only the plugin's own
+   * bytes (not frame headers, pings, close frames, HTTP or TLS records). */
   void (*on_send)(pier_sid sid, size_t bytes);
   /* Exactly once for every session on_connected saw. */
   void (*on_disconnected)(pier_sid sid, pier_reason reason);

@@ -969,8 +969,11 @@ static const struct {
     {"{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':'websocket',"
      "'ping_interval_ms':50}]}",
      "server.json: listeners[0].ping_interval_ms: expected 0 (off) or 100..3600000, got 50"},
-    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','handshake_timeout_ms':0}]}",
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':'websocket',"
+     "'handshake_timeout_ms':0}]}",
      "server.json: listeners[0].handshake_timeout_ms: expected an integer 1..600000, got 0"},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','handshake_timeout_ms':100}]}",
+     "server.json: listeners[0].handshake_timeout_ms: only for TLS or WebSocket listeners"},
     {"{" PL ",'listeners':[{'port':1,'plugin':'echo','tls':'cert.pem'}]}",
      "server.json: listeners[0].tls: expected an object {\"cert\": PATH, \"key\": PATH}, got "
      "\"cert.pem\""},

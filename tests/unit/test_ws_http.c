@@ -420,6 +420,9 @@ static const struct {
     {426, "HTTP/1.1 426 Upgrade Required" CRLF "Content-Type: text/plain; charset=utf-8" CRLF
           "Content-Length: 21" CRLF "Connection: close" CRLF "Sec-WebSocket-Version: 13" CRLF
           "Upgrade: websocket" CRLF CRLF "426 Upgrade Required\n"},
+    {431, "HTTP/1.1 431 Request Header Fields Too Large" CRLF
+          "Content-Type: text/plain; charset=utf-8" CRLF "Content-Length: 36" CRLF
+          "Connection: close" CRLF CRLF "431 Request Header Fields Too Large\n"},
     {500, "HTTP/1.1 500 Internal Server Error" CRLF "Content-Type: text/plain; charset=utf-8" CRLF
           "Content-Length: 26" CRLF "Connection: close" CRLF CRLF "500 Internal Server Error\n"},
 };
