@@ -20,7 +20,7 @@ typedef struct tls_server tls_server;
 typedef struct tls_conn tls_conn;
 
 /* Loads cert (a PEM chain, leaf first) and key (PEM) into a new server
- * context. On failure returns a negative errno (-ENOENT, -EACCES, -EINVAL)
+ * context. On failure returns a negative errno (e.g. -ENOENT, -EACCES, -EINVAL)
  * and writes one line into err naming the file and what is wrong, e.g.
  * `cannot load certificate "x.pem": no start line` or
  * `key "k.pem" does not match certificate "c.pem"`. */
@@ -65,8 +65,8 @@ int tls_conn_write(tls_conn *c, const struct iovec *iov, int n, const tls_io *io
 /* Sends close_notify through io->wire (once; later calls do nothing).
  * Returns 0 or -EPROTO. */
 int tls_conn_shutdown(tls_conn *c, const tls_io *io);
-/* The last failure, for the log: e.g. "wrong version number" (the peer
- * spoke plain HTTP or TLS < 1.2); "" when none. */
+/* The last failure, for the log: e.g. "http request" (the peer spoke plain
+ * HTTP), "unsupported protocol" (TLS < 1.2); "" when none. */
 const char *tls_conn_error(const tls_conn *c);
 /* The negotiated protocol ("TLSv1.3"), or "" before the handshake. */
 const char *tls_conn_version(const tls_conn *c);
