@@ -2,7 +2,9 @@
 # Debian 12 packages a command needs, only those missing, in one visible
 # apt-get run (as root, or through sudo).
 #
-#   pier_ensure_deps        what building and running pierd needs (tools/run)
+#   pier_ensure_deps        what building and running pierd needs (tools/run):
+#                           the compiler and CMake, cJSON, Check, liburing,
+#                           wslay (WebSocket frames) and OpenSSL (TLS)
 #   pier_ensure_deps test   that plus everything tools/test uses: valgrind
 #                           (tools/test-valgrind), python3 (its clients),
 #                           clang-14 and libclang-rt-14-dev (libFuzzer and the
@@ -19,7 +21,8 @@
 #
 # The configure step needs check even for tools/run: the test suites are part
 # of the one CMake tree. gcc brings libasan, libubsan and libtsan with it.
-PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev)
+PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
+                 libssl-dev)
 PIER_DEPS_TEST=(valgrind python3 clang-14 libclang-rt-14-dev)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 

@@ -20,6 +20,22 @@ static int same_callbacks(const cfg_callbacks *a, const cfg_callbacks *b) {
          same_str(a->on_tick, b->on_tick);
 }
 
+/* Whether two listener entries are the same but for their TLS files (a
+ * rotation, applied live). */
+static int same_listener(const cfg_listener *a, const cfg_listener *b) {
+  if (!same_str(a->address, b->address) || a->port != b->port ||
+      !same_str(a->plugin, b->plugin) || a->framing != b->framing ||
+      a->transport != b->transport || !a->tls_cert != !b->tls_cert ||
+      a->handshake_timeout_ms != b->handshake_timeout_ms || !same_str(a->ws_path, b->ws_path) ||
+      !same_str(a->static_root, b->static_root) || a->ping_interval_ms != b->ping_interval_ms ||
+      a->norigins != b->norigins)
+    return 0;
+  for (size_t i = 0; i < a->norigins; i++)
+    if (!same_str(a->origins[i], b->origins[i]))
+      return 0;
+  return 1;
+}
+
 static void refuse(const char *what) {
   log_warn("SIGHUP: %s changed: needs a restart; not applied", what);
 }
@@ -56,12 +72,23 @@ int reconfig_apply(host *h, const cfg_server *cur) {
   } else {
     for (size_t i = 0; i < nc->nlisteners; i++) {
       const cfg_listener *a = &nc->listeners[i], *b = &cur->listeners[i];
-      if (!same_str(a->address, b->address) || a->port != b->port ||
-          !same_str(a->plugin, b->plugin) || a->framing != b->framing) {
+      if (!same_listener(a, b)) {
         refuse("listeners");
         break;
       }
     }
+  }
+  /* TLS listeners: the certificate and key are read again (a rotation). */
+  for (size_t i = 0; i < nc->nlisteners && i < cur->nlisteners; i++) {
+    const cfg_listener *a = &nc->listeners[i];
+    if (!a->tls_cert || !cur->listeners[i].tls_cert || !same_listener(a, &cur->listeners[i]))
+      continue;
+    if (host_reload_tls(h, i, a->tls_cert, a->tls_key, msg, sizeof(msg)) == 0)
+      log_info("SIGHUP: listeners[%zu] %s:%u: certificate %s and key %s re-read", i,
+               a->address, a->port, a->tls_cert, a->tls_key);
+    else
+      log_error("SIGHUP: listeners[%zu] %s:%u: %s; keeping the certificate in use", i,
+                a->address, a->port, msg);
   }
   plugins_same = nc->nplugins == cur->nplugins;
   for (size_t i = 0; plugins_same && i < nc->nplugins; i++) {

@@ -29,6 +29,7 @@
 #define ENUM_NAME(id, str) [id] = str,
 static const char *const backend_names[] = {CFG_BACKEND_MAP(ENUM_NAME)};
 const char *const cfg_framing_names[] = {CFG_FRAMING_MAP(ENUM_NAME)};
+const char *const cfg_transport_names[] = {CFG_TRANSPORT_MAP(ENUM_NAME)};
 const char *const cfg_threading_names[] = {CFG_THREADING_MAP(ENUM_NAME)};
 static const char *const log_level_names[] = {CFG_LOG_LEVEL_MAP(ENUM_NAME)};
 #undef ENUM_NAME
@@ -223,6 +224,8 @@ static int parse_listeners(ctx *c, const cJSON *arr, cfg_server *cfg, int names_
     int ok;
     cfg->nlisteners = i + 1;
     cfg->listeners[i].framing = CFG_FRAMING_RAW;
+    cfg->listeners[i].handshake_timeout_ms = 10000;
+    cfg->listeners[i].ping_interval_ms = 30000;
     nodes[i] = it;
     refs[nok].index = i;
     mark save = cfgr_path_index(c, i, it);
@@ -429,8 +432,17 @@ void cfg_free(cfg_server *cfg) {
     free(p->config_json); /* cJSON's default allocator is malloc */
   }
   for (size_t i = 0; i < cfg->nlisteners && cfg->listeners; i++) {
-    free(cfg->listeners[i].address);
-    free(cfg->listeners[i].plugin);
+    cfg_listener *l = &cfg->listeners[i];
+    free(l->address);
+    free(l->plugin);
+    free(l->tls_cert);
+    free(l->tls_key);
+    free(l->ws_path);
+    for (size_t k = 0; k < l->norigins; k++)
+      free(l->origins[k]);
+    free(l->origins);
+    free(l->static_dir);
+    free(l->static_root);
   }
   free(cfg->plugins);
   free(cfg->listeners);
@@ -570,3 +582,8 @@ const char *cfg_log_level_name(cfg_log_level level) {
   return i < COUNT(log_level_names) ? log_level_names[i] : "unknown";
 }
 
+
+const char *cfg_transport_name(cfg_transport transport) {
+  size_t i = (size_t)transport;
+  return i < COUNT(cfg_transport_names) ? cfg_transport_names[i] : "unknown";
+}

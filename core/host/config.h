@@ -19,6 +19,10 @@
   XX(CFG_FRAMING_RAW, "raw")  \
   XX(CFG_FRAMING_U16_SIZE_ID, "u16_size_id")
 
+#define CFG_TRANSPORT_MAP(XX)        \
+  XX(CFG_TRANSPORT_TCP, "tcp")       \
+  XX(CFG_TRANSPORT_WEBSOCKET, "websocket")
+
 #define CFG_THREADING_MAP(XX)          \
   XX(CFG_THREADING_SESSION, "session") \
   XX(CFG_THREADING_SERIAL, "serial")
@@ -32,6 +36,7 @@
 #define CFG_ENUM_ID(id, str) id,
 typedef enum { CFG_BACKEND_MAP(CFG_ENUM_ID) } cfg_backend;
 typedef enum { CFG_FRAMING_MAP(CFG_ENUM_ID) } cfg_framing;
+typedef enum { CFG_TRANSPORT_MAP(CFG_ENUM_ID) } cfg_transport;
 typedef enum { CFG_THREADING_MAP(CFG_ENUM_ID) } cfg_threading;
 typedef enum { CFG_LOG_LEVEL_MAP(CFG_ENUM_ID) } cfg_log_level;
 #undef CFG_ENUM_ID
@@ -74,6 +79,18 @@ typedef struct cfg_listener {
   char *plugin;        /* names a plugin in plugins[] */
   size_t plugin_index; /* index of that plugin in plugins[] */
   cfg_framing framing; /* default raw */
+  cfg_transport transport; /* default tcp */
+  /* "tls": {"cert", "key"}: PEM files joined to the config file's
+   * directory, loaded and matched when the config is checked; NULL: none. */
+  char *tls_cert, *tls_key;
+  unsigned handshake_timeout_ms; /* TLS and WebSocket: 1..600000, default 10000 */
+  /* WebSocket only. */
+  char *ws_path;        /* "path": "/..." (visible ASCII, no '?' or '#'), default "/" */
+  char **origins;       /* "origins": allowed Origin values; NULL = any */
+  size_t norigins;
+  char *static_dir;     /* "static": joined to the config file's directory */
+  char *static_root;    /* static_dir with every link resolved (a directory) */
+  unsigned ping_interval_ms; /* 0 (off) or 100..3600000, default 30000 */
 } cfg_listener;
 
 typedef struct cfg_limits {
@@ -153,6 +170,7 @@ void cfg_free(cfg_server *cfg);
  * a value outside the enum. The strings are static. */
 const char *cfg_backend_name(cfg_backend backend);
 const char *cfg_framing_name(cfg_framing framing);
+const char *cfg_transport_name(cfg_transport transport);
 const char *cfg_threading_name(cfg_threading threading);
 const char *cfg_log_level_name(cfg_log_level level);
 

@@ -15,10 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "os/dl.h"
 #include "os/os.h"
 #include "os/path.h"
+#include "net/net.h"
 
 #define MAX_PATH_LEN 4096   /* longest plugin path after resolving */
 #define MAX_SYMBOL_LEN 128
@@ -431,9 +433,175 @@ static size_t plugin_index(const cfg_server *cfg, const uref *names, size_t n,
 
 /* ---- listeners --------------------------------------------------------- */
 
-enum { L_ADDRESS, L_PORT, L_PLUGIN, L_FRAMING, L_N };
-static const char *const listener_keys[L_N] = {"address", "port", "plugin",
-                                               "framing"};
+enum {
+  L_ADDRESS, L_PORT, L_PLUGIN, L_FRAMING, L_TRANSPORT, L_TLS, L_HANDSHAKE, L_PATH, L_ORIGINS,
+  L_STATIC, L_PING, L_N
+};
+static const char *const listener_keys[L_N] = {
+    "address", "port", "plugin", "framing", "transport", "tls", "handshake_timeout_ms",
+    "path", "origins", "static", "ping_interval_ms"};
+
+/* A string of visible ASCII (no blank, no control byte), 1..max bytes. */
+static int visible_ascii(const char *s, size_t max) {
+  size_t n = strlen(s);
+  if (n == 0 || n > max)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+      return 0;
+  return 1;
+}
+
+/* "tls": {"cert": PATH, "key": PATH}: both files load and match. */
+static int parse_tls(ctx *c, const cJSON *v, cfg_listener *l) {
+  static const char *const keys[] = {"cert", "key"};
+  const cJSON *f[2];
+  char err[768];
+  mark save;
+  int rc, r;
+
+  if (!cJSON_IsObject(v))
+    return cfgr_expect(c, v, "an object {\"cert\": PATH, \"key\": PATH}");
+  rc = cfgr_match_keys(c, v, keys, 2, f);
+  rc = cfgr_first(rc, cfgr_require(c, f, keys, 0));
+  rc = cfgr_first(rc, cfgr_require(c, f, keys, 1));
+  for (int k = 0; k < 2; k++) {
+    char *raw = NULL, **slot = k == 0 ? &l->tls_cert : &l->tls_key;
+    save = cfgr_path_node(c, keys[k], f[k]);
+    r = cfge_get_string(c, f[k], k == 0 ? "a PEM certificate file" : "a PEM key file", &raw);
+    rc = cfgr_first(rc, r);
+    if (raw && !(*slot = cfge_resolve(c->base_dir, raw))) {
+      free(raw);
+      return cfgr_oom(c);
+    }
+    free(raw);
+    cfgr_path_pop(c, save);
+  }
+  if (rc == 0 && l->tls_cert && l->tls_key) {
+    r = net_tls_check(l->tls_cert, l->tls_key, err, sizeof(err));
+    if (r < 0)
+      rc = cfgr_fail(c, r, "%s", err);
+  }
+  return rc;
+}
+
+/* "origins": a non-empty array of Origin values. */
+static int parse_origins(ctx *c, const cJSON *v, cfg_listener *l) {
+  const cJSON *it;
+  size_t n = 0, i = 0;
+  int rc = 0;
+
+  if (cJSON_IsArray(v))
+    n = (size_t)cJSON_GetArraySize(v);
+  if (!cJSON_IsArray(v) || n == 0 || n > 64)
+    return cfgr_expect(c, v, "an array of 1 to 64 origins, e.g. [\"https://example.com\"] "
+                             "(leave it out to allow any)");
+  if (!(l->origins = calloc(n, sizeof(char *))))
+    return cfgr_oom(c);
+  for (it = v->child; it; it = it->next, i++) {
+    mark save = cfgr_path_index(c, i, it);
+    if (!cJSON_IsString(it) || !it->valuestring || !visible_ascii(it->valuestring, 255)) {
+      rc = cfgr_first(rc, cfgr_expect(c, it, "an origin: scheme://host[:port], visible ASCII"));
+    } else if (!(l->origins[l->norigins++] = strdup(it->valuestring))) {
+      return cfgr_oom(c);
+    }
+    cfgr_path_pop(c, save);
+  }
+  return rc;
+}
+
+/* "static": a directory, kept with every link resolved. */
+static int parse_static(ctx *c, const cJSON *v, cfg_listener *l) {
+  char *raw = NULL, real[4096], shown[256];
+  struct stat st;
+  int r = cfge_get_string(c, v, "a directory of files to serve", &raw);
+
+  if (r < 0 || !raw)
+    return r;
+  l->static_dir = cfge_resolve(c->base_dir, raw);
+  free(raw);
+  if (!l->static_dir)
+    return cfgr_oom(c);
+  cfgr_quote(l->static_dir, shown, sizeof(shown), 200);
+  r = os_realpath(l->static_dir, real, sizeof(real));
+  if (r < 0)
+    return cfgr_fail(c, r, "cannot use %s as the static directory: %s", shown, os_strerror(-r));
+  if (stat(real, &st) != 0 || !S_ISDIR(st.st_mode))
+    return cfgr_fail(c, -ENOTDIR, "cannot use %s as the static directory: not a directory",
+                     shown);
+  if (!(l->static_root = strdup(real)))
+    return cfgr_oom(c);
+  return 0;
+}
+
+/* The transport keys of a listener entry. */
+static int parse_transport(ctx *c, const cJSON *const *f, cfg_listener *l) {
+  char why[160];
+  int rc = 0, e = CFG_TRANSPORT_TCP, ws;
+  mark save = cfgr_path_node(c, "transport", f[L_TRANSPORT]);
+
+  rc = cfge_get_enum(c, f[L_TRANSPORT], cfg_transport_names, COUNT(cfg_transport_names), &e);
+  l->transport = (cfg_transport)e;
+  ws = rc == 0 && l->transport == CFG_TRANSPORT_WEBSOCKET;
+  if (ws && net_transport_available(NET_TRANSPORT_WEBSOCKET, 0, why, sizeof(why)) < 0)
+    rc = cfgr_fail(c, -ENOTSUP, "%s", why);
+  cfgr_path_pop(c, save);
+
+  if (f[L_TLS]) {
+    save = cfgr_path_node(c, "tls", f[L_TLS]);
+    if (net_transport_available(NET_TRANSPORT_TCP, 1, why, sizeof(why)) < 0)
+      rc = cfgr_first(rc, cfgr_fail(c, -ENOTSUP, "%s", why));
+    else
+      rc = cfgr_first(rc, parse_tls(c, f[L_TLS], l));
+    cfgr_path_pop(c, save);
+  }
+  save = cfgr_path_node(c, "handshake_timeout_ms", f[L_HANDSHAKE]);
+  rc = cfgr_first(rc, cfge_get_unsigned(c, f[L_HANDSHAKE], 1, 600000, 0,
+                                        &l->handshake_timeout_ms));
+  cfgr_path_pop(c, save);
+
+  /* The WebSocket keys, refused on a TCP listener. */
+  for (int k = L_PATH; k <= L_PING; k++) {
+    if (!f[k] || ws || l->transport != CFG_TRANSPORT_TCP)
+      continue;
+    save = cfgr_path_node(c, listener_keys[k], f[k]);
+    rc = cfgr_first(rc, cfgr_fail(c, -EINVAL, "only for \"transport\": \"websocket\""));
+    cfgr_path_pop(c, save);
+  }
+  if (!ws)
+    return rc;
+  save = cfgr_path_node(c, "path", f[L_PATH]);
+  if (f[L_PATH]) {
+    const char *p = cJSON_IsString(f[L_PATH]) ? f[L_PATH]->valuestring : NULL;
+    if (!p || p[0] != '/' || !visible_ascii(p, 255) || strpbrk(p, "?#"))
+      rc = cfgr_first(rc, cfgr_expect(c, f[L_PATH], "a path starting with \"/\" (visible "
+                                                    "ASCII, no '?' or '#', up to 255 bytes)"));
+    else if (!(l->ws_path = strdup(p)))
+      return cfgr_oom(c);
+  } else if (!(l->ws_path = strdup("/"))) {
+    return cfgr_oom(c);
+  }
+  cfgr_path_pop(c, save);
+  if (f[L_ORIGINS]) {
+    save = cfgr_path_node(c, "origins", f[L_ORIGINS]);
+    rc = cfgr_first(rc, parse_origins(c, f[L_ORIGINS], l));
+    cfgr_path_pop(c, save);
+  }
+  if (f[L_STATIC]) {
+    save = cfgr_path_node(c, "static", f[L_STATIC]);
+    rc = cfgr_first(rc, parse_static(c, f[L_STATIC], l));
+    cfgr_path_pop(c, save);
+  }
+  save = cfgr_path_node(c, "ping_interval_ms", f[L_PING]);
+  if (f[L_PING]) {
+    int r = cfge_get_unsigned(c, f[L_PING], 0, 3600000, 1, &l->ping_interval_ms);
+    if (r == 0 && l->ping_interval_ms && l->ping_interval_ms < 100)
+      r = cfgr_expect(c, f[L_PING], "0 (off) or 100..3600000");
+    rc = cfgr_first(rc, r);
+  }
+  cfgr_path_pop(c, save);
+  return rc;
+}
 
 static int no_such_plugin(ctx *c, const cfg_server *cfg, const char *name) {
   char q[256], list[256];
@@ -523,6 +691,9 @@ int cfge_parse_listener(ctx *c, const cJSON *v, cfg_server *cfg, const plugin_na
                                     COUNT(cfg_framing_names), &e));
   l->framing = (cfg_framing)e;
   cfgr_path_pop(c, save);
+  rc = cfgr_first(rc, parse_transport(c, f, l));
+  if (c->oom)
+    return -ENOMEM;
   *addr_ok = a_ok && p_ok;
   return rc;
 }

@@ -20,6 +20,7 @@
 #define CFG_ENUM_ONE(id, str) +1
 extern const char *const cfg_framing_names[0 CFG_FRAMING_MAP(CFG_ENUM_ONE)];
 extern const char *const cfg_threading_names[0 CFG_THREADING_MAP(CFG_ENUM_ONE)];
+extern const char *const cfg_transport_names[0 CFG_TRANSPORT_MAP(CFG_ENUM_ONE)];
 #undef CFG_ENUM_ONE
 
 /* One problem found, and where its value sits in the document. */

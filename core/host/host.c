@@ -215,6 +215,16 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
     l->ep.framing =
         l->cfg->framing == CFG_FRAMING_RAW ? NET_FRAMING_RAW : NET_FRAMING_U16_SIZE_ID;
     l->ep.max_packet_size = cfg->limits.max_packet_size;
+    l->ep.transport = l->cfg->transport == CFG_TRANSPORT_WEBSOCKET ? NET_TRANSPORT_WEBSOCKET
+                                                                   : NET_TRANSPORT_TCP;
+    l->ep.tls_cert = l->cfg->tls_cert;
+    l->ep.tls_key = l->cfg->tls_key;
+    l->ep.handshake_timeout_ms = l->cfg->handshake_timeout_ms;
+    l->ep.ws_path = l->cfg->ws_path;
+    l->ep.ws_origins = (const char *const *)l->cfg->origins;
+    l->ep.ws_norigins = l->cfg->norigins;
+    l->ep.ws_static_root = l->cfg->static_root;
+    l->ep.ws_ping_interval_ms = l->cfg->ping_interval_ms;
   }
   if (!check_only) {
     net_opts o = {.workers = cfg->workers,
@@ -403,3 +413,12 @@ const char *host_plugin_config_json(host *h, const char *name) {
 }
 
 int host_kick(host *h, pier_sid sid) { return net_close(h->net, sid, PIER_REASON_KICKED); }
+
+int host_reload_tls(host *h, size_t i, const char *cert, const char *key, char *msg,
+                    size_t len) {
+  if (i >= h->nlisteners || !h->listeners[i].nl) {
+    snprintf(msg, len, "listeners[%zu] is not listening", i);
+    return -EINVAL;
+  }
+  return net_listener_reload_tls(h->listeners[i].nl, cert, key, msg, len);
+}

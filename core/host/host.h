@@ -43,6 +43,10 @@ void host_print_plugins(host *h, FILE *out);
 int host_reload(host *h, const char *name, const char *config_json, char *msg, size_t len);
 /* Whether the plugin's file on disk differs from the one loaded. */
 int host_plugin_file_changed(host *h, const char *name);
+/* Main thread, started host. Re-reads the certificate and key of listener
+ * i (a TLS one) from cert and key: new sessions use them, open ones keep
+ * theirs; on failure nothing changes and msg says why, naming the file. */
+int host_reload_tls(host *h, size_t i, const char *cert, const char *key, char *msg, size_t len);
 const char *host_plugin_config_json(host *h, const char *name);
 
 /* Returns 0, or -ENOTCONN if no such session. */

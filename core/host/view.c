@@ -22,6 +22,13 @@ void host_print_status(host *h, FILE *out) {
           (unsigned long long)st.idle_timeouts, (unsigned long long)st.packet_timeouts,
           (unsigned long long)st.send_timeouts, (unsigned long long)st.refused_per_ip,
           (unsigned long long)st.read_pauses);
+  if (st.handshakes || st.handshake_failures || st.handshake_timeouts || st.http_files)
+    fprintf(out,
+            "handshakes %llu done, %llu refused or failed, %llu timed out; %llu static files "
+            "served; %llu closed for WebSocket protocol errors, %llu for no pong\n",
+            (unsigned long long)st.handshakes, (unsigned long long)st.handshake_failures,
+            (unsigned long long)st.handshake_timeouts, (unsigned long long)st.http_files,
+            (unsigned long long)st.ws_protocol_errors, (unsigned long long)st.ping_timeouts);
   for (size_t i = 0; i < h->nlisteners; i++) {
     host_listener *l = &h->listeners[i];
     char addr[NET_ADDR_STRLEN] = "?";
@@ -30,8 +37,11 @@ void host_print_status(host *h, FILE *out) {
       net_addr_parse(l->cfg->address, net_listener_port(l->nl), &a);
       net_addr_format(&a, addr, sizeof(addr));
     }
-    fprintf(out, "listener %s %s plugin %s: %ld sessions\n", addr,
-            cfg_framing_name(l->cfg->framing), l->p->cfg->name, atomic_load(&l->sessions));
+    fprintf(out, "listener %s %s%s%s%s plugin %s: %ld sessions\n", addr,
+            cfg_framing_name(l->cfg->framing),
+            l->cfg->transport == CFG_TRANSPORT_WEBSOCKET ? " websocket " : "",
+            l->cfg->transport == CFG_TRANSPORT_WEBSOCKET ? l->cfg->ws_path : "",
+            l->cfg->tls_cert ? " tls" : "", l->p->cfg->name, atomic_load(&l->sessions));
   }
   host_print_plugins(h, out);
 }

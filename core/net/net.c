@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "net/net_internal.h"
+#include "net/xport.h"
 
 _Thread_local net_worker *net_tls_worker;
 
@@ -466,11 +467,18 @@ int net_listen(net *n, const net_addr *addr, const net_endpoint *ep, net_listene
   struct sockaddr_storage ss;
   socklen_t len = sizeof(ss);
 
+  xport_site *site = NULL;
+
   if (n->started)
     return -EBUSY;
+  rc = xport_site_new(ep, &site); /* the certificate first: nothing to undo */
+  if (rc < 0)
+    return rc;
   fd = os_sock_stream(addr->u.sa.sa_family);
-  if (fd < 0)
+  if (fd < 0) {
+    xport_site_free(site);
     return fd;
+  }
   os_sock_reuse(fd);
   if (addr->u.sa.sa_family == AF_INET6)
     os_sock_v6only(fd);
@@ -479,6 +487,7 @@ int net_listen(net *n, const net_addr *addr, const net_endpoint *ep, net_listene
     log_error("listen on %s failed: %s", net_addr_format(addr, text, sizeof(text)),
               os_strerror(-rc));
     os_sock_close(fd);
+    xport_site_free(site);
     return rc;
   }
   l = calloc(1, sizeof(*l));
@@ -488,11 +497,15 @@ int net_listen(net *n, const net_addr *addr, const net_endpoint *ep, net_listene
     if (l)
       free(l);
     os_sock_close(fd);
+    xport_site_free(site);
     return -ENOMEM;
   }
   l->n = n;
   l->fd = fd;
   l->ep = *ep;
+  l->ep.site = site;
+  if (ep->transport == NET_TRANSPORT_WEBSOCKET)
+    n->has_ws = 1;
   if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
     net_addr_from_sockaddr((struct sockaddr *)&ss, len, &l->addr);
   for (unsigned i = 0; i < n->nworkers; i++) {
@@ -505,14 +518,22 @@ int net_listen(net *n, const net_addr *addr, const net_endpoint *ep, net_listene
   }
   l->next = n->listeners;
   n->listeners = l;
-  log_info("listening on %s (%s)", net_addr_format(&l->addr, text, sizeof(text)),
-           ep->framing == NET_FRAMING_RAW ? "raw" : "u16_size_id");
+  log_info("listening on %s (%s%s%s%s)", net_addr_format(&l->addr, text, sizeof(text)),
+           ep->framing == NET_FRAMING_RAW ? "raw" : "u16_size_id",
+           ep->transport == NET_TRANSPORT_WEBSOCKET ? ", WebSocket " : "",
+           ep->transport == NET_TRANSPORT_WEBSOCKET ? (ep->ws_path ? ep->ws_path : "/") : "",
+           ep->tls_cert ? ", TLS" : "");
   if (out)
     *out = l;
   return 0;
 }
 
 uint16_t net_listener_port(const net_listener *l) { return net_addr_port(&l->addr); }
+
+int net_listener_reload_tls(net_listener *l, const char *cert, const char *key, char *err,
+                            size_t errlen) {
+  return xport_site_reload_tls(l->ep.site, cert, key, err, errlen);
+}
 
 int net_start(net *n) {
   if (n->started)
@@ -551,13 +572,10 @@ void net_destroy(net *n) {
   if (!n)
     return;
   net_stop(n);
-  for (l = n->listeners; l; l = next) {
-    next = l->next;
+  for (l = n->listeners; l; l = l->next) {
     for (unsigned i = 0; i < n->nworkers; i++)
       io_close_fd(&n->workers[i].loop, &l->eps[i].fd);
     os_sock_close(l->fd);
-    free(l->eps);
-    free(l);
   }
   for (unsigned i = 0; i < n->nworkers; i++) {
     net_worker *w = &n->workers[i];
@@ -568,12 +586,20 @@ void net_destroy(net *n) {
         os_sock_close(s->iofd.fd);
         sendq_clear(&s->q);
         framing_reset(&s->fr);
+        if (s->xp)
+          xport_free(s);
       }
     }
     w->dead = 1;
     io_loop_done(&w->loop);
     sid_table_free(&w->sids);
     free(w->sessions);
+  }
+  for (l = n->listeners; l; l = next) { /* after the sessions that use their sites */
+    next = l->next;
+    xport_site_free(l->ep.site);
+    free(l->eps);
+    free(l);
   }
   free(n->workers);
   for (size_t i = 0; i < n->ip_buckets; i++) {
@@ -641,7 +667,7 @@ static int refuse_send(net_worker *w, pier_sid sid, size_t len) {
  * per session. */
 static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
   _Atomic size_t *pending = &w->sids.xsend[PIER_SID_SLOT(sid)];
-  size_t len = b->len, before;
+  size_t len = b->len - b->off, before;
   net_job *j;
 
   if (len == 0) { /* nothing to send or to keep in order */
@@ -705,7 +731,9 @@ int net_send_buf(net *n, pier_sid sid, sbuf *b) {
 }
 
 size_t net_broadcast(net *n, const pier_sid *sids, size_t count, const void *data, size_t len) {
-  sbuf *b = sbuf_from(data, len);
+  /* With WebSocket listeners the buffer carries a frame header too, so TCP
+   * and WebSocket recipients share it (see sbuf.h). */
+  sbuf *b = n->has_ws ? xport_shared_frame(data, len) : sbuf_from(data, len);
   size_t ok = 0;
   if (!b)
     return 0;
@@ -816,6 +844,12 @@ void net_get_stats(net *n, net_stats *out) {
     SUM(refused_per_ip);
     SUM(send_timeouts);
     SUM(read_pauses);
+    SUM(handshakes);
+    SUM(handshake_failures);
+    SUM(handshake_timeouts);
+    SUM(http_files);
+    SUM(ws_protocol_errors);
+    SUM(ping_timeouts);
   }
 #undef SUM
   out->sessions = out->accepted + out->connected_out - out->disconnects;

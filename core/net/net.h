@@ -20,6 +20,8 @@ typedef struct session session;
 typedef struct net_listener net_listener;
 
 typedef enum { NET_FRAMING_RAW, NET_FRAMING_U16_SIZE_ID } net_framing;
+typedef enum { NET_TRANSPORT_TCP, NET_TRANSPORT_WEBSOCKET } net_transport;
+typedef struct xport_site xport_site;
 
 /* Upcalls from the network to its user (the plugin host, a test, a tool).
  * All run on the session's worker. on_disconnected comes exactly once for
@@ -34,11 +36,28 @@ typedef struct net_handler {
   void (*on_connect_failed)(void *ctx, const net_addr *addr, int err);
 } net_handler;
 
+/* A listener's transport stack (server side only): socket -> [TLS] ->
+ * [WebSocket] -> framing -> handler. A session of a listener with TLS or
+ * WebSocket reaches on_connected only once its handshakes are done; before
+ * that the handler sees nothing of it (a static file request never reaches
+ * it at all). */
 typedef struct net_endpoint {
   const net_handler *handler;
   void *ctx;
   net_framing framing;
-  unsigned max_packet_size; /* u16_size_id only; 4..65535 */
+  /* u16_size_id: the largest packet, 4..65535; WebSocket: the largest
+   * message (one packet on u16_size_id). */
+  unsigned max_packet_size;
+  net_transport transport;
+  const char *tls_cert, *tls_key; /* PEM files; both set: TLS */
+  unsigned handshake_timeout_ms;  /* TLS and WebSocket handshakes; 0 = 10000 */
+  /* WebSocket only. */
+  const char *ws_path;                /* NULL = "/" */
+  const char *const *ws_origins;      /* allowed Origin values; none = any */
+  size_t ws_norigins;
+  const char *ws_static_root;         /* absolute, links resolved; NULL = none */
+  unsigned ws_ping_interval_ms;       /* 0 = no keepalive */
+  xport_site *site; /* set by net_listen (its copy); callers leave it NULL */
 } net_endpoint;
 
 typedef struct net_opts {
@@ -75,13 +94,33 @@ typedef struct net_stats {
   uint64_t refused_per_ip;    /* connections over max_conns_per_ip */
   uint64_t send_timeouts;     /* sessions reset for no send progress (send_timeout_ms) */
   uint64_t read_pauses;       /* times a session stopped being read for its owner's backlog */
+  uint64_t handshakes;        /* TLS or WebSocket sessions that reached on_connected */
+  uint64_t handshake_failures; /* refused upgrades, TLS handshakes that failed */
+  uint64_t handshake_timeouts; /* not done within handshake_timeout_ms */
+  uint64_t http_files;        /* static files served by WebSocket listeners */
+  uint64_t ws_protocol_errors; /* WebSocket sessions closed for a protocol violation */
+  uint64_t ping_timeouts;     /* WebSocket peers that answered no keepalive ping */
 } net_stats;
 
 /* Creates the workers' loops (no threads yet). Logs which backend was chosen,
  * and why "auto" fell back to epoll. Returns 0 or a negative errno. */
 int net_create(const net_opts *opts, net **out);
-/* Binds and listens (before net_start). *out stays owned by n. */
+/* Binds and listens (before net_start). *out stays owned by n. With TLS the
+ * certificate and key are loaded here; a failure is logged, naming the
+ * file. */
 int net_listen(net *n, const net_addr *addr, const net_endpoint *ep, net_listener **out);
+/* Any thread. Re-reads a TLS listener's certificate and key (a rotation):
+ * sessions opened from now on use the new ones, open sessions keep theirs.
+ * On failure nothing changes and err says why, naming the file. -EINVAL
+ * when l has no TLS. */
+int net_listener_reload_tls(net_listener *l, const char *cert, const char *key, char *err,
+                            size_t errlen);
+/* Whether this build has the transport: 0, or -ENOTSUP with why (e.g. "this
+ * build of pierd has no WebSocket support"). */
+int net_transport_available(net_transport t, int tls, char *why, size_t len);
+/* Checks that a certificate and key load and match (--check): 0 or a
+ * negative errno with one line in err naming the file. */
+int net_tls_check(const char *cert, const char *key, char *err, size_t errlen);
 uint16_t net_listener_port(const net_listener *l);
 /* Starts the worker threads; listeners begin accepting. */
 int net_start(net *n);

@@ -49,12 +49,14 @@ struct session {
   uint8_t eof_pending; /* the peer's FIN came while input was deferred */
   uint32_t defer_len, defer_cap;
   char *defer;         /* received while congested, not yet delivered */
+  struct xport *xp;    /* TLS / WebSocket state; NULL for plain TCP */
 };
 
 typedef struct net_counters {
   _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
       send_queue_full, bad_packets, idle_timeouts, packet_timeouts, refused_per_ip,
-      send_timeouts, read_pauses;
+      send_timeouts, read_pauses, handshakes, handshake_failures, handshake_timeouts, http_files,
+      ws_protocol_errors, ping_timeouts;
 } net_counters;
 
 #define STAT_ADD(w, field, v) \
@@ -92,7 +94,7 @@ struct net_worker {
   int stopping;
   int dead; /* loop torn down: queued jobs only free themselves */
   net_counters stats;
-  log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip, rl_send;
+  log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip, rl_send, rl_hs;
 };
 
 struct net {
@@ -103,6 +105,7 @@ struct net {
   net_listener *listeners;
   _Atomic unsigned accepted_open; /* accepted sessions open now, for max_sessions */
   _Atomic unsigned rr;            /* next worker for an outgoing connection */
+  int has_ws;                     /* a WebSocket listener exists: broadcasts share a frame */
   os_mutex ip_mu;          /* open accepted sessions per remote address */
   struct ip_count **ip_table;
   size_t ip_buckets;
@@ -129,6 +132,17 @@ int session_queue_full(session *s, size_t len);
  * backlog is over recv_backlog again (then it stays paused). */
 void session_resume_reading(session *s);
 session *session_lookup(net_worker *w, pier_sid sid);
+/* For the transport stack (xport.c): */
+/* Application bytes (after TLS and WebSocket) into framing and on_recv. */
+void session_app_input(session *s, const char *data, size_t len);
+/* The handshakes are done: on_connected. */
+void session_ready(session *s);
+/* s has something to send: flush it at the end of this loop iteration. */
+void session_want_flush(session *s);
+/* Whether a partial packet or message is held (starts/ends packet_timeout_ms). */
+void session_partial(session *s, int holding);
+/* What waits to go out (all queues, in flight, in the inbox). */
+size_t session_outgoing(const session *s);
 void worker_flush(io_loop *loop);
 void worker_maybe_finish(net_worker *w);
 

@@ -69,6 +69,8 @@ sbuf *sbuf_alloc(size_t cap) {
   atomic_init(&b->refs, 1);
   b->len = 0;
   b->appendable = 0;
+  b->off = 0;
+  b->ws_hlen = 0;
   b->next_free = NULL;
   return b;
 }

@@ -15,6 +15,12 @@ typedef struct sbuf {
   uint32_t cap;  /* bytes of data available */
   uint8_t cls;   /* size class, or SBUF_UNPOOLED */
   uint8_t appendable; /* made by a send queue for its own small writes */
+  /* data[off..len) is what a send delivers. A shared WebSocket frame keeps
+   * the frame's header in the ws_hlen bytes just before off, so a WebSocket
+   * session sends data[off - ws_hlen..len) of the same buffer that a TCP
+   * session sends data[off..len) of (net_broadcast). Both 0 otherwise. */
+  uint8_t off;
+  uint8_t ws_hlen;
   struct sbuf *next_free;
   char data[];
 } sbuf;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "net/net_internal.h"
+#include "net/xport.h"
 
 static const char *const reason_text[] = {
 #define XX(name, value, text) [value] = text,
@@ -30,6 +31,8 @@ static void finish(session *s) {
   io_timer_stop(&w->loop, &s->packet_timer);
   io_timer_stop(&w->loop, &s->send_timer);
   io_close_fd(&w->loop, &s->iofd);
+  if (s->xp)
+    xport_free(s);
   sendq_clear(&s->q);
   framing_reset(&s->fr);
   free(s->defer);
@@ -212,7 +215,9 @@ void session_close(session *s, pier_reason reason, int abortive) {
   }
   s->reason = (uint8_t)reason;
   sid_mark_closing(&s->w->sids, s->sid);
-  if (abortive || (s->q.bytes == 0 && !s->inflight)) {
+  if (s->xp && !abortive)
+    xport_close(s, reason); /* a close frame, close_notify */
+  if (abortive || (s->q.bytes == 0 && !s->inflight && !(s->xp && xport_pending(s)))) {
     enter_closed(s, abortive);
     return;
   }
@@ -228,25 +233,29 @@ static int on_packet(void *ctx, const char *packet, size_t len) {
   return s->state != SS_OPEN;
 }
 
-static void deliver(session *s, const char *data, size_t len) {
+void session_partial(session *s, int holding) {
+  if (!s->w->n->opts.packet_timeout_ms)
+    return;
+  /* Timed from the first byte of the packet now held, if any. */
+  if (!holding)
+    s->partial_since = 0;
+  else if (!s->partial_since)
+    s->partial_since = s->w->loop.now ? s->w->loop.now : 1;
+  if (s->partial_since && !io_timer_active(&s->packet_timer))
+    io_timer_start(&s->w->loop, &s->packet_timer, s->w->n->opts.packet_timeout_ms, 0);
+}
+
+void session_app_input(session *s, const char *data, size_t len) {
   const net_endpoint *ep = s->ep;
   int rc;
 
-  STAT_ADD(s->w, bytes_in, len);
   if (ep->framing == NET_FRAMING_RAW) {
     ep->handler->on_recv(ep->ctx, s, data, len);
     return;
   }
   rc = framing_feed(&s->fr, ep->max_packet_size, data, len, on_packet, s);
-  if (rc == 0 && s->w->n->opts.packet_timeout_ms) {
-    /* Timed from the first byte of the packet now held, if any. */
-    if (!s->fr.len)
-      s->partial_since = 0;
-    else if (!s->partial_since)
-      s->partial_since = s->w->loop.now ? s->w->loop.now : 1;
-    if (s->partial_since && !io_timer_active(&s->packet_timer))
-      io_timer_start(&s->w->loop, &s->packet_timer, s->w->n->opts.packet_timeout_ms, 0);
-  }
+  if (rc == 0)
+    session_partial(s, s->fr.len != 0);
   if (rc < 0) {
     char peer[NET_ADDR_STRLEN];
     pier_reason r = rc == -EPROTO    ? PIER_REASON_PACKET_TOO_SMALL
@@ -258,6 +267,15 @@ static void deliver(session *s, const char *data, size_t len) {
                 net_reason_text(r), ep->max_packet_size);
     session_close(s, r, 1);
   }
+}
+
+/* Bytes from the socket: through the transport stack, if any. */
+static void deliver(session *s, const char *data, size_t len) {
+  STAT_ADD(s->w, bytes_in, len);
+  if (s->xp)
+    xport_input(s, data, len);
+  else
+    session_app_input(s, data, len);
 }
 
 static int arm_recv(session *s);
@@ -316,9 +334,11 @@ static int defer_input(session *s, const char *data, size_t len) {
 /* What waits to go out to s: its queue, the send in flight, and sends from
  * other threads still in the worker's inbox. */
 static size_t outgoing(const session *s) {
-  return s->q.bytes + s->inflight +
+  return s->q.bytes + s->inflight + (s->xp ? xport_pending(s) : 0) +
          atomic_load_explicit(&s->w->sids.xsend[PIER_SID_SLOT(s->sid)], memory_order_relaxed);
 }
+
+size_t session_outgoing(const session *s) { return outgoing(s); }
 
 static void check_congestion(session *s) {
   if (s->congested || s->state != SS_OPEN || outgoing(s) < s->w->n->opts.max_send_queue / 2)
@@ -427,8 +447,35 @@ static int arm_recv(session *s) {
   return 0;
 }
 
+/* A TLS or WebSocket session: the plugin meets it once the handshakes are
+ * done (session_ready); until then only the transport reads it. */
+static void start_transport(session *s) {
+  if (xport_attach(s) < 0) {
+    log_error("session %016llx: out of memory for its transport state; closing",
+              (unsigned long long)s->sid);
+    session_close(s, PIER_REASON_NO_MEMORY, 1);
+    return;
+  }
+  xport_start(s);
+  if (s->w->n->opts.idle_timeout_ms) {
+    s->last_rx = s->w->loop.now;
+    io_timer_start(&s->w->loop, &s->idle_timer, s->w->n->opts.idle_timeout_ms, 0);
+  }
+  arm_recv(s);
+}
+
+void session_ready(session *s) {
+  s->notified = 1;
+  if (s->ep->handler->on_connected)
+    s->ep->handler->on_connected(s->ep->ctx, s);
+}
+
 void session_start(session *s) {
   s->state = SS_OPEN;
+  if (s->ep->site) {
+    start_transport(s);
+    return;
+  }
   s->notified = 1;
   s->refs++; /* a close inside on_connected must not finish the session under it */
   if (s->ep->handler->on_connected)
@@ -514,7 +561,14 @@ static void flush(session *s) {
   size_t bytes = 0;
   int n, rc;
 
-  if (s->inflight || s->q.bytes == 0 || (s->state != SS_OPEN && s->state != SS_CLOSING))
+  if (s->inflight || (s->state != SS_OPEN && s->state != SS_CLOSING))
+    return;
+  if (s->xp) { /* TLS seals what waits into s->q */
+    xport_pre_flush(s);
+    if (s->state != SS_OPEN && s->state != SS_CLOSING)
+      return;
+  }
+  if (s->q.bytes == 0)
     return;
   n = sendq_iov(&s->q, iov, SENDQ_IOV_MAX);
   for (int i = 0; i < n; i++)
@@ -543,7 +597,7 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
   if (res > 0) {
     sendq_consume(&s->q, (size_t)res);
     STAT_ADD(s->w, bytes_out, res);
-    if (s->ep->handler->on_send)
+    if (s->notified && s->ep->handler->on_send) /* not for handshake bytes */
       s->ep->handler->on_send(s->ep->ctx, s, (size_t)res);
     relieve_congestion(s);
   } else if (res != -ECANCELED) {
@@ -552,9 +606,10 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
                   1);
   }
   if (s->state == SS_OPEN || s->state == SS_CLOSING) {
-    if (s->q.bytes)
+    if (s->q.bytes || (s->xp && xport_pending(s)))
       flush(s);
-    else if (s->state == SS_CLOSING)
+    if (s->state == SS_CLOSING && !s->inflight && !s->q.bytes &&
+        !(s->xp && xport_pending(s)))
       enter_closed(s, 0);
   }
   unref(s);
@@ -571,7 +626,7 @@ void worker_flush(io_loop *loop) {
   }
 }
 
-static void want_flush(session *s) {
+void session_want_flush(session *s) {
   if (s->flush_queued || s->inflight)
     return;
   s->flush_queued = 1;
@@ -596,11 +651,13 @@ int session_write(session *s, const void *data, size_t len) {
   int rc;
   if (s->state != SS_OPEN)
     return -ENOTCONN;
+  if (s->xp)
+    return xport_write(s, data, len);
   rc = sendq_write(&s->q, data, len, s->w->n->opts.max_send_queue);
   if (rc == -ENOBUFS)
     return session_queue_full(s, len);
   if (rc == 0)
-    want_flush(s);
+    session_want_flush(s);
   return rc;
 }
 
@@ -608,11 +665,13 @@ int session_write_buf(session *s, sbuf *b) {
   int rc;
   if (s->state != SS_OPEN)
     return -ENOTCONN;
-  rc = sendq_push(&s->q, b, 0, b->len, s->w->n->opts.max_send_queue);
+  if (s->xp)
+    return xport_write_buf(s, b);
+  rc = sendq_push(&s->q, b, b->off, b->len - b->off, s->w->n->opts.max_send_queue);
   if (rc == -ENOBUFS)
-    return session_queue_full(s, b->len);
+    return session_queue_full(s, b->len - b->off);
   if (rc == 0)
-    want_flush(s);
+    session_want_flush(s);
   return rc;
 }
 

@@ -39,7 +39,9 @@ struct tls_conn {
   const char *in;   /* what tls_conn_feed is handing in, not yet read */
   size_t in_len;
   const char *err;      /* static text of the last failure, or NULL */
-  unsigned char stop;   /* wire or plain asked to stop: later calls return 1 */
+  unsigned char stop;    /* wire asked to stop: later calls return 1 */
+  unsigned char in_stop; /* plain asked to stop: the unread input was dropped, so
+                            later feeds return 1 (writes and shutdown still go) */
   unsigned char failed; /* a fatal error: the connection is unusable */
   unsigned char shut;   /* tls_conn_shutdown was called */
 };
@@ -481,7 +483,7 @@ int tls_conn_feed(tls_conn *c, const char *data, size_t len, const tls_io *io) {
   size_t n;
   int rc = 0;
 
-  if (c->stop)
+  if (c->stop || c->in_stop)
     return 1;
   if (c->failed)
     return -EPROTO;
@@ -503,7 +505,7 @@ int tls_conn_feed(tls_conn *c, const char *data, size_t len, const tls_io *io) {
       break;
     }
     if (io->plain(io->ctx, (const char *)read_buf, n) != 0 || c->stop) {
-      c->stop = 1; /* the rest of data is dropped: no later call may go on */
+      c->in_stop = 1; /* the rest of data is dropped: no later feed may go on */
       rc = 1;
       break;
     }

@@ -50,7 +50,10 @@ void tls_conn_free(tls_conn *c);
 
 /* Feeds received bytes: runs the handshake, then delivers plaintext through
  * io->plain, in order, as records complete. Returns 0 (more input wanted
- * or all delivered), 1 when io->plain or io->wire asked to stop, or
+ * or all delivered), 1 when io->plain or io->wire asked to stop (after a
+ * stop from plain the rest of the input is dropped and later feeds return
+ * 1, but tls_conn_write and tls_conn_shutdown still work: a closing
+ * session sends its last bytes; after one from wire every call returns 1), or
  * -EPROTO when the peer broke the protocol or the handshake failed (an
  * alert may have gone out through io->wire; the connection is unusable):
  * then tls_conn_error() says why. After the peer's close_notify returns

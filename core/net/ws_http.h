@@ -27,7 +27,8 @@ typedef struct ws_http_req {
   int minor;           /* HTTP/1.<minor> */
   int upgrade;         /* "Upgrade" lists the token "websocket" (any case) */
   int conn_upgrade;    /* "Connection" lists the token "upgrade" (any case) */
-  int version;         /* Sec-WebSocket-Version as a number; -1 absent or not a number */
+  int version;         /* Sec-WebSocket-Version as a number; -1 absent, not a
+                        * number or sent twice */
   ws_http_str key;     /* Sec-WebSocket-Key (surrounding blanks trimmed) */
   ws_http_str origin;  /* Origin */
   ws_http_str host;    /* Host */
@@ -39,10 +40,12 @@ typedef struct ws_http_req {
  * more bytes are needed and len < WS_HTTP_HEAD_MAX; -EMSGSIZE when no head
  * ends within WS_HTTP_HEAD_MAX bytes; -EPROTO when it is malformed: a bad
  * request line (method not a token, target not origin-form "/...", version
- * not HTTP/1.x), a header line without a colon or with a blank before it, a
- * folded (obs-fold) line, a NUL or other control byte outside HT, a bare LF,
- * more than 100 header lines, or a second Sec-WebSocket-Key, Host or Origin.
- * *req points into buf. */
+ * not HTTP/1.x), a header line without a colon, with a blank before it or
+ * with a name that is not a token, a folded (obs-fold) line, a NUL or other
+ * control byte outside HT, a bare LF, more than 100 header lines, or a
+ * second Sec-WebSocket-Key, Host or Origin. A bad byte is refused as soon as
+ * it arrives, a bad line once its CRLF has; an error within the first
+ * WS_HTTP_HEAD_MAX bytes is -EPROTO even past them. *req points into buf. */
 int ws_http_parse(const char *buf, size_t len, ws_http_req *req);
 
 /* What one listener serves. */
@@ -70,16 +73,18 @@ typedef struct ws_http_reply {
  *   (exactly, ignoring the query): UPGRADE when the handshake is valid (GET,
  *   HTTP/1.1+, Connection upgrade, version 13, a key that is base64 of 16
  *   bytes, an allowed Origin -- a request without Origin, from a client that
- *   is not a browser, is allowed); a version other than 13: 426 (the
- *   response names 13); any other bad handshake: 400; a disallowed Origin:
- *   403; an upgrade request for another path: 404;
+ *   is not a browser, is allowed; checked in that order, the first failure
+ *   decides); a version other than 13: 426 (the response names 13); any
+ *   other bad handshake: 400; a disallowed Origin: 403; an upgrade request
+ *   for another path: 404;
  * - otherwise, with a static_root, a GET or HEAD for a regular file under
  *   it: FILE ("/" and paths ending in "/" mean index.html; %XX decoded; a
  *   "." or ".." segment, a NUL, a backslash, or a path that resolves
  *   outside the root (a link) is 404; a file over max_file (at most
  *   WS_HTTP_FILE_MAX) or unreadable: 500); a method other than GET/HEAD:
- *   405; a GET of the WebSocket path with no file there: 426; anything else
- *   404 (without a static_root: 426 for the path, 404 for the rest).
+ *   405; a GET or HEAD of the WebSocket path with no file there: 426;
+ *   anything else 404 (without a static_root: 426 for the path, 404 for the
+ *   rest).
  * Reads the file (blocking; static files are small). Returns 0, or -ENOMEM
  * (nothing allocated). */
 int ws_http_route(const ws_http_site *site, const ws_http_req *req, size_t max_file,
@@ -93,11 +98,12 @@ void ws_http_reply_free(ws_http_reply *out);
 const char *ws_http_content_type(const char *name, size_t len);
 
 /* Sec-WebSocket-Accept for key: base64(SHA-1(key + GUID)), 28 characters
- * and a NUL into out[29]. SHA-1 and base64 come from OpenSSL. */
+ * and a NUL into out[29]. SHA-1 and base64 come from OpenSSL; when OpenSSL
+ * fails (out of memory) out is "". */
 void ws_http_accept_key(const char *key, size_t key_len, char out[29]);
 
-/* Response heads, written into out[0..cap); each returns its length, or 0
- * when cap is too small. */
+/* Response heads, written into out[0..cap) (no NUL); each returns its
+ * length, or 0 when cap is too small (the 101: or the digest failed). */
 /* 101 Switching Protocols with Sec-WebSocket-Accept (no extension, no
  * subprotocol). */
 size_t ws_http_write_upgrade(const ws_http_req *req, char *out, size_t cap);

@@ -36,7 +36,13 @@ typedef uint64_t pier_sid;
   XX(FLUSH_TIMEOUT, 12, "pending data not sent before the close deadline") \
   XX(PLUGIN_ERROR, 13, "plugin failed")                                  \
   XX(PACKET_TIMEOUT, 14, "partial packet not completed within packet_timeout_ms") \
-  XX(SEND_TIMEOUT, 15, "no send progress within send_timeout_ms (peer not reading)")
+  XX(SEND_TIMEOUT, 15, "no send progress within send_timeout_ms (peer not reading)") \
+  XX(PROTOCOL_ERROR, 16, "protocol error from the client")               \
+  XX(INVALID_TEXT, 17, "invalid UTF-8 in a text message")                \
+  XX(PING_TIMEOUT, 18, "no answer to keepalive ping")                    \
+  XX(TLS_ERROR, 19, "TLS error")                                         \
+  XX(HANDSHAKE_FAILED, 20, "handshake failed")                           \
+  XX(HANDSHAKE_TIMEOUT, 21, "handshake not completed within handshake_timeout_ms")
 
 typedef enum pier_reason {
 #define XX(name, value, text) PIER_REASON_##name = value,

@@ -16,6 +16,8 @@
 int fuzz_framing_entry(const uint8_t *data, size_t size);
 int fuzz_config_entry(const uint8_t *data, size_t size);
 int fuzz_admin_entry(const uint8_t *data, size_t size);
+int fuzz_ws_entry(const uint8_t *data, size_t size);
+int fuzz_ws_http_entry(const uint8_t *data, size_t size);
 
 static const struct target {
   const char *name;
@@ -24,6 +26,8 @@ static const struct target {
     {"fuzz_framing", fuzz_framing_entry},
     {"fuzz_config", fuzz_config_entry},
     {"fuzz_admin", fuzz_admin_entry},
+    {"fuzz_ws", fuzz_ws_entry},
+    {"fuzz_ws_http", fuzz_ws_http_entry},
 };
 #define NTARGETS ((int)(sizeof(targets) / sizeof(targets[0])))
 

@@ -106,7 +106,8 @@ static srv *srv_create_o(const net_opts *o, int mode, net_framing framing) {
 
   os_mutex_init(&v->mu);
   v->mode = mode;
-  v->ep = (net_endpoint){&srv_handler, v, framing, 1024};
+  v->ep = (net_endpoint){.handler = &srv_handler, .ctx = v,
+      .framing = framing, .max_packet_size = 1024};
   ck_assert_int_eq(net_create(o, &v->n), 0);
   ck_assert_str_eq(net_backend_name(v->n), o->backend);
   ck_assert_int_eq(net_addr_parse("127.0.0.1", 0, &a), 0);
@@ -736,7 +737,8 @@ START_TEST(test_net_read_backpressure_pauses_and_resumes) {
                 .buf_count = BP_BUFS, .buf_size = BP_BUF_SIZE,
                 .idle_timeout_ms = 200, .packet_timeout_ms = 200};
   static bp b;
-  net_endpoint ep = {&bp_handler, &b, NET_FRAMING_RAW, 0};
+  net_endpoint ep = {.handler = &bp_handler, .ctx = &b,
+      .framing = NET_FRAMING_RAW, .max_packet_size = 0};
   net_addr a;
   net_listener *l;
   os_thread rel, str;
@@ -846,7 +848,8 @@ START_TEST(test_net_backlog_stale_release_ignored_close_while_paused) {
   net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 1,
                 .recv_backlog = BP_LIMIT};
   static bp b;
-  net_endpoint ep = {&bp_handler, &b, NET_FRAMING_RAW, 0};
+  net_endpoint ep = {.handler = &bp_handler, .ctx = &b,
+      .framing = NET_FRAMING_RAW, .max_packet_size = 0};
   net_addr a;
   net_listener *l;
   net_stats ns;
@@ -1065,7 +1068,8 @@ START_TEST(test_net_client_service_connects_and_reports_errors) {
   srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 100, 1u << 20, NET_FRAMING_RAW);
   cli c;
   net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 16};
-  net_endpoint ep = {&cli_handler, &c, NET_FRAMING_RAW, 0};
+  net_endpoint ep = {.handler = &cli_handler, .ctx = &c,
+      .framing = NET_FRAMING_RAW, .max_packet_size = 0};
   net_addr a;
   int closed_port;
 
@@ -1105,7 +1109,8 @@ START_TEST(test_net_ipv6_echo) {
 
   os_mutex_init(&v->mu);
   v->mode = MODE_ECHO;
-  v->ep = (net_endpoint){&srv_handler, v, NET_FRAMING_RAW, 0};
+  v->ep = (net_endpoint){.handler = &srv_handler, .ctx = v,
+      .framing = NET_FRAMING_RAW, .max_packet_size = 0};
   ck_assert_int_eq(net_create(&o, &v->n), 0);
   ck_assert_int_eq(net_addr_parse("::1", 0, &a), 0);
   ck_assert_int_eq(net_listen(v->n, &a, &v->ep, &l), 0);
@@ -1167,7 +1172,8 @@ START_TEST(test_net_idle_timeout_closes_only_quiet_sessions) {
 
   os_mutex_init(&v->mu);
   v->mode = MODE_ECHO;
-  v->ep = (net_endpoint){&srv_handler, v, NET_FRAMING_RAW, 0};
+  v->ep = (net_endpoint){.handler = &srv_handler, .ctx = v,
+      .framing = NET_FRAMING_RAW, .max_packet_size = 0};
   ck_assert_int_eq(net_create(&o, &v->n), 0);
   net_addr_parse("127.0.0.1", 0, &a);
   ck_assert_int_eq(net_listen(v->n, &a, &v->ep, &l), 0);
@@ -1228,7 +1234,8 @@ static const net_handler tr_handler = {tr_connected, tr_recv, NULL, tr_disconnec
 static void run_transcript(const char *backend, transcript *t) {
   net *n;
   net_opts o = {.workers = 1, .backend = backend, .max_sessions = 4};
-  net_endpoint ep = {&tr_handler, t, NET_FRAMING_U16_SIZE_ID, 100};
+  net_endpoint ep = {.handler = &tr_handler, .ctx = t,
+      .framing = NET_FRAMING_U16_SIZE_ID, .max_packet_size = 100};
   net_addr a;
   net_listener *l;
   const char pkts[] = "\x04\x00\x01\x00"

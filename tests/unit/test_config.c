@@ -22,7 +22,14 @@
 #define PIER_SOURCE_DIR "."
 #endif
 
-#define DEFAULT_CONFIG PIER_SOURCE_DIR "/config/server.json"
+/* The default config; on Windows the build tree's copy, which leaves out
+ * the WebSocket listener (that build has no WebSocket support). */
+#ifdef _WIN32
+#define DEFAULT_DIR PIER_BINARY_DIR "/config"
+#else
+#define DEFAULT_DIR PIER_SOURCE_DIR "/config"
+#endif
+#define DEFAULT_CONFIG DEFAULT_DIR "/server.json"
 
 /* JSON in the tests is written with ' for " to stay readable. */
 static char *dq(const char *s) {
@@ -68,12 +75,12 @@ START_TEST(test_config_default_file_loads) {
   int rc = cfg_load_file(DEFAULT_CONFIG, &cfg, err, sizeof err);
   ck_assert_msg(rc == 0, "%s", err);
   ck_assert_str_eq(cfg->path, DEFAULT_CONFIG);
-  ck_assert_str_eq(cfg->base_dir, PIER_SOURCE_DIR "/config");
+  ck_assert_str_eq(cfg->base_dir, DEFAULT_DIR);
   ck_assert_uint_eq(cfg->workers, 1);
   ck_assert_int_eq(cfg->io_backend, CFG_BACKEND_AUTO);
   ck_assert_uint_eq(cfg->max_sessions, 10000);
   ck_assert_int_eq(cfg->log_level, CFG_LOG_INFO);
-  ck_assert_str_eq(cfg->admin_socket, native(PIER_SOURCE_DIR "/config" TEST_SEP "run/pierd.sock"));
+  ck_assert_str_eq(cfg->admin_socket, native(DEFAULT_DIR TEST_SEP "run/pierd.sock"));
   ck_assert_uint_eq(cfg->limits.max_packet_size, 16384);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1048576);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 0);
@@ -82,14 +89,31 @@ START_TEST(test_config_default_file_loads) {
   ck_assert_str_eq(cfg->plugins[0].name, "echo");
   ck_assert_str_eq(cfg->plugins[0].path, "../plugins/echo");
   ck_assert_str_eq(cfg->plugins[0].resolved_path,
-                   native(PIER_SOURCE_DIR "/config" TEST_SEP "../plugins/echo" TEST_DL_EXT));
+                   native(DEFAULT_DIR TEST_SEP "../plugins/echo" TEST_DL_EXT));
   ck_assert_str_eq(cfg->plugins[1].name, "chat");
   ck_assert_str_eq(cfg->plugins[1].path, "../plugins/chat");
   ck_assert_str_eq(cfg->plugins[1].resolved_path,
-                   native(PIER_SOURCE_DIR "/config" TEST_SEP "../plugins/chat" TEST_DL_EXT));
+                   native(DEFAULT_DIR TEST_SEP "../plugins/chat" TEST_DL_EXT));
   ck_assert_str_eq(cfg->plugins[1].config_json, "{}");
 
+#ifdef _WIN32
   ck_assert_uint_eq(cfg->nlisteners, 2);
+#else
+  ck_assert_uint_eq(cfg->nlisteners, 3);
+  ck_assert_uint_eq(cfg->listeners[2].port, 7780);
+  ck_assert_str_eq(cfg->listeners[2].plugin, "chat");
+  ck_assert_int_eq(cfg->listeners[2].transport, CFG_TRANSPORT_WEBSOCKET);
+  ck_assert_int_eq(cfg->listeners[2].framing, CFG_FRAMING_U16_SIZE_ID);
+  ck_assert_str_eq(cfg->listeners[2].ws_path, "/chat");
+  ck_assert_ptr_null(cfg->listeners[2].tls_cert);
+  ck_assert_ptr_null(cfg->listeners[2].origins);
+  ck_assert_str_eq(cfg->listeners[2].static_dir, DEFAULT_DIR "/../plugins/chat/web");
+  ck_assert_ptr_nonnull(cfg->listeners[2].static_root);
+  ck_assert_ptr_nonnull(strstr(cfg->listeners[2].static_root, "/plugins/chat/web"));
+  ck_assert_uint_eq(cfg->listeners[2].ping_interval_ms, 30000);
+  ck_assert_uint_eq(cfg->listeners[2].handshake_timeout_ms, 10000);
+#endif
+  ck_assert_int_eq(cfg->listeners[0].transport, CFG_TRANSPORT_TCP);
   ck_assert_str_eq(cfg->listeners[0].address, "127.0.0.1");
   ck_assert_uint_eq(cfg->listeners[0].port, 7777);
   ck_assert_str_eq(cfg->listeners[0].plugin, "echo");
@@ -872,11 +896,134 @@ START_TEST(test_config_pathological_input) {
 }
 END_TEST
 
+/* The transport keys of a listener: WebSocket and TLS. */
+#ifndef _WIN32
+START_TEST(test_config_websocket_listener) {
+  char dir[512], json[2048], err[CFG_ERR_LEN], real[1024];
+  cfg_server *cfg = NULL;
+  test_mkdtemp(dir, sizeof(dir), "cfg-ws-");
+  ck_assert_ptr_nonnull(realpath(dir, real));
+  snprintf(json, sizeof(json),
+           "{" PL ",'listeners':[{'port':1,'plugin':'echo','framing':'u16_size_id',"
+           "'transport':'websocket','path':'/game','origins':['https://a.example',"
+           "'http://127.0.0.1:8080'],'static':'%s','ping_interval_ms':0,"
+           "'handshake_timeout_ms':2500}]}",
+           dir);
+  ck_assert_msg(load(json, &cfg, err, sizeof(err)) == 0, "%s", err);
+  const cfg_listener *l = &cfg->listeners[0];
+  ck_assert_int_eq(l->transport, CFG_TRANSPORT_WEBSOCKET);
+  ck_assert_str_eq(l->ws_path, "/game");
+  ck_assert_uint_eq(l->norigins, 2);
+  ck_assert_str_eq(l->origins[0], "https://a.example");
+  ck_assert_str_eq(l->origins[1], "http://127.0.0.1:8080");
+  ck_assert_str_eq(l->static_dir, dir);
+  ck_assert_str_eq(l->static_root, real);
+  ck_assert_uint_eq(l->ping_interval_ms, 0);
+  ck_assert_uint_eq(l->handshake_timeout_ms, 2500);
+  cfg_free(cfg);
+  /* Defaults: path "/", any origin, no static, pings every 30 s. */
+  ck_assert_msg(load("{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':'websocket'}]}",
+                     &cfg, err, sizeof(err)) == 0,
+                "%s", err);
+  ck_assert_str_eq(cfg->listeners[0].ws_path, "/");
+  ck_assert_ptr_null(cfg->listeners[0].origins);
+  ck_assert_ptr_null(cfg->listeners[0].static_root);
+  ck_assert_uint_eq(cfg->listeners[0].ping_interval_ms, 30000);
+  ck_assert_uint_eq(cfg->listeners[0].handshake_timeout_ms, 10000);
+  cfg_free(cfg);
+  ck_assert_int_eq(test_rm_rf(dir), 0);
+}
+END_TEST
+
+static const struct {
+  const char *json, *msg;
+} bad_transport[] = {
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':'ws'}]}",
+     "server.json: listeners[0].transport: expected one of \"tcp\", \"websocket\", got \"ws\""},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','path':'/chat'}]}",
+     "server.json: listeners[0].path: only for \"transport\": \"websocket\""},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','static':'x','ping_interval_ms':5}]}",
+     "server.json: listeners[0].static: only for \"transport\": \"websocket\"\n"
+     "server.json: listeners[0].ping_interval_ms: only for \"transport\": \"websocket\""},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':'websocket','path':'chat'}]}",
+     "server.json: listeners[0].path: expected a path starting with \"/\" (visible ASCII, no "
+     "'?' or '#', up to 255 bytes), got \"chat\""},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':'websocket','path':'/a b'}]}",
+     "server.json: listeners[0].path: expected a path starting with \"/\" (visible ASCII, no "
+     "'?' or '#', up to 255 bytes), got \"/a b\""},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':'websocket','origins':[]}]}",
+     "server.json: listeners[0].origins: expected an array of 1 to 64 origins, e.g. "
+     "[\"https://example.com\"] (leave it out to allow any), got an empty array"},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':'websocket',"
+     "'origins':['ok',7]}]}",
+     "server.json: listeners[0].origins[1]: expected an origin: scheme://host[:port], visible "
+     "ASCII, got 7"},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':'websocket',"
+     "'static':'/nonexistent/pier-web'}]}",
+     "server.json: listeners[0].static: cannot use \"/nonexistent/pier-web\" as the static "
+     "directory: No such file or directory"},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':'websocket',"
+     "'static':'/etc/hostname'}]}",
+     "server.json: listeners[0].static: cannot use \"/etc/hostname\" as the static directory: "
+     "not a directory"},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':'websocket',"
+     "'ping_interval_ms':50}]}",
+     "server.json: listeners[0].ping_interval_ms: expected 0 (off) or 100..3600000, got 50"},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','handshake_timeout_ms':0}]}",
+     "server.json: listeners[0].handshake_timeout_ms: expected an integer 1..600000, got 0"},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','tls':'cert.pem'}]}",
+     "server.json: listeners[0].tls: expected an object {\"cert\": PATH, \"key\": PATH}, got "
+     "\"cert.pem\""},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','tls':{'cert':'c.pem'}}]}",
+     "server.json: listeners[0].tls: missing required key \"key\""},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','tls':{'cert':'c.pem','key':'k.pem',"
+     "'ca':'x'}}]}",
+     "server.json: listeners[0].tls.ca: unknown key"},
+    {"{" PL ",'listeners':[{'port':1,'plugin':'echo','tls':{'cert':'c.pem','key':'k.pem'}}]}",
+     "server.json: listeners[0].tls: cannot open certificate \"/srv/c.pem\": No such file or "
+     "directory"},
+};
+
+START_TEST(test_config_rejects_bad_transport) {
+  cfg_server *cfg = (cfg_server *)&cfg;
+  char err[CFG_ERR_LEN];
+  int rc = load(bad_transport[_i].json, &cfg, err, sizeof err);
+  ck_assert_msg(rc < 0, "case %d accepted: %s", _i, bad_transport[_i].json);
+  ck_assert_ptr_null(cfg);
+  ck_assert_str_eq(err, bad_transport[_i].msg);
+}
+END_TEST
+#else
+/* The Windows build has no WebSocket or TLS: the listener is refused, and
+ * the error says why. */
+START_TEST(test_config_transport_unavailable) {
+  cfg_server *cfg = (cfg_server *)&cfg;
+  char err[CFG_ERR_LEN];
+  ck_assert_int_lt(load("{" PL ",'listeners':[{'port':1,'plugin':'echo','transport':"
+                        "'websocket'},{'port':2,'plugin':'echo','tls':{'cert':'c','key':'k'}}]}",
+                        &cfg, err, sizeof err),
+                   0);
+  ck_assert_ptr_null(cfg);
+  ck_assert_str_eq(err, "server.json: listeners[0].transport: this build of pierd has no "
+                        "WebSocket support (built without wslay)\n"
+                        "server.json: listeners[1].tls: this build of pierd has no TLS "
+                        "support (built without OpenSSL)");
+}
+END_TEST
+#endif
+
 static Suite *config_suite(void) {
   Suite *s = suite_create("config");
   TCase *tc = tcase_create("config");
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_config_default_file_loads);
+#ifndef _WIN32
+  tcase_add_test(tc, test_config_websocket_listener);
+  tcase_add_loop_test(tc, test_config_rejects_bad_transport, 0,
+                      (int)(sizeof(bad_transport) / sizeof(bad_transport[0])));
+#else
+  tcase_add_test(tc, test_config_transport_unavailable);
+#endif
   tcase_add_test(tc, test_config_defaults_when_absent);
   tcase_add_test(tc, test_config_every_key_set);
   tcase_add_test(tc, test_config_limits_lowest_values);

@@ -991,7 +991,17 @@ START_TEST(test_tls_callbacks_stop) {
   ck_assert_uint_eq(p.plain.len, 5); /* nothing after the stop */
   ck_assert_int_eq(memcmp(p.plain.p, "first", 5), 0);
   ck_assert_int_eq(feed(&p, "", 0), 1);
-  ck_assert_int_eq(srv_write(&p, &v, 1), 1);
+  /* A stop from plain ends the input only: the session that is closing
+   * still sends its last bytes and close_notify. */
+  {
+    bytes got = {0};
+    p.wire.len = 0;
+    ck_assert_int_eq(srv_write(&p, &v, 1), 0);
+    ck_assert_int_eq(client_recv(&p, &got), SSL_ERROR_WANT_READ);
+    ck_assert_uint_eq(got.len, v.iov_len);
+    ck_assert_int_eq(srv_shutdown(&p), 0);
+    free(got.p);
+  }
   peer_close(&p);
   tls_server_free(t);
 }
