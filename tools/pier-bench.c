@@ -2,7 +2,10 @@
  * service. It opens many connections, drives echo or chat traffic (closed
  * loop with N messages in flight, or open loop at a fixed rate), verifies
  * every byte that comes back, and reports throughput, latency percentiles and
- * optionally the server's CPU time and memory, as text or one JSON object. */
+ * optionally the server's CPU time and memory, as text or one JSON object.
+ * The connections are plain TCP, or TLS and/or WebSocket (tools/bench/wire.c),
+ * or a Colyseus room's WebSocket protocol, for comparisons with other
+ * servers. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -23,7 +26,6 @@
 #define CONNECT_WINDOW 256     /* connects pending at once */
 #define CONNECT_TIMEOUT_S 60.0
 #define JOIN_TIMEOUT_S 60.0
-#define DRAIN_TIMEOUT_S 5.0
 #define SETTLE_MS 500          /* idle mode: before reading the server's memory */
 #define MAX_DURATION_S 600.0
 
@@ -34,10 +36,12 @@ typedef struct bench_opts {
   long port;
   unsigned conns, size, depth, rooms, workers;
   int depth_given;
-  double duration, warmup, rate;
+  double duration, warmup, rate, drain;
   const char *backend;
   int json;
   long server_pid; /* 0: none */
+  const char *ws_path, *origin, *ca, *colyseus;
+  int tls;
 } bench_opts;
 
 /* One moment of the run, for differences. */
@@ -64,6 +68,8 @@ static void usage(FILE *out) {
           "                     the most allowed in flight, default 1024)\n"
           "  --duration S       measured seconds, at most 600 (default 5)\n"
           "  --warmup S         seconds of traffic before measuring (default 1)\n"
+          "  --drain-timeout S  after the window, how long messages in flight may take to\n"
+          "                     be answered before that is an error (default 5)\n"
           "  --rate R           open loop: R messages/s in total, spread over connections;\n"
           "                     latency counts from each message's scheduled time\n"
           "  --rooms N          chat: rooms, joined round-robin (default 1)\n"
@@ -72,6 +78,15 @@ static void usage(FILE *out) {
           "                     Windows (default auto)\n"
           "  --server-pid PID   also report that process's CPU time and memory\n"
           "  --json             print one JSON object instead of the summary line\n"
+          "  --ws PATH          WebSocket: the Upgrade to PATH, then one binary message per\n"
+          "                     packet (chat) or message payloads as the stream (echo, idle)\n"
+          "  --origin ORIGIN    with --ws: send this Origin header\n"
+          "  --tls              TLS first (before the Upgrade, or before the plain traffic)\n"
+          "  --ca FILE          with --tls: verify the server's certificate against FILE\n"
+          "                     (PEM) and the --host address; default: no verification\n"
+          "  --colyseus ROOM    chat through a Colyseus room: a matchmaking request\n"
+          "                     (joinOrCreate ROOM) per connection, then its WebSocket\n"
+          "                     protocol; packets travel as ROOM_DATA_BYTES, type = id\n"
           "modes: echo (raw bytes, verified), chat (the chat plugin's protocol),\n"
           "       idle (connect, one verified echo each, then hold the connections)\n");
 }
@@ -114,12 +129,16 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       {"rooms", required_argument, NULL, 'R'},    {"workers", required_argument, NULL, 'w'},
       {"io-backend", required_argument, NULL, 'b'}, {"server-pid", required_argument, NULL, 'P'},
       {"json", no_argument, NULL, 'j'},           {"help", no_argument, NULL, 'h'},
+      {"ws", required_argument, NULL, 'S'},       {"origin", required_argument, NULL, 'O'},
+      {"tls", no_argument, NULL, 'T'},            {"ca", required_argument, NULL, 'A'},
+      {"colyseus", required_argument, NULL, 'C'}, {"drain-timeout", required_argument, NULL, 'X'},
       {NULL, 0, NULL, 0}};
   unsigned port = 0, pid = 0;
   int c, rc = 0;
 
   *o = (bench_opts){.host = "127.0.0.1", .conns = 100, .size = 128, .depth = 1, .rooms = 1,
-                    .workers = 1, .duration = 5, .warmup = 1, .backend = "auto", .port = -1};
+                    .workers = 1, .duration = 5, .warmup = 1, .drain = 5, .backend = "auto",
+                    .port = -1};
   if (argc < 2 || argv[1][0] == '-') {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
       usage(stdout);
@@ -163,6 +182,34 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       break;
     case 'P': rc = parse_uint("server-pid", optarg, 1, 4194304, &pid); o->server_pid = pid; break;
     case 'j': o->json = 1; break;
+    case 'S':
+      o->ws_path = optarg;
+      if (optarg[0] != '/' || strpbrk(optarg, " \t\r\n\"\\")) {
+        fprintf(stderr, "pier-bench: --ws: expected a path starting with \"/\", without blanks, "
+                        "quotes or backslashes, "
+                        "got \"%s\"\n", optarg);
+        rc = -EINVAL;
+      }
+      break;
+    case 'O':
+      o->origin = optarg;
+      if (!*optarg || strpbrk(optarg, "\r\n")) {
+        fprintf(stderr, "pier-bench: --origin: expected one header value, got \"%s\"\n", optarg);
+        rc = -EINVAL;
+      }
+      break;
+    case 'T': o->tls = 1; break;
+    case 'X': rc = parse_double("drain-timeout", optarg, 0, 600, &o->drain); break;
+    case 'A': o->ca = optarg; break;
+    case 'C':
+      o->colyseus = optarg;
+      if (!*optarg || strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                     "0123456789_-") != strlen(optarg)) {
+        fprintf(stderr, "pier-bench: --colyseus: expected a room name of letters, digits, _ "
+                        "and -, got \"%s\"\n", optarg);
+        rc = -EINVAL;
+      }
+      break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return -EINVAL;
     }
@@ -184,6 +231,19 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
             o->conns);
     return -EINVAL;
   }
+  if (o->ca && !o->tls) {
+    fprintf(stderr, "pier-bench: --ca needs --tls\n");
+    return -EINVAL;
+  }
+  if (o->origin && !o->ws_path && !o->colyseus) {
+    fprintf(stderr, "pier-bench: --origin needs --ws or --colyseus\n");
+    return -EINVAL;
+  }
+  if (o->colyseus && (o->ws_path || o->tls || o->mode != MODE_CHAT || o->rooms != 1)) {
+    fprintf(stderr, "pier-bench: --colyseus is for chat mode with one room, without --ws (the "
+                    "seat names the path) and without --tls\n");
+    return -EINVAL;
+  }
   if ((uint64_t)o->depth * o->size > (64u << 20)) {
     fprintf(stderr, "pier-bench: --depth x --size is over 64 MiB per connection\n");
     return -EINVAL;
@@ -201,6 +261,15 @@ static void take(load *l, const bench_opts *o, sample *s) {
 }
 
 static double us(uint64_t ns) { return (double)ns / 1000.0; }
+
+/* "tcp", "tls", "ws", "wss" or "colyseus". */
+static const char *transport(const bench_opts *o) {
+  if (o->colyseus)
+    return "colyseus";
+  if (o->ws_path)
+    return o->tls ? "wss" : "ws";
+  return o->tls ? "tls" : "tcp";
+}
 
 static void progress(const bench_opts *o, load *l, const sample *a, const sample *b,
                      double t, int warm) {
@@ -265,8 +334,11 @@ static void report(const bench_opts *o, load *l, const result *r) {
     dt = 1e-9;
   if (o->json) {
     FILE *f = stdout;
-    fprintf(f, "{\"mode\": \"%s\", \"target\": \"%s\", \"client_backend\": \"%s\", ",
-            o->mode_name, target, load_backend(l));
+    fprintf(f, "{\"mode\": \"%s\", \"target\": \"%s\", \"transport\": \"%s\", ", o->mode_name,
+            target, transport(o));
+    if (o->ws_path)
+      fprintf(f, "\"ws_path\": \"%s\", ", o->ws_path); /* no quote or backslash: checked */
+    fprintf(f, "\"client_backend\": \"%s\", ", load_backend(l));
     fprintf(f, "\"client_workers\": %u, \"conns\": %u, \"connected\": %u, \"size\": %u, ",
             o->workers, o->conns, r->connected, o->size);
     fprintf(f, "\"depth\": %u, ", o->depth);
@@ -310,8 +382,10 @@ static void report(const bench_opts *o, load *l, const result *r) {
     fprintf(f, "}, \"ok\": %s}\n", r->ok ? "true" : "false");
     return;
   }
-  printf("%s %s (%s client): %u conns, %u B", o->mode_name, target, load_backend(l), o->conns,
-         o->size);
+  printf("%s %s", o->mode_name, target);
+  if (o->ws_path || o->tls || o->colyseus)
+    printf(" %s%s", transport(o), o->ws_path ? o->ws_path : "");
+  printf(" (%s client): %u conns, %u B", load_backend(l), o->conns, o->size);
   if (o->mode != MODE_IDLE) {
     if (o->rate > 0)
       printf(", rate %.0f/s (at most %u in flight)", o->rate, o->depth);
@@ -394,12 +468,12 @@ static void run_traffic(const bench_opts *o, load *l, result *r) {
   rss(o, &r->rss_after);
   load_set_phase(l, PH_DRAIN);
   {
-    uint64_t deadline = now_ns() + (uint64_t)(DRAIN_TIMEOUT_S * 1e9);
+    uint64_t deadline = now_ns() + (uint64_t)(o->drain * 1e9);
     while ((r->unanswered = load_outstanding(l)) > 0 && now_ns() < deadline && load_open(l) > 0)
       wait_until(now_ns() + 5000000ull);
     if (r->unanswered)
       load_error(l, "%" PRIu64 " messages were not answered within %.0f s after the run",
-                 r->unanswered, DRAIN_TIMEOUT_S);
+                 r->unanswered, o->drain);
   }
 }
 
@@ -468,6 +542,15 @@ int main(int argc, char **argv) {
   lo.workers = o.workers;
   lo.rate = o.mode == MODE_IDLE ? 0 : o.rate;
   lo.backend = o.backend;
+  if (o.ws_path || o.tls || o.colyseus) {
+    static wire_opts wo;
+    wo.tls = o.tls;
+    wo.ca = o.ca;
+    wo.ws_path = o.ws_path;
+    wo.origin = o.origin;
+    wo.colyseus = o.colyseus;
+    lo.wire = &wo;
+  }
   host = strdup(o.host);
   if (!host)
     return 1;

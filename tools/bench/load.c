@@ -22,6 +22,7 @@
 #define PERIOD 8191u        /* pattern period (prime), bytes */
 #define MAX_PRINTED_ERRORS 10
 #define ROOM_PREFIX "bench-"
+#define WIRE_STREAM_MAX (4u << 20) /* largest WebSocket message taken in echo/idle */
 
 enum { C_JOIN = 1, C_CHAT = 2, S_CHAT = 101, S_SYSTEM = 102 };
 
@@ -31,6 +32,7 @@ typedef struct conn {
   int worker;          /* -1 until connected */
   uint8_t open;
   uint8_t joined;      /* chat: own join notice seen */
+  uint8_t failed;      /* with a wire: its handshake or protocol failed (reported) */
   pier_sid sid;        /* client-side session */
   uint64_t server_sid; /* chat: our id at the server */
   uint32_t seed;       /* pattern offset of stream byte 0 */
@@ -38,6 +40,7 @@ typedef struct conn {
   uint64_t rx_off;     /* echo: bytes received */
   uint64_t next_ns;    /* open loop: next scheduled send */
   uint64_t *ts;        /* cap entries: send time (or scheduled time) by message */
+  wire_conn *w;        /* TLS/WebSocket layer, NULL for plain TCP */
   net_endpoint ep;
 } conn;
 
@@ -72,6 +75,9 @@ struct load {
   _Atomic unsigned established, failed, open, joined;
   _Atomic uint64_t errors;
   net_handler handler;
+  wire_opts wo;
+  wire *wire; /* NULL: plain TCP */
+  char wire_host[NET_ADDR_STRLEN];
 };
 
 static inline void bump(_Atomic uint64_t *a, uint64_t v) {
@@ -125,7 +131,7 @@ static uint32_t conn_seed(unsigned idx) { return (uint32_t)((idx * 2654435761u) 
 /* ---- sending ---- */
 
 static int send_bytes(load *l, conn *c, const void *data, size_t len) {
-  int rc = net_send(l->n, c->sid, data, len);
+  int rc = c->w ? wire_send(c->w, data, len) : net_send(l->n, c->sid, data, len);
   if (rc < 0)
     load_error(l, "connection %u: send failed: %s", c->idx, strerror(-rc));
   return rc;
@@ -375,16 +381,21 @@ static void chat_recv(load *l, wstate *ws, conn *c, const char *data, size_t len
 
 /* ---- net callbacks ---- */
 
-static void on_connected(void *ctx, session *s) {
-  conn *c = ctx;
+/* The connection is ready for the workload. */
+static void conn_up(conn *c) {
   load *l = c->l;
-  c->sid = session_sid(s);
-  c->worker = net_current_worker(l->n);
   c->open = 1;
   if (l->o.mode == MODE_CHAT)
     send_join(l, c);
   atomic_fetch_add(&l->open, 1);
   atomic_fetch_add(&l->established, 1);
+}
+
+static void on_connected(void *ctx, session *s) {
+  conn *c = ctx;
+  c->sid = session_sid(s);
+  c->worker = net_current_worker(c->l->n);
+  conn_up(c);
 }
 
 static void on_recv(void *ctx, session *s, const char *data, size_t len) {
@@ -396,14 +407,55 @@ static void on_recv(void *ctx, session *s, const char *data, size_t len) {
     echo_recv(l, cur_ws(l), c, data, len);
 }
 
+/* ---- through the wire layer (TLS, WebSocket, Colyseus) ---- */
+
+static void on_connected_wire(void *ctx, session *s) {
+  conn *c = ctx;
+  c->sid = session_sid(s);
+  c->worker = net_current_worker(c->l->n);
+  wire_connected(c->w, c->sid);
+}
+
+static void on_recv_wire(void *ctx, session *s, const char *data, size_t len) {
+  conn *c = ctx;
+  wire_recv(c->w, data, len);
+}
+
+static void wire_up(void *ctx) { conn_up(ctx); }
+
+static void wire_data(void *ctx, const char *data, size_t len) { on_recv(ctx, NULL, data, len); }
+
+static void wire_fail(void *ctx, const char *why) {
+  conn *c = ctx;
+  load *l = c->l;
+  if (c->failed)
+    return;
+  c->failed = 1;
+  if (!c->open) {
+    atomic_fetch_add(&l->failed, 1);
+    load_error(l, "connection %u: %s", c->idx, why);
+  } else if (phase(l) < PH_STOP) {
+    load_error(l, "connection %u: %s", c->idx, why);
+  }
+}
+
 static void on_disconnected(void *ctx, session *s, pier_reason reason) {
   conn *c = ctx;
   load *l = c->l;
   wstate *ws = cur_ws(l);
+  if (!c->open) { /* with a wire: before its handshakes were done */
+    if (!c->failed) {
+      c->failed = 1;
+      atomic_fetch_add(&l->failed, 1);
+      load_error(l, "connection %u: disconnected during the handshake: %s", c->idx,
+                 net_reason_text(reason));
+    }
+    return;
+  }
   c->open = 0;
   atomic_fetch_sub(&l->open, 1);
   bump(&ws->lost, c->sent - c->done);
-  if (phase(l) < PH_STOP)
+  if (phase(l) < PH_STOP && !c->failed)
     load_error(l, "connection %u: disconnected during the run: %s", c->idx,
                net_reason_text(reason));
 }
@@ -429,7 +481,10 @@ int load_create(const load_opts *o, load **out) {
     return -ENOMEM;
   l->o = *o;
   l->nworkers = o->workers;
-  l->handler = (net_handler){on_connected, on_recv, NULL, on_disconnected, on_connect_failed};
+  l->handler = o->wire ? (net_handler){on_connected_wire, on_recv_wire, NULL, on_disconnected,
+                                        on_connect_failed}
+                       : (net_handler){on_connected, on_recv, NULL, on_disconnected,
+                                       on_connect_failed};
   l->conns = calloc(o->conns, sizeof(*l->conns));
   l->ws = os_aligned_alloc(64, sizeof(wstate) * o->workers);
   l->pat = malloc(PERIOD + (o->size > PERIOD ? o->size : PERIOD));
@@ -461,7 +516,7 @@ int load_create(const load_opts *o, load **out) {
     }
     c->ep.handler = &l->handler;
     c->ep.ctx = c;
-    c->ep.framing = o->mode == MODE_CHAT ? NET_FRAMING_U16_SIZE_ID : NET_FRAMING_RAW;
+    c->ep.framing = o->mode == MODE_CHAT && !o->wire ? NET_FRAMING_U16_SIZE_ID : NET_FRAMING_RAW;
     c->ep.max_packet_size = 65535;
   }
   if (o->rate > 0)
@@ -480,6 +535,26 @@ int load_create(const load_opts *o, load **out) {
     load_destroy(l);
     return rc;
   }
+  if (o->wire) {
+    static const wire_handler wh = {wire_up, wire_data, wire_fail};
+    l->wo = *o->wire;
+    l->wo.host = net_addr_format(&o->addr, l->wire_host, sizeof(l->wire_host));
+    l->wo.packets = o->mode == MODE_CHAT;
+    l->wo.max_message = o->mode == MODE_CHAT ? 65535 : (o->size > WIRE_STREAM_MAX ? o->size
+                                                                                 : WIRE_STREAM_MAX);
+    l->wo.max_send = o->size + 64;
+    l->wo.workers = o->workers;
+    rc = wire_create(&l->wo, &wh, l->n, &l->wire);
+    if (rc < 0) {
+      load_destroy(l);
+      return rc;
+    }
+    for (unsigned i = 0; i < o->conns; i++)
+      if (!(l->conns[i].w = wire_conn_new(l->wire, &l->conns[i], i))) {
+        load_destroy(l);
+        return -ENOMEM;
+      }
+  }
   rc = net_start(l->n);
   if (rc < 0) {
     fprintf(stderr, "pier-bench: cannot start the client workers: %s\n", strerror(-rc));
@@ -493,9 +568,16 @@ int load_create(const load_opts *o, load **out) {
 static void sleep_ms(unsigned ms) { os_sleep_ms(ms); }
 
 int load_connect_all(load *l, unsigned window, double timeout_s, volatile int *stop) {
-  uint64_t deadline = now_ns() + (uint64_t)(timeout_s * 1e9);
+  uint64_t deadline;
   unsigned issued = 0;
   char text[NET_ADDR_STRLEN];
+
+  if (l->wire) {
+    int rc = wire_prepare(l->wire, &l->o.addr, l->o.conns, stop);
+    if (rc < 0)
+      return rc;
+  }
+  deadline = now_ns() + (uint64_t)(timeout_s * 1e9);
 
   for (;;) {
     unsigned est = atomic_load(&l->established), failed = atomic_load(&l->failed);
@@ -655,8 +737,11 @@ void load_destroy(load *l) {
     net_destroy(l->n);
   }
   if (l->conns)
-    for (unsigned i = 0; i < l->o.conns; i++)
+    for (unsigned i = 0; i < l->o.conns; i++) {
       free(l->conns[i].ts);
+      wire_conn_free(l->conns[i].w);
+    }
+  wire_destroy(l->wire);
   if (l->ws)
     for (unsigned i = 0; i < l->nworkers; i++) {
       free(l->ws[i].scratch);

@@ -10,6 +10,7 @@
 
 #include "hist.h"
 #include "net/addr.h"
+#include "wire.h"
 
 typedef enum { MODE_ECHO, MODE_CHAT, MODE_IDLE } bench_mode;
 
@@ -29,6 +30,10 @@ typedef struct load_opts {
   unsigned workers; /* pier worker threads of the client */
   double rate;      /* total messages per second; 0 = closed loop */
   const char *backend;
+  /* TLS, WebSocket or Colyseus between the connections and the workload
+   * (host, packets, max_* and workers are filled in by load_create); NULL:
+   * plain TCP, which runs without that layer. */
+  const wire_opts *wire;
 } load_opts;
 
 typedef struct load_totals {
@@ -48,8 +53,9 @@ typedef struct load load;
 /* Creates the client network (no connections yet). Returns 0 or a negative
  * errno, after printing why. */
 int load_create(const load_opts *o, load **out);
-/* Opens every connection, at most `window` connects pending at once. Returns
- * 0 when all are open; a negative errno (reasons printed) on a failed
+/* Opens every connection, at most `window` connects pending at once (with
+ * TLS or WebSocket, a connection is open once its handshakes are done;
+ * Colyseus seats are reserved first). Returns 0 when all are open; a negative errno (reasons printed) on a failed
  * connection, a stop request (*stop non-zero) or the timeout. */
 int load_connect_all(load *l, unsigned window, double timeout_s, volatile int *stop);
 /* Chat: sends every C_JOIN (done at connect) and waits for each connection's
