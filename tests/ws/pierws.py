@@ -1,7 +1,8 @@
 """What the WebSocket and TLS end-to-end tests share: a real pierd child on a
 temporary server.json (this build's pierd and plugins), the recorder plugin's
 output, certificates made with the openssl command, a raw WebSocket client
-for what no well-behaved client sends, and the chat plugin's packets.
+for what no well-behaved client sends, a TLS client over memory BIOs for
+records no SSLSocket sends, and the packets of the chat and stall plugins.
 
 The environment picks the build and the backend (tests/CMakeLists.txt sets
 both for each ctest entry):
@@ -48,6 +49,7 @@ REASONS = {
     8: "packet size above max_packet_size",
     9: "idle timeout",
     10: "server shutting down",
+    13: "plugin failed",
     14: "partial packet not completed within packet_timeout_ms",
     15: "no send progress within send_timeout_ms (peer not reading)",
     16: "protocol error from the client",
@@ -58,7 +60,8 @@ REASONS = {
     21: "handshake not completed within handshake_timeout_ms",
 }
 PEER_CLOSED, PEER_RESET, CLOSED, KICKED, SEND_QUEUE_FULL, IDLE_TIMEOUT = 1, 2, 4, 5, 6, 9
-PACKET_TOO_SMALL, PACKET_TOO_LARGE, SHUTDOWN, PACKET_TIMEOUT, SEND_TIMEOUT = 7, 8, 10, 14, 15
+PACKET_TOO_SMALL, PACKET_TOO_LARGE, SHUTDOWN, PLUGIN_ERROR, PACKET_TIMEOUT, SEND_TIMEOUT = (
+    7, 8, 10, 13, 14, 15)
 PROTOCOL_ERROR, BAD_UTF8, PING_TIMEOUT, TLS_ERROR, HANDSHAKE_FAILED, HANDSHAKE_TIMEOUT = (
     16, 17, 18, 19, 20, 21)
 
@@ -133,9 +136,12 @@ def client_context(cafile):
 class Pierd:
     """pierd as a child process on a server.json written into its own
     temporary directory. plugins: the names to load, from "chat" (the build's
-    chat plugin, serial) and "rec" (tests/plugins/recorder, its output in
-    self.rec_path). Listener entries are written as given (port 0 unless
-    set); self.ports[i] is the port listeners[i] bound."""
+    chat plugin, serial), "rec" (tests/plugins/recorder) and "stall"
+    (tests/plugins/stall), both writing their lines to self.rec_path; or a
+    plugin entry (a dict) written as given, its "path" and, for rec and
+    stall, its config's "out" filled in when absent. Listener entries are
+    written as given (port 0 unless set); self.ports[i] is the port
+    listeners[i] bound."""
 
     def __init__(self, listeners, plugins=("chat", "rec"), limits=None, top=None, tmp=None):
         self.tmp = tmp or TempDir()
@@ -144,10 +150,20 @@ class Pierd:
         self.sock = self.tmp.join("pierd.sock")
         entries = []
         for name in plugins:
-            if name == "chat":
+            if isinstance(name, dict):
+                entry = dict(name)
+                own = {"rec": "recorder", "stall": "stall"}.get(entry["name"])
+                if own:
+                    entry.setdefault("path", test_plugin_path(own))
+                    entry["config"] = dict({"out": self.rec_path}, **entry.get("config", {}))
+                entries.append(entry)
+            elif name == "chat":
                 entries.append({"name": "chat", "path": plugin_path("chat"), "threading": "serial"})
             elif name == "rec":
                 entries.append({"name": "rec", "path": test_plugin_path("recorder"),
+                                "config": {"out": self.rec_path}})
+            elif name == "stall":
+                entries.append({"name": "stall", "path": test_plugin_path("stall"),
                                 "config": {"out": self.rec_path}})
             else:
                 raise ValueError(name)
@@ -235,6 +251,21 @@ class Pierd:
                 if left <= 0 or self.eof:
                     raise AssertionError("pierd never logged /%s/" % pattern)
                 self.cv.wait(left)
+
+    def assert_alive(self):
+        """pierd runs and has logged no sanitizer report."""
+        bad = SANITIZER_RX.search(self.log_text())
+        if bad:
+            raise AssertionError("sanitizer report in pierd's log: %s" % bad.group(0))
+        if self.proc.poll() is not None:
+            raise AssertionError("pierd exited %r" % self.proc.returncode)
+
+    def status(self):
+        """`pierctl status`: its output."""
+        rc, out, err = self.pierctl("status")
+        if rc != 0:
+            raise AssertionError("pierctl status: %d %s" % (rc, err))
+        return out
 
     def console(self, line):
         self.proc.stdin.write((line + "\n").encode())
@@ -498,8 +529,16 @@ def close_payload(code, reason=b""):
 
 
 class Frame:
-    def __init__(self, fin, rsv, opcode, payload):
+    def __init__(self, fin, rsv, opcode, payload, head=b""):
         self.fin, self.rsv, self.opcode, self.payload = fin, rsv, opcode, payload
+        self.head = head  # the frame's header bytes as sent
+
+    @property
+    def shortest(self):
+        """Whether the header encodes the length in its shortest form
+        (RFC 6455 5.2)."""
+        n = len(self.payload)
+        return len(self.head) == (2 if n < 126 else 4 if n < 65536 else 10)
 
     @property
     def code(self):
@@ -521,13 +560,17 @@ class RawWS:
     told to and checks every frame the server sends (unmasked, no RSV)."""
 
     def __init__(self, port, path="/", ctx=None, timeout=None, origin=None, rcvbuf=None,
-                 handshake=True):
+                 handshake=True, sock=None):
         self.port = port
         self.timeout = timeout or T(10)
-        self.sock = connect(port, self.timeout, rcvbuf=rcvbuf)
-        self.local_port = self.sock.getsockname()[1]
-        if ctx:
-            self.sock = ctx.wrap_socket(self.sock, server_hostname="127.0.0.1")
+        if sock is not None:  # a connected socket, or a BioTLS
+            self.sock = sock
+            self.local_port = getattr(sock, "local_port", None) or sock.getsockname()[1]
+        else:
+            self.sock = connect(port, self.timeout, rcvbuf=rcvbuf)
+            self.local_port = self.sock.getsockname()[1]
+            if ctx:
+                self.sock = ctx.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.buf = b""
         if handshake:
             key = new_key()
@@ -566,8 +609,8 @@ class RawWS:
             self._fill(10)
             n, off = struct.unpack("!Q", self.buf[2:10])[0], 10
         self._fill(off + n)
-        payload, self.buf = self.buf[off:off + n], self.buf[off + n:]
-        f = Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0x0F, payload)
+        head, payload, self.buf = self.buf[:off], self.buf[off:off + n], self.buf[off + n:]
+        f = Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0x0F, payload, head)
         if f.rsv:
             raise AssertionError("the server set RSV bits: %r" % f)
         return f
@@ -620,6 +663,117 @@ class RawWS:
             self.sock.close()
         except OSError:
             pass
+
+
+# ---- TLS records by hand -------------------------------------------------
+
+class BioTLS:
+    """A TLS client over memory BIOs on a plain socket, for what an
+    SSLSocket does not let a test do: seal records without sending them
+    (to send part of one, or several in one write), or write raw bytes
+    between them. ctx: an ssl.SSLContext (the version it allows is what is
+    negotiated)."""
+
+    def __init__(self, port, ctx, timeout=None, rcvbuf=None):
+        self.timeout = timeout or T(10)
+        self.sock = connect(port, self.timeout, rcvbuf=rcvbuf)
+        self.local_port = self.sock.getsockname()[1]
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname="127.0.0.1")
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.out.read())
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise EOFError("EOF during the TLS handshake")
+                self.inc.write(chunk)
+        self.sock.sendall(self.out.read())  # the client's Finished
+
+    def seal(self, data):
+        """The records that carry data (not sent)."""
+        self.obj.write(data)
+        return self.out.read()
+
+    def send(self, data):
+        self.sock.sendall(self.seal(data))
+
+    def read(self, n, timeout=None):
+        """Up to n bytes of plaintext, reading the socket as needed; b"" at
+        the server's close_notify. Raises EOFError at a bare EOF and
+        ssl.SSLError for an alert."""
+        self.sock.settimeout(timeout or self.timeout)
+        while True:
+            try:
+                return self.obj.read(n)
+            except ssl.SSLWantReadError:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise EOFError("EOF without close_notify")
+                self.inc.write(chunk)
+            except ssl.SSLZeroReturnError:
+                return b""
+
+    # What RawWS and read_http use of a socket; b"" at close_notify or EOF.
+    def sendall(self, data):
+        self.send(data)
+
+    def recv(self, n):
+        try:
+            return self.read(n)
+        except EOFError:
+            return b""
+
+    def settimeout(self, t):
+        self.timeout = t
+
+    def read_exact(self, n, timeout=None):
+        data = b""
+        while len(data) < n:
+            chunk = self.read(n - len(data), timeout)
+            if not chunk:
+                raise EOFError("close_notify after %d of %d bytes" % (len(data), n))
+            data += chunk
+        return data
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def tls_records(data):
+    """Splits bytes on the wire into TLS records: [(type, body)]; fails
+    on a partial record."""
+    out = []
+    while data:
+        if len(data) < 5:
+            raise AssertionError("a partial record header: %r" % data)
+        n = struct.unpack("!H", data[3:5])[0]
+        if len(data) < 5 + n:
+            raise AssertionError("a partial record: %d of %d bytes" % (len(data) - 5, n))
+        out.append((data[0], data[5:5 + n]))
+        data = data[5 + n:]
+    return out
+
+
+# ---- the stall plugin (tests/plugins/stall.c) ----------------------------
+
+ST_GREET, ST_ECHO, ST_PUSH, ST_SEND, ST_BROADCAST, ST_BIG, ST_STALL = 1, 2, 95, 96, 97, 98, 99
+
+
+def stall_pkt(pid, n=None):
+    """A packet for the stall plugin, with a u32 argument when n is given."""
+    return pkt(pid, b"" if n is None else struct.pack("<I", n))
+
+
+def pattern(n):
+    """The bytes the stall plugin sends: byte i is i % 251."""
+    block = bytes(range(251))
+    return (block * (n // 251 + 1))[:n]
 
 
 # ---- chat packets --------------------------------------------------------

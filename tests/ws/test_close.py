@@ -1,14 +1,17 @@
 """The close handshake both ways: a client's close is echoed and the TCP
 connection ends; a close from the server side (a plugin, an operator's
-kick, shutdown) sends its close code, then EOF."""
+kick, shutdown, a quarantined plugin) sends its close code, then EOF.
+on_send counts the plugin's bytes alone, over ws://, wss:// and TLS."""
 import asyncio
+import ssl
 import unittest
 
 import websockets
 
-from pierws import (C_JOIN, KICKED, OP_BINARY, OP_CLOSE, OP_PING, PEER_CLOSED, S_SYSTEM,
-                    SHUTDOWN, Pierd, PierdCase, RawWS, T, close_payload, joined_sid, pkt, run,
-                    unpkt)
+from pierws import (C_JOIN, KICKED, OP_BINARY, OP_CLOSE, OP_PING, PEER_CLOSED, PLUGIN_ERROR,
+                    REASONS, S_SYSTEM, SHUTDOWN, Pierd, PierdCase, RawWS, T, client_context,
+                    close_payload, connect, joined_sid, make_cert, pkt, recv_exact, run,
+                    test_plugin_path, unpkt, wait_eof)
 
 
 class Close(PierdCase):
@@ -150,6 +153,115 @@ class Shutdown(unittest.TestCase):
             ws.expect_close(1001, "server shutting down")
             ws.close()
             self.assertEqual(d.rec_reason(sid), SHUTDOWN)
+        finally:
+            d.stop()
+
+
+class OnSendTls(PierdCase):
+    """What on_send reports through TLS: the plugin's bytes, never the
+    101, TLS 1.3's session tickets, pongs, close frames or close_notify."""
+    LISTENERS = [
+        {"plugin": "rec", "framing": "u16_size_id", "transport": "websocket",
+         "tls": {"cert": "cert.pem", "key": "key.pem"}, "ping_interval_ms": 0},
+        {"plugin": "rec", "framing": "u16_size_id", "tls": {"cert": "cert.pem", "key": "key.pem"}},
+    ]
+    PLUGINS = ("rec",)
+
+    @classmethod
+    def prepare(cls, tmp):
+        make_cert(tmp.join("cert.pem"), tmp.join("key.pem"), "pier-on-send")
+        cls.ca = tmp.join("cert.pem")
+
+    def context(self, version):
+        ctx = client_context(self.ca)
+        ctx.minimum_version = ctx.maximum_version = version
+        return ctx
+
+    def sends(self, sid):
+        self.d.rec_reason(sid)
+        return [int(l.split()[2]) for l in self.d.rec_lines() if l.startswith("send " + sid)]
+
+    def test_nothing_sent_nothing_counted(self):
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            for i in (0, 1):
+                with self.subTest(version=version.name, listener=("wss", "tls")[i]):
+                    s = connect(self.d.ports[i])
+                    local = s.getsockname()[1]
+                    ss = self.context(version).wrap_socket(s, server_hostname="127.0.0.1")
+                    if i == 0:
+                        RawWS(self.d.ports[0], sock=ss)
+                    sid = self.d.rec_sid(local)
+                    ss.unwrap().close()  # close_notify both ways
+                    self.assertEqual(self.sends(sid), [])
+                    lines = [l for l in self.d.rec_lines() if sid in l]
+                    self.assertEqual([l.split()[0] for l in lines], ["connected", "disconnected"],
+                                     lines)
+
+    def test_wss_counts(self):
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            with self.subTest(version=version.name):
+                s = connect(self.d.ports[0])
+                local = s.getsockname()[1]
+                ws = RawWS(self.d.ports[0], sock=self.context(version).wrap_socket(
+                    s, server_hostname="127.0.0.1"))
+                try:
+                    sid = self.d.rec_sid(local)
+                    p = pkt(1, b"12345")
+                    ws.send_frame(OP_BINARY, p)
+                    self.assertEqual(ws.recv_message(), (OP_BINARY, p))
+                    ws.send_frame(OP_PING, b"ping")
+                    self.assertEqual(ws.recv_frame().payload, b"ping")
+                    ws.send_frame(OP_CLOSE, close_payload(1000))
+                    ws.expect_close(1000)
+                finally:
+                    ws.close()
+                self.assertEqual(self.sends(sid), [len(p)])
+
+    def test_tls_counts(self):
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            with self.subTest(version=version.name):
+                s = connect(self.d.ports[1])
+                local = s.getsockname()[1]
+                ss = self.context(version).wrap_socket(s, server_hostname="127.0.0.1")
+                sid = self.d.rec_sid(local)
+                p = pkt(1, b"x" * 100)
+                ss.sendall(p)
+                self.assertEqual(recv_exact(ss, len(p)), p)
+                ss.sendall(p + p)
+                self.assertEqual(recv_exact(ss, 2 * len(p)), p + p)
+                ss.unwrap().close()
+                sends = self.sends(sid)
+                self.assertEqual(sum(sends), 3 * len(p), sends)
+
+
+class PluginFailure(unittest.TestCase):
+    def test_quarantine_closes_with_1011(self):
+        # A plugin quarantined (quarantine_after 1: its first fail()) has
+        # its sessions closed gracefully with reason "plugin failed": on
+        # WebSocket, close 1011.
+        d = Pierd([{"plugin": "failing", "framing": "u16_size_id", "transport": "websocket",
+                    "ping_interval_ms": 0}],
+                  plugins=({"name": "failing", "path": test_plugin_path("failing")},),
+                  limits={"quarantine_after": 1})
+        try:
+            d.start()
+            idle = RawWS(d.ports[0])
+            ws = RawWS(d.ports[0])
+            ws.send_frame(OP_BINARY, pkt(1, b"fail"))
+            for c in (ws, idle):
+                with self.subTest(client="failing" if c is ws else "idle"):
+                    while True:  # the echo may or may not go out first
+                        f = c.recv_frame()
+                        if f.opcode == OP_BINARY and c is ws:
+                            self.assertEqual(f.payload, pkt(1, b"fail"))
+                            continue
+                        break
+                    self.assertEqual((f.opcode, f.code, f.reason),
+                                     (OP_CLOSE, 1011, REASONS[PLUGIN_ERROR]))
+                    self.assertEqual(c.buf + wait_eof(c.sock), b"")
+                    c.close()
+            d.wait_log(r'plugin "failing" quarantined after 1 failures \(last: reported failure: '
+                       r'could not handle the packet\): closing its 2 sessions')
         finally:
             d.stop()
 

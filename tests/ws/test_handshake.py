@@ -9,9 +9,9 @@ import unittest
 import websockets
 import websockets.exceptions
 
-from pierws import (OP_BINARY, PierdCase, RawWS, T, accept_for, connect, header,
-                    http_exchange, http_get, pkt, read_http, run, unpkt, upgrade_request,
-                    wait_eof)
+from pierws import (OP_BINARY, Pierd, PierdCase, RawWS, T, TempDir, accept_for, client_context,
+                    connect, header, http_exchange, http_get, make_cert, pkt, read_http, run,
+                    run_check, unpkt, upgrade_request, wait_eof)
 
 INDEX = b"<!doctype html>\n<title>pier test</title>\n<p>hello from the static dir</p>\n"
 APP_JS = b"console.log('pier');\n"
@@ -210,6 +210,20 @@ class Handshake(PierdCase):
         status, headers, body = self.refused(req)
         self.assertEqual(status, 431)
 
+    def test_431_phrase(self):
+        # The status line and body name the status (RFC 6585 5).
+        s = connect(self.port)
+        try:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n")
+            got = wait_eof(s)
+        finally:
+            s.close()
+        head, _, body = got.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        self.assertEqual(lines[0], b"HTTP/1.1 431 Request Header Fields Too Large")
+        self.assertIn(b"Content-Length: %d" % len(body), lines)
+        self.assertEqual(body, b"431 Request Header Fields Too Large\n")
+
     def test_head_over_cap_unfinished(self):
         # 9 KiB of header that never ends: refused once past 8 KiB, without
         # waiting for the rest.
@@ -321,6 +335,96 @@ class Handshake(PierdCase):
         self.assertEqual(http_get(port, "/index.html")[0], 404)
         ws = RawWS(port, "/")
         ws.close()
+
+
+class HandshakeDeadline(PierdCase):
+    """Before the handshakes are done, handshake_timeout_ms alone bounds a
+    slow client: packet_timeout_ms (shorter here) is for the session once
+    it is open (config/README.md)."""
+    LISTENERS = [
+        {"plugin": "rec", "framing": "u16_size_id", "transport": "websocket",
+         "handshake_timeout_ms": 1500, "ping_interval_ms": 0},
+        {"plugin": "rec", "framing": "u16_size_id", "tls": {"cert": "cert.pem", "key": "key.pem"},
+         "handshake_timeout_ms": 1500},
+        {"plugin": "rec", "framing": "u16_size_id", "transport": "websocket",
+         "tls": {"cert": "cert.pem", "key": "key.pem"}, "handshake_timeout_ms": 1500,
+         "ping_interval_ms": 0},
+    ]
+    PLUGINS = ("rec",)
+    LIMITS = {"packet_timeout_ms": 300}
+
+    @classmethod
+    def prepare(cls, tmp):
+        make_cert(tmp.join("cert.pem"), tmp.join("key.pem"), "pier-deadline")
+        cls.ca = tmp.join("cert.pem")
+
+    def test_slow_head_within_handshake_timeout(self):
+        # The request head in four pieces over 0.75 s: longer than
+        # packet_timeout_ms, within handshake_timeout_ms: upgraded.
+        key = "dGhlIHNhbXBsZSBub25jZQ=="
+        req = upgrade_request(self.d.ports[0], "/", key)
+        s = connect(self.d.ports[0])
+        try:
+            step = len(req) // 4
+            for i in range(4):
+                if i:
+                    time.sleep(0.25)
+                s.sendall(req[i * step:] if i == 3 else req[i * step:(i + 1) * step])
+            status, headers, rest = read_http(s)
+            self.assertEqual(status, 101)
+            self.assertEqual(header(headers, "sec-websocket-accept"), accept_for(key))
+            ws = RawWS(self.d.ports[0], handshake=False, sock=s)
+            ws.buf = rest
+            ws.send_frame(OP_BINARY, pkt(1, b"slow but in time"))
+            self.assertEqual(ws.recv_message(), (OP_BINARY, pkt(1, b"slow but in time")))
+        finally:
+            s.close()
+
+    def test_unfinished_handshakes_cut_at_handshake_timeout(self):
+        # Three clients at once, each stopping inside its handshake: a
+        # request head without its end; a ClientHello's first bytes; TLS
+        # done, then half a request head. Each is closed at 1.5 s, not at
+        # packet_timeout_ms's 0.3 s, with nothing sent to it.
+        mark = self.d.mark()
+        start = time.monotonic()
+        a = connect(self.d.ports[0])
+        a.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        b = connect(self.d.ports[1])
+        b.sendall(bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]))
+        c = client_context(self.ca).wrap_socket(connect(self.d.ports[2]),
+                                                server_hostname="127.0.0.1")
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for name, s in (("ws head", a), ("ClientHello", b), ("wss head", c)):
+                with self.subTest(client=name):
+                    local = s.getsockname()[1]
+                    self.assertEqual(wait_eof(s, T(10)), b"")
+                    took = time.monotonic() - start
+                    self.assertGreaterEqual(took, 1.4)
+                    self.assertLess(took, T(4))
+                    self.d.wait_log(r"127\.0\.0\.1:%d: handshake not completed within 1500 ms "
+                                    r"\(handshake_timeout_ms\); closing" % local, since=mark)
+                    self.assertIsNone(self.d.find_log(r"127\.0\.0\.1:%d: .*packet_timeout_ms"
+                                                      % local, since=mark))
+        finally:
+            for s in (a, b, c):
+                s.close()
+
+
+class CheckHandshakeTimeout(unittest.TestCase):
+    def test_only_on_tls_or_websocket(self):
+        tmp = TempDir()
+        try:
+            d = Pierd([{"plugin": "rec", "framing": "raw", "handshake_timeout_ms": 1000},
+                       {"plugin": "rec", "framing": "raw", "transport": "websocket",
+                        "handshake_timeout_ms": 1000}], plugins=("rec",), tmp=tmp)
+            code, out = run_check(d.config_path)
+            self.assertEqual(code, 1, out)
+            errors = [l.split(" error ", 1)[1] for l in out.splitlines() if " error " in l]
+            self.assertEqual(errors, ["%s: listeners[0].handshake_timeout_ms: only for TLS or "
+                                      "WebSocket listeners" % d.config_path], out)
+        finally:
+            tmp.close()
 
 
 if __name__ == "__main__":

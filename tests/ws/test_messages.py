@@ -363,7 +363,12 @@ class PartialMessage(PierdCase):
     PLUGINS = ("rec",)
     LIMITS = {"max_packet_size": MAX, "packet_timeout_ms": 500}
 
-    def expect_timeout(self, data):
+    def expect_timeout(self, data, payload, header=0):
+        """data, with payload bytes of an unfinished message (and header
+        bytes of a frame not yet whole), is closed with 1008 after
+        packet_timeout_ms; the log line says how much was held: the payload,
+        and at most the unfinished frame's header besides."""
+        mark = self.d.mark()
         start = time.monotonic()
         ws = RawWS(self.d.ports[0])
         try:
@@ -377,16 +382,28 @@ class PartialMessage(PierdCase):
         self.assertLess(took, T(3))
         self.assertEqual(self.d.rec_reason(sid), PACKET_TIMEOUT)
         self.assertEqual(self.d.rec_recv_lengths(sid), [])
+        held = int(self.d.wait_log(
+            r"session %s 127\.0\.0\.1:%d: (\d+) of a packet's bytes held for \d+ ms "
+            r"\(packet_timeout_ms\); closing$" % (sid, ws.local_port), since=mark).group(1))
+        self.assertTrue(max(payload, 1) <= held <= payload + header,
+                        "%d bytes held logged; %d sent: %d of payload, %d of an unfinished "
+                        "frame's header" % (held, len(data), payload, header))
 
     def test_fragment_without_the_rest(self):
-        self.expect_timeout(frame(OP_BINARY, pkt(1, b"abcdef")[:5], fin=False))
+        self.expect_timeout(frame(OP_BINARY, pkt(1, b"abcdef")[:5], fin=False), 5)
 
     def test_frame_cut_short(self):
-        self.expect_timeout(frame(OP_BINARY, pkt(1, b"abcdef"))[:-2])
+        self.expect_timeout(frame(OP_BINARY, pkt(1, b"abcdef"))[:-2], 8, 6)
 
     def test_header_of_a_frame_over_cap(self):
         # No payload byte yet: held like any partial message, then closed.
-        self.expect_timeout(bytes([0x82, 0xFF]) + struct.pack("!Q", 1 << 20) + b"mask")
+        self.expect_timeout(bytes([0x82, 0xFF]) + struct.pack("!Q", 1 << 20) + b"mask", 0, 14)
+
+    def test_fragments_then_a_frame_cut_short(self):
+        # One whole fragment (10 payload bytes), then 6 of the next's 10.
+        p = pkt(1, b"0123456789abcdef")
+        self.expect_timeout(frame(OP_BINARY, p[:10], fin=False) +
+                            frame(OP_CONT, p[10:], fin=True)[:12], 16, 6)
 
     def test_complete_messages_are_not_timed(self):
         ws = RawWS(self.d.ports[0])

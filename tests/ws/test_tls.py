@@ -8,17 +8,19 @@ import re
 import signal
 import socket
 import ssl
+import shutil
 import subprocess
+import threading
 import time
 import unittest
 import warnings
 
 import websockets
 
-from pierws import (C_CHAT, C_JOIN, PEER_CLOSED, S_CHAT, S_SYSTEM, TLS_ERROR, Pierd, PierdCase,
-                    TcpChat, TempDir, T,
-                    cert_subject, chat_body, client_context, connect, joined_sid, make_cert, pkt,
-                    run, run_check, unpkt, wait_eof)
+from pierws import (BACKEND, C_CHAT, C_JOIN, OP_BINARY, PEER_CLOSED, S_CHAT, S_SYSTEM,
+                    SANITIZER_RX, TLS_ERROR, Pierd, PierdCase, RawWS, TcpChat, TempDir, T,
+                    cert_subject, chat_body, client_context, connect, joined_sid, make_cert,
+                    pierd_path, pkt, run, run_check, unpkt, wait_eof)
 
 
 class SClient:
@@ -468,6 +470,155 @@ class Rotation(unittest.TestCase):
         finally:
             if d:
                 d.stop()
+            tmp.close()
+
+    def test_sighup_with_a_changed_listener_rotates_nothing(self):
+        # One listener changed (needs a restart), another's TLS files
+        # changed in the same new "listeners": nothing of it applies, the
+        # old certificate is still served.
+        tmp = TempDir()
+        d = None
+        try:
+            make_cert(tmp.join("cert.pem"), tmp.join("key.pem"), "pier-test-1")
+            make_cert(tmp.join("cert2.pem"), tmp.join("key2.pem"), "pier-test-2")
+            d = Pierd([{"plugin": "chat", "framing": "u16_size_id"},
+                       {"plugin": "chat", "framing": "u16_size_id", "tls": TLS_FILES}],
+                      plugins=("chat",), tmp=tmp).start()
+            tls_port = d.ports[1]
+            self.assertEqual(server_cert_subject(tls_port), "subject=CN = pier-test-1")
+            d.config["listeners"][0]["framing"] = "raw"
+            d.config["listeners"][1]["tls"] = {"cert": "cert2.pem", "key": "key2.pem"}
+            d.write_config()
+            mark = d.mark()
+            d.signal(signal.SIGHUP)
+            d.wait_log(r"SIGHUP: configuration .* re-read", since=mark)
+            self.assertIsNotNone(d.find_log(r" warn  SIGHUP: listeners changed: needs a restart; "
+                                            r"not applied$", since=mark), d.log_text())
+            self.assertIsNone(d.find_log(r"certificate .* re-read", since=mark), d.log_text())
+            self.assertEqual(server_cert_subject(tls_port), "subject=CN = pier-test-1")
+            c = TcpChat(tls_port, client_context(tmp.join("cert.pem")))
+            try:
+                c.join(b"still the old certificate")
+            finally:
+                c.close()
+        finally:
+            if d:
+                d.stop()
+            tmp.close()
+
+
+class RotationUnderLoad(unittest.TestCase):
+    def test_broadcasts_while_certificates_rotate(self):
+        # Chat on two workers: TCP, TLS, ws:// and wss:// members of one
+        # room chatting (broadcasts shared across workers and transports)
+        # and reconnecting, while SIGHUP rotates the certificate ten times a
+        # second (the thread sanitizer's build runs this too).
+        tmp = TempDir()
+        d = None
+        try:
+            for name, cn in (("a", "pier-a"), ("b", "pier-b")):
+                make_cert(tmp.join("cert-%s.pem" % name), tmp.join("key-%s.pem" % name), cn)
+            shutil.copy(tmp.join("cert-a.pem"), tmp.join("cert.pem"))
+            shutil.copy(tmp.join("key-a.pem"), tmp.join("key.pem"))
+            d = Pierd(tls_listeners() + [
+                {"plugin": "chat", "framing": "u16_size_id", "transport": "websocket",
+                 "path": "/chat"}], plugins=("chat",), tmp=tmp).start()
+            tls_port, wss_port, tcp_port, ws_port = d.ports
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE  # either certificate
+            stop = time.monotonic() + 2.0
+            errors, rounds = [], [0]
+
+            def member(kind):
+                try:
+                    while time.monotonic() < stop:
+                        if kind in ("tcp", "tls"):
+                            c = TcpChat(tcp_port if kind == "tcp" else tls_port,
+                                        ctx if kind == "tls" else None)
+                            sock, send = c.sock, c.send
+                        else:
+                            c = RawWS(ws_port if kind == "ws" else wss_port, "/chat",
+                                      ctx=ctx if kind == "wss" else None)
+                            sock = c.sock
+                            send = lambda pid, body, c=c: c.send_frame(OP_BINARY, pkt(pid, body))
+                        try:
+                            send(C_JOIN, b"load")
+                            sock.settimeout(0.02)
+                            for i in range(30):
+                                send(C_CHAT, b"%s %d" % (kind.encode(), i))
+                                try:
+                                    sock.recv(65536)
+                                except (socket.timeout, ssl.SSLWantReadError):
+                                    pass
+                        finally:
+                            c.close()
+                        rounds[0] += 1
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append("%s: %r" % (kind, e))
+
+            threads = [threading.Thread(target=member, args=(k,), daemon=True)
+                       for k in ("tcp", "tls", "ws", "wss") * 2]
+            for t in threads:
+                t.start()
+            mark = d.mark()
+            n = 0
+            while time.monotonic() < stop:
+                name = "ab"[n % 2]
+                for part in ("cert", "key"):
+                    shutil.copy(tmp.join("%s-%s.pem" % (part, name)), tmp.join(part + ".pem.new"))
+                os.rename(tmp.join("key.pem.new"), tmp.join("key.pem"))
+                os.rename(tmp.join("cert.pem.new"), tmp.join("cert.pem"))
+                d.signal(signal.SIGHUP)
+                n += 1
+                time.sleep(0.1)
+            for t in threads:
+                t.join(T(20))
+            self.assertEqual(errors, [])
+            self.assertGreater(rounds[0], 8)
+            d.wait_log(r"SIGHUP: listeners\[1\] 127\.0\.0\.1:0: certificate .* re-read$",
+                       since=mark)
+            d.assert_alive()
+        finally:
+            if d:
+                d.stop()
+            tmp.close()
+
+
+class ListenFailure(unittest.TestCase):
+    def test_port_taken_after_tls_listeners(self):
+        # A listener that cannot bind, after TLS and WebSocket listeners
+        # were made: pierd says so and exits 1, releasing what it made (the
+        # sanitizer builds check for leaks at exit).
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        tmp = TempDir()
+        try:
+            make_cert(tmp.join("cert.pem"), tmp.join("key.pem"), "pier-listen")
+            tmp.write("web/index.html", "x")
+            first = {"plugin": "chat", "framing": "u16_size_id", "transport": "websocket",
+                     "tls": TLS_FILES, "origins": ["http://a"]}
+            for second in ({"plugin": "chat", "framing": "u16_size_id", "tls": TLS_FILES,
+                            "port": port},
+                           {"plugin": "chat", "framing": "u16_size_id", "transport": "websocket",
+                            "path": "/x", "origins": ["http://a"], "static": "web",
+                            "port": port}):
+                with self.subTest(second=second.get("transport", "tcp")):
+                    d = Pierd([first, second], plugins=("chat",), tmp=tmp)
+                    r = subprocess.run([pierd_path(), "--config", d.config_path,
+                                        "--io-backend", BACKEND],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, timeout=T(30))
+                    out = r.stdout.decode(errors="replace")
+                    self.assertEqual(r.returncode, 1, out)
+                    self.assertIsNone(SANITIZER_RX.search(out), out)
+                    self.assertIn("error listeners[1] 127.0.0.1:%d (plugin \"chat\"): Address "
+                                  "already in use" % port, out)
+                    self.assertIn("error pierd: not started: Address already in use", out)
+        finally:
+            busy.close()
             tmp.close()
 
 
