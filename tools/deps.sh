@@ -14,8 +14,10 @@
 #                           chromium, nodejs and npm (the browser tests,
 #                           tests/browser: npm only when no npm is on the
 #                           PATH, since a nodejs from elsewhere brings its
-#                           own), openssl (their certificates, and the TLS
-#                           client of tests/ws), and the
+#                           own), ca-certificates (npm checks the
+#                           registry's certificate against it), openssl
+#                           (their certificates, and the TLS client of
+#                           tests/ws), and the
 #                           windows set below (tools/test-windows)
 #   pier_ensure_deps windows
 #                           the build set plus the Windows cross-build and
@@ -31,7 +33,7 @@
 PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
                  libssl-dev)
 PIER_DEPS_TEST=(valgrind python3 python3-websockets clang-14 libclang-rt-14-dev chromium nodejs
-                openssl)
+                ca-certificates openssl)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 
 pier_ensure_deps() {

@@ -44,6 +44,10 @@ struct tls_conn {
                             later feeds return 1 (writes and shutdown still go) */
   unsigned char failed; /* a fatal error: the connection is unusable */
   unsigned char shut;   /* tls_conn_shutdown was called */
+  /* Where the input stands in its records (5-byte header, then the body),
+   * for tls_conn_held: only the lengths are read. */
+  unsigned char hdr[5], hdr_have, in_body;
+  uint16_t rec_len, rec_left;
 };
 
 /* Decrypted records come out here before io->plain; staged writes go in
@@ -478,6 +482,36 @@ static int outcome(tls_conn *c, int r) {
   return -EPROTO;
 }
 
+/* Follows the record boundaries of what is fed (RFC 8446 5.1: type,
+ * version, a 16-bit length, then that many bytes). */
+static void track_records(tls_conn *c, const unsigned char *p, size_t n) {
+  while (n) {
+    size_t k;
+    if (!c->in_body) {
+      k = 5u - c->hdr_have < n ? 5u - c->hdr_have : n;
+      memcpy(c->hdr + c->hdr_have, p, k);
+      c->hdr_have = (unsigned char)(c->hdr_have + k);
+      if (c->hdr_have == 5) {
+        c->rec_len = c->rec_left = (uint16_t)(c->hdr[3] << 8 | c->hdr[4]);
+        c->in_body = c->rec_left > 0;
+        if (!c->in_body)
+          c->hdr_have = 0;
+      }
+    } else {
+      k = c->rec_left < n ? c->rec_left : n;
+      c->rec_left = (uint16_t)(c->rec_left - k);
+      if (!c->rec_left)
+        c->in_body = c->hdr_have = 0;
+    }
+    p += k;
+    n -= k;
+  }
+}
+
+size_t tls_conn_held(const tls_conn *c) {
+  return c->in_body ? 5u + (size_t)(c->rec_len - c->rec_left) : c->hdr_have;
+}
+
 int tls_conn_feed(tls_conn *c, const char *data, size_t len, const tls_io *io) {
   const tls_io *prev = c->io;
   size_t n;
@@ -487,6 +521,7 @@ int tls_conn_feed(tls_conn *c, const char *data, size_t len, const tls_io *io) {
     return 1;
   if (c->failed)
     return -EPROTO;
+  track_records(c, (const unsigned char *)data, len);
   c->io = io;
   c->in = data;
   c->in_len = len;

@@ -64,6 +64,9 @@ int tls_conn_ready(const tls_conn *c);
 /* Whether part of a record (or decrypted data not yet delivered) is held:
  * the peer has started something it has not finished. */
 int tls_conn_partial(const tls_conn *c);
+/* Bytes of a record received in part (its header included), 0 between
+ * records: what a peer that stopped mid-record holds. */
+size_t tls_conn_held(const tls_conn *c);
 /* Encrypts the plaintext in iov[0..n) (after the handshake only), in
  * records of up to 16 KiB, coalescing small pieces; the records go out
  * through io->wire. Returns 0, 1 (wire asked to stop), or -EPROTO. */

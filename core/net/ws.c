@@ -407,7 +407,12 @@ int ws_feed(ws_conn *c, const char *data, size_t len, size_t max_msg, const ws_s
 }
 
 size_t ws_held(const ws_conn *c) {
-  return c->msg_len + (c->dec ? (size_t)(c->dec->fed - c->dec->done) : 0);
+  const ws_dec *d = c->dec;
+  /* The decoder's bytes since the last whole frame (the current frame's
+   * header and payload) and the message's earlier fragments; the current
+   * data frame's payload is in both, once. */
+  size_t dup = d && d->started && !is_control(d->op) ? (size_t)d->got : 0;
+  return c->msg_len + (d ? (size_t)(d->fed - d->done) : 0) - dup;
 }
 
 void ws_conn_reset(ws_conn *c) {

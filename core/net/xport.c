@@ -249,7 +249,10 @@ size_t xport_sent(session *s) {
   return n;
 }
 
-size_t xport_held(const session *s) { return s->xp->head_len + ws_held(&s->xp->ws); }
+size_t xport_held(const session *s) {
+  const xport *xp = s->xp;
+  return xp->head_len + ws_held(&xp->ws) + s->fr.len + (xp->tls ? tls_conn_held(xp->tls->conn) : 0);
+}
 
 sbuf *xport_shared_frame(const void *data, size_t len) {
   char h[WS_HEADER_MAX];
