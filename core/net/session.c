@@ -340,7 +340,6 @@ static size_t outgoing(const session *s) {
          atomic_load_explicit(&s->w->sids.xsend[PIER_SID_SLOT(s->sid)], memory_order_relaxed);
 }
 
-
 static void check_congestion(session *s) {
   if (s->congested || s->state != SS_OPEN || outgoing(s) < s->w->n->opts.max_send_queue / 2)
     return;
