@@ -565,7 +565,7 @@ static int parse_transport(ctx *c, const cJSON *const *f, cfg_listener *l) {
 
   /* The WebSocket keys, refused on a TCP listener. */
   for (int k = L_PATH; k <= L_PING; k++) {
-    if (!f[k] || ws || l->transport != CFG_TRANSPORT_TCP)
+    if (!f[k] || l->transport != CFG_TRANSPORT_TCP)
       continue;
     save = cfgr_path_node(c, listener_keys[k], f[k]);
     rc = cfgr_first(rc, cfgr_fail(c, -EINVAL, "only for \"transport\": \"websocket\""));

@@ -318,10 +318,11 @@ static int tls_plain(void *ctx, const char *data, size_t len) {
 }
 
 /* TLS is over (a failure, or the peer's close_notify): what waits to be
- * sealed is dropped, and no WebSocket close frame is owed. */
-static void tls_over(session *s) {
+ * sealed is dropped, and no WebSocket close frame is owed. After a failure
+ * nothing more is sealed at all; after close_notify ours still goes. */
+static void tls_over(session *s, int failed) {
   xtls *t = s->xp->tls;
-  t->dead = 1;
+  t->dead = (uint8_t)failed;
   sendq_clear(&t->pq);
   s->xp->close_sent = 1;
 }
@@ -331,8 +332,7 @@ static void tls_failed(session *s) {
   char peer[NET_ADDR_STRLEN];
   const char *why = tls_conn_error(xp->tls->conn);
 
-  tls_over(s);
-
+  tls_over(s, 1);
   net_addr_format(&s->peer, peer, sizeof(peer));
   if (xp->phase == XP_TLS) {
     STAT_ADD(s->w, handshake_failures, 1);
@@ -409,8 +409,8 @@ static unsigned close_code(pier_reason r) {
   }
 }
 
-/* The plugin's close of one WebSocket message: u16_size_id wants exactly
- * one packet per message. */
+/* One WebSocket message for the plugin: on u16_size_id exactly one packet,
+ * on raw a piece of the stream. */
 static int ws_on_message(void *ctx, const char *data, size_t len, int text) {
   session *s = ctx;
   char peer[NET_ADDR_STRLEN];
@@ -471,23 +471,17 @@ static void ws_input(session *s, const char *data, size_t len) {
                     : rc == -EILSEQ ? PIER_REASON_INVALID_TEXT
                     : rc == -ENOMEM ? PIER_REASON_NO_MEMORY
                                     : PIER_REASON_PROTOCOL_ERROR;
+    char cap[16] = ""; /* the cap a message went over */
     if (rc != -ENOMEM)
       STAT_ADD(s->w, ws_protocol_errors, 1);
     if (rc == -EMSGSIZE)
-      log_limited(&s->w->rl_packet, LOG_WARN,
-                  "session %016llx %s: WebSocket: %s %u; closing with %u",
-                  (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
-                  why, s->ep->max_packet_size, code);
-    else
-      log_limited(&s->w->rl_packet, LOG_WARN, "session %016llx %s: WebSocket: %s; closing with %u",
-                  (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
-                  why, code);
+      snprintf(cap, sizeof(cap), " %u", s->ep->max_packet_size);
+    log_limited(&s->w->rl_packet, LOG_WARN, "session %016llx %s: WebSocket: %s%s; closing with %u",
+                (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)), why,
+                cap, code);
     xp->close_why = why;
     session_close(s, r, 0);
-    return;
   }
-  if (s->state == SS_OPEN)
-    session_partial(s, ws_partial(&xp->ws));
 }
 
 /* ---- HTTP ---- */
@@ -513,7 +507,6 @@ static void reply_error(session *s, int status, const char *why) {
 }
 
 static void route(session *s, const ws_http_req *req) {
-  xport *xp = s->xp;
   size_t max_file = s->w->n->opts.max_send_queue;
   ws_http_reply rep;
   char out[1024];
@@ -527,9 +520,6 @@ static void route(session *s, const ws_http_req *req) {
   switch (rep.action) {
   case WS_HTTP_UPGRADE:
     n = ws_http_write_upgrade(req, out, sizeof(out));
-    free(xp->head);
-    xp->head = NULL;
-    xp->head_len = 0;
     if (!n || put(s, out, n, SIZE_MAX) < 0) {
       session_close(s, PIER_REASON_NO_MEMORY, 1);
       break;
@@ -607,30 +597,33 @@ static void stack_input(session *s, const char *data, size_t len) {
     session_app_input(s, data, len);
 }
 
-void xport_input(session *s, const char *data, size_t len) {
+static void tls_input(session *s, const char *data, size_t len) {
   xport *xp = s->xp;
   tls_io io = {.wire = tls_wire, .plain = tls_plain, .ctx = s};
-  int rc;
+  int rc = tls_conn_feed(xp->tls->conn, data, len, &io);
 
-  if (!xp->tls) {
-    stack_input(s, data, len);
-    return;
-  }
-  rc = tls_conn_feed(xp->tls->conn, data, len, &io);
   if (s->state != SS_OPEN)
     return;
   if (rc == -ESHUTDOWN) { /* answered with close_notify at once (RFC 5246 7.2.1) */
-    tls_over(s);
-    xp->tls->dead = 0; /* our close_notify still goes */
-    xp->close_sent = 1;
+    tls_over(s, 0);
     session_close(s, PIER_REASON_PEER_CLOSED, 0);
   } else if (rc < 0) {
     tls_failed(s);
   } else if (xp->phase == XP_TLS && tls_conn_ready(xp->tls->conn)) {
     tls_established(s); /* done, and the client waits for the server */
   }
-  if (s->state == SS_OPEN && xp->phase == XP_OPEN) /* a record or message started, unfinished */
-    session_partial(s, tls_conn_partial(xp->tls->conn) || ws_partial(&xp->ws) || s->fr.len);
+}
+
+void xport_input(session *s, const char *data, size_t len) {
+  xport *xp = s->xp;
+  if (xp->tls)
+    tls_input(s, data, len);
+  else
+    stack_input(s, data, len);
+  /* A record, frame, message or packet started and not finished. */
+  if (s->state == SS_OPEN && xp->phase == XP_OPEN)
+    session_partial(s, (xp->tls && tls_conn_partial(xp->tls->conn)) || ws_partial(&xp->ws) ||
+                           s->fr.len);
 }
 
 /* ---- session life ---- */
