@@ -343,6 +343,7 @@ int host_start(host *h) {
   if (h->cfg->limits.slow_callback_ms &&
       os_thread_create(&h->watchdog, watchdog_main, h) == 0)
     h->watchdog_running = 1;
+  atomic_store(&h->ready, 1);
   return 0;
 }
 

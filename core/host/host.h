@@ -52,4 +52,66 @@ const char *host_plugin_config_json(host *h, const char *name);
 /* Returns 0, or -ENOTCONN if no such session. */
 int host_kick(host *h, pier_sid sid);
 
+/* ---- numbers for /metrics and `status --json` (stats.c) ----
+ * Any thread; reading never blocks a worker: each value is a relaxed atomic
+ * (per worker where workers write it), summed here. */
+
+/* The callbacks timed per plugin, in this order (host_ev_callback names). */
+#define HOST_CB_TYPES 7
+/* Upper bounds of the latency histogram buckets, in seconds, ascending
+ * (a last bucket, +Inf, is implied). */
+#define HOST_LAT_BUCKETS 14
+extern const double host_lat_bounds[HOST_LAT_BUCKETS];
+/* "on_connected", "on_recv", "on_send", "on_disconnected", "on_tick",
+ * "timer", "post": the callback label of the latency histogram. */
+const char *host_cb_label(unsigned type);
+
+typedef struct host_latency {
+  uint64_t bucket[HOST_LAT_BUCKETS + 1]; /* per bucket (not cumulative); last: +Inf */
+  uint64_t count;
+  uint64_t sum_ns;
+} host_latency;
+
+typedef struct host_plugin_stats {
+  const char *name;     /* server.json name; valid while h lives */
+  char version[64];     /* of the version serving now */
+  char file[1024];      /* the plugin's own file (resolved path) */
+  unsigned generation;
+  int quarantined;
+  unsigned failures, slow_calls;
+  size_t backlog;       /* bytes of events held or queued for it */
+  uint64_t sessions;    /* open now, all its listeners */
+  host_latency latency[HOST_CB_TYPES];
+  uint64_t reloads_ok, reloads_failed; /* failed: the old version kept serving */
+  uint64_t reloads_rolled_back;        /* new on_load failed, old version restored */
+  uint64_t reloads_quarantined;        /* the restore failed too */
+  host_latency reload_pause;           /* how long events were held per reload */
+} host_plugin_stats;
+
+typedef struct host_listener_stats {
+  char address[NET_ADDR_STRLEN]; /* "127.0.0.1:7777" as bound */
+  const char *plugin;
+  const char *transport;         /* "tcp", "websocket", "tls", "websocket+tls" */
+  const char *framing;
+  long open;                     /* sessions open now */
+  uint64_t accepted;             /* that reached on_connected */
+} host_listener_stats;
+
+size_t host_plugin_count(const host *h);
+size_t host_listener_count(const host *h);
+void host_get_plugin_stats(host *h, size_t i, host_plugin_stats *out);
+void host_get_listener_stats(host *h, size_t i, host_listener_stats *out);
+/* Seconds since host_start. */
+uint64_t host_uptime_s(host *h);
+
+/* Readiness (/readyz): set once every listener is open (host_start), cleared
+ * for good by host_set_draining (a stop request began). */
+int host_ready(host *h);
+void host_set_draining(host *h);
+int host_draining(host *h);
+
+/* Plugin metrics (pmetrics.c): every metric the plugins declared, in the
+ * exposition format. */
+void host_render_plugin_metrics(host *h, FILE *out);
+
 #endif

@@ -157,6 +157,8 @@ struct host {
   _Atomic uint64_t next_timer_id;
   uint64_t started_ms;
   int started;
+  _Atomic int ready;    /* every listener open */
+  _Atomic int draining; /* a stop request began: not ready again */
   int stopped; /* the workers are gone: no loop may be touched */
 };
 

@@ -80,6 +80,9 @@ typedef struct net_opts {
   unsigned buf_count, buf_size; /* receive buffers per worker (0 = defaults) */
 } net_opts;
 
+/* How many pier_reason values there are (one past the largest). */
+#define NET_REASON_COUNT (PIER_REASON_HANDSHAKE_TIMEOUT + 1)
+
 typedef struct net_stats {
   uint64_t sessions;       /* open now */
   uint64_t accepted;
@@ -100,6 +103,13 @@ typedef struct net_stats {
   uint64_t http_files;        /* static files served by WebSocket listeners */
   uint64_t ws_protocol_errors; /* WebSocket sessions closed for a protocol violation */
   uint64_t ping_timeouts;     /* WebSocket peers that answered no keepalive ping */
+  /* Sessions that ended, by the reason on_disconnected got (index: pier_reason). */
+  uint64_t closed_by_reason[NET_REASON_COUNT];
+  uint64_t messages_in;       /* packets (framed) or reads (raw) delivered to on_recv */
+  uint64_t messages_out;      /* net_send/net_send_buf calls queued (a broadcast counts per recipient) */
+  uint64_t send_queue_bytes;  /* bytes queued now, all sessions together (a gauge) */
+  /* The workers' io loops (io_stats summed). */
+  uint64_t io_cq_overflows, io_enobufs, io_rearms;
 } net_stats;
 
 /* Creates the workers' loops (no threads yet). Logs which backend was chosen,
@@ -175,7 +185,9 @@ const char *net_reason_text(pier_reason reason);
 
 const char *net_backend_name(const net *n);
 unsigned net_workers(const net *n);
-/* Sums the workers' counters. Any thread; the values are a moment's view. */
+/* Sums the workers' counters. Any thread; the values are a moment's view;
+ * it never blocks a worker (each worker's counters are its own relaxed
+ * atomics). */
 void net_get_stats(net *n, net_stats *out);
 
 /* Read backpressure. The owner (the plugin host) tells the network how much
