@@ -87,6 +87,12 @@ int os_sock_reuse(int fd);
 int os_sock_v6only(int fd);
 /* Sends FIN; the socket stays open for reading. */
 int os_sock_shutdown_wr(int fd);
+/* A listening socket stops listening but stays open (its fd may still be
+ * armed in a loop): Linux refuses new connections with an RST from then on,
+ * resets those not yet accepted and ends a pending accept with EINVAL.
+ * Windows has no such call: -ENOSYS, and the caller refuses each accepted
+ * connection itself. */
+int os_sock_stop_listen(int fd);
 
 /* strerror for the codes above, including the socket ones Windows' C
  * library has no text for. Thread-safe (returns static text). */

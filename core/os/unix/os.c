@@ -93,6 +93,8 @@ void os_sock_abort(int fd) {
   close(fd);
 }
 
+int os_sock_stop_listen(int fd) { return shutdown(fd, SHUT_RD) < 0 ? -errno : 0; }
+
 int os_sock_nodelay(int fd) {
   int one = 1;
   return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ? -errno : 0;

@@ -282,6 +282,11 @@ void os_sock_abort(int fd) {
   closesocket((SOCKET)fd);
 }
 
+int os_sock_stop_listen(int fd) {
+  (void)fd;
+  return -ENOSYS; /* shutdown() of a listening socket is WSAENOTCONN there */
+}
+
 static int set_int_opt(int fd, int level, int name, int value) {
   if (setsockopt((SOCKET)fd, level, name, (const char *)&value, sizeof(value)) != 0)
     return -os_sock_errno();
