@@ -108,7 +108,7 @@ static void arm_accept(listen_ep *le) {
 
 static void on_accept_retry(io_timer *t) {
   listen_ep *le = container_of(t, listen_ep, retry);
-  if (!le->closed)
+  if (!le->closed && !atomic_load(&le->w->n->accept_off))
     arm_accept(le);
 }
 
@@ -161,6 +161,10 @@ static void accept_one(listen_ep *le, int fd) {
     os_sock_close(fd);
     return;
   }
+  if (atomic_load(&n->accept_off)) {
+    os_sock_abort(fd); /* an RST: refused (Windows, or accepted just before) */
+    return;
+  }
   memset(&peer, 0, sizeof(peer));
   if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
     net_addr_from_sockaddr((struct sockaddr *)&ss, len, &peer);
@@ -199,6 +203,13 @@ static void on_accept(io_ev *ev, int res, unsigned flags, char *data) {
     return;
   if (le->closed || w->stopping) {
     worker_maybe_finish(w);
+    return;
+  }
+  if (atomic_load(&w->n->accept_off)) {
+    /* EINVAL: the socket no longer listens (Linux), the kernel refuses for
+     * us. Elsewhere keep accepting, to refuse each one (accept_one). */
+    if (res != -EINVAL)
+      arm_accept(le);
     return;
   }
   if (res < 0 && res != -ECANCELED) {
@@ -550,6 +561,19 @@ int net_start(net *n) {
   }
   log_info("%u worker%s on %s", n->nworkers, n->nworkers == 1 ? "" : "s", n->be->name);
   return 0;
+}
+
+int net_stop_accepting(net *n) {
+  int rc = 0;
+  atomic_store(&n->accept_off, 1);
+  for (net_listener *l = n->listeners; l; l = l->next) {
+    int r = os_sock_stop_listen(l->fd);
+    if (r < 0 && rc == 0)
+      rc = r;
+  }
+  if (n->listeners)
+    log_info("listeners closed: new connections are refused");
+  return rc == -ENOSYS ? 0 : rc;
 }
 
 void net_stop(net *n) {

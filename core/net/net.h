@@ -137,6 +137,12 @@ int net_start(net *n);
 /* Gracefully closes every session (reason SHUTDOWN; pending sends get up to
  * close_timeout_ms), stops accepting, and joins the workers. Idempotent. */
 void net_stop(net *n);
+/* Main thread, started net. Refuses every new connection from now on, for
+ * good (a drain before net_stop): the listening sockets stop listening, so
+ * the kernel answers an RST; where it cannot (Windows), each connection is
+ * accepted and reset. Open sessions are untouched. Returns 0 or a negative
+ * errno (a listener that could not be shut still refuses, by reset). */
+int net_stop_accepting(net *n);
 void net_destroy(net *n);
 
 /* Any thread. Connects to addr on some worker; the endpoint's handler gets

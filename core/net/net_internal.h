@@ -106,6 +106,7 @@ struct net {
   _Atomic unsigned accepted_open; /* accepted sessions open now, for max_sessions */
   _Atomic unsigned rr;            /* next worker for an outgoing connection */
   int has_ws;                     /* a WebSocket listener exists: broadcasts share a frame */
+  _Atomic int accept_off;         /* net_stop_accepting: connections are refused */
   os_mutex ip_mu;          /* open accepted sessions per remote address */
   struct ip_count **ip_table;
   size_t ip_buckets;
