@@ -82,10 +82,11 @@ static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
 }
 
 enum { S_WORKERS, S_BACKEND, S_SESSIONS, S_LOG, S_ADMIN, S_LIMITS, S_PLUGINS,
-       S_LISTENERS, S_PLUGIN_DIR, S_N };
+       S_LISTENERS, S_PLUGIN_DIR, S_USER, S_GROUP, S_DRAIN, S_N };
 static const char *const server_keys[S_N] = {
     "workers", "io_backend", "max_sessions", "log_level",
-    "admin_socket", "limits", "plugins", "listeners", "plugin_dir"};
+    "admin_socket", "limits", "plugins", "listeners", "plugin_dir",
+    "user", "group", "drain_timeout_ms"};
 
 static const char *printable(const char *in, char *out, size_t len) {
   size_t k = 0;
@@ -245,6 +246,26 @@ static int parse_listeners(ctx *c, const cJSON *arr, cfg_server *cfg, int names_
   return c->oom ? -ENOMEM : rc;
 }
 
+/* "user" / "group": an account name, looked up when pierd starts (the
+ * config is checked on machines that may not have it). Windows has no such
+ * switch for a running process, so the keys are refused there. */
+static int parse_account(ctx *c, const cJSON *v, const char *key, const char *what,
+                         char **out) {
+  mark save = cfgr_path_node(c, key, v);
+  int rc;
+#ifdef _WIN32
+  rc = v ? cfgr_fail(c, -EINVAL, "not supported on Windows (run pierd.exe under the "
+                                 "account it should use)")
+         : 0;
+  (void)what;
+  (void)out;
+#else
+  rc = cfge_get_string(c, v, what, out);
+#endif
+  cfgr_path_pop(c, save);
+  return rc;
+}
+
 static int parse_server(ctx *c, const cJSON *root, cfg_server *cfg) {
   const cJSON *f[S_N];
   int rc, r, e, names_known = 0;
@@ -307,6 +328,15 @@ static int parse_server(ctx *c, const cJSON *root, cfg_server *cfg) {
       return cfgr_oom(c);
   }
   cfgr_path_pop(c, save);
+
+  save = cfgr_path_node(c, "drain_timeout_ms", f[S_DRAIN]);
+  rc = cfgr_first(rc, cfge_get_unsigned(c, f[S_DRAIN], 0, 3600000, 1, &cfg->drain_timeout_ms));
+  cfgr_path_pop(c, save);
+
+  rc = cfgr_first(rc, parse_account(c, f[S_USER], "user", "user name", &cfg->user));
+  rc = cfgr_first(rc, parse_account(c, f[S_GROUP], "group", "group name", &cfg->group));
+  if (c->oom)
+    return -ENOMEM;
 
   if (f[S_LIMITS]) {
     save = cfgr_path_node(c, "limits", f[S_LIMITS]);
@@ -449,6 +479,8 @@ void cfg_free(cfg_server *cfg) {
   free(cfg->path);
   free(cfg->base_dir);
   free(cfg->admin_socket);
+  free(cfg->user);
+  free(cfg->group);
   free(cfg->plugin_dir);
   free(cfg->plugin_dir_real);
   free(cfg);

@@ -129,6 +129,13 @@ typedef struct cfg_server {
   char *plugin_dir_real;   /* plugin_dir after realpath(); NULL when not set */
   char *admin_socket;      /* resolved against base_dir like plugin paths;
                               default "run/pierd.sock" before resolving */
+  char *user;              /* POSIX: account the plugins run as (privileges are
+                              dropped after binding, before on_load); NULL when
+                              not set: a root pierd then drops to "nobody" */
+  char *group;             /* POSIX: its group; NULL = the user's own */
+  unsigned drain_timeout_ms; /* 0..3600000, default 0: on a stop request, how
+                                long open sessions may stay (listeners close
+                                at once) before they are closed */
   cfg_limits limits;
   cfg_plugin *plugins;
   size_t nplugins;

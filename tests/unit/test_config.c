@@ -150,6 +150,9 @@ START_TEST(test_config_defaults_when_absent) {
   ck_assert_uint_eq(cfg->limits.send_timeout_ms, 30000);
   ck_assert_uint_eq(cfg->limits.recv_backlog, 65536);
   ck_assert_uint_eq(cfg->limits.plugin_backlog, 16777216);
+  ck_assert_ptr_null(cfg->user);
+  ck_assert_ptr_null(cfg->group);
+  ck_assert_uint_eq(cfg->drain_timeout_ms, 0);
   const cfg_plugin *p = &cfg->plugins[0];
   ck_assert_ptr_null(p->callbacks.on_load);
   ck_assert_ptr_null(p->callbacks.on_unload);
@@ -216,6 +219,44 @@ START_TEST(test_config_every_key_set) {
   ck_assert_uint_eq(cfg->listeners[0].port, 0);
   ck_assert_int_eq(cfg->listeners[0].framing, CFG_FRAMING_U16_SIZE_ID);
   cfg_free(cfg);
+}
+END_TEST
+
+/* "user" and "group" are names looked up when pierd starts (POSIX); the
+ * drain timeout is checked here, on every platform. */
+START_TEST(test_config_user_group_drain) {
+  cfg_server *cfg = NULL;
+  char err[512];
+  int rc = load("{'drain_timeout_ms':3600000," PL "," LS "}", &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_uint_eq(cfg->drain_timeout_ms, 3600000);
+  cfg_free(cfg);
+  cfg = (cfg_server *)&cfg;
+  rc = load("{'drain_timeout_ms':3600001,'user':''," PL "," LS "}", &cfg, err, sizeof err);
+  ck_assert_int_lt(rc, 0);
+  ck_assert_ptr_null(cfg);
+#ifdef _WIN32
+  ck_assert_str_eq(err, "server.json: drain_timeout_ms: expected an integer 0..3600000, got "
+                        "3600001\n"
+                        "server.json: user: not supported on Windows (run pierd.exe under "
+                        "the account it should use)");
+  rc = load("{'group':'games'," PL "," LS "}", &cfg, err, sizeof err);
+  ck_assert_int_lt(rc, 0);
+  ck_assert_str_eq(err, "server.json: group: not supported on Windows (run pierd.exe under "
+                        "the account it should use)");
+#else
+  ck_assert_str_eq(err, "server.json: drain_timeout_ms: expected an integer 0..3600000, got "
+                        "3600001\n"
+                        "server.json: user: expected a non-empty string (user name), got \"\"");
+  rc = load("{'user':'games','group':7," PL "," LS "}", &cfg, err, sizeof err);
+  ck_assert_int_lt(rc, 0);
+  ck_assert_str_eq(err, "server.json: group: expected a non-empty string (group name), got 7");
+  rc = load("{'user':'games','group':'nogroup'," PL "," LS "}", &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_str_eq(cfg->user, "games");
+  ck_assert_str_eq(cfg->group, "nogroup");
+  cfg_free(cfg);
+#endif
 }
 END_TEST
 
@@ -1029,6 +1070,7 @@ static Suite *config_suite(void) {
 #endif
   tcase_add_test(tc, test_config_defaults_when_absent);
   tcase_add_test(tc, test_config_every_key_set);
+  tcase_add_test(tc, test_config_user_group_drain);
   tcase_add_test(tc, test_config_limits_lowest_values);
   tcase_add_test(tc, test_config_plugin_path_resolution);
   tcase_add_test(tc, test_config_plugin_path_platform_extension);
