@@ -1,6 +1,6 @@
 /* Plugin host: lifecycle and the glue between core/net and the plugins.
  * host_create loads and checks every plugin and binds each listener to its
- * plugin and framing; host_start calls on_load, listens and starts the
+ * plugin and framing; host_start listens, calls on_load and starts the
  * workers; session events from core/net become gate deliveries (gate.c).
  * Each plugin keeps the list of its open sessions per worker, and a
  * watchdog thread reports callbacks that run too long. */
@@ -300,8 +300,29 @@ static int start_failed(host *h, int rc) {
   return rc;
 }
 
+void host_set_bound_hook(host *h, host_bound_cb cb, void *arg) {
+  h->bound_cb = cb;
+  h->bound_arg = arg;
+}
+
 int host_start(host *h) {
   int rc;
+  for (size_t i = 0; i < h->nlisteners; i++) {
+    host_listener *l = &h->listeners[i];
+    net_addr a;
+    rc = net_addr_parse(l->cfg->address, (uint16_t)l->cfg->port, &a);
+    if (rc == 0)
+      rc = net_listen(h->net, &a, &l->ep, &l->nl);
+    if (rc < 0) {
+      log_error("listeners[%zu] %s:%u (plugin \"%s\"): %s", i, l->cfg->address, l->cfg->port,
+                l->p->cfg->name, os_strerror(-rc));
+      return start_failed(h, rc);
+    }
+  }
+  /* Bound, and nothing accepts yet (no worker runs): the place to give up
+   * root, before the first line of plugin code. */
+  if (h->bound_cb && (rc = h->bound_cb(h->bound_arg)) != 0)
+    return start_failed(h, rc < 0 ? rc : -EPERM);
   for (size_t i = 0; i < h->nplugins; i++) {
     host_plugin *p = &h->plugins[i];
     pier_load_args args = {.size = sizeof(args),
@@ -315,18 +336,6 @@ int host_start(host *h) {
       return start_failed(h, rc < 0 ? rc : -EINVAL);
     }
     p->loaded = 1;
-  }
-  for (size_t i = 0; i < h->nlisteners; i++) {
-    host_listener *l = &h->listeners[i];
-    net_addr a;
-    rc = net_addr_parse(l->cfg->address, (uint16_t)l->cfg->port, &a);
-    if (rc == 0)
-      rc = net_listen(h->net, &a, &l->ep, &l->nl);
-    if (rc < 0) {
-      log_error("listeners[%zu] %s:%u (plugin \"%s\"): %s", i, l->cfg->address, l->cfg->port,
-                l->p->cfg->name, os_strerror(-rc));
-      return start_failed(h, rc);
-    }
   }
   h->started_ms = clock_ms();
   h->started = 1;

@@ -18,9 +18,16 @@ typedef struct host host;
  * negative errno; the reason is logged. */
 int host_create(const cfg_server *cfg, const char *backend_override, int check_only,
                 host **out);
-/* Calls each plugin's on_load, binds the listeners and starts the workers.
- * On failure everything loaded is unloaded again and the reason is logged. */
+/* Binds the listeners, runs the bound hook (if set), calls each plugin's
+ * on_load and starts the workers. On failure everything loaded is unloaded
+ * again and the reason is logged. */
 int host_start(host *h);
+/* Called by host_start once every listener is bound and before any plugin's
+ * on_load (pierd drops root there, so no plugin code runs with it). A
+ * non-zero return (a negative errno, already logged) makes host_start fail
+ * with it. */
+typedef int (*host_bound_cb)(void *arg);
+void host_set_bound_hook(host *h, host_bound_cb cb, void *arg);
 /* Stops accepting, closes every session (each gets on_disconnected), runs
  * what the plugins still had queued, calls on_unload and unloads. */
 void host_stop(host *h);

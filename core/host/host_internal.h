@@ -160,6 +160,8 @@ struct host {
   _Atomic int ready;    /* every listener open */
   _Atomic int draining; /* a stop request began: not ready again */
   int stopped; /* the workers are gone: no loop may be touched */
+  host_bound_cb bound_cb; /* host_set_bound_hook */
+  void *bound_arg;
 };
 
 extern const char *const host_ev_callback[];
