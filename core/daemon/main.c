@@ -1,10 +1,13 @@
-/* pierd: the console daemon. Loads server.json, starts the plugin host, then
- * serves console commands on stdin, the admin channel, the file watch and
- * signals until told to stop: SIGINT/SIGTERM (Ctrl+C, Ctrl+Break or closing
- * the console on Windows) or `quit` stop accepting, disconnect every session
- * (each plugin hears on_disconnected), flush pending sends up to a deadline,
- * unload the plugins and exit 0. The waiting itself is the platform's
- * (os/wait.h); what each source means is decided here. */
+/* pierd: the console daemon. Loads server.json, starts the plugin host
+ * (dropping root between binding and the first on_load), tells a service
+ * manager it is ready (sd_notify), then serves console commands on stdin,
+ * the admin channel, the file watch and signals until told to stop:
+ * SIGINT/SIGTERM (Ctrl+C, Ctrl+Break or closing the console on Windows) or
+ * `quit` stop accepting, let open sessions finish for up to
+ * drain_timeout_ms (a second request cuts that short), disconnect every
+ * session (each plugin hears on_disconnected), flush pending sends up to a
+ * deadline, unload the plugins and exit 0. The waiting itself is the
+ * platform's (os/wait.h); what each source means is decided here. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -23,7 +26,9 @@
 #include "os/conin.h"
 #include "os/fswatch.h"
 #include "os/ipc.h"
+#include "os/notify.h"
 #include "os/os.h"
+#include "os/priv.h"
 #include "os/signals.h"
 #include "os/wait.h"
 
@@ -31,10 +36,11 @@
 
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: pierd [--config PATH] [--check] [--io-backend B]\n"
+          "usage: pierd [--config PATH] [--check] [--io-backend B] [--user NAME]\n"
           "  --config PATH     server config (default " DEFAULT_CONFIG ")\n"
           "  --check           validate the config and plugins, then exit 0 or 1\n"
           "  --io-backend B    override the config's io_backend (%s)\n"
+          "  --user NAME       override the config's user (POSIX)\n"
           "  --help            this text\n"
           "Console commands on stdin: type `help` once running.\n",
           io_backend_names);
@@ -51,13 +57,70 @@ static int min_timeout(int a, int b) {
   return b < 0 || a < b ? a : b;
 }
 
+/* A stop request, and the drain it may start: the first one closes the
+ * listeners (new connections are refused) and, with drain_timeout_ms, lets
+ * open sessions go on until they end or the time is up; a second request
+ * during the drain ends it at once. Returns 1 when serving should end now. */
+typedef struct drain {
+  int active;
+  uint64_t deadline_ms;
+} drain;
+
+static int stop_requested(host *h, const cfg_server *cfg, drain *d) {
+  net_stats st;
+  if (d->active) {
+    log_info("second stop request: ending the drain");
+    return 1;
+  }
+  host_set_draining(h); /* not ready from now on */
+  (void)os_notify("STOPPING=1");
+  if (cfg->drain_timeout_ms == 0)
+    return 1;
+  (void)net_stop_accepting(host_net(h));
+  net_get_stats(host_net(h), &st);
+  if (st.sessions == 0)
+    return 1;
+  d->active = 1;
+  d->deadline_ms = os_clock_ms() + cfg->drain_timeout_ms;
+  log_info("draining: %" PRIu64 " session%s open, waiting up to %u ms for them to end "
+           "(stop again to end it now)",
+           st.sessions, st.sessions == 1 ? "" : "s", cfg->drain_timeout_ms);
+  return 0;
+}
+
+/* During a drain: 1 once every session is gone or the time is up. */
+static int drain_done(host *h, const drain *d) {
+  net_stats st;
+  if (!d->active)
+    return 0;
+  net_get_stats(host_net(h), &st);
+  if (st.sessions == 0) {
+    log_info("drain: every session ended");
+    return 1;
+  }
+  if (os_clock_ms() >= d->deadline_ms) {
+    log_info("drain: drain_timeout_ms reached with %" PRIu64 " session%s open; closing them",
+             st.sessions, st.sessions == 1 ? "" : "s");
+    return 1;
+  }
+  return 0;
+}
+
+/* While draining, how long the wait may last: sessions are counted again
+ * every 100 ms (they end on the workers, which do not wake this thread). */
+#define DRAIN_POLL_MS 100
+
 /* Serves the console, the admin channel, the file watch and the signals
- * until one of them says quit or the wait itself fails. */
+ * until one of them says quit (and a drain ended) or the wait itself fails.
+ * Sends WATCHDOG=1 every os_notify_watchdog_ms() while it runs. */
 static void serve(host *h, const cfg_server *cfg, admin *adm) {
   console con;
   os_conin *in = NULL;
   watch *wt = NULL;
   int quit = 0;
+  drain dr = {0, 0};
+  unsigned wd_ms = os_notify_watchdog_ms();
+  uint64_t wd_next = os_clock_ms() + wd_ms;
 
   console_init(&con, h);
   if (os_conin_open(&in) < 0)
@@ -80,7 +143,20 @@ static void serve(host *h, const cfg_server *cfg, admin *adm) {
     ia = n;
     na = admin_wait_items(adm, it + n, OS_WAIT_MAX - n);
     n += na;
-    rc = os_wait(it, n, min_timeout(watch_timeout_ms(wt), admin_timeout_ms(adm)));
+    int tmo = min_timeout(watch_timeout_ms(wt), admin_timeout_ms(adm));
+    if (wd_ms) {
+      uint64_t now = os_clock_ms();
+      tmo = min_timeout(tmo, now >= wd_next ? 0 : (int)(wd_next - now));
+    }
+    if (dr.active)
+      tmo = min_timeout(tmo, DRAIN_POLL_MS);
+    rc = os_wait(it, n, tmo);
+    if (wd_ms && os_clock_ms() >= wd_next) {
+      /* From this loop, not a thread of its own: a main loop that hangs
+       * stops the pings, and the manager restarts pierd. */
+      (void)os_notify("WATCHDOG=1");
+      wd_next = os_clock_ms() + wd_ms;
+    }
     if (rc == -EINTR)
       continue;
     if (rc < 0) {
@@ -94,13 +170,13 @@ static void serve(host *h, const cfg_server *cfg, admin *adm) {
         reconfig_apply(h, cfg);
       } else if (sig == OS_SIG_QUIT) {
         log_info("%s: shutting down", name);
-        quit = 1;
+        quit = stop_requested(h, cfg, &dr);
       }
     }
     if (!quit && na > 0 &&
         admin_handle_ready(adm, it + ia, na, admin_exec, &con) == CONSOLE_QUIT) {
       log_info("quit (%s): shutting down", os_ipc_noun);
-      quit = 1;
+      quit = stop_requested(h, cfg, &dr);
     }
     for (int i = 0; i < nw; i++)
       if (os_wait_ready(&it[iw + i])) {
@@ -118,21 +194,98 @@ static void serve(host *h, const cfg_server *cfg, admin *adm) {
         in = NULL;
       } else if (r > 0 && console_feed(&con, buf, (size_t)r, stdout) == CONSOLE_QUIT) {
         log_info("quit: shutting down");
-        quit = 1;
+        quit = stop_requested(h, cfg, &dr);
       }
     }
+    if (!quit)
+      quit = drain_done(h, &dr);
   }
   watch_close(wt);
   os_conin_close(in);
+}
+
+/* Who the plugins run as (POSIX): the account to become once the listeners
+ * are bound, and the admin socket to hand to it first. */
+typedef struct privs {
+  const char *user;   /* --user, else the config's; NULL: none given */
+  const cfg_server *cfg;
+  os_account acct;
+  int change;         /* become acct in the bound hook */
+} privs;
+
+/* Decides before anything starts, so a wrong account stops pierd early:
+ * root without "user" drops to "nobody" (nginx's default) with a warning,
+ * "root" keeps root only when asked for by name; not root, the only user
+ * that works is the one pierd already is. Returns 0 or -1 (logged). */
+static int privs_plan(privs *pv) {
+  char err[256];
+  const char *user = pv->user;
+  if (!os_is_root()) {
+    /* Only the account pierd already runs as "works" without root. */
+    if (user && os_account_lookup(user, pv->cfg->group, &pv->acct, err, sizeof(err)) < 0) {
+      log_error("pierd: not started: %s", err);
+      return -1;
+    }
+    if (pv->cfg->group) {
+      log_error("pierd: not started: cannot switch to group \"%s\": pierd is not running as "
+                "root", pv->cfg->group);
+      return -1;
+    }
+    if (user && pv->acct.uid != os_current_uid()) {
+      log_error("pierd: not started: cannot switch to user \"%s\": pierd is not running as "
+                "root", user);
+      return -1;
+    }
+    return 0;
+  }
+  if (!user) {
+    log_warn("running as root without \"user\" in the config: plugins will run as "
+             "\"nobody\" (set \"user\", or \"user\": \"root\" to keep root)");
+    user = "nobody";
+  }
+  if (os_account_lookup(user, pv->cfg->group, &pv->acct, err, sizeof(err)) < 0) {
+    log_error("pierd: not started: %s", err);
+    return -1;
+  }
+  if (pv->acct.uid == 0 && !pv->cfg->group) {
+    log_warn("\"user\": \"root\": plugins run as root");
+    return 0;
+  }
+  pv->change = 1;
+  return 0;
+}
+
+static int privs_drop(void *arg) {
+  privs *pv = arg;
+  char err[256];
+  int rc;
+  if (!pv->change)
+    return 0;
+  /* The admin socket was made by root: pierctl run as the new user must
+   * reach it. (Its directory stays root's, so the socket is left behind at
+   * exit and cleared as stale at the next start.) */
+  if (pv->cfg->admin_socket && (rc = os_account_chown(pv->cfg->admin_socket, &pv->acct)) < 0 &&
+      rc != -ENOSYS && rc != -ENOENT)
+    log_warn("cannot give %s to %s: %s", pv->cfg->admin_socket, pv->acct.user, os_strerror(-rc));
+  rc = os_account_become(&pv->acct, err, sizeof(err));
+  if (rc < 0) {
+    log_error("cannot drop privileges to %s: %s", pv->acct.user, err);
+    return rc;
+  }
+  log_info("running as user %s (uid %u), group %s (gid %u)", pv->acct.user, pv->acct.uid,
+           pv->acct.group, pv->acct.gid);
+  return 0;
 }
 
 int main(int argc, char **argv) {
   static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                        {"check", no_argument, NULL, 't'},
                                        {"io-backend", required_argument, NULL, 'b'},
+                                       {"user", required_argument, NULL, 'u'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
-  const char *config = DEFAULT_CONFIG, *backend = NULL;
+  const char *config = DEFAULT_CONFIG, *backend = NULL, *user_opt = NULL;
+  privs pv;
   int check = 0, c, rc;
   static char err[CFG_ERR_LEN];
   cfg_server *cfg;
@@ -140,7 +293,7 @@ int main(int argc, char **argv) {
   log_level lvl;
   admin *adm = NULL;
 
-  while ((c = getopt_long(argc, argv, "c:tb:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "c:tb:u:h", opts, NULL)) != -1) {
     switch (c) {
     case 'c':
       config = optarg;
@@ -155,6 +308,13 @@ int main(int argc, char **argv) {
                 backend);
         return 1;
       }
+      break;
+    case 'u':
+#ifdef _WIN32
+      fprintf(stderr, "pierd: --user: not supported on Windows\n");
+      return 1;
+#endif
+      user_opt = optarg;
       break;
     case 'h':
       usage(stdout);
@@ -204,6 +364,15 @@ int main(int argc, char **argv) {
     cfg_free(cfg);
     return 0;
   }
+  memset(&pv, 0, sizeof(pv));
+  pv.cfg = cfg;
+  pv.user = user_opt ? user_opt : cfg->user;
+  if (privs_plan(&pv) < 0) {
+    host_destroy(h);
+    cfg_free(cfg);
+    return 1;
+  }
+  (void)os_notify_open();
   /* The admin socket first: a second pierd on the same config stops here,
    * before it runs any plugin code. */
   if (admin_open(cfg->admin_socket, &adm, err, sizeof(err)) < 0) {
@@ -212,6 +381,7 @@ int main(int argc, char **argv) {
     cfg_free(cfg);
     return 1;
   }
+  host_set_bound_hook(h, privs_drop, &pv);
   rc = host_start(h);
   if (rc < 0) {
     log_error("pierd: not started: %s", os_strerror(-rc));
@@ -224,6 +394,7 @@ int main(int argc, char **argv) {
            cfg->nlisteners, cfg->nlisteners == 1 ? "" : "s", cfg->nplugins,
            cfg->nplugins == 1 ? "" : "s", net_backend_name(host_net(h)), cfg->workers,
            cfg->workers == 1 ? "" : "s");
+  (void)os_notify("READY=1");
 
   serve(h, cfg, adm);
   host_stop(h);
@@ -235,6 +406,7 @@ int main(int argc, char **argv) {
   }
   host_destroy(h);
   cfg_free(cfg);
+  os_notify_close();
   os_signals_close();
   return 0;
 }

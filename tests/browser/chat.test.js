@@ -106,6 +106,9 @@ class Pierd {
     this.exit = null;
     this.waiters = [];
     const argv = ['--config', config];
+    /* As root, pierd would drop to "nobody", who may not read the build
+     * tree: the test keeps root, as tools/run does. */
+    if (process.geteuid && process.geteuid() === 0) argv.push('--user', 'root');
     /* The daemon dies with this process, even when it is killed. */
     const [cmd, cargv] = fs.existsSync('/usr/bin/setpriv')
       ? ['/usr/bin/setpriv', ['--pdeathsig', 'KILL', '--', args.pierd, ...argv]]

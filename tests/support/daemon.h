@@ -13,7 +13,11 @@
  *   PIER_TEST_TESTPLUGINS  directory of the test plugins (@TESTPLUGINS@)
  *   PIER_TEST_PLUGIN_EXT   the plugin file suffix, ".so" or ".dll" (@EXT@)
  *   PIER_TEST_PATH_PREFIX  prefixed to every absolute path handed to the
- *                          daemon ("Z:" makes /tmp/x the wine path Z:/tmp/x) */
+ *                          daemon ("Z:" makes /tmp/x the wine path Z:/tmp/x)
+ *
+ * Run as root, this build's pierd gets "--user root" unless the config text
+ * names a "user" itself: pierd as root would otherwise drop to "nobody",
+ * which may not read the build tree (a checkout under /root). */
 #ifndef PIER_TEST_DAEMON_H
 #define PIER_TEST_DAEMON_H
 
@@ -32,6 +36,7 @@ typedef struct test_daemon {
   char admin[256];      /* see test_daemon_admin */
   char log[1 << 16];    /* everything read from stderr so far (no '\r') */
   size_t log_len;
+  int keep_root;        /* "--user root" is passed (see above) */
 } test_daemon;
 
 /* Writes config_json to a fresh temp dir and starts pierd with

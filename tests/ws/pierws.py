@@ -188,8 +188,13 @@ class Pierd:
             json.dump(self.config, f, indent=1)
 
     def start(self):
+        argv = [pierd_path(), "--config", self.config_path, "--io-backend", BACKEND]
+        if os.geteuid() == 0 and "user" not in self.config:
+            # As root pierd would drop to "nobody", who may not read the
+            # build tree (a checkout under /root): keep root, as tools/run does.
+            argv += ["--user", "root"]
         self.proc = subprocess.Popen(
-            [pierd_path(), "--config", self.config_path, "--io-backend", BACKEND],
+            argv,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=self._reader, daemon=True).start()
         try:
