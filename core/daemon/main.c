@@ -348,6 +348,9 @@ int main(int argc, char **argv) {
   /* Before any thread exists: signals (console control events) go to this
    * thread's wait loop; workers never see them. */
   (void)os_signals_open();
+  /* Before any plugin code, even a constructor run by dlopen: the manager's
+   * variables leave the environment here. */
+  (void)os_notify_open();
 
   rc = host_create(cfg, backend, check, &h);
   if (rc < 0) {
@@ -372,7 +375,6 @@ int main(int argc, char **argv) {
     cfg_free(cfg);
     return 1;
   }
-  (void)os_notify_open();
   /* The admin socket first: a second pierd on the same config stops here,
    * before it runs any plugin code. */
   if (admin_open(cfg->admin_socket, &adm, err, sizeof(err)) < 0) {

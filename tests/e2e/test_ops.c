@@ -127,6 +127,33 @@ START_TEST(test_ops_notify_abstract_socket_without_watchdog) {
 }
 END_TEST
 
+static void start_whoami(test_daemon *d, const char *extra, const char *daemon_cmd, int i);
+
+/* The variables are pierd's alone: plugins (and what they start) never see
+ * them; and WATCHDOG_PID naming another process means no pings. */
+START_TEST(test_ops_notify_env_hidden_from_plugins) {
+  manager m;
+  test_daemon d;
+  char msg[256];
+
+  manager_open(&m, 0);
+  setenv("NOTIFY_SOCKET", m.path, 1);
+  setenv("WATCHDOG_USEC", "2000", 1);
+  setenv("WATCHDOG_PID", "1", 1);
+  start_whoami(&d, "", NULL, _i);
+  unsetenv("NOTIFY_SOCKET");
+  unsetenv("WATCHDOG_USEC");
+  unsetenv("WATCHDOG_PID");
+  ck_assert_msg(strstr(d.log, "whoami env NOTIFY_SOCKET=- WATCHDOG_USEC=-"), "log: %s", d.log);
+  ck_assert_str_eq(manager_next(&m, msg, sizeof(msg)), "READY=1");
+  test_daemon_command(&d, "quit");
+  ck_assert_str_eq(manager_next(&m, msg, sizeof(msg)), "STOPPING=1");
+  ck_assert_int_eq(test_daemon_quit(&d, 20000), 0);
+  test_daemon_cleanup(&d);
+  manager_close(&m);
+}
+END_TEST
+
 /* ---- drain ---- */
 
 /* A connect to the loopback port: 0 when it was taken, else -errno. */
@@ -424,6 +451,7 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_ops_notify_ready_watchdog_stopping, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_ops_notify_abstract_socket_without_watchdog, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_ops_notify_env_hidden_from_plugins, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_ops_drain_refuses_new_and_serves_open_sessions, 0,
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_ops_drain_second_stop_ends_it, 0, TEST_NBACKENDS);

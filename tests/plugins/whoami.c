@@ -1,6 +1,9 @@
-/* Test plugin for the privilege drop: on_load logs the real and effective
- * user and group ids it runs with ("whoami uid=U euid=E gid=G egid=G"), so
- * a test sees what plugin code would get; on_recv echoes (raw listeners). */
+/* Test plugin for the privilege drop and the service manager: on_load logs
+ * the real and effective user and group ids it runs with ("whoami uid=U
+ * euid=E gid=G egid=G") and the manager's variables it can see ("whoami env
+ * NOTIFY_SOCKET=... WATCHDOG_USEC=...", "-" when unset), so a test sees what
+ * plugin code gets; on_recv echoes (raw listeners). */
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "pier/plugin.h"
@@ -11,6 +14,9 @@ static int whoami_load(const pier_load_args *a) {
   host = a->host;
   host->log(host, PIER_LOG_INFO, "whoami uid=%u euid=%u gid=%u egid=%u", (unsigned)getuid(),
             (unsigned)geteuid(), (unsigned)getgid(), (unsigned)getegid());
+  host->log(host, PIER_LOG_INFO, "whoami env NOTIFY_SOCKET=%s WATCHDOG_USEC=%s",
+            getenv("NOTIFY_SOCKET") ? getenv("NOTIFY_SOCKET") : "-",
+            getenv("WATCHDOG_USEC") ? getenv("WATCHDOG_USEC") : "-");
   return 0;
 }
 
