@@ -200,6 +200,15 @@ START_TEST(test_ops_drain_refuses_new_and_serves_open_sessions) {
   ck_assert_int_eq(try_connect(d.ports[0]), -ECONNREFUSED);
   echo_once(fd, "during the drain");
   ck_assert_int_eq(try_connect(d.ports[0]), -ECONNREFUSED);
+  {
+    /* pierctl is still served meanwhile, and sees the session */
+    char out[4096], err[1024];
+    const char *admin = test_daemon_admin(&d, 10000);
+    ck_assert_ptr_nonnull(admin);
+    const char *args[] = {"--socket", admin, "status", NULL};
+    ck_assert_int_eq(test_daemon_pierctl(args, out, sizeof(out), err, sizeof(err), 10000), 0);
+    ck_assert_msg(strstr(out, "\nsessions 1 open, 1 accepted"), "out: %s", out);
+  }
   os_sock_close(fd);
   ck_assert_int_eq(test_daemon_signal_wait(&d, 0, 20000), 0);
   ck_assert_msg(strstr(d.log, "drain: every session ended"), "log: %s", d.log);
