@@ -1261,6 +1261,146 @@ static void run_transcript(const char *backend, transcript *t) {
   os_mutex_destroy(&t->mu);
 }
 
+/* ---- the numbers /metrics shows ---- */
+
+typedef struct wait_stat {
+  net *n;
+  int field; /* 0: send_queue_bytes, 1: messages_out */
+  uint64_t want;
+  int above; /* wait for > want instead of == want */
+} wait_stat;
+
+static uint64_t stat_of(net *n, int field) {
+  net_stats st;
+  net_get_stats(n, &st);
+  return field == 0 ? st.send_queue_bytes : st.messages_out;
+}
+
+static int cond_stat(void *arg) {
+  wait_stat *w = arg;
+  uint64_t v = stat_of(w->n, w->field);
+  return w->above ? v > w->want : v == w->want;
+}
+
+static int wait_stat_eq(net *n, int field, uint64_t want) {
+  wait_stat w = {n, field, want, 0};
+  return test_wait(cond_stat, &w, 10000);
+}
+
+/* Packets in and out are counted per packet, and every session that ends is
+ * counted once under the reason its owner was told, on every worker. */
+START_TEST(test_net_stats_count_messages_and_closes) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 2, 100, 1u << 20, NET_FRAMING_U16_SIZE_ID);
+  /* Two 6-byte packets (size 6 little-endian, id 7 / 8, two bytes of data). */
+  static const char pkts[] = "\x06\x00\x07\x00hi\x06\x00\x08\x00yo";
+  char buf[12];
+  int fd[3];
+  net_stats st;
+  uint64_t total = 0;
+
+  for (int i = 0; i < 3; i++) {
+    fd[i] = test_connect(v->port);
+    ck_assert(wait_for(&v->connected, i + 1)); /* v->sids[i] is fd[i]'s */
+    test_send_all(fd[i], pkts, 12);
+    ck_assert_int_eq(test_recv_exact(fd[i], buf, 12), 0);
+    ck_assert_int_eq(memcmp(buf, pkts, 12), 0);
+  }
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.messages_in, 6);
+  ck_assert_uint_eq(st.messages_out, 6);
+  ck_assert_uint_eq(st.bytes_in, 36);
+  /* Echoed in full: nothing is left queued once the sends completed. */
+  ck_assert(wait_stat_eq(v->n, 0, 0));
+
+  os_sock_close(fd[0]);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(net_close(v->n, v->sids[1], PIER_REASON_KICKED), 0);
+  ck_assert(wait_for(&v->disconnected, 2));
+  os_sock_abort(fd[2]);
+  ck_assert(wait_for(&v->disconnected, 3));
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.closed_by_reason[PIER_REASON_PEER_CLOSED], 1);
+  ck_assert_uint_eq(st.closed_by_reason[PIER_REASON_KICKED], 1);
+  ck_assert_uint_eq(st.closed_by_reason[PIER_REASON_PEER_RESET], 1);
+  for (unsigned r = 0; r < NET_REASON_COUNT; r++)
+    total += st.closed_by_reason[r];
+  ck_assert_uint_eq(total, 3);
+  ck_assert_uint_eq(st.disconnects, 3);
+  ck_assert_uint_eq(st.sessions, 0);
+  /* A send that queues nothing is no message. */
+  ck_assert_uint_eq(st.messages_out, 6);
+  os_sock_close(fd[1]);
+  srv_free(v);
+}
+END_TEST
+
+/* send_queue_bytes follows the bytes a peer has not taken yet: up while it
+ * does not read, back to 0 when the queue drains (graceful close) and when
+ * it is dropped (abortive close). */
+START_TEST(test_net_stats_send_queue_gauge_follows_queue) {
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, 64u << 20, NET_FRAMING_RAW);
+  static char big[8u << 20];
+  wait_stat above = {v->n, 0, 0, 1};
+  int fd = test_connect_rcvbuf(v->port, 4096), fd2;
+  size_t got = 0;
+  uint64_t q;
+
+  ck_assert(wait_for(&v->connected, 1));
+  memset(big, 'q', sizeof(big));
+  ck_assert_int_eq(net_send(v->n, v->sids[0], big, sizeof(big)), 0);
+  ck_assert(test_wait(cond_stat, &above, 10000));
+  q = stat_of(v->n, 0);
+  ck_assert_uint_le(q, sizeof(big));
+  ck_assert_uint_eq(stat_of(v->n, 1), 1);
+  /* Dropped by an abortive close: the gauge gives the bytes back. */
+  ck_assert_int_eq(net_abort(v->n, v->sids[0], PIER_REASON_KICKED), 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_uint_eq(stat_of(v->n, 0), 0);
+  os_sock_close(fd);
+
+  /* Sent in full by a graceful close: back to 0 once the peer took it. */
+  fd2 = test_connect(v->port);
+  ck_assert(wait_for(&v->connected, 2));
+  ck_assert_int_eq(net_send(v->n, v->sids[1], big, 1u << 20), 0);
+  ck_assert_int_eq(net_close(v->n, v->sids[1], PIER_REASON_CLOSED), 0);
+  ck_assert_int_eq(test_recv_until_close(fd2, &got), 0);
+  ck_assert_uint_eq(got, 1u << 20);
+  ck_assert(wait_for(&v->disconnected, 2));
+  ck_assert_uint_eq(stat_of(v->n, 0), 0);
+  ck_assert_uint_eq(stat_of(v->n, 1), 2);
+  os_sock_close(fd2);
+  srv_free(v);
+}
+END_TEST
+
+/* The io loops' own counters reach net_get_stats: a ring of four 64-byte
+ * buffers runs dry under a stream on io_uring (the epoll and IOCP backends
+ * read into one scratch buffer and have nothing to run out of). */
+START_TEST(test_net_stats_io_counters_reach_net) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 4u << 20, .buf_count = 4, .buf_size = 64};
+  srv *v = srv_start_o(&o, MODE_ECHO, NET_FRAMING_RAW);
+  static char data[256u << 10], back[256u << 10];
+  int fd = test_connect(v->port);
+  net_stats st;
+
+  for (size_t k = 0; k < sizeof(data); k++)
+    data[k] = (char)test_pattern(1, k);
+  test_send_all(fd, data, sizeof(data));
+  ck_assert_int_eq(test_recv_exact(fd, back, sizeof(back)), 0);
+  ck_assert_int_eq(memcmp(data, back, sizeof(data)), 0);
+  net_get_stats(v->n, &st);
+  if (strcmp(test_backend(_i), "io_uring") == 0)
+    ck_assert_msg(st.io_enobufs > 0, "io_enobufs %llu io_rearms %llu",
+                  (unsigned long long)st.io_enobufs, (unsigned long long)st.io_rearms);
+  else
+    ck_assert_uint_eq(st.io_enobufs, 0);
+  ck_assert_uint_eq(st.messages_in, st.messages_out); /* raw: one echo per read */
+  os_sock_close(fd);
+  srv_free(v);
+}
+END_TEST
+
 START_TEST(test_net_backends_give_identical_results) {
   transcript t;
   for (int i = 0; i < TEST_NBACKENDS; i++) {
@@ -1302,6 +1442,9 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_bad_packet_size_closes_only_that_session, 0,
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_idle_timeout_closes_only_quiet_sessions, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_stats_count_messages_and_closes, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_stats_send_queue_gauge_follows_queue, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_stats_io_counters_reach_net, 0, TEST_NBACKENDS);
   tcase_add_test(tc, test_net_backends_give_identical_results);
   suite_add_tcase(s, tc);
   return test_run(s);
