@@ -92,6 +92,7 @@ static void on_connected(void *ctx, session *s) {
     net_abort(l->h->net, e.sid, PIER_REASON_PLUGIN_ERROR);
     return;
   }
+  atomic_fetch_add_explicit(&l->accepted, 1, memory_order_relaxed);
   net_addr_format(session_peer(s), peer, sizeof(peer));
   e.data = peer;
   e.n = strlen(peer) + 1;
