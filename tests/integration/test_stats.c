@@ -11,6 +11,7 @@
 
 #include "host/config.h"
 #include "host/host.h"
+#include "net/net.h"
 #include "testlib.h"
 
 #define TP PIER_BINARY_DIR "/tests/plugins"
@@ -35,8 +36,10 @@ static void copy_file(const char *from, const char *to) {
 }
 
 /* A host serving probe.so (a private copy in a temp dir, so a case may spoil
- * it) on one raw listener, with `opts` added to the plugin's config. */
-static void start(fixture *f, const char *backend, unsigned workers, const char *opts) {
+ * it) on one listener (raw, unless `listener` adds keys), with `opts` added
+ * to the plugin's config. */
+static void start_on(fixture *f, const char *backend, unsigned workers, const char *opts,
+                     const char *listener) {
   char json[2048], err[CFG_ERR_LEN];
 
   memset(f, 0, sizeof(*f));
@@ -47,13 +50,17 @@ static void start(fixture *f, const char *backend, unsigned workers, const char 
   snprintf(json, sizeof(json),
            "{\"workers\": %u, \"plugins\": [{\"name\": \"probe\", \"path\": \"%s\", "
            "\"config\": {\"out\": \"%s\"%s}}], "
-           "\"listeners\": [{\"port\": 0, \"plugin\": \"probe\"}]}",
-           workers, f->plugin, f->rec.path, opts);
+           "\"listeners\": [{\"port\": 0, \"plugin\": \"probe\"%s}]}",
+           workers, f->plugin, f->rec.path, opts, listener);
   ck_assert_msg(cfg_load_text(json, strlen(json), "server.json", f->dir, &f->cfg, err,
                               sizeof(err)) == 0,
                 "%s", err);
   ck_assert_int_eq(host_create(f->cfg, backend, 0, &f->h), 0);
   ck_assert_int_eq(host_start(f->h), 0);
+}
+
+static void start(fixture *f, const char *backend, unsigned workers, const char *opts) {
+  start_on(f, backend, workers, opts, "");
 }
 
 static void finish(fixture *f) {
@@ -176,6 +183,71 @@ START_TEST(test_stats_slow_callback_in_upper_bucket) {
 }
 END_TEST
 
+/* A WebSocket client: the upgrade, then frames (masked, as a client must). */
+static int ws_connect(uint16_t port) {
+  static const char req[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                            "Sec-WebSocket-Version: 13\r\n\r\n";
+  char head[1024];
+  size_t n = 0;
+  int fd = test_connect(port);
+
+  test_send_all(fd, req, sizeof(req) - 1);
+  while (n < 4 || memcmp(head + n - 4, "\r\n\r\n", 4) != 0) {
+    ck_assert_uint_lt(n, sizeof(head) - 1);
+    ck_assert_int_eq(test_recv_exact(fd, head + n, 1), 0);
+    n++;
+  }
+  head[n] = '\0';
+  ck_assert_msg(strncmp(head, "HTTP/1.1 101", 12) == 0, "%s", head);
+  return fd;
+}
+
+static void ws_send_binary(int fd, const char *data, size_t len) {
+  char f[2 + 4 + 125] = {(char)0x82, (char)(0x80 | len)}; /* mask 0: payload as is */
+  ck_assert_uint_le(len, 125);
+  memcpy(f + 6, data, len);
+  test_send_all(fd, f, 6 + len);
+}
+
+static void ws_recv_binary(int fd, char *data, size_t len) {
+  unsigned char h[2];
+  ck_assert_int_eq(test_recv_exact(fd, h, 2), 0);
+  ck_assert_uint_eq(h[0], 0x82);
+  ck_assert_uint_eq(h[1], len);
+  ck_assert_int_eq(test_recv_exact(fd, data, len), 0);
+}
+
+/* Over WebSocket a message is one message in, whether framing is raw or
+ * u16_size_id, and the echo one message out; the HTTP upgrade is neither. */
+START_TEST(test_stats_websocket_messages_counted) {
+  static const char pkt[] = "\x06\x00\x01\x00ok";
+  fixture f;
+  net_stats st;
+  host_listener_stats ls;
+  char buf[6];
+  int fd;
+
+  start_on(&f, test_backend(_i), 1, "",
+           ", \"transport\": \"websocket\", \"path\": \"/\", \"framing\": \"u16_size_id\"");
+  fd = ws_connect(port_of(&f));
+  for (int k = 0; k < 2; k++) {
+    ws_send_binary(fd, pkt, 6);
+    ws_recv_binary(fd, buf, 6);
+    ck_assert_int_eq(memcmp(buf, pkt, 6), 0);
+  }
+  net_get_stats(host_net(f.h), &st);
+  ck_assert_uint_eq(st.messages_in, 2);
+  ck_assert_uint_eq(st.messages_out, 2);
+  ck_assert_uint_eq(st.handshakes, 1);
+  host_get_listener_stats(f.h, 0, &ls);
+  ck_assert_str_eq(ls.transport, "websocket");
+  ck_assert_uint_eq(ls.accepted, 1);
+  close(fd);
+  finish(&f);
+}
+END_TEST
+
 static void reload(fixture *f, const char *config, int want_rc) {
   char msg[2048];
   int rc = host_reload(f->h, "probe", config, msg, sizeof(msg));
@@ -235,6 +307,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_stats_callbacks_timed_and_sessions_counted, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_stats_slow_callback_in_upper_bucket, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_stats_reloads_counted_by_outcome, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_stats_websocket_messages_counted, 0, TEST_NBACKENDS);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
