@@ -116,6 +116,7 @@ typedef struct cb_slot {
   _Atomic int type;
   uint64_t reported; /* watchdog thread only: start_us it already reported */
   lat_hist lat[HOST_CB_TYPES]; /* index: ev_type */
+  char pad[64]; /* the next thread's slot starts on another cache line than these end on */
 } cb_slot;
 
 struct host_plugin {

@@ -184,6 +184,10 @@ int net_current_worker(const net *n);
 io_loop *net_loop(net *n, unsigned i);
 /* Human-readable text of a disconnect reason. */
 const char *net_reason_text(pier_reason reason);
+/* The enum name in lowercase without its prefix ("peer_closed",
+ * "handshake_timeout"): the reason label of pier_sessions_closed_total. "?"
+ * for a value outside the enum. */
+const char *net_reason_label(pier_reason reason);
 
 const char *net_backend_name(const net *n);
 unsigned net_workers(const net *n);

@@ -17,6 +17,25 @@ static const char *const reason_text[] = {
 #undef XX
 };
 
+/* By hand (the preprocessor cannot lowercase): test_net checks each against
+ * its PIER_REASON_MAP name. */
+static const char *const reason_label[] = {
+    "none", "peer_closed", "peer_reset", "io_error", "closed", "kicked", "send_queue_full",
+    "packet_too_small", "packet_too_large", "idle_timeout", "shutdown", "no_memory",
+    "flush_timeout", "plugin_error", "packet_timeout", "send_timeout", "protocol_error",
+    "invalid_text", "ping_timeout", "tls_error", "handshake_failed", "handshake_timeout",
+};
+
+_Static_assert(sizeof(reason_text) / sizeof(reason_text[0]) == NET_REASON_COUNT,
+               "NET_REASON_COUNT must follow PIER_REASON_MAP");
+_Static_assert(sizeof(reason_label) / sizeof(reason_label[0]) == NET_REASON_COUNT,
+               "a reason without its label");
+
+const char *net_reason_label(pier_reason reason) {
+  unsigned r = (unsigned)reason;
+  return r < NET_REASON_COUNT ? reason_label[r] : "?";
+}
+
 const char *net_reason_text(pier_reason reason) {
   unsigned r = (unsigned)reason;
   return r < sizeof(reason_text) / sizeof(reason_text[0]) && reason_text[r] ? reason_text[r] : "?";

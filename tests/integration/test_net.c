@@ -1401,6 +1401,31 @@ START_TEST(test_net_stats_io_counters_reach_net) {
 }
 END_TEST
 
+/* Each reason's label is its PIER_REASON_MAP name in lowercase, so a new
+ * reason cannot go out under another's label. */
+START_TEST(test_net_reason_labels_follow_enum) {
+  static const struct {
+    pier_reason r;
+    const char *name;
+  } map[] = {
+#define XX(name, value, text) {PIER_REASON_##name, #name},
+      PIER_REASON_MAP(XX)
+#undef XX
+  };
+  ck_assert_uint_eq(sizeof(map) / sizeof(map[0]), NET_REASON_COUNT);
+  for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+    char want[64];
+    size_t k = 0;
+    for (; map[i].name[k] && k < sizeof(want) - 1; k++)
+      want[k] = (char)(map[i].name[k] >= 'A' && map[i].name[k] <= 'Z' ? map[i].name[k] + 32
+                                                                       : map[i].name[k]);
+    want[k] = '\0';
+    ck_assert_str_eq(net_reason_label(map[i].r), want);
+  }
+  ck_assert_str_eq(net_reason_label((pier_reason)NET_REASON_COUNT), "?");
+}
+END_TEST
+
 START_TEST(test_net_backends_give_identical_results) {
   transcript t;
   for (int i = 0; i < TEST_NBACKENDS; i++) {
@@ -1445,6 +1470,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_stats_count_messages_and_closes, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stats_send_queue_gauge_follows_queue, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stats_io_counters_reach_net, 0, TEST_NBACKENDS);
+  tcase_add_test(tc, test_net_reason_labels_follow_enum);
   tcase_add_test(tc, test_net_backends_give_identical_results);
   suite_add_tcase(s, tc);
   return test_run(s);
