@@ -11,6 +11,11 @@
 #include <time.h>
 
 #include "net/framing.h"
+#ifndef _WIN32
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#endif
 #include "testlib.h"
 
 enum { MODE_ECHO, MODE_RELAY, MODE_FLOOD, MODE_SILENT };
@@ -1401,6 +1406,110 @@ START_TEST(test_net_stats_io_counters_reach_net) {
 }
 END_TEST
 
+#ifndef _WIN32 /* no TLS in the Windows build (xport_none.c) */
+/* A self-signed P-256 certificate and its key, as PEM files in dir. */
+static void tls_files(const char *dir, char *cert, char *key, size_t len) {
+  EVP_PKEY *k = EVP_EC_gen("P-256");
+  X509 *x = X509_new();
+  X509_NAME *name = X509_NAME_new();
+  FILE *f;
+
+  ck_assert_ptr_nonnull(k);
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(x), 24 * 3600);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"pier", -1, -1, 0);
+  X509_set_subject_name(x, name);
+  X509_set_issuer_name(x, name);
+  X509_set_pubkey(x, k);
+  ck_assert_int_gt(X509_sign(x, k, EVP_sha256()), 0);
+  snprintf(cert, len, "%s/c.crt", dir);
+  snprintf(key, len, "%s/c.key", dir);
+  ck_assert_ptr_nonnull(f = fopen(cert, "wb"));
+  ck_assert(PEM_write_X509(f, x));
+  fclose(f);
+  ck_assert_ptr_nonnull(f = fopen(key, "wb"));
+  ck_assert(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL));
+  fclose(f);
+  X509_NAME_free(name);
+  X509_free(x);
+  EVP_PKEY_free(k);
+}
+
+/* With TLS the plaintext waiting to be sealed counts as queued too: the
+ * gauge rises while the peer does not read and comes back to 0 when the
+ * session is dropped with both queues full, and when it drains. */
+START_TEST(test_net_stats_send_queue_gauge_counts_tls) {
+  static char big[32u << 20];
+  char dir[256], cert[300], key[300], buf[4096];
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 64u << 20, .close_timeout_ms = 3000};
+  srv *v;
+  wait_stat above;
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  SSL *ssl[2];
+  int fd[2];
+  size_t got = 0;
+
+  test_mkdtemp(dir, sizeof(dir), "pier-net-tls-");
+  tls_files(dir, cert, key, sizeof(cert));
+  v = calloc(1, sizeof(*v));
+  os_mutex_init(&v->mu);
+  v->mode = MODE_SILENT;
+  v->ep = (net_endpoint){.handler = &srv_handler, .ctx = v, .framing = NET_FRAMING_RAW,
+                         .tls_cert = cert, .tls_key = key};
+  ck_assert_int_eq(net_create(&o, &v->n), 0);
+  {
+    net_addr a;
+    net_listener *l;
+    ck_assert_int_eq(net_addr_parse("127.0.0.1", 0, &a), 0);
+    ck_assert_int_eq(net_listen(v->n, &a, &v->ep, &l), 0);
+    v->port = net_listener_port(l);
+  }
+  ck_assert_int_eq(net_start(v->n), 0);
+  above = (wait_stat){v->n, 0, 0, 1};
+  for (int i = 0; i < 2; i++) {
+    fd[i] = i == 0 ? test_connect_rcvbuf(v->port, 4096) : test_connect(v->port);
+    ssl[i] = SSL_new(ctx);
+    SSL_set_fd(ssl[i], fd[i]);
+    ck_assert_int_eq(SSL_connect(ssl[i]), 1);
+    ck_assert(wait_for(&v->connected, i + 1));
+  }
+  memset(big, 't', sizeof(big));
+
+  ck_assert_int_eq(net_send(v->n, v->sids[0], big, sizeof(big)), 0);
+  ck_assert(test_wait(cond_stat, &above, 10000));
+  /* Sealed into the socket's queue 64 KiB at a time: most of it is still
+   * plaintext, and the kernel (a send buffer of a few MiB at most, a 4 KiB
+   * window) can have taken little of it. */
+  ck_assert_uint_ge(stat_of(v->n, 0), 16u << 20);
+  ck_assert_int_eq(net_abort(v->n, v->sids[0], PIER_REASON_KICKED), 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_uint_eq(stat_of(v->n, 0), 0);
+
+  ck_assert_int_eq(net_send(v->n, v->sids[1], big, 1u << 20), 0);
+  ck_assert_int_eq(net_close(v->n, v->sids[1], PIER_REASON_CLOSED), 0);
+  for (;;) {
+    int r = SSL_read(ssl[1], buf, sizeof(buf));
+    if (r <= 0)
+      break;
+    got += (size_t)r;
+  }
+  ck_assert_uint_eq(got, 1u << 20);
+  ck_assert(wait_for(&v->disconnected, 2));
+  ck_assert_uint_eq(stat_of(v->n, 0), 0);
+  for (int i = 0; i < 2; i++) {
+    SSL_free(ssl[i]);
+    os_sock_close(fd[i]);
+  }
+  SSL_CTX_free(ctx);
+  srv_free(v);
+  test_rm_rf(dir);
+}
+END_TEST
+#endif
+
 /* Each reason's label is its PIER_REASON_MAP name in lowercase, so a new
  * reason cannot go out under another's label. */
 START_TEST(test_net_reason_labels_follow_enum) {
@@ -1470,6 +1579,9 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_stats_count_messages_and_closes, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stats_send_queue_gauge_follows_queue, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stats_io_counters_reach_net, 0, TEST_NBACKENDS);
+#ifndef _WIN32
+  tcase_add_loop_test(tc, test_net_stats_send_queue_gauge_counts_tls, 0, TEST_NBACKENDS);
+#endif
   tcase_add_test(tc, test_net_reason_labels_follow_enum);
   tcase_add_test(tc, test_net_backends_give_identical_results);
   suite_add_tcase(s, tc);
