@@ -826,15 +826,13 @@ const char *net_backend_name(const net *n) { return n->be->name; }
 
 unsigned net_workers(const net *n) { return n->nworkers; }
 
-/* The io loop keeps its counters as plain integers its own thread bumps;
- * read each through a volatile access, once: a value a moment old, never a
- * lock or a wait on the worker. */
-static void io_stats_read(const io_loop *loop, uint64_t *cq_overflows, uint64_t *enobufs,
+/* The io loop's rare-event counters: relaxed atomic reads, never a lock or a
+ * wait on the worker. */
+static void io_stats_read(io_loop *loop, uint64_t *cq_overflows, uint64_t *enobufs,
                           uint64_t *rearms) {
-  const volatile io_stats *st = &loop->stats;
-  *cq_overflows += st->cq_overflows;
-  *enobufs += st->enobufs;
-  *rearms += st->rearms;
+  *cq_overflows += atomic_load_explicit(&loop->stats.cq_overflows, memory_order_relaxed);
+  *enobufs += atomic_load_explicit(&loop->stats.enobufs, memory_order_relaxed);
+  *rearms += atomic_load_explicit(&loop->stats.rearms, memory_order_relaxed);
 }
 
 void net_get_stats(net *n, net_stats *out) {
