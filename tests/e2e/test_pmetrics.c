@@ -184,6 +184,43 @@ START_TEST(test_pmetrics_rendered_under_the_plugin_name) {
 }
 END_TEST
 
+/* Updates from both workers at once, rendered while they land: nothing is
+ * lost (a counter is exact), and every render is a histogram whose buckets
+ * add up to its count. */
+START_TEST(test_pmetrics_concurrent_updates_exact) {
+  enum { CLIENTS = 8, ROUNDS = 200 };
+  fixture f;
+  int fd[CLIENTS];
+  char buf[1], want[128];
+
+  start(&f, test_backend(_i), "metered.so");
+  for (int c = 0; c < CLIENTS; c++)
+    fd[c] = test_connect(f.port);
+  for (int r = 0; r < ROUNDS; r++) {
+    for (int c = 0; c < CLIENTS; c++)
+      test_send_all(fd[c], "x", 1);
+    render(&f); /* while the workers count */
+    ck_assert_ptr_nonnull(strstr(f.text, "meter_1_message_bytes_bucket" L ",le=\"+Inf\"} "));
+    {
+      const char *inf = strstr(f.text, ",le=\"+Inf\"} "), *cnt = strstr(f.text, "_count" L "} ");
+      ck_assert_int_eq(atoi(inf + strlen(",le=\"+Inf\"} ")), atoi(cnt + strlen("_count" L "} ")));
+    }
+    for (int c = 0; c < CLIENTS; c++)
+      ck_assert_int_eq(test_recv_exact(fd[c], buf, 1), 0);
+  }
+  render(&f);
+  snprintf(want, sizeof(want), "meter_1_messages_total" L ",kind=\"other\"} %d\n",
+           CLIENTS * ROUNDS);
+  ck_assert_ptr_nonnull(strstr(f.text, want));
+  snprintf(want, sizeof(want), "meter_1_message_bytes_count" L "} %d\n", CLIENTS * ROUNDS);
+  ck_assert_ptr_nonnull(strstr(f.text, want));
+  ck_assert_ptr_nonnull(strstr(f.text, "meter_1_sessions" L "} 8\n"));
+  for (int c = 0; c < CLIENTS; c++)
+    close(fd[c]);
+  finish(&f);
+}
+END_TEST
+
 /* A reload keeps every value: the new version declares the same metrics and
  * gets them back, its session (still open) is still counted, a metric only
  * the new version has joins, a redeclaration with another type is refused
@@ -338,6 +375,7 @@ int main(void) {
   TCase *tc = tcase_create("host");
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_pmetrics_rendered_under_the_plugin_name, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_pmetrics_concurrent_updates_exact, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_reload_keeps_values, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_abi_1_1_plugin_still_loads, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_limits_refused_and_logged, 0, TEST_NBACKENDS);
