@@ -38,27 +38,34 @@ static void copy_file(const char *from, const char *to) {
   ck_assert_int_eq(fclose(out), 0);
 }
 
-/* A host serving a private copy of TP/so (so a reload can replace it) as
- * plugin "meter-1" on one raw listener. */
-static void start(fixture *f, const char *backend, const char *so) {
+/* A host serving a private copy of the file src (so a reload can replace
+ * it) as plugin name on one listener of that framing. */
+static void start_as(fixture *f, const char *backend, const char *src, const char *name,
+                     const char *framing) {
   char json[2048], err[CFG_ERR_LEN];
   memset(f, 0, sizeof(*f));
   test_mkdtemp(f->dir, sizeof(f->dir), "pier-pmetrics-");
-  snprintf(f->plugin, sizeof(f->plugin), "%s/metered.so", f->dir);
-  snprintf(json, sizeof(json), "%s/%s", TP, so);
-  copy_file(json, f->plugin);
+  snprintf(f->plugin, sizeof(f->plugin), "%s/plugin.so", f->dir);
+  copy_file(src, f->plugin);
   test_rec_init(&f->rec);
   f->port = test_unused_port();
   snprintf(json, sizeof(json),
-           "{\"workers\": 2, \"plugins\": [{\"name\": \"meter-1\", \"path\": \"%s\", "
+           "{\"workers\": 2, \"plugins\": [{\"name\": \"%s\", \"path\": \"%s\", "
            "\"config\": {\"out\": \"%s\"}}], "
-           "\"listeners\": [{\"port\": %u, \"plugin\": \"meter-1\"}]}",
-           f->plugin, f->rec.path, f->port);
+           "\"listeners\": [{\"port\": %u, \"plugin\": \"%s\", \"framing\": \"%s\"}]}",
+           name, f->plugin, f->rec.path, f->port, name, framing);
   ck_assert_msg(cfg_load_text(json, strlen(json), "server.json", f->dir, &f->cfg, err,
                               sizeof(err)) == 0,
                 "%s", err);
   ck_assert_int_eq(host_create(f->cfg, backend, 0, &f->h), 0);
   ck_assert_int_eq(host_start(f->h), 0);
+}
+
+/* The metered test plugin TP/so as "meter-1" on a raw listener. */
+static void start(fixture *f, const char *backend, const char *so) {
+  char src[512];
+  snprintf(src, sizeof(src), "%s/%s", TP, so);
+  start_as(f, backend, src, "meter-1", "raw");
 }
 
 static void finish(fixture *f) {
@@ -295,6 +302,51 @@ START_TEST(test_pmetrics_abi_1_1_plugin_still_loads) {
 }
 END_TEST
 
+/* Sends one u16_size_id packet and reads one back; returns its id. */
+static unsigned packet_exchange(int fd, unsigned id, const char *body) {
+  unsigned char pkt[64], head[4], rest[600];
+  size_t n = strlen(body), size;
+  pkt[0] = (unsigned char)(n + 4);
+  pkt[1] = 0;
+  pkt[2] = (unsigned char)id;
+  pkt[3] = 0;
+  memcpy(pkt + 4, body, n);
+  test_send_all(fd, pkt, n + 4);
+  ck_assert_int_eq(test_recv_exact(fd, head, 4), 0);
+  size = (size_t)(head[0] | head[1] << 8);
+  ck_assert_uint_ge(size, 4);
+  ck_assert_uint_le(size - 4, sizeof(rest));
+  ck_assert_int_eq(test_recv_exact(fd, rest, size - 4), 0);
+  return (unsigned)(head[2] | head[3] << 8);
+}
+
+#define CHAT_L "{plugin=\"chat\",kind="
+
+/* The chat example counts its packets by kind, and a reload (the rooms are
+ * handed over) keeps the counts. */
+START_TEST(test_pmetrics_chat_counts_packets) {
+  fixture f;
+  char msg[512];
+  int fd;
+
+  start_as(&f, test_backend(_i), PIER_BINARY_DIR "/plugins/chat.so", "chat", "u16_size_id");
+  fd = test_connect(f.port);
+  ck_assert_uint_eq(packet_exchange(fd, 1, "lobby"), 102); /* the join notice */
+  ck_assert_uint_eq(packet_exchange(fd, 2, "hi"), 101);    /* our own line back */
+  ck_assert_str_eq(render(&f), "# HELP chat_packets_total Packets received, by kind.\n"
+                               "# TYPE chat_packets_total counter\n"
+                               "chat_packets_total" CHAT_L "\"join\"} 1\n"
+                               "chat_packets_total" CHAT_L "\"chat\"} 1\n"
+                               "chat_packets_total" CHAT_L "\"other\"} 0\n");
+  ck_assert_msg(host_reload(f.h, "chat", NULL, msg, sizeof(msg)) == 0, "%s", msg);
+  ck_assert_uint_eq(packet_exchange(fd, 2, "again"), 101); /* still in the room */
+  ck_assert_ptr_nonnull(strstr(render(&f), "chat_packets_total" CHAT_L "\"chat\"} 2\n"));
+  ck_assert_ptr_nonnull(strstr(f.text, "chat_packets_total" CHAT_L "\"join\"} 1\n"));
+  close(fd);
+  finish(&f);
+}
+END_TEST
+
 /* Every limit in a real pierd: what each call returned (recorded by the
  * plugin) and the error lines the refusals log; an ABI 1.1 plugin serves in
  * the same daemon. */
@@ -379,6 +431,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_pmetrics_reload_keeps_values, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_abi_1_1_plugin_still_loads, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_limits_refused_and_logged, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_pmetrics_chat_counts_packets, 0, TEST_NBACKENDS);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
