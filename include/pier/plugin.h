@@ -229,8 +229,8 @@ struct pier_host {
   /* ABI 1.2: plugin metrics (see pier_metric_spec above). Check h->size (or
    * h->abi_minor >= 2) before using them.
    * Declares a metric, or finds the one this plugin declared before under
-   * that name (by any version) if type, labels and bounds match. Any thread;
-   * the spec's strings are copied. */
+   * that name (by any version) if type, labels and bounds match (the help
+   * text stays the first one's). Any thread; the spec's strings are copied. */
   int (*metric_declare)(const pier_host *h, const pier_metric_spec *spec, pier_metric **out);
   /* The series of m for values (one per label name, in the spec's order;
    * NULL when m has no labels), created at 0 the first time. Any thread; it

@@ -10,9 +10,10 @@
  * with what each declaration returned. Built three ways:
  *   metered.so      as above; with "caps":1 in its config, on_load instead
  *                   runs into every limit and records each result
- *   metered_v2.so   (METERED_V2) version 2.0.0: the same metrics, plus
- *                   v2_only_total, and a "sessions" redeclared as a counter
- *                   (refused: it keeps its type)
+ *   metered_v2.so   (METERED_V2) version 2.0.0: the same metrics (the
+ *                   generation's with other help text), plus v2_only_total,
+ *                   and a "sessions" redeclared as a counter (refused: it
+ *                   keeps its type)
  *   metered_old.so  (METERED_OLD_ABI) a descriptor of ABI 1.1 that never
  *                   touches the 1.2 entries: an older plugin that must load */
 #include <errno.h>
@@ -104,7 +105,11 @@ static void declare_all(unsigned generation) {
   if (rc == 0)
     rc = host->metric_series(host, m, NULL, &sizes);
   record("declare message_bytes: %d", rc);
+#ifdef METERED_V2
+  gen = plain(PIER_METRIC_GAUGE, "generation", "Help that version 2 would have.");
+#else
   gen = plain(PIER_METRIC_GAUGE, "generation", "The generation of the code serving.");
+#endif
   host->metric_set(host, gen, generation);
 #ifdef METERED_V2
   host->metric_add(host, plain(PIER_METRIC_COUNTER, "v2_only_total", "Only in version 2."), 1);
