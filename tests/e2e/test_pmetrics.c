@@ -231,8 +231,9 @@ END_TEST
 /* A reload keeps every value: the new version declares the same metrics and
  * gets them back (with the first help text), its session (still open) is
  * still counted, a metric only the new version has joins, a redeclaration
- * with another type is refused (-EEXIST) and changes nothing, and a metric
- * stays when the version that declared it is replaced again. */
+ * with another type is refused (-EEXIST) and changes nothing, a metric
+ * stays when the version that declared it is replaced again, and a rollback
+ * finds them all as they were. */
 START_TEST(test_pmetrics_reload_keeps_values) {
   fixture f;
   char msg[512];
@@ -280,6 +281,17 @@ START_TEST(test_pmetrics_reload_keeps_values) {
   ck_assert_ptr_nonnull(strstr(t, "meter_1_sessions" L "} 1\n"));
   ck_assert_ptr_nonnull(strstr(t, "meter_1_generation" L "} 3\n"));
   ck_assert_ptr_nonnull(strstr(t, "meter_1_v2_only_total" L "} 1\n"));
+
+  /* A new on_load that fails after declaring: the old version, restored,
+   * declares them again and counts on. */
+  ck_assert_int_eq(host_reload(f.h, "meter-1", "{\"refuse\":1}", msg, sizeof(msg)), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(msg, "restored as generation 5"));
+  echo(fd, "p");
+  t = render(&f);
+  ck_assert_ptr_nonnull(strstr(t, "meter_1_messages_total" L ",kind=\"ping\"} 4\n"));
+  ck_assert_ptr_nonnull(strstr(t, "meter_1_sessions" L "} 1\n"));
+  ck_assert_ptr_nonnull(strstr(t, "meter_1_generation" L "} 5\n"));
+  ck_assert_int_eq(test_count(t, "# TYPE "), 6);
   close(fd);
   finish(&f);
 }

@@ -7,7 +7,8 @@
  *   message_bytes          histogram of the read sizes, bounds 2, 4, 8
  *   generation             gauge, set by on_load to its generation
  * It records to the file named by its config ("out") one line per on_load,
- * with what each declaration returned. Built three ways:
+ * with what each declaration returned; with "refuse":1 in its config,
+ * on_load declares them and then fails. Built three ways:
  *   metered.so      as above; with "caps":1 in its config, on_load instead
  *                   runs into every limit and records each result
  *   metered_v2.so   (METERED_V2) version 2.0.0: the same metrics (the
@@ -196,6 +197,8 @@ static int metered_load(const pier_load_args *a) {
     run_into_limits();
   else
     declare_all(a->generation);
+  if (strstr(a->config_json, "\"refuse\":1"))
+    return -EINVAL; /* after declaring: a rollback must find them as they were */
 #endif
   return 0;
 }
