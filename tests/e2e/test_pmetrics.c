@@ -316,6 +316,58 @@ START_TEST(test_pmetrics_abi_1_1_plugin_still_loads) {
 }
 END_TEST
 
+/* Families are unique across plugins, and pierd's own prefixes are kept for
+ * it: the second plugin to want a family is refused, and so is a plugin
+ * whose name would put its metrics among pier_* (both logged). */
+START_TEST(test_pmetrics_family_clash_refused) {
+  test_daemon d;
+  test_rec rec;
+  char config[1024];
+
+  test_rec_init(&rec);
+  snprintf(config, sizeof(config),
+           "{\"plugins\": [{\"name\": \"a_b\", \"path\": \"@TESTPLUGINS@/metered@EXT@\", "
+           "\"config\": {\"out\": \"%s\"}},"
+           " {\"name\": \"a\", \"path\": \"@TESTPLUGINS@/metered@EXT@\", "
+           "\"config\": {\"out\": \"%s\", \"extra\": \"b_generation\"}},"
+           " {\"name\": \"pier\", \"path\": \"@TESTPLUGINS@/metered@EXT@\", "
+           "\"config\": {\"out\": \"%s\"}}],"
+           " \"listeners\": [{\"port\": 0, \"plugin\": \"a_b\"}]}",
+           rec.path, rec.path, rec.path);
+  ck_assert_int_eq(test_daemon_start(&d, config, test_backend(_i)), 0);
+  ck_assert_str_eq(test_rec_read(&rec),
+                   "load gen=1 host ABI 1.2\n"
+                   "declare messages_total: 0\n"
+                   "declare received_bytes_total: 0\n"
+                   "declare sessions: 0\n"
+                   "declare message_bytes: 0\n"
+                   "declare generation: 0\n"
+                   "load gen=1 host ABI 1.2\n"
+                   "declare messages_total: 0\n"
+                   "declare received_bytes_total: 0\n"
+                   "declare sessions: 0\n"
+                   "declare message_bytes: 0\n"
+                   "declare generation: 0\n"
+                   "declare b_generation: -17\n"
+                   "load gen=1 host ABI 1.2\n"
+                   "declare messages_total: -22\n"
+                   "declare received_bytes_total: -22\n"
+                   "declare sessions: -22\n"
+                   "declare message_bytes: -22\n"
+                   "declare generation: -22\n");
+  ck_assert(test_daemon_wait_log(
+      &d, "plugin \"a\": metric \"b_generation\": its family a_b_generation is plugin \"a_b\"'s",
+      5000));
+  ck_assert(test_daemon_wait_log(&d,
+                                 "plugin \"pier\": metric \"messages_total\": its family "
+                                 "pier_messages_total would be among pierd's own metrics",
+                                 5000));
+  ck_assert_int_eq(test_daemon_quit(&d, 10000), 0);
+  test_daemon_cleanup(&d);
+  test_rec_free(&rec);
+}
+END_TEST
+
 /* Sends one u16_size_id packet and reads one back; returns its id. */
 static unsigned packet_exchange(int fd, unsigned id, const char *body) {
   unsigned char pkt[64], head[4], rest[600];
@@ -446,6 +498,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_pmetrics_abi_1_1_plugin_still_loads, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_limits_refused_and_logged, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_chat_counts_packets, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_pmetrics_family_clash_refused, 0, TEST_NBACKENDS);
   suite_add_tcase(s, tc);
   return test_run(s);
 }

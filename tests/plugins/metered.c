@@ -8,7 +8,8 @@
  *   generation             gauge, set by on_load to its generation
  * It records to the file named by its config ("out") one line per on_load,
  * with what each declaration returned; with "refuse":1 in its config,
- * on_load declares them and then fails. Built three ways:
+ * on_load declares them and then fails; with "extra":"NAME" it also
+ * declares a gauge NAME. Built three ways:
  *   metered.so      as above; with "caps":1 in its config, on_load instead
  *                   runs into every limit and records each result
  *   metered_v2.so   (METERED_V2) version 2.0.0: the same metrics (the
@@ -51,16 +52,23 @@ static void record(const char *fmt, ...) {
   }
 }
 
-static void open_out(const char *json) {
-  const char *p = strstr(json, "\"out\":\"");
-  char path[256];
+/* The string value of "key" in compact JSON (no escapes) into out, or "". */
+static void json_str(const char *json, const char *key, char *out, size_t cap) {
+  char k[64];
+  const char *p;
   size_t n = 0;
-  if (!p)
+  snprintf(k, sizeof(k), "\"%s\":\"", key);
+  if ((p = strstr(json, k)) != NULL)
+    for (p += strlen(k); *p && *p != '"' && n < cap - 1;)
+      out[n++] = *p++;
+  out[n] = '\0';
+}
+
+static void open_out(const char *json) {
+  char path[256];
+  json_str(json, "out", path, sizeof(path));
+  if (!*path)
     return;
-  p += 7;
-  while (*p && *p != '"' && n < sizeof(path) - 1)
-    path[n++] = *p++;
-  path[n] = '\0';
   if (out_fd >= 0)
     close(out_fd);
   out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -187,6 +195,9 @@ static void run_into_limits(void) {
 #endif
 
 static int metered_load(const pier_load_args *a) {
+#ifndef METERED_OLD_ABI
+  char extra[80];
+#endif
   host = a->host;
   open_out(a->config_json);
   record("load gen=%u host ABI %u.%u", a->generation, host->abi_major, host->abi_minor);
@@ -197,6 +208,12 @@ static int metered_load(const pier_load_args *a) {
     run_into_limits();
   else
     declare_all(a->generation);
+  json_str(a->config_json, "extra", extra, sizeof(extra));
+  if (*extra) {
+    pier_metric *m;
+    record("declare %s: %d", extra,
+           declare(PIER_METRIC_GAUGE, extra, "Extra.", NULL, 0, NULL, 0, &m));
+  }
   if (strstr(a->config_json, "\"refuse\":1"))
     return -EINVAL; /* after declaring: a rollback must find them as they were */
 #endif
