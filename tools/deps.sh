@@ -17,7 +17,9 @@
 #                           own), ca-certificates (npm checks the
 #                           registry's certificate against it), openssl
 #                           (their certificates, and the TLS client of
-#                           tests/ws), and the
+#                           tests/ws), prometheus (promtool checks the
+#                           /metrics text; tests/prometheus runs a real
+#                           server scraping pierd), and the
 #                           windows set below (tools/test-windows)
 #   pier_ensure_deps windows
 #                           the build set plus the Windows cross-build and
@@ -33,7 +35,7 @@
 PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
                  libssl-dev)
 PIER_DEPS_TEST=(valgrind python3 python3-websockets clang-14 libclang-rt-14-dev chromium nodejs
-                ca-certificates openssl)
+                ca-certificates openssl prometheus)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 
 pier_ensure_deps() {

@@ -157,6 +157,11 @@ struct host_plugin {
   os_mutex fault_mu; /* the plugin's rate-limited fault log */
   log_rate fault_rl;
   reg_list *reg; /* one per worker */
+  /* Its metrics (pmetrics.c): kept here, not in the image, so a reload
+   * finds them again. Appended under h->metrics_mu, published by nmetrics
+   * (release), freed by host_destroy only. */
+  pier_metric *metrics[PIER_METRICS_MAX];
+  _Atomic size_t nmetrics;
 };
 
 struct host {
@@ -179,6 +184,8 @@ struct host {
   _Atomic int ready;    /* every listener open */
   _Atomic int draining; /* a stop request began: not ready again */
   int stopped; /* the workers are gone: no loop may be touched */
+  os_mutex metrics_mu; /* declaring plugin metrics and their series */
+  log_rate metrics_rl; /* their refusals, under metrics_mu */
 };
 
 extern const char *const host_ev_callback[];
@@ -227,6 +234,16 @@ void timer_reap_all(host *h);
 
 /* api.c */
 void api_fill(host_plugin *p);
+
+/* pmetrics.c: the ABI 1.2 metric entries of pier_host (see plugin.h), and
+ * freeing a plugin's metrics (host_destroy). */
+int pmetrics_declare(const pier_host *api, const pier_metric_spec *spec, pier_metric **out);
+int pmetrics_series(const pier_host *api, pier_metric *m, const char *const *values,
+                    pier_series **out);
+int pmetrics_add(const pier_host *api, pier_series *s, double v);
+int pmetrics_set(const pier_host *api, pier_series *s, double v);
+int pmetrics_observe(const pier_host *api, pier_series *s, double v);
+void pmetrics_free(host_plugin *p);
 
 /* host.c: the plugin's session list. */
 size_t host_plugin_sids(host_plugin *p, pier_sid *out, size_t max);
