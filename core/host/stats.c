@@ -30,8 +30,13 @@ void host_get_plugin_stats(host *h, size_t i, host_plugin_stats *out) {
 
 void host_get_listener_stats(host *h, size_t i, host_listener_stats *out) {
   host_listener *l = &h->listeners[i];
+  net_addr a;
   memset(out, 0, sizeof(*out));
-  snprintf(out->address, sizeof(out->address), "%s:%u", l->cfg->address, l->cfg->port);
+  /* The port bound, not the configured one: several "port": 0 listeners
+   * must not share one label. */
+  if (net_addr_parse(l->cfg->address, l->nl ? net_listener_port(l->nl) : l->cfg->port, &a) < 0 ||
+      !net_addr_format(&a, out->address, sizeof(out->address)))
+    snprintf(out->address, sizeof(out->address), "%s:%u", l->cfg->address, l->cfg->port);
   out->plugin = l->p->cfg->name;
   out->transport = l->cfg->transport == CFG_TRANSPORT_WEBSOCKET
                        ? (l->cfg->tls_cert ? "websocket+tls" : "websocket")
