@@ -10,7 +10,8 @@
 
 typedef struct metrics_http metrics_http;
 
-/* Connections served at once; more wait in the listen backlog. */
+/* Connections served at once; one more is closed as soon as it is accepted
+ * (logged, at most 10 lines a second). */
 #define METRICS_HTTP_MAX_CONNS 16
 /* A client that sends no complete request within this is dropped. */
 #define METRICS_HTTP_TIMEOUT_S 10

@@ -2,6 +2,7 @@
 (checked by promtool, every contract family present), numbers that follow
 clients as they connect, send and are kicked, `pierctl metrics`, and a port
 that cannot be bound."""
+import http.client
 import socket
 import subprocess
 import unittest
@@ -140,6 +141,59 @@ class Metrics(unittest.TestCase):
         self.assertIn("metrics: cannot listen on 127.0.0.1:%d: Address already in use" %
                       self.port, log)
         self.assertIn("pierd: not started: the metrics listener failed", log)
+
+
+class Listener(unittest.TestCase):
+    """What the "metrics" key promises about the listener itself."""
+
+    def test_off_when_absent(self):
+        d = pierws.Pierd([{"plugin": "echo"}], plugins=(ECHO,))
+        d.start()
+        try:
+            self.assertIsNone(d.find_log(r"metrics"))
+            rc, out, err = d.pierctl("metrics")  # the numbers are there all the same
+            self.assertEqual((rc, promtool_check(out)), (0, (0, "")))
+        finally:
+            d.stop()
+
+    def test_ipv6(self):
+        d = pierws.Pierd([{"plugin": "echo"}], plugins=(ECHO,),
+                         top={"metrics": {"address": "::1", "port": 0}})
+        d.start()
+        try:
+            port = int(d.wait_log(r"metrics on http://\[::1\]:(\d+)/metrics$").group(1))
+            c = http.client.HTTPConnection("::1", port, timeout=T(10))
+            c.request("GET", "/healthz")
+            r = c.getresponse()
+            self.assertEqual((r.status, r.read()), (200, b"ok\n"))
+            c.close()
+        finally:
+            d.stop()
+
+    def test_connection_cap_and_timeout(self):
+        d = metrics_pierd([{"plugin": "echo"}], plugins=(ECHO,))
+        try:
+            # 16 clients that never send a request hold every slot: the
+            # next connection is closed at once, without an answer.
+            idle = [socket.create_connection(("127.0.0.1", d.metrics_port), timeout=T(30))
+                    for _ in range(16)]
+            wait_for("the 17th connection refused", lambda: refused(d.metrics_port))
+            # Each idle one is dropped after its 10 s; then requests work again.
+            for s in idle:
+                self.assertEqual(pierws.wait_eof(s, T(30)), b"")
+                s.close()
+            self.assertEqual(request(d.metrics_port, "/healthz")[0::2], (200, b"ok\n"))
+        finally:
+            d.stop()
+
+
+def refused(port):
+    """Whether a request on a new connection gets no answer at all."""
+    try:
+        status = request(port, "/healthz")[0]
+    except (http.client.HTTPException, ConnectionError):
+        return True
+    raise AssertionError("answered %d" % status)
 
 
 def pierws_version():
