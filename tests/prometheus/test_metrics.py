@@ -3,6 +3,7 @@
 clients as they connect, send and are kicked, `pierctl metrics`, and a port
 that cannot be bound."""
 import http.client
+import signal
 import socket
 import subprocess
 import unittest
@@ -182,6 +183,19 @@ class Listener(unittest.TestCase):
             for s in idle:
                 self.assertEqual(pierws.wait_eof(s, T(30)), b"")
                 s.close()
+            self.assertEqual(request(d.metrics_port, "/healthz")[0::2], (200, b"ok\n"))
+        finally:
+            d.stop()
+
+
+    def test_sighup_keeps_it(self):
+        d = metrics_pierd([{"plugin": "echo"}], plugins=(ECHO,))
+        try:
+            d.config["metrics"] = {"port": d.metrics_port + 1 if d.metrics_port < 65535 else 1}
+            d.write_config()
+            mark = d.mark()
+            d.signal(signal.SIGHUP)
+            d.wait_log(r"SIGHUP: metrics changed: needs a restart; not applied$", since=mark)
             self.assertEqual(request(d.metrics_port, "/healthz")[0::2], (200, b"ok\n"))
         finally:
             d.stop()
