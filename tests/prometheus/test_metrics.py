@@ -8,7 +8,7 @@ import socket
 import subprocess
 import unittest
 
-from pierprom import (T, connect, metrics_pierd, parse, pierws, plugin_path, promtool_check,
+from pierprom import (DATA_COUNTERS, NO_DATA_COUNTERS, T, connect, metrics_pierd, parse, pierws, plugin_path, promtool_check,
                       recv_exact, request, scrape, value, wait_for)
 
 ECHO = {"name": "echo", "path": plugin_path("echo")}
@@ -121,6 +121,35 @@ class Metrics(unittest.TestCase):
             s.close()
         wait_for("every session closed", lambda: value(
             scrape(self.port), "pier_listener_sessions", listener=self.listener) == 0)
+
+    @unittest.skipUnless(DATA_COUNTERS, NO_DATA_COUNTERS)
+    def test_counters_follow_sessions(self):
+        def delta(name, **labels):
+            return value(m, name, **labels) - value(before, name, **labels)
+        before = scrape(self.port)
+        a, b = connect(self.d.ports[0]), connect(self.d.ports[0])
+        for s in (a, b):
+            s.sendall(b"abc")
+            self.assertEqual(recv_exact(s, 3), b"abc")
+        peer = "127.0.0.1:%d" % a.getsockname()[1]
+        sid = [line.split()[0] for line in self.d.pierctl("sessions")[1].splitlines()
+               if line.endswith(" echo " + peer)]
+        self.assertEqual(self.d.pierctl("kick", sid[0])[0], 0)
+        self.assertEqual(pierws.wait_eof(a), b"")
+        b.close()
+        a.close()
+        wait_for("both closed", lambda: value(scrape(self.port), "pier_plugin_sessions",
+                                              plugin="echo") == 0)
+        m = scrape(self.port)
+        self.assertEqual(delta("pier_sessions_accepted_total", listener=self.listener), 2)
+        self.assertEqual(delta("pier_sessions_closed_total", reason="kicked"), 1)
+        self.assertEqual(delta("pier_sessions_closed_total", reason="peer_closed"), 1)
+        self.assertEqual(delta("pier_received_messages_total"), 2)
+        self.assertEqual(delta("pier_sent_messages_total"), 2)
+        self.assertEqual(value(m, "pier_send_queue_bytes"), 0)
+        for cb, n in (("on_connected", 2), ("on_recv", 2), ("on_disconnected", 2)):
+            self.assertEqual(delta("pier_plugin_callback_duration_seconds_count", plugin="echo",
+                                   callback=cb), n, cb)
 
     def test_pierctl_metrics(self):
         rc, out, err = self.d.pierctl("metrics")

@@ -14,7 +14,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from pierprom import T, connect, metrics_pierd, pierws, plugin_path, recv_exact, wait_for
+from pierprom import DATA_COUNTERS, NO_DATA_COUNTERS, T, connect, metrics_pierd, pierws, plugin_path, recv_exact, wait_for
 
 ECHO = {"name": "echo", "path": plugin_path("echo")}
 
@@ -128,6 +128,28 @@ class ScrapedByPrometheus(unittest.TestCase):
         body = json.loads(self.prom.get("/api/v1/targets")[1])
         active = body["data"]["activeTargets"]
         self.assertEqual([(t["health"], t["lastError"]) for t in active], [("up", "")])
+
+    @unittest.skipUnless(DATA_COUNTERS, NO_DATA_COUNTERS)
+    def test_sees_sessions_counted(self):
+        self.wait_value('up{job="pier"}', 1)
+        clients = [connect(self.d.ports[0]) for _ in range(3)]
+        for s in clients:
+            s.sendall(b"x")
+            self.assertEqual(recv_exact(s, 1), b"x")
+        peer = "127.0.0.1:%d" % clients[0].getsockname()[1]
+        sid = [line.split()[0] for line in self.d.pierctl("sessions")[1].splitlines()
+               if line.endswith(" echo " + peer)]
+        self.assertEqual(self.d.pierctl("kick", sid[0])[0], 0)
+        self.assertEqual(pierws.wait_eof(clients[0]), b"")
+        for s in clients:
+            s.close()
+        self.wait_value('pier_sessions_accepted_total{listener="%s"}' % self.listener, 3)
+        self.wait_value('pier_sessions_closed_total{reason="kicked"}', 1)
+        self.wait_value('pier_sessions_closed_total{reason="peer_closed"}', 2)
+        self.wait_value("pier_received_messages_total", 3)
+        self.wait_value('pier_plugin_sessions{plugin="echo"}', 0)
+        self.wait_value('sum(pier_plugin_callback_duration_seconds_count'
+                        '{plugin="echo",callback="on_recv"})', 3)
 
 
 if __name__ == "__main__":
