@@ -135,8 +135,10 @@ static void histogram(FILE *out, const char *name, const char *const *labels, si
                  (double)lat->sum_ns / 1e9, lat->count);
 }
 
-static void plugin_gauge(FILE *out, const host_plugin_stats *ps, size_t n, const char *name,
-                         const char *type, const char *help, uint64_t (*get)(const host_plugin_stats *)) {
+/* One family with a series per plugin, the value get() picks. */
+static void per_plugin(FILE *out, const host_plugin_stats *ps, size_t n, const char *name,
+                       const char *type, const char *help,
+                       uint64_t (*get)(const host_plugin_stats *)) {
   prom_family(out, name, type, help);
   for (size_t i = 0; i < n; i++)
     one_labelled(out, name, "plugin", ps[i].name, get(&ps[i]));
@@ -158,17 +160,17 @@ static void render_plugins(FILE *out, const host_plugin_stats *ps, size_t n) {
                         "generation", gen, "file", ps[i].file};
     prom_sample_u64(out, "pier_plugin_info", l, 4, 1);
   }
-  plugin_gauge(out, ps, n, "pier_plugin_sessions", "gauge",
-               "Sessions open now, all of the plugin's listeners.", get_sessions);
-  plugin_gauge(out, ps, n, "pier_plugin_quarantined", "gauge",
-               "1 while the plugin is quarantined (fenced off until reloaded).",
-               get_quarantined);
-  plugin_gauge(out, ps, n, "pier_plugin_failures_total", "counter",
-               "Failures counted towards quarantine_after.", get_failures);
-  plugin_gauge(out, ps, n, "pier_plugin_slow_callbacks_total", "counter",
-               "Callbacks that ran longer than slow_callback_ms.", get_slow);
-  plugin_gauge(out, ps, n, "pier_plugin_backlog_bytes", "gauge",
-               "Bytes of events held or queued for the plugin.", get_backlog);
+  per_plugin(out, ps, n, "pier_plugin_sessions", "gauge",
+             "Sessions open now, all of the plugin's listeners.", get_sessions);
+  per_plugin(out, ps, n, "pier_plugin_quarantined", "gauge",
+             "1 while the plugin is quarantined (fenced off until reloaded).",
+             get_quarantined);
+  per_plugin(out, ps, n, "pier_plugin_failures_total", "counter",
+             "Failures counted towards quarantine_after.", get_failures);
+  per_plugin(out, ps, n, "pier_plugin_slow_callbacks_total", "counter",
+             "Callbacks that ran longer than slow_callback_ms.", get_slow);
+  per_plugin(out, ps, n, "pier_plugin_backlog_bytes", "gauge",
+             "Bytes of events held or queued for the plugin.", get_backlog);
 
   prom_family(out, "pier_plugin_callback_duration_seconds", "histogram",
               "How long plugin callbacks ran.");
@@ -224,7 +226,7 @@ static void render_process(FILE *out) {
 void metrics_render(host *h, FILE *out) {
   const char *ver[2] = {"version", PIER_VERSION};
   size_t np = host_plugin_count(h);
-  host_plugin_stats *ps = calloc(np ? np : 1, sizeof(*ps)); /* ~3 KiB each: not the stack */
+  host_plugin_stats *ps = calloc(np ? np : 1, sizeof(*ps)); /* ~2 KiB each: not the stack */
   net_stats st;
 
   net_get_stats(host_net(h), &st);

@@ -8,8 +8,8 @@ import socket
 import subprocess
 import unittest
 
-from pierprom import (DATA_COUNTERS, NO_DATA_COUNTERS, T, connect, metrics_pierd, parse, pierws, plugin_path, promtool_check,
-                      recv_exact, request, scrape, value, wait_for)
+from pierprom import (DATA_COUNTERS, NO_DATA_COUNTERS, T, connect, metrics_pierd, parse, pierws,
+                      plugin_path, promtool_check, recv_exact, request, scrape, value, wait_for)
 
 ECHO = {"name": "echo", "path": plugin_path("echo")}
 

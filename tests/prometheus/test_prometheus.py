@@ -14,7 +14,8 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from pierprom import DATA_COUNTERS, NO_DATA_COUNTERS, T, connect, metrics_pierd, pierws, plugin_path, recv_exact, wait_for
+from pierprom import (DATA_COUNTERS, NO_DATA_COUNTERS, T, connect, metrics_pierd, pierws,
+                      plugin_path, recv_exact, wait_for)
 
 ECHO = {"name": "echo", "path": plugin_path("echo")}
 
