@@ -19,6 +19,11 @@ from pierws import Pierd, T, connect, plugin_path, recv_exact  # noqa: E402,F401
 DATA_COUNTERS = False
 NO_DATA_COUNTERS = "the counters these check are not filled in yet (pierprom.DATA_COUNTERS)"
 
+# Set once pierd drains on SIGTERM ("drain_timeout_ms"); until then the test
+# of /readyz during a drain is skipped.
+DRAIN = False
+NO_DRAIN = "pierd has no drain yet (pierprom.DRAIN)"
+
 LINE_RX = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL_RX = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')
 

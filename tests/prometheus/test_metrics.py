@@ -8,7 +8,7 @@ import socket
 import subprocess
 import unittest
 
-from pierprom import (DATA_COUNTERS, NO_DATA_COUNTERS, T, connect, metrics_pierd, parse, pierws,
+from pierprom import (DATA_COUNTERS, DRAIN, NO_DATA_COUNTERS, NO_DRAIN, T, connect, metrics_pierd, parse, pierws,
                       plugin_path, promtool_check, recv_exact, request, scrape, value, wait_for)
 
 ECHO = {"name": "echo", "path": plugin_path("echo")}
@@ -229,6 +229,29 @@ class Listener(unittest.TestCase):
             self.assertEqual(request(d.metrics_port, "/healthz")[0::2], (200, b"ok\n"))
         finally:
             d.stop()
+
+    @unittest.skipUnless(DRAIN, NO_DRAIN)
+    def test_readyz_during_drain(self):
+        d = pierws.Pierd([{"plugin": "echo"}], plugins=(ECHO,),
+                         top={"metrics": {"port": 0}, "drain_timeout_ms": int(T(60) * 1000)})
+        d.start()
+        try:
+            port = int(d.find_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics$").group(1))
+            s = connect(d.ports[0])  # keeps the drain going until it leaves
+            s.sendall(b"x")
+            self.assertEqual(recv_exact(s, 1), b"x")
+            self.assertEqual(request(port, "/readyz")[0::2], (200, b"ready\n"))
+            d.signal(signal.SIGTERM)
+            wait_for("/readyz draining",
+                     lambda: request(port, "/readyz")[0::2] == (503, b"draining\n"))
+            self.assertEqual(value(scrape(port), "pier_ready"), 0)
+            self.assertEqual(request(port, "/healthz")[0::2], (200, b"ok\n"))
+            s.sendall(b"y")  # still served while draining
+            self.assertEqual(recv_exact(s, 1), b"y")
+            s.close()
+            self.assertEqual(d.proc.wait(timeout=T(30)), 0)
+        finally:
+            d.kill()
 
 
 def healthy(port):
