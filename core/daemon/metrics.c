@@ -16,21 +16,6 @@
 #define PIER_VERSION "unknown"
 #endif
 
-/* pier_reason names in lower case, the reason label of
- * pier_sessions_closed_total ("peer_closed", "kicked", ...). */
-static const char *const reason_labels[NET_REASON_COUNT] = {
-#define XX(name, value, text) [value] = #name,
-    PIER_REASON_MAP(XX)
-#undef XX
-};
-
-static void lower(const char *in, char *out, size_t len) {
-  size_t k = 0;
-  for (; in[k] && k + 1 < len; k++)
-    out[k] = in[k] >= 'A' && in[k] <= 'Z' ? (char)(in[k] - 'A' + 'a') : in[k];
-  out[k] = '\0';
-}
-
 /* A family with one unlabelled series. */
 static void one(FILE *out, const char *name, const char *type, const char *help, uint64_t v) {
   prom_family(out, name, type, help);
@@ -63,13 +48,9 @@ static void render_net(FILE *out, const net_stats *st) {
 
   prom_family(out, "pier_sessions_closed_total", "counter",
               "Sessions that ended, by the reason their plugin was given.");
-  for (size_t r = 0; r < NET_REASON_COUNT; r++) {
-    char name[32];
-    if (!reason_labels[r])
-      continue;
-    lower(reason_labels[r], name, sizeof(name));
-    one_labelled(out, "pier_sessions_closed_total", "reason", name, st->closed_by_reason[r]);
-  }
+  for (size_t r = 0; r < NET_REASON_COUNT; r++)
+    one_labelled(out, "pier_sessions_closed_total", "reason", net_reason_label((pier_reason)r),
+                 st->closed_by_reason[r]);
 
   one(out, "pier_received_bytes_total", "counter", "Bytes read from clients.", st->bytes_in);
   one(out, "pier_sent_bytes_total", "counter", "Bytes written to clients.", st->bytes_out);

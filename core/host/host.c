@@ -171,6 +171,7 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
   h->cfg = cfg;
   h->nworkers = cfg->workers;
   os_mutex_init(&h->timer_mu);
+  os_mutex_init(&h->img_mu);
   os_mutex_init(&h->metrics_mu);
   h->plugins = calloc(cfg->nplugins, sizeof(*h->plugins));
   h->listeners = calloc(cfg->nlisteners, sizeof(*h->listeners));
@@ -398,6 +399,7 @@ void host_destroy(host *h) {
   free(h->plugins);
   free(h->listeners);
   os_mutex_destroy(&h->timer_mu);
+  os_mutex_destroy(&h->img_mu);
   os_mutex_destroy(&h->metrics_mu);
   free(h);
 }

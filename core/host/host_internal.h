@@ -177,6 +177,9 @@ struct host {
   size_t nlisteners;
   uint32_t **reg_pos; /* per worker, per slot: index in its plugin's reg_list */
   os_mutex timer_mu;
+  /* Held by the main thread while it swaps a plugin's image in a reload, and by
+   * readers on other threads (/metrics) while they copy from one. */
+  os_mutex img_mu;
   host_timer *timers;
   _Atomic uint64_t next_timer_id;
   uint64_t started_ms;

@@ -54,7 +54,9 @@ static const char *rc_text(int rc) { return rc < 0 ? os_strerror(-rc) : "error";
 static int rollback(host_plugin *p, plugin_image *fresh, const plugin_image *old,
                     char *old_config, const pier_state *st) {
   timer_cancel_match(p->h, p, TIMERS_OF_CODE); /* what the failed on_load started */
+  os_mutex_lock(&p->h->img_mu);
   p->img = *old;
+  os_mutex_unlock(&p->h->img_mu);
   if (old_config != p->config_json) {
     free(p->config_json);
     p->config_json = old_config;
@@ -132,7 +134,9 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
   old_config = p->config_json;
   if (new_config)
     p->config_json = new_config;
+  os_mutex_lock(&h->img_mu);
   p->img = fresh;
+  os_mutex_unlock(&h->img_mu);
   gen = ++p->last_gen;
   rc = call_on_load(p, gen, &state);
   if (rc != 0) {

@@ -56,7 +56,9 @@ void host_get_plugin_stats(host *h, size_t i, host_plugin_stats *out) {
   host_plugin *p = &h->plugins[i];
   memset(out, 0, sizeof(*out));
   out->name = p->cfg->name;
+  os_mutex_lock(&h->img_mu);
   snprintf(out->version, sizeof(out->version), "%s", p->img.version);
+  os_mutex_unlock(&h->img_mu);
   snprintf(out->file, sizeof(out->file), "%s", p->cfg->resolved_path);
   out->generation = atomic_load(&p->generation);
   out->quarantined = atomic_load(&p->quarantined);
