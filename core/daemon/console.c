@@ -3,6 +3,7 @@
 #include "daemon/console.h"
 
 #include "base/log.h"
+#include "daemon/metrics.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -21,6 +22,7 @@ static const char help_text[] = "commands:\n"
                                 "  sessions        open sessions: id, plugin, peer\n"
                                 "  kick SID        close session SID (hex, as `sessions` shows)\n"
                                 "  plugins         loaded plugins and versions\n"
+                                "  metrics         every metric, as /metrics serves them\n"
                                 "  reload NAME     hot-reload plugin NAME from its file\n"
                                 "  quit            stop the daemon (as SIGTERM)\n";
 
@@ -38,6 +40,8 @@ int console_exec(console *c, const char *line, FILE *out) {
     host_print_sessions(c->h, out);
   } else if (strcmp(cmd, "plugins") == 0 && n == 1) {
     host_print_plugins(c->h, out);
+  } else if (strcmp(cmd, "metrics") == 0 && n == 1) {
+    metrics_render(c->h, out);
   } else if (strcmp(cmd, "kick") == 0 && n == 2) {
     char *end;
     errno = 0;

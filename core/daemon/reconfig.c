@@ -66,6 +66,9 @@ int reconfig_apply(host *h, const cfg_server *cur) {
     refuse("admin_socket");
   if (!same_str(nc->plugin_dir, cur->plugin_dir))
     refuse("plugin_dir");
+  if (!same_str(nc->metrics_address, cur->metrics_address) ||
+      nc->metrics_port != cur->metrics_port)
+    refuse("metrics");
   if (memcmp(&nc->limits, &cur->limits, sizeof(nc->limits)) != 0)
     refuse("limits");
   if (nc->nlisteners != cur->nlisteners) {

@@ -136,6 +136,10 @@ typedef struct cfg_server {
   unsigned drain_timeout_ms; /* 0..3600000, default 0: on a stop request, how
                                 long open sessions may stay (listeners close
                                 at once) before they are closed */
+  /* "metrics": {"address", "port"}: the HTTP listener for /metrics, /healthz
+   * and /readyz. Off (metrics_address NULL) when the key is absent. */
+  char *metrics_address;   /* IPv4 or IPv6 literal, default "127.0.0.1" */
+  unsigned metrics_port;   /* 0..65535, default 9100; 0 = any free port */
   cfg_limits limits;
   cfg_plugin *plugins;
   size_t nplugins;

@@ -36,6 +36,17 @@ static int call_on_load(host_plugin *p, unsigned gen, const pier_state *st) {
   return p->img.cb.on_load ? p->img.cb.on_load(&args) : 0;
 }
 
+/* Counts one reload's outcome (main thread; /metrics reads it anywhere). */
+static void count(_Atomic uint64_t *outcome) {
+  atomic_fetch_add_explicit(outcome, 1, memory_order_relaxed);
+}
+
+/* How long a reload held p's events: from the start of the quiesce to the
+ * resume. */
+static void paused_since(host_plugin *p, uint64_t t0_ns) {
+  stats_observe(&p->reload_pause, os_clock_ns() - t0_ns, 1);
+}
+
 static const char *rc_text(int rc) { return rc < 0 ? os_strerror(-rc) : "error"; }
 
 /* Step 4 (failure): the old version and its config text come back. Returns
@@ -43,7 +54,9 @@ static const char *rc_text(int rc) { return rc < 0 ? os_strerror(-rc) : "error";
 static int rollback(host_plugin *p, plugin_image *fresh, const plugin_image *old,
                     char *old_config, const pier_state *st) {
   timer_cancel_match(p->h, p, TIMERS_OF_CODE); /* what the failed on_load started */
+  os_mutex_lock(&p->h->img_mu);
   p->img = *old;
+  os_mutex_unlock(&p->h->img_mu);
   if (old_config != p->config_json) {
     free(p->config_json);
     p->config_json = old_config;
@@ -85,6 +98,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     snprintf(msg, len, "reload %s failed at load: %s; generation %u keeps serving", name, err,
              old_gen);
     snprintf(p->last_failure, sizeof(p->last_failure), "%s", msg);
+    count(&p->reloads_failed);
     return rc;
   }
   if (config_json && strcmp(config_json, p->config_json) != 0 &&
@@ -92,13 +106,16 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     loader_close(&fresh);
     snprintf(msg, len, "reload %s failed at load: out of memory; generation %u keeps serving",
              name, old_gen);
+    count(&p->reloads_failed);
     return -ENOMEM;
   }
   /* Step 2: quiesce at a callback boundary. */
-  t0 = os_clock_us();
+  t0 = os_clock_ns();
   rc = gate_quiesce(p);
   if (rc < 0) {
     gate_resume(p);
+    paused_since(p, t0);
+    count(&p->reloads_failed);
     loader_close(&fresh);
     free(new_config);
     snprintf(msg, len,
@@ -117,7 +134,9 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
   old_config = p->config_json;
   if (new_config)
     p->config_json = new_config;
+  os_mutex_lock(&h->img_mu);
   p->img = fresh;
+  os_mutex_unlock(&h->img_mu);
   gen = ++p->last_gen;
   rc = call_on_load(p, gen, &state);
   if (rc != 0) {
@@ -130,6 +149,8 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
       gate_quarantine(p, why);
     }
     gate_resume(p);
+    paused_since(p, t0);
+    count(rc2 == 0 ? &p->reloads_rolled_back : &p->reloads_quarantined);
     snprintf(msg, len,
              "reload %s failed at on_load: the new version returned %d (%s); %s (version %s) "
              "restored as generation %u%s",
@@ -148,10 +169,12 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     log_info("plugin \"%s\": quarantine lifted by the reload", name);
   atomic_store(&p->failures, 0);
   held = gate_resume(p);
-  t1 = os_clock_us();
+  t1 = os_clock_ns();
+  stats_observe(&p->reload_pause, t1 - t0, 1);
+  count(&p->reloads_ok);
   snprintf(msg, len,
            "reloaded %s: generation %u, version %s (was %s), paused %.3f ms, %zu event%s held",
-           name, gen, p->img.version, oldver, (double)(t1 - t0) / 1000.0, held,
+           name, gen, p->img.version, oldver, (double)(t1 - t0) / 1e6, held,
            held == 1 ? "" : "s");
   return 0;
 }
