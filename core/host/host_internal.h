@@ -152,6 +152,8 @@ struct host {
   host_listener *listeners;
   size_t nlisteners;
   uint32_t **reg_pos; /* per worker, per slot: index in its plugin's reg_list */
+  uint64_t **conn_ms; /* per worker, per slot: clock_ms() at connect, for the log */
+  log_rate *close_rl; /* per worker: the abnormal-close log lines */
   os_mutex timer_mu;
   host_timer *timers;
   _Atomic uint64_t next_timer_id;
