@@ -17,7 +17,8 @@
 #                           own), ca-certificates (npm checks the
 #                           registry's certificate against it), openssl
 #                           (their certificates, and the TLS client of
-#                           tests/ws), and the
+#                           tests/ws), binutils (addr2line: test_logs
+#                           resolves a crash report's plugin frame), and the
 #                           windows set below (tools/test-windows)
 #   pier_ensure_deps windows
 #                           the build set plus the Windows cross-build and
@@ -33,7 +34,7 @@
 PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
                  libssl-dev)
 PIER_DEPS_TEST=(valgrind python3 python3-websockets clang-14 libclang-rt-14-dev chromium nodejs
-                ca-certificates openssl)
+                ca-certificates openssl binutils)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 
 pier_ensure_deps() {

@@ -8,6 +8,8 @@
 
 #include <stdio.h>
 
+#include "os/crash.h"
+
 #include "host/config.h"
 #include "net/net.h"
 
@@ -42,6 +44,10 @@ void host_print_plugins(host *h, FILE *out);
 int host_print_status_json(host *h, FILE *out);
 int host_print_sessions_json(host *h, FILE *out);
 int host_print_plugins_json(host *h, FILE *out);
+/* Fills m with the code range of each loaded plugin and its own file (the
+ * path server.json resolves to), for the crash report; returns how many
+ * (at most max). Main thread. */
+size_t host_crash_modules(host *h, os_crash_module *m, size_t max);
 /* Hot reload: loads the plugin's file again, checks it, quiesces the running
  * version at a callback boundary (events that arrive are held, in order),
  * hands the old version's on_unload state to the new version's on_load, and

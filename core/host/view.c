@@ -63,6 +63,19 @@ void host_print_plugins(host *h, FILE *out) {
   }
 }
 
+size_t host_crash_modules(host *h, os_crash_module *m, size_t max) {
+  size_t n = 0;
+  for (size_t i = 0; i < h->nplugins && n < max; i++) {
+    host_plugin *p = &h->plugins[i];
+    if (!p->img.dl || os_dl_range(p->img.dl, &m[n].start, &m[n].end, &m[n].bias) < 0)
+      continue;
+    snprintf(m[n].name, sizeof(m[n].name), "%s", p->cfg->name);
+    snprintf(m[n].file, sizeof(m[n].file), "%s", p->cfg->resolved_path);
+    n++;
+  }
+  return n;
+}
+
 void host_print_sessions(host *h, FILE *out) {
   size_t total = 0;
   for (size_t i = 0; i < h->nplugins; i++) {

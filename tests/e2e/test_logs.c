@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -306,6 +307,61 @@ START_TEST(test_logs_json_lines_parse) {
 }
 END_TEST
 
+/* Runs `addr2line -f -e file addr`; its output in out. */
+static void addr2line(const char *file, const char *addr, char *out, size_t cap) {
+  int fds[2];
+  size_t n = 0;
+  ssize_t r;
+  pid_t pid;
+  ck_assert_int_eq(pipe(fds), 0);
+  pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    execlp("addr2line", "addr2line", "-f", "-e", file, addr, (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  while (n + 1 < cap && (r = read(fds[0], out + n, cap - 1 - n)) > 0)
+    n += (size_t)r;
+  out[n] = '\0';
+  close(fds[0]);
+  ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+}
+
+START_TEST(test_logs_crash_report_names_plugin_file) {
+  test_daemon d;
+  char config[1024], want[1024], file[448], addr[32], out[1024];
+  const char *line;
+  snprintf(config, sizeof(config),
+           "{\"plugins\": [{\"name\": \"bad\", \"path\": \"" TP "/crashload.so\"}],"
+           " \"listeners\": [{\"port\": 0, \"plugin\": \"bad\"}]}");
+  {
+    /* Under AddressSanitizer its own SIGSEGV handler wins unless told otherwise. */
+    const char *old = getenv("ASAN_OPTIONS");
+    char opts[512];
+    snprintf(opts, sizeof(opts), "%s%sallow_user_segv_handler=1", old ? old : "",
+             old && *old ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+  }
+  ck_assert_int_eq(test_daemon_run_to_exit(&d, config, test_backend(_i), NULL), 128 + SIGSEGV);
+  ck_assert_ptr_nonnull(strstr(d.log, "plugin frames (the plugin's own file, address in it):\n"));
+  /* The faulting frame: on_load, in the plugin's own file (not the copy). */
+  snprintf(want, sizeof(want), " plugin bad: %s/crashload.so 0x", TP);
+  line = strstr(d.log, want);
+  ck_assert_msg(line != NULL, "%s", d.log);
+  ck_assert_int_eq(sscanf(line, " plugin bad: %447s %31s", file, addr), 2);
+  ck_assert_str_eq(file, TP "/crashload.so");
+  addr[strcspn(addr, ";")] = '\0';
+  snprintf(want, sizeof(want), "%s; resolve with: addr2line -f -e %s %s\n", addr, file, addr);
+  ck_assert_ptr_nonnull(strstr(line, want));
+  addr2line(file, addr, out, sizeof(out));
+  ck_assert_msg(strncmp(out, "faulty_load\n", 12) == 0, "%s", out);
+  ck_assert_msg(strstr(out, "tests/plugins/faulty.c:") != NULL, "%s", out);
+  test_daemon_cleanup(&d);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("logs");
   TCase *tc = tcase_create("logs");
@@ -317,6 +373,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_logs_operator_actions, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_logs_file_reopened_after_rename, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_logs_json_lines_parse, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_logs_crash_report_names_plugin_file, 0, TEST_NBACKENDS);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
