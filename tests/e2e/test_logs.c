@@ -114,7 +114,12 @@ START_TEST(test_logs_status_json) {
   /* The console answers the same way; a wrong argument gets its usage. */
   test_daemon_command(&d, "plugins --json");
   ck_assert(test_daemon_wait_log(&d, "[{\"name\":\"echo\",\"image\":\"echo\"", 5000));
-  ck_assert_int_eq(pierctl(&d, "status", "--jsn", out, sizeof(out)), 1);
+  {
+    char err[256];
+    const char *args[] = {"--socket", test_daemon_admin(&d, 5000), "status", "--jsn", NULL};
+    ck_assert_int_eq(test_daemon_pierctl(args, out, sizeof(out), err, sizeof(err), 10000), 1);
+    ck_assert_str_eq(err, "usage: status [--json]\n");
+  }
   close(fd);
   ck_assert_int_eq(test_daemon_quit(&d, 10000), 0);
   test_daemon_cleanup(&d);
@@ -206,6 +211,19 @@ START_TEST(test_logs_operator_actions) {
   ck_assert(test_daemon_wait_log(&d, "SIGHUP: re-reading configuration ", 5000));
   ck_assert(test_daemon_wait_log(&d, "SIGHUP: configuration ", 5000));
   ck_assert(test_daemon_wait_log(&d, " re-read", 5000));
+  /* The log's format and file need a restart. */
+  {
+    char config[1024];
+    FILE *f = fopen(d.config, "w");
+    ck_assert_ptr_nonnull(f);
+    snprintf(config, sizeof(config), echo_config, "info",
+             ", \"log_format\": \"json\", \"log_file\": \"x.log\"");
+    fputs(config, f);
+    fclose(f);
+  }
+  kill(d.pid, SIGHUP);
+  ck_assert(test_daemon_wait_log(&d, "SIGHUP: log_file changed: needs a restart; not applied", 5000));
+  ck_assert(test_daemon_wait_log(&d, "SIGHUP: log_format changed: needs a restart; not applied", 5000));
   /* Without a log_file, a reopen says there is nothing to reopen. */
   ck_assert_int_eq(pierctl(&d, "reopen-log", NULL, out, sizeof(out)), 1);
   ck_assert(test_daemon_wait_log(&d, "reopen-log (pierctl): no log_file configured; logging to "
@@ -264,6 +282,23 @@ START_TEST(test_logs_file_reopened_after_rename) {
   ck_assert(test_daemon_wait_log(&d, "reopen-log (pierctl): reopened ", 5000));
   ck_assert_ptr_nonnull(strstr(slurp(old2), "kick 0000000000000002"));
   ck_assert_ptr_null(strstr(slurp(path), "kick 0000000000000002"));
+
+  /* A reopen that fails (a directory where the file was) keeps the old file. */
+  ck_assert_int_eq(rename(path, old1), 0);
+  ck_assert_int_eq(test_mkdir(path), 0);
+  tail_again(&d, old1);
+  d.tail_off = (long)strlen(slurp(old1));
+  kill(d.pid, SIGUSR1);
+  {
+    char want[512];
+    snprintf(want, sizeof(want), "reopen-log (SIGUSR1): cannot reopen %s: Is a directory; still "
+                                 "writing to the old file", path);
+    ck_assert(test_daemon_wait_log(&d, want, 5000));
+  }
+  test_daemon_command(&d, "kick 3");
+  ck_assert(test_daemon_wait_log(&d, "kick 0000000000000003 (console): no such session", 5000));
+  ck_assert_int_eq(rmdir(path), 0);
+  ck_assert_int_eq(rename(old1, path), 0);
   ck_assert_int_eq(test_daemon_quit(&d, 10000), 0);
   ck_assert_ptr_nonnull(strstr(slurp(path), "pierd stopped"));
   test_daemon_cleanup(&d);
