@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "os/file.h"
 #include "os/os.h"
 
 static _Atomic int current_level = LOG_INFO;
@@ -24,10 +25,7 @@ static char file_path[4096]; /* set once, before threads; "" = stderr */
 
 void log_set_json(int json) { atomic_store(&log_json, json ? 1 : 0); }
 
-static int open_log(const char *path) {
-  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  return fd < 0 ? -errno : fd;
-}
+static int open_log(const char *path) { return os_file_open_append(path); }
 
 int log_open_file(const char *path) {
   int fd;
@@ -48,8 +46,14 @@ int log_reopen(void) {
   fd = open_log(file_path);
   if (fd < 0)
     return fd;
+#ifdef _WIN32
   if (dup2(fd, atomic_load(&log_fd)) < 0)
     rc = -errno;
+#else
+  /* dup2() would clear close-on-exec on the log's descriptor. */
+  if (dup3(fd, atomic_load(&log_fd), O_CLOEXEC) < 0)
+    rc = -errno;
+#endif
   close(fd);
   return rc;
 }
@@ -84,9 +88,26 @@ int log_level_parse(const char *name, log_level *out) {
 
 uint64_t clock_ms(void) { return os_clock_ms(); }
 
+/* The length of s[0..n) without a UTF-8 sequence cut at its end (by a
+ * truncation), so a cut JSON line stays valid UTF-8. */
+static size_t utf8_whole(const char *s, size_t n) {
+  size_t k = n, cont = 0;
+  while (k > 0 && ((unsigned char)s[k - 1] & 0xc0) == 0x80 && cont < 3) {
+    k--;
+    cont++;
+  }
+  if (k > 0 && (unsigned char)s[k - 1] >= 0xc0) {
+    unsigned char lead = (unsigned char)s[k - 1];
+    size_t need = lead >= 0xf0 ? 3 : lead >= 0xe0 ? 2 : 1;
+    return cont >= need ? n : k - 1;
+  }
+  return n;
+}
+
 /* Appends s to line (at n, capacity cap) as the inside of a JSON string. */
 static size_t json_escape(char *line, size_t n, size_t cap, const char *s) {
   static const char hex[] = "0123456789abcdef";
+  size_t start = n;
   for (; *s && n + 7 < cap; s++) {
     unsigned char ch = (unsigned char)*s;
     if (ch == '"' || ch == '\\') {
@@ -107,7 +128,7 @@ static size_t json_escape(char *line, size_t n, size_t cap, const char *s) {
       line[n++] = (char)ch;
     }
   }
-  return n;
+  return *s ? start + utf8_whole(line + start, n - start) : n;
 }
 
 static void vlog(log_level level, const char *prefix, const char *fmt, va_list ap) {
@@ -124,8 +145,8 @@ static void vlog(log_level level, const char *prefix, const char *fmt, va_list a
   snprintf(ts + k, sizeof(ts) - k, ".%03dZ", ms);
   rc = snprintf(msg, sizeof(msg), "%s", prefix);
   k = rc > 0 ? (size_t)rc : 0;
-  if (k < sizeof(msg))
-    vsnprintf(msg + k, sizeof(msg) - k, fmt, ap);
+  if (k < sizeof(msg) && vsnprintf(msg + k, sizeof(msg) - k, fmt, ap) >= (int)(sizeof(msg) - k))
+    msg[utf8_whole(msg, strlen(msg))] = '\0';
   if (atomic_load(&log_json)) {
     n = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
                          log_level_name(level));
