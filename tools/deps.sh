@@ -4,7 +4,8 @@
 #
 #   pier_ensure_deps        what building and running pierd needs (tools/run):
 #                           the compiler and CMake, cJSON, Check, liburing,
-#                           wslay (WebSocket frames) and OpenSSL (TLS)
+#                           wslay (WebSocket frames), OpenSSL (TLS) and
+#                           libmicrohttpd (the metrics HTTP listener)
 #   pier_ensure_deps test   that plus everything tools/test uses: valgrind
 #                           (tools/test-valgrind), python3 (its clients),
 #                           python3-websockets (the WebSocket client of
@@ -17,7 +18,9 @@
 #                           own), ca-certificates (npm checks the
 #                           registry's certificate against it), openssl
 #                           (their certificates, and the TLS client of
-#                           tests/ws), binutils (addr2line: test_logs
+#                           tests/ws), prometheus (promtool checks the
+#                           /metrics text; tests/prometheus runs a real
+#                           server scraping pierd), binutils (addr2line: test_logs
 #                           resolves a crash report's plugin frame), and the
 #                           windows set below (tools/test-windows)
 #   pier_ensure_deps windows
@@ -32,9 +35,9 @@
 # The configure step needs check even for tools/run: the test suites are part
 # of the one CMake tree. gcc brings libasan, libubsan and libtsan with it.
 PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
-                 libssl-dev)
+                 libssl-dev libmicrohttpd-dev)
 PIER_DEPS_TEST=(valgrind python3 python3-websockets clang-14 libclang-rt-14-dev chromium nodejs
-                ca-certificates openssl binutils)
+                ca-certificates openssl prometheus binutils)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 
 pier_ensure_deps() {
@@ -57,4 +60,22 @@ pier_ensure_deps() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
     "${missing[@]}"
   echo "pier: installed ${missing[*]}" >&2
+  case " ${missing[*]} " in
+    *" prometheus "*) pier_quiet_prometheus ;;
+  esac
+}
+
+# The prometheus package comes with a system service scraping itself into
+# /var/lib/prometheus; the tests start their own server, so a service the
+# install started is stopped and disabled. Harmless where systemd or the
+# service is absent (containers, policy-rc.d refusing to start it).
+pier_quiet_prometheus() {
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    "${sudo[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/prometheus ]; then
+    "${sudo[@]}" /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+  fi
+  return 0
 }

@@ -3,6 +3,7 @@
 #include "daemon/console.h"
 
 #include "base/log.h"
+#include "daemon/metrics.h"
 #include "os/os.h"
 
 #include <errno.h>
@@ -58,6 +59,7 @@ static const char help_text[] = "commands:\n"
                                 "  kick SID        close session SID (hex, as `sessions` shows)\n"
                                 "  plugins [--json]\n"
                                 "                  loaded plugins and versions\n"
+                                "  metrics         every metric, as /metrics serves them\n"
                                 "  reload NAME     hot-reload plugin NAME from its file\n"
                                 "  reopen-log      reopen log_file (after it was rotated)\n"
                                 "  quit            stop the daemon (as SIGTERM)\n";
@@ -83,6 +85,8 @@ int console_exec(console *c, const char *line, FILE *out) {
       return -1;
     }
     fprintf(out, "reopened %s\n", log_file_path());
+  } else if (strcmp(cmd, "metrics") == 0 && n == 1) {
+    metrics_render(c->h, out);
   } else if (strcmp(cmd, "kick") == 0 && n == 2) {
     char *end;
     errno = 0;

@@ -1,7 +1,7 @@
 /* Console commands, read line by line from stdin (a descriptor, or the bytes
  * a platform's reader hands over) and answered on a stream: help, status,
- * sessions, kick SID, plugins, reload NAME, reopen-log, quit (status,
- * sessions and plugins also as JSON, with --json). The same parser serves the
+ * sessions, kick SID, plugins, metrics, reload NAME, reopen-log, quit
+ * (status, sessions and plugins also as JSON, with --json). The same parser serves the
  * admin socket. */
 #ifndef PIER_DAEMON_CONSOLE_H
 #define PIER_DAEMON_CONSOLE_H

@@ -16,6 +16,7 @@
 #include "daemon/admin.h"
 #include "daemon/console.h"
 #include "daemon/crash.h"
+#include "daemon/metrics_http.h"
 #include "daemon/reconfig.h"
 #include "daemon/watch.h"
 #include "host/config.h"
@@ -144,6 +145,7 @@ int main(int argc, char **argv) {
   host *h;
   log_level lvl;
   admin *adm = NULL;
+  metrics_http *mh = NULL;
 
   while ((c = getopt_long(argc, argv, "c:tb:h", opts, NULL)) != -1) {
     switch (c) {
@@ -240,12 +242,26 @@ int main(int argc, char **argv) {
     cfg_free(cfg);
     return 1;
   }
+  /* A metrics port that cannot be bound stops pierd as a listener's would;
+   * a build without an HTTP server says so and serves on (-ENOTSUP). */
+  if (cfg->metrics_address) {
+    rc = metrics_http_start(h, cfg->metrics_address, cfg->metrics_port, &mh);
+    if (rc < 0 && rc != -ENOTSUP) {
+      log_error("pierd: not started: the metrics listener failed");
+      host_stop(h);
+      admin_close(adm);
+      host_destroy(h);
+      cfg_free(cfg);
+      return 1;
+    }
+  }
   log_info("pierd ready: %zu listener%s, %zu plugin%s, %s backend, %u worker%s; type `help`",
            cfg->nlisteners, cfg->nlisteners == 1 ? "" : "s", cfg->nplugins,
            cfg->nplugins == 1 ? "" : "s", net_backend_name(host_net(h)), cfg->workers,
            cfg->workers == 1 ? "" : "s");
 
   serve(h, cfg, adm);
+  metrics_http_stop(mh); /* scrapes see the drain; none runs once the host stops */
   host_stop(h);
   admin_close(adm); /* after the sessions are closed: `pierctl quit` returns when done */
   {

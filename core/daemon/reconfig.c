@@ -71,6 +71,9 @@ int reconfig_apply(host *h, const cfg_server *cur) {
     refuse("log_file");
   if (nc->log_format != cur->log_format)
     refuse("log_format");
+  if (!same_str(nc->metrics_address, cur->metrics_address) ||
+      nc->metrics_port != cur->metrics_port)
+    refuse("metrics");
   if (memcmp(&nc->limits, &cur->limits, sizeof(nc->limits)) != 0)
     refuse("limits");
   if (nc->nlisteners != cur->nlisteners) {

@@ -173,4 +173,9 @@ void api_fill(host_plugin *p) {
   a->now = api_now;
   a->reason_text = api_reason_text;
   a->fail = api_fail;
+  a->metric_declare = pmetrics_declare;
+  a->metric_series = pmetrics_series;
+  a->metric_add = pmetrics_add;
+  a->metric_set = pmetrics_set;
+  a->metric_observe = pmetrics_observe;
 }

@@ -83,11 +83,39 @@ static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
 }
 
 enum { S_WORKERS, S_BACKEND, S_SESSIONS, S_LOG, S_ADMIN, S_LIMITS, S_PLUGINS,
-       S_LISTENERS, S_PLUGIN_DIR, S_LOG_FILE, S_LOG_FORMAT, S_N };
+       S_LISTENERS, S_PLUGIN_DIR, S_METRICS, S_LOG_FILE, S_LOG_FORMAT, S_N };
 static const char *const server_keys[S_N] = {
     "workers", "io_backend", "max_sessions", "log_level",
-    "admin_socket", "limits", "plugins", "listeners", "plugin_dir", "log_file",
-    "log_format"};
+    "admin_socket", "limits", "plugins", "listeners", "plugin_dir", "metrics",
+    "log_file", "log_format"};
+
+/* "metrics": {"address": "127.0.0.1", "port": 9100}; both keys optional. */
+static int parse_metrics(ctx *c, const cJSON *v, cfg_server *cfg) {
+  static const char *const keys[] = {"address", "port"};
+  const cJSON *f[COUNT(keys)];
+  const char *a = "127.0.0.1";
+  unsigned char bin[16];
+  int rc;
+  mark save;
+  if (!cJSON_IsObject(v))
+    return cfgr_expect(c, v, "an object");
+  rc = cfgr_match_keys(c, v, keys, COUNT(keys), f);
+  save = cfgr_path_node(c, "address", f[0]);
+  if (f[0]) {
+    a = cJSON_IsString(f[0]) ? f[0]->valuestring : NULL;
+    if (!a || (inet_pton(AF_INET, a, bin) != 1 && inet_pton(AF_INET6, a, bin) != 1)) {
+      rc = cfgr_first(rc, cfgr_expect(c, f[0], "an IPv4 or IPv6 address literal"));
+      a = "127.0.0.1";
+    }
+  }
+  cfgr_path_pop(c, save);
+  if (!(cfg->metrics_address = strdup(a)))
+    return cfgr_oom(c);
+  save = cfgr_path_node(c, "port", f[1]);
+  rc = cfgr_first(rc, cfge_get_unsigned(c, f[1], 0, 65535, 0, &cfg->metrics_port));
+  cfgr_path_pop(c, save);
+  return rc;
+}
 
 static const char *printable(const char *in, char *out, size_t len) {
   size_t k = 0;
@@ -337,6 +365,14 @@ static int parse_server(ctx *c, const cJSON *root, cfg_server *cfg) {
     cfgr_path_pop(c, save);
   }
 
+  if (f[S_METRICS]) {
+    save = cfgr_path_node(c, "metrics", f[S_METRICS]);
+    rc = cfgr_first(rc, parse_metrics(c, f[S_METRICS], cfg));
+    cfgr_path_pop(c, save);
+    if (c->oom)
+      return -ENOMEM;
+  }
+
   if (f[S_PLUGINS]) {
     save = cfgr_path_node(c, "plugins", f[S_PLUGINS]);
     rc = cfgr_first(rc, parse_plugins(c, f[S_PLUGINS], cfg, &names_known));
@@ -473,6 +509,7 @@ void cfg_free(cfg_server *cfg) {
   free(cfg->base_dir);
   free(cfg->admin_socket);
   free(cfg->log_file);
+  free(cfg->metrics_address);
   free(cfg->plugin_dir);
   free(cfg->plugin_dir_real);
   free(cfg);
@@ -506,6 +543,7 @@ int cfg_load_text(const char *text, size_t len, const char *name,
     cfg->io_backend = CFG_BACKEND_AUTO;
     cfg->max_sessions = 10000;
     cfg->log_level = CFG_LOG_INFO;
+    cfg->metrics_port = 9100;
     cfg->limits.max_packet_size = 16384;
     cfg->limits.max_send_queue = 1048576;
     cfg->limits.idle_timeout_ms = 0;

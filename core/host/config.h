@@ -137,6 +137,10 @@ typedef struct cfg_server {
   char *plugin_dir_real;   /* plugin_dir after realpath(); NULL when not set */
   char *admin_socket;      /* resolved against base_dir like plugin paths;
                               default "run/pierd.sock" before resolving */
+  /* "metrics": {"address", "port"}: the HTTP listener for /metrics, /healthz
+   * and /readyz. Off (metrics_address NULL) when the key is absent. */
+  char *metrics_address;   /* IPv4 or IPv6 literal, default "127.0.0.1" */
+  unsigned metrics_port;   /* 0..65535, default 9100; 0 = any free port */
   cfg_limits limits;
   cfg_plugin *plugins;
   size_t nplugins;

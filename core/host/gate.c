@@ -64,31 +64,33 @@ static void call(host_plugin *p, const ev *e) {
   }
 }
 
-/* call() with the watchdog's bookkeeping: the start time is visible to the
+/* call(), timed: its duration goes into this thread's latency histogram
+ * (two clock reads and a bucket search; no lock, and on a worker no locked
+ * add either). With slow_callback_ms the start time is also visible to the
  * watchdog thread while it runs, and a slow call is logged and counted. */
 static void timed_call(host_plugin *p, const ev *e) {
   unsigned slow_ms = p->h->cfg->limits.slow_callback_ms;
-  cb_slot *slot;
-  uint64_t t0, us;
-  int w;
+  int w = net_current_worker(p->h->net);
+  int shared = w < 0;
+  cb_slot *slot = &p->running[shared ? p->h->nworkers : (unsigned)w];
+  uint64_t t0, ns;
 
-  if (!slow_ms) {
-    call(p, e);
-    return;
+  t0 = os_clock_ns();
+  if (slow_ms) {
+    atomic_store(&slot->type, (int)e->type);
+    atomic_store(&slot->start_us, t0 / 1000 ? t0 / 1000 : 1);
   }
-  w = net_current_worker(p->h->net);
-  slot = &p->running[w < 0 ? p->h->nworkers : (unsigned)w];
-  t0 = os_clock_us();
-  atomic_store(&slot->type, (int)e->type);
-  atomic_store(&slot->start_us, t0);
   call(p, e);
+  ns = os_clock_ns() - t0;
+  stats_observe(&slot->lat[e->type], ns, shared);
+  if (!slow_ms)
+    return;
   atomic_store(&slot->start_us, 0);
-  us = os_clock_us() - t0;
-  if (us > (uint64_t)slow_ms * 1000) {
+  if (ns > (uint64_t)slow_ms * 1000000) {
     char why[160];
     atomic_fetch_add(&p->slow_calls, 1);
     snprintf(why, sizeof(why), "%s took %.1f ms (slow_callback_ms %u)", host_ev_callback[e->type],
-             (double)us / 1000.0, slow_ms);
+             (double)ns / 1e6, slow_ms);
     gate_failed(p, why);
   }
 }

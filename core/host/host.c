@@ -126,6 +126,7 @@ static void on_connected(void *ctx, session *s) {
     net_abort(l->h->net, e.sid, PIER_REASON_PLUGIN_ERROR);
     return;
   }
+  atomic_fetch_add_explicit(&l->accepted, 1, memory_order_relaxed);
   net_addr_format(session_peer(s), peer, sizeof(peer));
   log_connected(l, e.sid, peer);
   e.data = peer;
@@ -209,6 +210,7 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
   h->cfg = cfg;
   h->nworkers = cfg->workers;
   os_mutex_init(&h->timer_mu);
+  os_mutex_init(&h->metrics_mu);
   h->plugins = calloc(cfg->nplugins, sizeof(*h->plugins));
   h->listeners = calloc(cfg->nlisteners, sizeof(*h->listeners));
   if (!h->plugins || !h->listeners) {
@@ -427,6 +429,7 @@ void host_destroy(host *h) {
     free(p->held);
     free(p->running);
     free(p->config_json);
+    pmetrics_free(p);
   }
   for (unsigned w = 0; h->reg_pos && w < h->nworkers; w++)
     free(h->reg_pos[w]);
@@ -438,6 +441,7 @@ void host_destroy(host *h) {
   free(h->plugins);
   free(h->listeners);
   os_mutex_destroy(&h->timer_mu);
+  os_mutex_destroy(&h->metrics_mu);
   free(h);
 }
 

@@ -40,6 +40,7 @@ typedef struct host_listener {
   net_endpoint ep;
   net_listener *nl;
   _Atomic long sessions;
+  _Atomic uint64_t accepted; /* sessions that reached on_connected (next to sessions: one line) */
 } host_listener;
 
 typedef enum { EV_CONNECTED, EV_RECV, EV_SEND, EV_DISCONNECTED, EV_TICK, EV_TIMER, EV_POST } ev_type;
@@ -98,12 +99,24 @@ typedef struct reg_list {
   uint32_t n, cap;
 } reg_list;
 
-/* Callbacks in progress per thread (workers, then one slot for any other
- * thread), for the watchdog. */
+/* A latency histogram that readers on other threads sum (host_latency's
+ * shape). Buckets are not cumulative; the last one is +Inf. */
+typedef struct lat_hist {
+  _Atomic uint64_t bucket[HOST_LAT_BUCKETS + 1];
+  _Atomic uint64_t count;
+  _Atomic uint64_t sum_ns;
+} lat_hist;
+
+/* Per thread that runs callbacks (workers, then one slot for any other
+ * thread): the callback in progress, for the watchdog, and how long each
+ * kind took, for /metrics. A worker's slot has one writer, its thread; the
+ * last slot may have several and so takes locked adds. */
 typedef struct cb_slot {
   _Atomic uint64_t start_us; /* 0 when no callback runs */
   _Atomic int type;
   uint64_t reported; /* watchdog thread only: start_us it already reported */
+  lat_hist lat[HOST_CB_TYPES]; /* index: ev_type */
+  char pad[64]; /* the next thread's slot starts on another cache line than these end on */
 } cb_slot;
 
 struct host_plugin {
@@ -135,9 +148,20 @@ struct host_plugin {
   _Atomic unsigned slow_calls;
   _Atomic int quarantined;
   _Atomic int wants_send; /* the version loaded has on_send: skip the event otherwise */
+  /* Reloads by outcome and how long each held events (main thread writes,
+   * any thread reads). One outcome per reload: ok, failed (the old version
+   * kept serving), rolled back (the new on_load failed, the old one was
+   * restored) or quarantined (the restore failed too). */
+  _Atomic uint64_t reloads_ok, reloads_failed, reloads_rolled_back, reloads_quarantined;
+  lat_hist reload_pause;
   os_mutex fault_mu; /* the plugin's rate-limited fault log */
   log_rate fault_rl;
   reg_list *reg; /* one per worker */
+  /* Its metrics (pmetrics.c): kept here, not in the image, so a reload
+   * finds them again. Appended under h->metrics_mu, published by nmetrics
+   * (release), freed by host_destroy only. */
+  pier_metric *metrics[PIER_METRICS_MAX];
+  _Atomic size_t nmetrics;
 };
 
 struct host {
@@ -162,6 +186,8 @@ struct host {
   _Atomic int ready;    /* every listener open */
   _Atomic int draining; /* a stop request began: not ready again */
   int stopped; /* the workers are gone: no loop may be touched */
+  os_mutex metrics_mu; /* declaring plugin metrics and their series */
+  log_rate metrics_rl; /* their refusals, under metrics_mu */
 };
 
 extern const char *const host_ev_callback[];
@@ -187,6 +213,10 @@ void gate_failed(host_plugin *p, const char *why);
 /* Closes every session of p and refuses new ones until a reload. */
 void gate_quarantine(host_plugin *p, const char *why);
 
+/* stats.c. Counts one sample of ns nanoseconds in hist; shared: other
+ * threads may write hist at the same time (else only the caller's does). */
+void stats_observe(lat_hist *hist, uint64_t ns, int shared);
+
 /* timer.c. Timers run on worker 0; a canceled timer is reaped there. */
 int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn, void *arg,
               uint64_t *id);
@@ -206,6 +236,16 @@ void timer_reap_all(host *h);
 
 /* api.c */
 void api_fill(host_plugin *p);
+
+/* pmetrics.c: the ABI 1.2 metric entries of pier_host (see plugin.h), and
+ * freeing a plugin's metrics (host_destroy). */
+int pmetrics_declare(const pier_host *api, const pier_metric_spec *spec, pier_metric **out);
+int pmetrics_series(const pier_host *api, pier_metric *m, const char *const *values,
+                    pier_series **out);
+int pmetrics_add(const pier_host *api, pier_series *s, double v);
+int pmetrics_set(const pier_host *api, pier_series *s, double v);
+int pmetrics_observe(const pier_host *api, pier_series *s, double v);
+void pmetrics_free(host_plugin *p);
 
 /* host.c: the plugin's session list. */
 size_t host_plugin_sids(host_plugin *p, pier_sid *out, size_t max);

@@ -1,7 +1,413 @@
-/* Plugin metrics: see host.h. */
+/* Plugin metrics (ABI 1.2): the registry behind pier_host's metric_*
+ * entries and host_render_plugin_metrics. It lives in host_plugin, not in
+ * the plugin's image, so a reload that declares the same metrics finds them
+ * again with their values. Declaring and creating series take the host's
+ * metrics_mu (and its one log_rate); updating a series is a few relaxed
+ * atomics; rendering takes no lock at all: every metric and series is
+ * complete before the count that publishes it is stored (release), and none
+ * is freed before host_destroy. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/promtext.h"
 #include "host/host_internal.h"
 
+#define PLUGIN(api) container_of(api, host_plugin, api)
+#define FAMILY_MAX (2 * PIER_METRIC_NAME_MAX + 2)
+
+struct pier_series {
+  const pier_metric *m;
+  /* counter, gauge: the value; histogram: the sum. Bits of a double. */
+  _Atomic uint64_t value;
+  const char *values[PIER_METRIC_LABELS_MAX]; /* into the same block */
+  _Atomic uint64_t bucket[];                  /* histogram: nbounds + 1 (+Inf) */
+};
+
+struct pier_metric {
+  pier_metric_type type;
+  char name[PIER_METRIC_NAME_MAX + 1];
+  char family[FAMILY_MAX];
+  char help[PIER_METRIC_HELP_MAX + 1];
+  size_t nlabels;
+  char label[PIER_METRIC_LABELS_MAX][PIER_METRIC_NAME_MAX + 1];
+  size_t nbounds;
+  double bounds[PIER_METRIC_BOUNDS_MAX];
+  _Atomic size_t nseries;
+  pier_series *series[PIER_METRIC_SERIES_MAX];
+};
+
+static const char *const type_name[] = {"counter", "gauge", "histogram"};
+
+/* ---- validation ---- */
+
+static int valid_utf8(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    size_t n;
+    uint32_t c;
+    if (*p < 0x80) {
+      p++;
+      continue;
+    }
+    if ((*p & 0xe0) == 0xc0)
+      n = 1, c = *p & 0x1f;
+    else if ((*p & 0xf0) == 0xe0)
+      n = 2, c = *p & 0x0f;
+    else if ((*p & 0xf8) == 0xf0)
+      n = 3, c = *p & 0x07;
+    else
+      return 0;
+    for (size_t i = 1; i <= n; i++) {
+      if ((p[i] & 0xc0) != 0x80)
+        return 0;
+      c = (c << 6) | (p[i] & 0x3f);
+    }
+    /* overlong forms, surrogates and code points past U+10FFFF */
+    if ((n == 1 && c < 0x80) || (n == 2 && c < 0x800) || (n == 3 && c < 0x10000) ||
+        (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+      return 0;
+    p += n + 1;
+  }
+  return 1;
+}
+
+/* [a-zA-Z_][a-zA-Z0-9_]*: a metric name without the colons Prometheus keeps
+ * for recording rules. */
+static int valid_name(const char *s) {
+  size_t n = s ? strlen(s) : 0;
+  if (n == 0 || n > PIER_METRIC_NAME_MAX || !prom_valid_name(s))
+    return 0;
+  return strchr(s, ':') == NULL;
+}
+
+/* "<plugin>_<name>", '-' as '_', '_' before a leading digit. */
+static void family_name(const char *plugin, const char *name, char *out, size_t cap) {
+  size_t k = 0;
+  if (*plugin >= '0' && *plugin <= '9')
+    out[k++] = '_';
+  for (; *plugin && k + 1 < cap; plugin++)
+    out[k++] = *plugin == '-' ? '_' : *plugin;
+  out[k] = '\0';
+  snprintf(out + k, cap - k, "_%s", name);
+}
+
+/* Logs why p's declaration of name was refused and returns rc. Under
+ * metrics_mu (its log_rate is the host's one). */
+static int refuse(host_plugin *p, const char *name, int rc, const char *why) {
+  log_limited(&p->h->metrics_rl, LOG_ERROR, "plugin \"%s\": metric \"%.*s\": %s", p->cfg->name,
+              PIER_METRIC_NAME_MAX, name ? name : "(null)", why);
+  return rc;
+}
+
+static int check_spec(host_plugin *p, const pier_metric_spec *s) {
+  char why[160];
+  if (!valid_name(s->name))
+    return refuse(p, s->name, -EINVAL, "the name must match [a-zA-Z_][a-zA-Z0-9_]* (1..64 bytes)");
+  if ((unsigned)s->type > PIER_METRIC_HISTOGRAM)
+    return refuse(p, s->name, -EINVAL, "unknown type (counter, gauge or histogram)");
+  if (s->help && (strlen(s->help) > PIER_METRIC_HELP_MAX || !valid_utf8(s->help)))
+    return refuse(p, s->name, -EINVAL, "help must be UTF-8 of at most 256 bytes");
+  if (s->nlabels > PIER_METRIC_LABELS_MAX || (s->nlabels && !s->labels))
+    return refuse(p, s->name, -EINVAL, "more than 8 labels (PIER_METRIC_LABELS_MAX)");
+  for (size_t i = 0; i < s->nlabels; i++) {
+    const char *l = s->labels[i];
+    if (!valid_name(l) || !prom_valid_label(l) || strcmp(l, "plugin") == 0 ||
+        (s->type == PIER_METRIC_HISTOGRAM && strcmp(l, "le") == 0)) {
+      snprintf(why, sizeof(why), "label %zu: \"%.64s\" is not a label name of its own", i,
+               l ? l : "(null)");
+      return refuse(p, s->name, -EINVAL, why);
+    }
+    for (size_t k = 0; k < i; k++)
+      if (strcmp(s->labels[k], l) == 0) {
+        snprintf(why, sizeof(why), "label \"%s\" given twice", l);
+        return refuse(p, s->name, -EINVAL, why);
+      }
+  }
+  if (s->type != PIER_METRIC_HISTOGRAM)
+    return 0;
+  if (s->nbounds == 0 || s->nbounds > PIER_METRIC_BOUNDS_MAX || !s->bounds)
+    return refuse(p, s->name, -EINVAL, "a histogram needs 1..32 bucket bounds");
+  for (size_t i = 0; i < s->nbounds; i++)
+    if (!isfinite(s->bounds[i]) || (i && !(s->bounds[i] > s->bounds[i - 1])))
+      return refuse(p, s->name, -EINVAL, "bucket bounds must be finite and strictly ascending");
+  return 0;
+}
+
+/* Whether m is what s declares (the help text may differ: the first stays). */
+static int same_shape(const pier_metric *m, const pier_metric_spec *s) {
+  if (m->type != s->type || m->nlabels != s->nlabels)
+    return 0;
+  for (size_t i = 0; i < s->nlabels; i++)
+    if (strcmp(m->label[i], s->labels[i]) != 0)
+      return 0;
+  if (s->type != PIER_METRIC_HISTOGRAM)
+    return 1;
+  return m->nbounds == s->nbounds &&
+         memcmp(m->bounds, s->bounds, s->nbounds * sizeof(*s->bounds)) == 0;
+}
+
+/* The metric of another plugin whose family is family, or NULL. */
+static const host_plugin *family_owner(host *h, const host_plugin *self, const char *family) {
+  for (size_t i = 0; i < h->nplugins; i++) {
+    const host_plugin *q = &h->plugins[i];
+    size_t n = atomic_load_explicit(&q->nmetrics, memory_order_acquire);
+    if (q == self)
+      continue;
+    for (size_t k = 0; k < n; k++)
+      if (strcmp(q->metrics[k]->family, family) == 0)
+        return q;
+  }
+  return NULL;
+}
+
+/* ---- series ---- */
+
+/* A new series of m at 0 with its own copy of values; NULL without memory. */
+static pier_series *series_new(const pier_metric *m, const char *const *values) {
+  size_t nb = m->type == PIER_METRIC_HISTOGRAM ? m->nbounds + 1 : 0;
+  size_t head = sizeof(pier_series) + nb * sizeof(_Atomic uint64_t), len = head;
+  pier_series *s;
+  char *text;
+  for (size_t i = 0; i < m->nlabels; i++)
+    len += strlen(values[i]) + 1;
+  if (!(s = calloc(1, len)))
+    return NULL;
+  s->m = m;
+  text = (char *)s + head;
+  for (size_t i = 0; i < m->nlabels; i++) {
+    size_t n = strlen(values[i]) + 1;
+    memcpy(text, values[i], n);
+    s->values[i] = text;
+    text += n;
+  }
+  return s;
+}
+
+/* Finds or creates m's series for values. Under metrics_mu. */
+static int series_get(host_plugin *p, pier_metric *m, const char *const *values,
+                      pier_series **out) {
+  size_t n = atomic_load_explicit(&m->nseries, memory_order_relaxed);
+  char why[200];
+  for (size_t i = 0; i < m->nlabels; i++)
+    if (!values || !values[i] || strlen(values[i]) > PIER_METRIC_VALUE_MAX ||
+        !valid_utf8(values[i])) {
+      snprintf(why, sizeof(why), "label \"%s\": the value must be UTF-8 of at most 128 bytes",
+               m->label[i]);
+      return refuse(p, m->name, -EINVAL, why);
+    }
+  for (size_t k = 0; k < n; k++) {
+    size_t i = 0;
+    while (i < m->nlabels && strcmp(m->series[k]->values[i], values[i]) == 0)
+      i++;
+    if (i == m->nlabels) {
+      *out = m->series[k];
+      return 0;
+    }
+  }
+  if (n == PIER_METRIC_SERIES_MAX)
+    return refuse(p, m->name, -ENOSPC,
+                  "more than 256 series (PIER_METRIC_SERIES_MAX); the new one is refused");
+  if (!(m->series[n] = series_new(m, values)))
+    return refuse(p, m->name, -ENOMEM, "out of memory for a new series");
+  atomic_store_explicit(&m->nseries, n + 1, memory_order_release);
+  *out = m->series[n];
+  return 0;
+}
+
+/* ---- the pier_host entries ---- */
+
+static pier_metric *metric_new(host_plugin *p, const pier_metric_spec *s, const char *family) {
+  pier_metric *m = calloc(1, sizeof(*m));
+  if (!m)
+    return NULL;
+  m->type = s->type;
+  snprintf(m->name, sizeof(m->name), "%s", s->name);
+  snprintf(m->family, sizeof(m->family), "%s", family);
+  if (s->help && *s->help)
+    snprintf(m->help, sizeof(m->help), "%s", s->help);
+  else
+    snprintf(m->help, sizeof(m->help), "Declared by plugin %s without help.", p->cfg->name);
+  m->nlabels = s->nlabels;
+  for (size_t i = 0; i < s->nlabels; i++)
+    snprintf(m->label[i], sizeof(m->label[i]), "%s", s->labels[i]);
+  if (s->type == PIER_METRIC_HISTOGRAM) {
+    m->nbounds = s->nbounds;
+    memcpy(m->bounds, s->bounds, s->nbounds * sizeof(*s->bounds));
+  }
+  return m;
+}
+
+static int declare_locked(host_plugin *p, const pier_metric_spec *s, pier_metric **out) {
+  size_t n = atomic_load_explicit(&p->nmetrics, memory_order_relaxed);
+  char family[FAMILY_MAX], why[200];
+  const host_plugin *q;
+  pier_metric *m;
+  pier_series *unused;
+  int rc;
+
+  if ((rc = check_spec(p, s)) < 0)
+    return rc;
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(p->metrics[i]->name, s->name) != 0)
+      continue;
+    if (!same_shape(p->metrics[i], s))
+      return refuse(p, s->name, -EEXIST,
+                    "declared before with another type, labels or bounds; it keeps those");
+    *out = p->metrics[i];
+    return 0;
+  }
+  family_name(p->cfg->name, s->name, family, sizeof(family));
+  if (strncmp(family, "pier_", 5) == 0 || strncmp(family, "process_", 8) == 0) {
+    snprintf(why, sizeof(why), "its family %s would be among pierd's own metrics", family);
+    return refuse(p, s->name, -EINVAL, why);
+  }
+  if ((q = family_owner(p->h, p, family)) != NULL) {
+    snprintf(why, sizeof(why), "its family %s is plugin \"%s\"'s", family, q->cfg->name);
+    return refuse(p, s->name, -EEXIST, why);
+  }
+  if (n == PIER_METRICS_MAX)
+    return refuse(p, s->name, -ENOSPC, "more than 64 metrics (PIER_METRICS_MAX); refused");
+  if (!(m = metric_new(p, s, family)))
+    return refuse(p, s->name, -ENOMEM, "out of memory");
+  /* Without labels the one series exists at once, so it shows as 0. */
+  if (m->nlabels == 0 && (rc = series_get(p, m, NULL, &unused)) < 0) {
+    free(m);
+    return rc;
+  }
+  p->metrics[n] = m;
+  atomic_store_explicit(&p->nmetrics, n + 1, memory_order_release);
+  *out = m;
+  return 0;
+}
+
+int pmetrics_declare(const pier_host *api, const pier_metric_spec *spec, pier_metric **out) {
+  host_plugin *p = PLUGIN(api);
+  int rc;
+  if (!spec || !out || spec->size < sizeof(pier_metric_spec))
+    return -EINVAL;
+  *out = NULL;
+  os_mutex_lock(&p->h->metrics_mu);
+  rc = declare_locked(p, spec, out);
+  os_mutex_unlock(&p->h->metrics_mu);
+  return rc;
+}
+
+int pmetrics_series(const pier_host *api, pier_metric *m, const char *const *values,
+                    pier_series **out) {
+  host_plugin *p = PLUGIN(api);
+  int rc;
+  if (!m || !out)
+    return -EINVAL;
+  *out = NULL;
+  os_mutex_lock(&p->h->metrics_mu);
+  rc = series_get(p, m, values, out);
+  os_mutex_unlock(&p->h->metrics_mu);
+  return rc;
+}
+
+static double bits_double(uint64_t b) {
+  double d;
+  memcpy(&d, &b, sizeof(d));
+  return d;
+}
+
+static uint64_t double_bits(double d) {
+  uint64_t b;
+  memcpy(&b, &d, sizeof(b));
+  return b;
+}
+
+/* A lock-free add to a double kept as bits. */
+static void add_double(_Atomic uint64_t *a, double v) {
+  uint64_t old = atomic_load_explicit(a, memory_order_relaxed);
+  while (!atomic_compare_exchange_weak_explicit(a, &old, double_bits(bits_double(old) + v),
+                                                memory_order_relaxed, memory_order_relaxed)) {
+  }
+}
+
+int pmetrics_add(const pier_host *api, pier_series *s, double v) {
+  (void)api;
+  if (!s || s->m->type == PIER_METRIC_HISTOGRAM ||
+      (s->m->type == PIER_METRIC_COUNTER && !(v >= 0)))
+    return -EINVAL;
+  add_double(&s->value, v);
+  return 0;
+}
+
+int pmetrics_set(const pier_host *api, pier_series *s, double v) {
+  (void)api;
+  if (!s || s->m->type != PIER_METRIC_GAUGE)
+    return -EINVAL;
+  atomic_store_explicit(&s->value, double_bits(v), memory_order_relaxed);
+  return 0;
+}
+
+int pmetrics_observe(const pier_host *api, pier_series *s, double v) {
+  const pier_metric *m;
+  size_t i = 0;
+  (void)api;
+  if (!s || s->m->type != PIER_METRIC_HISTOGRAM || isnan(v))
+    return -EINVAL;
+  m = s->m;
+  while (i < m->nbounds && v > m->bounds[i]) /* le: a value on a bound is in its bucket */
+    i++;
+  atomic_fetch_add_explicit(&s->bucket[i], 1, memory_order_relaxed);
+  add_double(&s->value, v);
+  return 0;
+}
+
+/* ---- rendering and teardown ---- */
+
+static void render_series(FILE *out, const host_plugin *p, const pier_metric *m,
+                          const pier_series *s) {
+  const char *labels[2 * (PIER_METRIC_LABELS_MAX + 1)];
+  uint64_t cum[PIER_METRIC_BOUNDS_MAX], total = 0;
+  labels[0] = "plugin";
+  labels[1] = p->cfg->name;
+  for (size_t i = 0; i < m->nlabels; i++) {
+    labels[2 * i + 2] = m->label[i];
+    labels[2 * i + 3] = s->values[i];
+  }
+  if (m->type != PIER_METRIC_HISTOGRAM) {
+    prom_sample(out, m->family, labels, m->nlabels + 1,
+                bits_double(atomic_load_explicit(&s->value, memory_order_relaxed)));
+    return;
+  }
+  /* The count is the sum of the buckets read, so the series is consistent
+   * even while observations land (the sum may be a few behind or ahead). */
+  for (size_t i = 0; i <= m->nbounds; i++) {
+    total += atomic_load_explicit(&s->bucket[i], memory_order_relaxed);
+    if (i < m->nbounds)
+      cum[i] = total;
+  }
+  prom_histogram(out, m->family, labels, m->nlabels + 1, m->bounds, cum, m->nbounds,
+                 bits_double(atomic_load_explicit(&s->value, memory_order_relaxed)), total);
+}
+
 void host_render_plugin_metrics(host *h, FILE *out) {
-  (void)h;
-  (void)out;
+  for (size_t i = 0; i < h->nplugins; i++) {
+    const host_plugin *p = &h->plugins[i];
+    size_t n = atomic_load_explicit(&p->nmetrics, memory_order_acquire);
+    for (size_t k = 0; k < n; k++) {
+      const pier_metric *m = p->metrics[k];
+      size_t ns = atomic_load_explicit(&m->nseries, memory_order_acquire);
+      prom_family(out, m->family, type_name[m->type], m->help);
+      for (size_t j = 0; j < ns; j++)
+        render_series(out, p, m, m->series[j]);
+    }
+  }
+}
+
+void pmetrics_free(host_plugin *p) {
+  size_t n = atomic_load(&p->nmetrics);
+  for (size_t k = 0; k < n; k++) {
+    pier_metric *m = p->metrics[k];
+    size_t ns = atomic_load(&m->nseries);
+    for (size_t j = 0; j < ns; j++)
+      free(m->series[j]);
+    free(m);
+  }
+  atomic_store(&p->nmetrics, 0);
 }

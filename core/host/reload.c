@@ -36,6 +36,17 @@ static int call_on_load(host_plugin *p, unsigned gen, const pier_state *st) {
   return p->img.cb.on_load ? p->img.cb.on_load(&args) : 0;
 }
 
+/* Counts one reload's outcome (main thread; /metrics reads it anywhere). */
+static void count(_Atomic uint64_t *outcome) {
+  atomic_fetch_add_explicit(outcome, 1, memory_order_relaxed);
+}
+
+/* How long a reload held p's events: from the start of the quiesce to the
+ * resume. */
+static void paused_since(host_plugin *p, uint64_t t0_ns) {
+  stats_observe(&p->reload_pause, os_clock_ns() - t0_ns, 1);
+}
+
 static const char *rc_text(int rc) { return rc < 0 ? os_strerror(-rc) : "error"; }
 
 /* Step 4 (failure): the old version and its config text come back. Returns
@@ -85,6 +96,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     snprintf(msg, len, "reload %s failed at load: %s; generation %u keeps serving", name, err,
              old_gen);
     snprintf(p->last_failure, sizeof(p->last_failure), "%s", msg);
+    count(&p->reloads_failed);
     return rc;
   }
   if (config_json && strcmp(config_json, p->config_json) != 0 &&
@@ -92,13 +104,16 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     loader_close(&fresh);
     snprintf(msg, len, "reload %s failed at load: out of memory; generation %u keeps serving",
              name, old_gen);
+    count(&p->reloads_failed);
     return -ENOMEM;
   }
   /* Step 2: quiesce at a callback boundary. */
-  t0 = os_clock_us();
+  t0 = os_clock_ns();
   rc = gate_quiesce(p);
   if (rc < 0) {
     gate_resume(p);
+    paused_since(p, t0);
+    count(&p->reloads_failed);
     loader_close(&fresh);
     free(new_config);
     snprintf(msg, len,
@@ -130,6 +145,8 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
       gate_quarantine(p, why);
     }
     gate_resume(p);
+    paused_since(p, t0);
+    count(rc2 == 0 ? &p->reloads_rolled_back : &p->reloads_quarantined);
     snprintf(msg, len,
              "reload %s failed at on_load: the new version returned %d (%s); %s (version %s) "
              "restored as generation %u%s",
@@ -148,10 +165,12 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     log_info("plugin \"%s\": quarantine lifted by the reload", name);
   atomic_store(&p->failures, 0);
   held = gate_resume(p);
-  t1 = os_clock_us();
+  t1 = os_clock_ns();
+  stats_observe(&p->reload_pause, t1 - t0, 1);
+  count(&p->reloads_ok);
   snprintf(msg, len,
            "reloaded %s: generation %u, version %s (was %s), paused %.3f ms, %zu event%s held",
-           name, gen, p->img.version, oldver, (double)(t1 - t0) / 1000.0, held,
+           name, gen, p->img.version, oldver, (double)(t1 - t0) / 1e6, held,
            held == 1 ? "" : "s");
   return 0;
 }

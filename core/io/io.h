@@ -98,10 +98,13 @@ typedef struct io_opts {
   unsigned buf_size;    /* bytes each; also the epoll and iocp scratch buffer size */
 } io_opts;
 
+/* Written by the loop's thread. The rare-event counters are atomics because
+ * net_get_stats reads them from other threads (for /metrics); completions,
+ * bumped on every completion, is for the loop's own thread only. */
 typedef struct io_stats {
-  uint64_t cq_overflows;  /* times the CQ overflowed and was flushed */
-  uint64_t enobufs;       /* multishot recvs re-armed after running out of buffers */
-  uint64_t rearms;        /* multishot ops re-armed after ending without F_MORE */
+  _Atomic uint64_t cq_overflows; /* times the CQ overflowed and was flushed */
+  _Atomic uint64_t enobufs;      /* multishot recvs re-armed after running out of buffers */
+  _Atomic uint64_t rearms;       /* multishot ops re-armed after ending without F_MORE */
   uint64_t completions;
 } io_stats;
 

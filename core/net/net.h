@@ -106,8 +106,10 @@ typedef struct net_stats {
   /* Sessions that ended, by the reason on_disconnected got (index: pier_reason). */
   uint64_t closed_by_reason[NET_REASON_COUNT];
   uint64_t messages_in;       /* packets (framed) or reads (raw) delivered to on_recv */
-  uint64_t messages_out;      /* net_send/net_send_buf calls queued (a broadcast counts per recipient) */
-  uint64_t send_queue_bytes;  /* bytes queued now, all sessions together (a gauge) */
+  uint64_t messages_out;      /* net_send/net_send_buf calls that queued bytes (a broadcast
+                               * counts per recipient) */
+  uint64_t send_queue_bytes;  /* bytes queued now, all sessions together (a gauge): not yet
+                               * confirmed sent, TLS plaintext not yet sealed included */
   /* The workers' io loops (io_stats summed). */
   uint64_t io_cq_overflows, io_enobufs, io_rearms;
 } net_stats;
@@ -182,6 +184,10 @@ int net_current_worker(const net *n);
 io_loop *net_loop(net *n, unsigned i);
 /* Human-readable text of a disconnect reason. */
 const char *net_reason_text(pier_reason reason);
+/* The enum name in lowercase without its prefix ("peer_closed",
+ * "handshake_timeout"): the reason label of pier_sessions_closed_total. "?"
+ * for a value outside the enum. */
+const char *net_reason_label(pier_reason reason);
 
 const char *net_backend_name(const net *n);
 unsigned net_workers(const net *n);

@@ -56,11 +56,19 @@ typedef struct net_counters {
   _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
       send_queue_full, bad_packets, idle_timeouts, packet_timeouts, refused_per_ip,
       send_timeouts, read_pauses, handshakes, handshake_failures, handshake_timeouts, http_files,
-      ws_protocol_errors, ping_timeouts;
+      ws_protocol_errors, ping_timeouts, messages_in, messages_out;
+  _Atomic uint64_t closed_by_reason[NET_REASON_COUNT];
+  _Atomic uint64_t send_queue_bytes; /* a gauge: its sessions' send queues (sendq.gauge) */
 } net_counters;
 
-#define STAT_ADD(w, field, v) \
-  atomic_fetch_add_explicit(&(w)->stats.field, (uint64_t)(v), memory_order_relaxed)
+/* A worker's counters are written by its own thread only, so a relaxed load
+ * and store do (no locked add on the hot path); net_get_stats on another
+ * thread reads each whole, a moment late at worst. */
+#define STAT_ADD(w, field, v)                                                              \
+  atomic_store_explicit(&(w)->stats.field,                                               \
+                        atomic_load_explicit(&(w)->stats.field, memory_order_relaxed) +  \
+                            (uint64_t)(v),                                               \
+                        memory_order_relaxed)
 
 typedef struct listen_ep {
   io_fd fd;

@@ -10,6 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Single writer (the queue's owner): a plain add, visible whole to readers. */
+static void gauge_add(sendq *q, size_t n, int sign) {
+  uint64_t v;
+  if (!q->gauge)
+    return;
+  v = atomic_load_explicit(q->gauge, memory_order_relaxed);
+  atomic_store_explicit(q->gauge, sign > 0 ? v + n : v - n, memory_order_relaxed);
+}
+
 static int grow(sendq *q) {
   uint32_t cap = q->cap ? q->cap * 2 : 8;
   sendq_entry *ring = malloc(cap * sizeof(*ring));
@@ -38,6 +47,7 @@ int sendq_push(sendq *q, sbuf *b, uint32_t off, uint32_t len, size_t limit) {
   e->end = off + len;
   q->count++;
   q->bytes += len;
+  gauge_add(q, len, 1);
   return 0;
 }
 
@@ -59,6 +69,7 @@ int sendq_write(sendq *q, const void *data, size_t len, size_t limit) {
       b->len += (uint32_t)len;
       e->end += (uint32_t)len;
       q->bytes += len;
+      gauge_add(q, len, 1);
       return 0;
     }
   }
@@ -85,6 +96,7 @@ int sendq_iov(const sendq *q, struct iovec *iov, int max) {
 
 void sendq_consume(sendq *q, size_t n) {
   q->bytes -= n;
+  gauge_add(q, n, -1);
   while (n > 0 && q->count > 0) {
     sendq_entry *e = &q->ring[q->head];
     size_t avail = e->end - e->off;
@@ -100,6 +112,8 @@ void sendq_consume(sendq *q, size_t n) {
 }
 
 void sendq_clear(sendq *q) {
+  _Atomic uint64_t *gauge = q->gauge;
+  gauge_add(q, q->bytes, -1);
   while (q->count > 0) {
     sbuf_release(q->ring[q->head].buf);
     q->head = (q->head + 1) & (q->cap - 1);
@@ -107,4 +121,5 @@ void sendq_clear(sendq *q) {
   }
   free(q->ring);
   memset(q, 0, sizeof(*q));
+  q->gauge = gauge;
 }

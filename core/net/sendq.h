@@ -5,6 +5,7 @@
 #ifndef PIER_NET_SENDQ_H
 #define PIER_NET_SENDQ_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "os/os.h"
@@ -21,6 +22,10 @@ typedef struct sendq {
   sendq_entry *ring;
   uint32_t head, count, cap; /* cap is a power of two, 0 before first use */
   size_t bytes;              /* queued, not yet confirmed sent */
+  /* Where the queue's bytes are also summed with other queues' (its worker's
+   * send_queue_bytes), or NULL. Only the thread that owns the queue writes
+   * it, so it is kept with a relaxed load and store, not a locked add. */
+  _Atomic uint64_t *gauge;
 } sendq;
 
 #define SENDQ_IOV_MAX 64
@@ -37,7 +42,7 @@ int sendq_write(sendq *q, const void *data, size_t len, size_t limit);
 int sendq_iov(const sendq *q, struct iovec *iov, int max);
 /* Marks n bytes from the head as sent, releasing buffers sent in full. */
 void sendq_consume(sendq *q, size_t n);
-/* Releases every queued buffer and the ring. */
+/* Releases every queued buffer and the ring (the gauge stays). */
 void sendq_clear(sendq *q);
 
 #endif

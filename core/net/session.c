@@ -17,6 +17,25 @@ static const char *const reason_text[] = {
 #undef XX
 };
 
+/* By hand (the preprocessor cannot lowercase): test_net checks each against
+ * its PIER_REASON_MAP name. */
+static const char *const reason_label[] = {
+    "none", "peer_closed", "peer_reset", "io_error", "closed", "kicked", "send_queue_full",
+    "packet_too_small", "packet_too_large", "idle_timeout", "shutdown", "no_memory",
+    "flush_timeout", "plugin_error", "packet_timeout", "send_timeout", "protocol_error",
+    "invalid_text", "ping_timeout", "tls_error", "handshake_failed", "handshake_timeout",
+};
+
+_Static_assert(sizeof(reason_text) / sizeof(reason_text[0]) == NET_REASON_COUNT,
+               "NET_REASON_COUNT must follow PIER_REASON_MAP");
+_Static_assert(sizeof(reason_label) / sizeof(reason_label[0]) == NET_REASON_COUNT,
+               "a reason without its label");
+
+const char *net_reason_label(pier_reason reason) {
+  unsigned r = (unsigned)reason;
+  return r < NET_REASON_COUNT ? reason_label[r] : "?";
+}
+
 const char *net_reason_text(pier_reason reason) {
   unsigned r = (unsigned)reason;
   return r < sizeof(reason_text) / sizeof(reason_text[0]) && reason_text[r] ? reason_text[r] : "?";
@@ -38,8 +57,11 @@ static void finish(session *s) {
   free(s->defer);
   s->defer = NULL;
   s->defer_len = s->defer_cap = 0;
-  if (s->notified || s->accepted) /* every session counted as open */
+  if (s->notified || s->accepted) { /* every session counted as open */
     STAT_ADD(w, disconnects, 1);
+    STAT_ADD(w, closed_by_reason[s->reason < NET_REASON_COUNT ? s->reason : PIER_REASON_IO_ERROR],
+             1);
+  }
   if (s->notified) {
     if (ep->handler->on_disconnected)
       ep->handler->on_disconnected(ep->ctx, s, (pier_reason)s->reason);
@@ -148,6 +170,7 @@ session *session_new(net_worker *w, int fd, const net_endpoint *ep, const net_ad
     return NULL;
   s = &w->sessions[PIER_SID_SLOT(sid)];
   memset(s, 0, sizeof(*s));
+  s->q.gauge = &w->stats.send_queue_bytes;
   s->iofd.fd = fd;
   s->w = w;
   s->ep = ep;
@@ -231,6 +254,7 @@ void session_close(session *s, pier_reason reason, int abortive) {
 
 static int on_packet(void *ctx, const char *packet, size_t len) {
   session *s = ctx;
+  STAT_ADD(s->w, messages_in, 1);
   s->ep->handler->on_recv(s->ep->ctx, s, packet, len);
   return s->state != SS_OPEN;
 }
@@ -252,6 +276,7 @@ void session_app_input(session *s, const char *data, size_t len) {
   int rc;
 
   if (ep->framing == NET_FRAMING_RAW) {
+    STAT_ADD(s->w, messages_in, 1);
     ep->handler->on_recv(ep->ctx, s, data, len);
     return;
   }
@@ -654,32 +679,40 @@ int session_queue_full(session *s, size_t len) {
   return -ENOBUFS;
 }
 
+/* A send that was queued (bytes, not a no-op) counts as one message out. */
+static int sent_one(session *s, size_t len, int rc) {
+  if (rc == 0 && len)
+    STAT_ADD(s->w, messages_out, 1);
+  return rc;
+}
+
 int session_write(session *s, const void *data, size_t len) {
   int rc;
   if (s->state != SS_OPEN)
     return -ENOTCONN;
   if (s->xp)
-    return xport_write(s, data, len);
+    return sent_one(s, len, xport_write(s, data, len));
   rc = sendq_write(&s->q, data, len, s->w->n->opts.max_send_queue);
   if (rc == -ENOBUFS)
     return session_queue_full(s, len);
   if (rc == 0)
     session_want_flush(s);
-  return rc;
+  return sent_one(s, len, rc);
 }
 
 int session_write_buf(session *s, sbuf *b) {
+  size_t len = b->len - b->off;
   int rc;
   if (s->state != SS_OPEN)
     return -ENOTCONN;
   if (s->xp)
-    return xport_write_buf(s, b);
-  rc = sendq_push(&s->q, b, b->off, b->len - b->off, s->w->n->opts.max_send_queue);
+    return sent_one(s, len, xport_write_buf(s, b));
+  rc = sendq_push(&s->q, b, b->off, (uint32_t)len, s->w->n->opts.max_send_queue);
   if (rc == -ENOBUFS)
-    return session_queue_full(s, b->len - b->off);
+    return session_queue_full(s, len);
   if (rc == 0)
     session_want_flush(s);
-  return rc;
+  return sent_one(s, len, rc);
 }
 
 /* ---- client side ---- */

@@ -437,6 +437,7 @@ static int ws_on_message(void *ctx, const char *data, size_t len, int text) {
     session_close(s, r, 0);
     return 1;
   }
+  STAT_ADD(s->w, messages_in, 1);
   s->ep->handler->on_recv(s->ep->ctx, s, data, len);
   return s->state != SS_OPEN;
 }
@@ -685,6 +686,7 @@ int xport_attach(session *s) {
       free(xp);
       return -ENOMEM;
     }
+    xp->tls->pq.gauge = s->q.gauge; /* plaintext waiting counts as queued too */
   }
   xp->phase = xp->tls ? XP_TLS : site->websocket ? XP_HTTP : XP_OPEN;
   s->xp = xp;

@@ -68,7 +68,7 @@ extern "C" {
 #endif
 
 #define PIER_ABI_MAJOR 1
-#define PIER_ABI_MINOR 1
+#define PIER_ABI_MINOR 2
 #define PIER_PLUGIN_MAGIC 0x52454950u /* "PIER" */
 
 /* printf-style checking of h->log's format where the compiler has it. The
@@ -112,6 +112,61 @@ typedef struct pier_state {
 
 typedef void (*pier_timer_fn)(void *arg);
 typedef void (*pier_job_fn)(void *arg);
+
+/* ---- plugin metrics (ABI 1.2) ----
+ * A plugin declares counters, gauges and histograms (metric_declare), gets
+ * one series handle per combination of label values (metric_series), and
+ * updates it from any thread (metric_add, metric_set, metric_observe: lock
+ * free, a few atomic operations, never a system call). pierd serves them
+ * with its own metrics (/metrics, the `metrics` command) as the family
+ * "<plugin>_<name>" (the plugin's server.json name, '-' written as '_' and a
+ * '_' in front of a leading digit), each series with the label
+ * plugin="<plugin>" before the plugin's own labels.
+ *
+ * The host keeps the metrics, not the plugin's image: a reloaded version
+ * that declares a metric again with the same name, type, labels and bounds
+ * gets the same handle and its series keep their values (a counter does not
+ * restart at 0). Handles stay valid until pierd exits, even across reloads;
+ * a declared metric stays on /metrics until then, with its last values.
+ *
+ * Limits (each refusal is logged, naming the plugin and the metric):
+ * -ENOSPC past PIER_METRICS_MAX metrics per plugin or PIER_METRIC_SERIES_MAX
+ * series per metric; -EINVAL for a name that is not [a-zA-Z_][a-zA-Z0-9_]*
+ * (at most PIER_METRIC_NAME_MAX bytes; label names likewise, not starting
+ * with "__", not "plugin", not "le" on a histogram, no two alike), more than
+ * PIER_METRIC_LABELS_MAX labels, help over PIER_METRIC_HELP_MAX bytes, a
+ * label value over PIER_METRIC_VALUE_MAX bytes, text that is not UTF-8, or
+ * histogram bounds that are not finite and strictly ascending (1 to
+ * PIER_METRIC_BOUNDS_MAX of them), or a family starting with "pier_" or
+ * "process_" (pierd's own); -EEXIST for a name already declared with another
+ * type, labels or bounds, or whose family another plugin has. */
+#define PIER_METRICS_MAX 64
+#define PIER_METRIC_SERIES_MAX 256
+#define PIER_METRIC_LABELS_MAX 8
+#define PIER_METRIC_BOUNDS_MAX 32
+#define PIER_METRIC_NAME_MAX 64
+#define PIER_METRIC_HELP_MAX 256
+#define PIER_METRIC_VALUE_MAX 128
+
+typedef enum pier_metric_type {
+  PIER_METRIC_COUNTER = 0,  /* only goes up: metric_add with v >= 0 */
+  PIER_METRIC_GAUGE = 1,    /* metric_set, metric_add (v may be negative) */
+  PIER_METRIC_HISTOGRAM = 2 /* metric_observe */
+} pier_metric_type;
+
+typedef struct pier_metric_spec {
+  uint32_t size;              /* sizeof(pier_metric_spec) */
+  pier_metric_type type;
+  const char *name;           /* "messages_total": shown as <plugin>_messages_total */
+  const char *help;           /* one line for # HELP (NULL: none) */
+  const char *const *labels;  /* nlabels label names */
+  size_t nlabels;
+  const double *bounds;       /* histogram: upper bounds of the buckets, ascending; */
+  size_t nbounds;             /* a last bucket, +Inf, is implied */
+} pier_metric_spec;
+
+typedef struct pier_metric pier_metric; /* a declared metric (host-owned) */
+typedef struct pier_series pier_series; /* one set of label values of one (host-owned) */
 
 /* Host services. Each takes the pier_host the plugin was given, first.
  * Returns: 0 or a negative errno-style code. -ENOTCONN: the session is gone
@@ -170,6 +225,24 @@ struct pier_host {
    * PIER_REASON_PLUGIN_ERROR, new ones are refused, and it gets no callback
    * until it is reloaded. Check h->size before using it. */
   int (*fail)(const pier_host *h, const char *reason);
+
+  /* ABI 1.2: plugin metrics (see pier_metric_spec above). Check h->size (or
+   * h->abi_minor >= 2) before using them.
+   * Declares a metric, or finds the one this plugin declared before under
+   * that name (by any version) if type, labels and bounds match (the help
+   * text stays the first one's). Any thread; the spec's strings are copied. */
+  int (*metric_declare)(const pier_host *h, const pier_metric_spec *spec, pier_metric **out);
+  /* The series of m for values (one per label name, in the spec's order;
+   * NULL when m has no labels), created at 0 the first time. Any thread; it
+   * takes a lock, so keep the handle rather than asking on every update. */
+  int (*metric_series)(const pier_host *h, pier_metric *m, const char *const *values,
+                       pier_series **out);
+  /* Updates, from any thread, without a lock. -EINVAL for NULL, the wrong
+   * type (add: counters and gauges; set: gauges only; observe: histograms
+   * only), a negative or NaN add to a counter, a NaN observation. */
+  int (*metric_add)(const pier_host *h, pier_series *s, double v);
+  int (*metric_set)(const pier_host *h, pier_series *s, double v);
+  int (*metric_observe)(const pier_host *h, pier_series *s, double v);
 };
 
 /* The descriptor, exported as the symbol `pier_plugin_descriptor`

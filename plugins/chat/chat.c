@@ -34,6 +34,11 @@ static chat_rooms g_rooms; /* guarded by g_mu */
 /* Set by on_load before any other callback runs, cleared by on_unload. */
 static const pier_host *g_host;
 
+/* Packets received, by kind (ABI 1.2 metrics; NULL on an older host). The
+ * host keeps them across a reload, so the count goes on. */
+enum { K_JOIN, K_CHAT, K_OTHER, K_COUNT };
+static pier_series *g_packets[K_COUNT];
+
 /* ---- outbox: packets decided under the lock, sent after it ---- */
 
 typedef struct out_msg {
@@ -240,6 +245,7 @@ static void chat_recv(pier_sid sid, const void *data, size_t len) {
   chat_member *m;
   const char *body;
   uint16_t id;
+  int kind = K_OTHER;
 
   if (!h)
     return;
@@ -263,9 +269,11 @@ static void chat_recv(pier_sid sid, const void *data, size_t len) {
   body = (const char *)data + 4;
   switch (id) {
   case C_JOIN:
+    kind = K_JOIN;
     join_locked(&ob, m, body, len - 4);
     break;
   case C_CHAT:
+    kind = K_CHAT;
     chat_locked(&ob, m, body, len - 4);
     break;
   default: {
@@ -280,6 +288,8 @@ static void chat_recv(pier_sid sid, const void *data, size_t len) {
   }
 out:
   pthread_mutex_unlock(&g_mu);
+  if (g_packets[kind])
+    h->metric_add(h, g_packets[kind], 1);
   outbox_flush(h, &ob);
 }
 
@@ -350,6 +360,21 @@ static void prune_job(void *arg) {
   free(live);
 }
 
+/* chat_packets_total{kind}, when the host has metrics. A failure only
+ * leaves the packets uncounted (the host logged why). */
+static void declare_metrics(const pier_host *h) {
+  static const char *const label[] = {"kind"};
+  static const char *const kinds[K_COUNT][1] = {{"join"}, {"chat"}, {"other"}};
+  pier_metric_spec spec = {.size = sizeof(spec), .type = PIER_METRIC_COUNTER,
+                           .name = "packets_total", .help = "Packets received, by kind.",
+                           .labels = label, .nlabels = 1};
+  pier_metric *m;
+  if (!HOST_HAS(h, metric_observe) || h->metric_declare(h, &spec, &m) < 0)
+    return;
+  for (int k = 0; k < K_COUNT; k++)
+    (void)h->metric_series(h, m, kinds[k], &g_packets[k]);
+}
+
 /* Takes the host table and, after a reload, the previous version's rooms.
  * Refuses (-ENOTSUP) a host lacking send, broadcast, close or log. A state
  * blob that does not validate is logged and ignored: the plugin then starts
@@ -365,6 +390,7 @@ static int chat_load(const pier_load_args *args) {
       !HOST_HAS(h, close) || !HOST_HAS(h, log))
     return -ENOTSUP;
   g_host = h;
+  declare_metrics(h);
   if (args->size < offsetof(pier_load_args, state_len) + sizeof(args->state_len) ||
       !args->state)
     return 0;

@@ -11,6 +11,11 @@
 #include <time.h>
 
 #include "net/framing.h"
+#ifndef _WIN32
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#endif
 #include "testlib.h"
 
 enum { MODE_ECHO, MODE_RELAY, MODE_FLOOD, MODE_SILENT };
@@ -1261,6 +1266,275 @@ static void run_transcript(const char *backend, transcript *t) {
   os_mutex_destroy(&t->mu);
 }
 
+/* ---- the numbers /metrics shows ---- */
+
+typedef struct wait_stat {
+  net *n;
+  int field; /* 0: send_queue_bytes, 1: messages_out */
+  uint64_t want;
+  int above; /* wait for > want instead of == want */
+} wait_stat;
+
+static uint64_t stat_of(net *n, int field) {
+  net_stats st;
+  net_get_stats(n, &st);
+  return field == 0 ? st.send_queue_bytes : st.messages_out;
+}
+
+static int cond_stat(void *arg) {
+  wait_stat *w = arg;
+  uint64_t v = stat_of(w->n, w->field);
+  return w->above ? v > w->want : v == w->want;
+}
+
+static int wait_stat_eq(net *n, int field, uint64_t want) {
+  wait_stat w = {n, field, want, 0};
+  return test_wait(cond_stat, &w, 10000);
+}
+
+/* Packets in and out are counted per packet, and every session that ends is
+ * counted once under the reason its owner was told, on every worker. */
+START_TEST(test_net_stats_count_messages_and_closes) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 2, 100, 1u << 20, NET_FRAMING_U16_SIZE_ID);
+  /* Two 6-byte packets (size 6 little-endian, id 7 / 8, two bytes of data). */
+  static const char pkts[] = "\x06\x00\x07\x00hi\x06\x00\x08\x00yo";
+  char buf[12];
+  int fd[3];
+  net_stats st;
+  uint64_t total = 0;
+
+  for (int i = 0; i < 3; i++) {
+    fd[i] = test_connect(v->port);
+    ck_assert(wait_for(&v->connected, i + 1)); /* v->sids[i] is fd[i]'s */
+    test_send_all(fd[i], pkts, 12);
+    ck_assert_int_eq(test_recv_exact(fd[i], buf, 12), 0);
+    ck_assert_int_eq(memcmp(buf, pkts, 12), 0);
+  }
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.messages_in, 6);
+  ck_assert_uint_eq(st.messages_out, 6);
+  ck_assert_uint_eq(st.bytes_in, 36);
+  /* Echoed in full: nothing is left queued once the sends completed. */
+  ck_assert(wait_stat_eq(v->n, 0, 0));
+
+  os_sock_close(fd[0]);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(net_close(v->n, v->sids[1], PIER_REASON_KICKED), 0);
+  ck_assert(wait_for(&v->disconnected, 2));
+  os_sock_abort(fd[2]);
+  ck_assert(wait_for(&v->disconnected, 3));
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.closed_by_reason[PIER_REASON_PEER_CLOSED], 1);
+  ck_assert_uint_eq(st.closed_by_reason[PIER_REASON_KICKED], 1);
+  ck_assert_uint_eq(st.closed_by_reason[PIER_REASON_PEER_RESET], 1);
+  for (unsigned r = 0; r < NET_REASON_COUNT; r++)
+    total += st.closed_by_reason[r];
+  ck_assert_uint_eq(total, 3);
+  ck_assert_uint_eq(st.disconnects, 3);
+  ck_assert_uint_eq(st.sessions, 0);
+  /* A send that queues nothing is no message. */
+  ck_assert_uint_eq(st.messages_out, 6);
+  os_sock_close(fd[1]);
+  srv_free(v);
+}
+END_TEST
+
+/* send_queue_bytes follows the bytes a peer has not taken yet: up while it
+ * does not read, back to 0 when the queue drains (graceful close) and when
+ * it is dropped (abortive close). */
+START_TEST(test_net_stats_send_queue_gauge_follows_queue) {
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, 64u << 20, NET_FRAMING_RAW);
+  static char big[8u << 20];
+  wait_stat above = {v->n, 0, 0, 1};
+  int fd = test_connect_rcvbuf(v->port, 4096), fd2;
+  size_t got = 0;
+  uint64_t q;
+
+  ck_assert(wait_for(&v->connected, 1));
+  memset(big, 'q', sizeof(big));
+  ck_assert_int_eq(net_send(v->n, v->sids[0], big, sizeof(big)), 0);
+  ck_assert(test_wait(cond_stat, &above, 10000));
+  q = stat_of(v->n, 0);
+  ck_assert_uint_le(q, sizeof(big));
+  ck_assert_uint_eq(stat_of(v->n, 1), 1);
+  /* Dropped by an abortive close: the gauge gives the bytes back. */
+  ck_assert_int_eq(net_abort(v->n, v->sids[0], PIER_REASON_KICKED), 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_uint_eq(stat_of(v->n, 0), 0);
+  os_sock_close(fd);
+
+  /* Sent in full by a graceful close: back to 0 once the peer took it. */
+  fd2 = test_connect(v->port);
+  ck_assert(wait_for(&v->connected, 2));
+  ck_assert_int_eq(net_send(v->n, v->sids[1], big, 1u << 20), 0);
+  ck_assert_int_eq(net_close(v->n, v->sids[1], PIER_REASON_CLOSED), 0);
+  ck_assert_int_eq(test_recv_until_close(fd2, &got), 0);
+  ck_assert_uint_eq(got, 1u << 20);
+  ck_assert(wait_for(&v->disconnected, 2));
+  ck_assert_uint_eq(stat_of(v->n, 0), 0);
+  ck_assert_uint_eq(stat_of(v->n, 1), 2);
+  os_sock_close(fd2);
+  srv_free(v);
+}
+END_TEST
+
+/* The io loops' own counters reach net_get_stats: a ring of four 64-byte
+ * buffers runs dry under a stream on io_uring (the epoll and IOCP backends
+ * read into one scratch buffer and have nothing to run out of). */
+START_TEST(test_net_stats_io_counters_reach_net) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 4u << 20, .buf_count = 4, .buf_size = 64};
+  srv *v = srv_start_o(&o, MODE_ECHO, NET_FRAMING_RAW);
+  static char data[256u << 10], back[256u << 10];
+  int fd = test_connect(v->port);
+  net_stats st;
+
+  for (size_t k = 0; k < sizeof(data); k++)
+    data[k] = (char)test_pattern(1, k);
+  test_send_all(fd, data, sizeof(data));
+  ck_assert_int_eq(test_recv_exact(fd, back, sizeof(back)), 0);
+  ck_assert_int_eq(memcmp(data, back, sizeof(data)), 0);
+  net_get_stats(v->n, &st);
+  if (strcmp(test_backend(_i), "io_uring") == 0)
+    ck_assert_msg(st.io_enobufs > 0, "io_enobufs %llu io_rearms %llu",
+                  (unsigned long long)st.io_enobufs, (unsigned long long)st.io_rearms);
+  else
+    ck_assert_uint_eq(st.io_enobufs, 0);
+  ck_assert_uint_eq(st.messages_in, st.messages_out); /* raw: one echo per read */
+  os_sock_close(fd);
+  srv_free(v);
+}
+END_TEST
+
+#ifndef _WIN32 /* no TLS in the Windows build (xport_none.c) */
+/* A self-signed P-256 certificate and its key, as PEM files in dir. */
+static void tls_files(const char *dir, char *cert, char *key, size_t len) {
+  EVP_PKEY *k = EVP_EC_gen("P-256");
+  X509 *x = X509_new();
+  X509_NAME *name = X509_NAME_new();
+  FILE *f;
+
+  ck_assert_ptr_nonnull(k);
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(x), 24 * 3600);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"pier", -1, -1, 0);
+  X509_set_subject_name(x, name);
+  X509_set_issuer_name(x, name);
+  X509_set_pubkey(x, k);
+  ck_assert_int_gt(X509_sign(x, k, EVP_sha256()), 0);
+  snprintf(cert, len, "%s/c.crt", dir);
+  snprintf(key, len, "%s/c.key", dir);
+  ck_assert_ptr_nonnull(f = fopen(cert, "wb"));
+  ck_assert(PEM_write_X509(f, x));
+  fclose(f);
+  ck_assert_ptr_nonnull(f = fopen(key, "wb"));
+  ck_assert(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL));
+  fclose(f);
+  X509_NAME_free(name);
+  X509_free(x);
+  EVP_PKEY_free(k);
+}
+
+/* With TLS the plaintext waiting to be sealed counts as queued too: the
+ * gauge rises while the peer does not read and comes back to 0 when the
+ * session is dropped with both queues full, and when it drains. */
+START_TEST(test_net_stats_send_queue_gauge_counts_tls) {
+  static char big[32u << 20];
+  char dir[256], cert[300], key[300], buf[4096];
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 64u << 20, .close_timeout_ms = 3000};
+  srv *v;
+  wait_stat above;
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  SSL *ssl[2];
+  int fd[2];
+  size_t got = 0;
+
+  test_mkdtemp(dir, sizeof(dir), "pier-net-tls-");
+  tls_files(dir, cert, key, sizeof(cert));
+  v = calloc(1, sizeof(*v));
+  os_mutex_init(&v->mu);
+  v->mode = MODE_SILENT;
+  v->ep = (net_endpoint){.handler = &srv_handler, .ctx = v, .framing = NET_FRAMING_RAW,
+                         .tls_cert = cert, .tls_key = key};
+  ck_assert_int_eq(net_create(&o, &v->n), 0);
+  {
+    net_addr a;
+    net_listener *l;
+    ck_assert_int_eq(net_addr_parse("127.0.0.1", 0, &a), 0);
+    ck_assert_int_eq(net_listen(v->n, &a, &v->ep, &l), 0);
+    v->port = net_listener_port(l);
+  }
+  ck_assert_int_eq(net_start(v->n), 0);
+  above = (wait_stat){v->n, 0, 0, 1};
+  for (int i = 0; i < 2; i++) {
+    fd[i] = i == 0 ? test_connect_rcvbuf(v->port, 4096) : test_connect(v->port);
+    ssl[i] = SSL_new(ctx);
+    SSL_set_fd(ssl[i], fd[i]);
+    ck_assert_int_eq(SSL_connect(ssl[i]), 1);
+    ck_assert(wait_for(&v->connected, i + 1));
+  }
+  memset(big, 't', sizeof(big));
+
+  ck_assert_int_eq(net_send(v->n, v->sids[0], big, sizeof(big)), 0);
+  ck_assert(test_wait(cond_stat, &above, 10000));
+  /* Sealed into the socket's queue 64 KiB at a time: most of it is still
+   * plaintext, and the kernel (a send buffer of a few MiB at most, a 4 KiB
+   * window) can have taken little of it. */
+  ck_assert_uint_ge(stat_of(v->n, 0), 16u << 20);
+  ck_assert_int_eq(net_abort(v->n, v->sids[0], PIER_REASON_KICKED), 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_uint_eq(stat_of(v->n, 0), 0);
+
+  ck_assert_int_eq(net_send(v->n, v->sids[1], big, 1u << 20), 0);
+  ck_assert_int_eq(net_close(v->n, v->sids[1], PIER_REASON_CLOSED), 0);
+  for (;;) {
+    int r = SSL_read(ssl[1], buf, sizeof(buf));
+    if (r <= 0)
+      break;
+    got += (size_t)r;
+  }
+  ck_assert_uint_eq(got, 1u << 20);
+  ck_assert(wait_for(&v->disconnected, 2));
+  ck_assert_uint_eq(stat_of(v->n, 0), 0);
+  for (int i = 0; i < 2; i++) {
+    SSL_free(ssl[i]);
+    os_sock_close(fd[i]);
+  }
+  SSL_CTX_free(ctx);
+  srv_free(v);
+  test_rm_rf(dir);
+}
+END_TEST
+#endif
+
+/* Each reason's label is its PIER_REASON_MAP name in lowercase, so a new
+ * reason cannot go out under another's label. */
+START_TEST(test_net_reason_labels_follow_enum) {
+  static const struct {
+    pier_reason r;
+    const char *name;
+  } map[] = {
+#define XX(name, value, text) {PIER_REASON_##name, #name},
+      PIER_REASON_MAP(XX)
+#undef XX
+  };
+  ck_assert_uint_eq(sizeof(map) / sizeof(map[0]), NET_REASON_COUNT);
+  for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+    char want[64];
+    size_t k = 0;
+    for (; map[i].name[k] && k < sizeof(want) - 1; k++)
+      want[k] = (char)(map[i].name[k] >= 'A' && map[i].name[k] <= 'Z' ? map[i].name[k] + 32
+                                                                       : map[i].name[k]);
+    want[k] = '\0';
+    ck_assert_str_eq(net_reason_label(map[i].r), want);
+  }
+  ck_assert_str_eq(net_reason_label((pier_reason)NET_REASON_COUNT), "?");
+}
+END_TEST
+
 START_TEST(test_net_backends_give_identical_results) {
   transcript t;
   for (int i = 0; i < TEST_NBACKENDS; i++) {
@@ -1302,6 +1576,13 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_bad_packet_size_closes_only_that_session, 0,
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_idle_timeout_closes_only_quiet_sessions, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_stats_count_messages_and_closes, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_stats_send_queue_gauge_follows_queue, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_stats_io_counters_reach_net, 0, TEST_NBACKENDS);
+#ifndef _WIN32
+  tcase_add_loop_test(tc, test_net_stats_send_queue_gauge_counts_tls, 0, TEST_NBACKENDS);
+#endif
+  tcase_add_test(tc, test_net_reason_labels_follow_enum);
   tcase_add_test(tc, test_net_backends_give_identical_results);
   suite_add_tcase(s, tc);
   return test_run(s);

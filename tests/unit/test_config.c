@@ -166,6 +166,19 @@ START_TEST(test_config_defaults_when_absent) {
   ck_assert_int_eq(p->watch, 0);
   ck_assert_str_eq(cfg->listeners[0].address, "127.0.0.1");
   ck_assert_int_eq(cfg->listeners[0].framing, CFG_FRAMING_RAW);
+  ck_assert_ptr_null(cfg->metrics_address); /* no "metrics": no HTTP listener */
+  cfg_free(cfg);
+}
+END_TEST
+
+/* "metrics": {} turns the HTTP listener on at its defaults. */
+START_TEST(test_config_metrics_defaults) {
+  cfg_server *cfg = NULL;
+  char err[512];
+  int rc = load("{'metrics':{}," PL "," LS "}", &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_str_eq(cfg->metrics_address, "127.0.0.1");
+  ck_assert_uint_eq(cfg->metrics_port, 9100);
   cfg_free(cfg);
 }
 END_TEST
@@ -177,6 +190,7 @@ START_TEST(test_config_every_key_set) {
       "{'workers':64,'io_backend':'epoll','max_sessions':1000000,"
       "'log_level':'debug','admin_socket':'/run/p.sock',"
       "'log_file':'/var/log/pierd.log','log_format':'json',"
+      "'metrics':{'address':'::1','port':0},"
       "'limits':{'max_packet_size':4,'max_send_queue':1073741824,"
       "'idle_timeout_ms':86400000,'send_timeout_ms':3600000,"
       "'recv_backlog':16777216,'plugin_backlog':1073741824},"
@@ -196,6 +210,8 @@ START_TEST(test_config_every_key_set) {
   ck_assert_str_eq(cfg->log_file, native("/var/log/pierd.log"));
   ck_assert_int_eq(cfg->log_format, CFG_LOG_FORMAT_JSON);
   ck_assert_str_eq(cfg->admin_socket, native("/run/p.sock"));
+  ck_assert_str_eq(cfg->metrics_address, "::1");
+  ck_assert_uint_eq(cfg->metrics_port, 0);
   ck_assert_uint_eq(cfg->limits.max_packet_size, 4);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1073741824);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 86400000);
@@ -465,6 +481,15 @@ static const struct {
      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'," PL "," LS "}",
      "server.json: admin_socket: path too long for a unix socket once "
      "resolved (108 bytes, at most 107)"},
+    {"{'metrics':9100," PL "," LS "}",
+     "server.json: metrics: expected an object, got 9100"},
+    {"{'metrics':{'address':'localhost'}," PL "," LS "}",
+     "server.json: metrics.address: expected an IPv4 or IPv6 address literal, got "
+     "\"localhost\""},
+    {"{'metrics':{'port':65536}," PL "," LS "}",
+     "server.json: metrics.port: expected an integer 0..65535, got 65536"},
+    {"{'metrics':{'path':'/m'}," PL "," LS "}",
+     "server.json: metrics.path: unknown key"},
     {"{} x", "server.json:1:4: syntax error near 'x'"},
     {"{'x\\u0000y':1}",
      "server.json:1:4: \"\\u0000\" (NUL) is not allowed in strings"},
@@ -1040,6 +1065,7 @@ static Suite *config_suite(void) {
 #endif
   tcase_add_test(tc, test_config_defaults_when_absent);
   tcase_add_test(tc, test_config_every_key_set);
+  tcase_add_test(tc, test_config_metrics_defaults);
   tcase_add_test(tc, test_config_limits_lowest_values);
   tcase_add_test(tc, test_config_plugin_path_resolution);
   tcase_add_test(tc, test_config_plugin_path_platform_extension);

@@ -67,6 +67,34 @@ START_TEST(test_sendq_push_consume_accounting) {
 }
 END_TEST
 
+/* Two queues summed into one gauge: what enters either (push, write, also
+ * an append into the tail) raises it, what leaves (consume, clear) lowers it,
+ * a refused write leaves it alone, and the gauge survives a clear. */
+START_TEST(test_sendq_gauge_sums_queues) {
+  _Atomic uint64_t gauge = 0;
+  sendq a = {.gauge = &gauge}, b = {.gauge = &gauge};
+  sbuf *buf = sbuf_from("0123456789", 10);
+
+  ck_assert_int_eq(sendq_push(&a, buf, 0, 10, NOLIMIT), 0);
+  ck_assert_int_eq(sendq_write(&b, "abc", 3, NOLIMIT), 0);
+  ck_assert_int_eq(sendq_write(&b, "de", 2, NOLIMIT), 0); /* appended */
+  ck_assert_uint_eq(atomic_load(&gauge), 15);
+  ck_assert_int_eq(sendq_write(&b, "toolong", 7, 8), -ENOBUFS);
+  ck_assert_uint_eq(atomic_load(&gauge), 15);
+  sendq_consume(&a, 4);
+  ck_assert_uint_eq(atomic_load(&gauge), 11);
+  sendq_clear(&b);
+  ck_assert_uint_eq(atomic_load(&gauge), 6);
+  ck_assert_ptr_eq(b.gauge, &gauge);
+  ck_assert_int_eq(sendq_write(&b, "z", 1, NOLIMIT), 0);
+  ck_assert_uint_eq(atomic_load(&gauge), 7);
+  sendq_clear(&a);
+  sendq_clear(&b);
+  ck_assert_uint_eq(atomic_load(&gauge), 0);
+  sbuf_release(buf);
+}
+END_TEST
+
 START_TEST(test_sendq_cap_refuses_over_limit) {
   sendq q = {0};
   sbuf *b = sbuf_from("0123456789", 10);
@@ -357,6 +385,7 @@ int main(void) {
   TCase *tc = tcase_create("sendq");
 
   tcase_add_test(tc, test_sendq_push_consume_accounting);
+  tcase_add_test(tc, test_sendq_gauge_sums_queues);
   tcase_add_test(tc, test_sendq_cap_refuses_over_limit);
   tcase_add_test(tc, test_sendq_write_coalesces_unshared_tail);
   tcase_add_test(tc, test_sendq_write_coalesces_until_full);

@@ -772,6 +772,43 @@ START_TEST(test_win_log_file_reopen_and_json_status) {
 }
 END_TEST
 
+/* `pierctl metrics` on both platforms; the HTTP listener where the build
+ * has one (Linux), and the line saying it has none where not (Windows). */
+START_TEST(test_win_pierctl_metrics) {
+  int windows = strcmp(test_daemon_plugin_ext(), ".dll") == 0;
+  test_daemon d;
+  char out[65536], err[4096], want[160];
+  start(&d,
+        "{\"metrics\": {\"port\": 0}, \"plugins\": [{\"name\": \"echo\", \"path\": "
+        "\"@PLUGINS@/echo@EXT@\"}], \"listeners\": [{\"port\": 0, \"plugin\": \"echo\"}]}",
+        _i);
+  const char *admin = test_daemon_admin(&d, 10000);
+  ck_assert_msg(admin != NULL, "no \" ready (pierctl)\" line in the log");
+  if (windows)
+    ck_assert_msg(strstr(d.log, "metrics: this build of pierd has no HTTP server (built without "
+                                "libmicrohttpd): 127.0.0.1:0 is not served"),
+                  "log:\n%s", d.log);
+  else
+    ck_assert_msg(strstr(d.log, "metrics on http://127.0.0.1:"), "log:\n%s", d.log);
+  int fd = test_connect(d.ports[0]);
+  echo_once(fd, "counted");
+
+  const char *metrics[] = {"--socket", admin, "metrics", NULL};
+  int rc = test_daemon_pierctl(metrics, out, sizeof(out), err, sizeof(err), 30000);
+  ck_assert_msg(rc == 0, "pierctl metrics: exit %d\n%s%s", rc, out, err);
+  snprintf(want, sizeof(want),
+           "\npier_listener_sessions{listener=\"127.0.0.1:%u\",plugin=\"echo\",transport=\"tcp\"} 1\n",
+           (unsigned)d.ports[0]);
+  ck_assert_msg(strstr(out, want), "no \"%s\" in:\n%s", want + 1, out);
+  ck_assert_msg(strstr(out, "\npier_received_bytes_total 7\n"), "metrics:\n%s", out);
+  ck_assert_msg(strstr(out, "\npier_sent_bytes_total 7\n"), "metrics:\n%s", out);
+  ck_assert_msg(strstr(out, "\n# TYPE process_resident_memory_bytes gauge\n"), "metrics:\n%s", out);
+  ck_assert_msg(err[0] == '\0', "pierctl wrote to stderr: %s", err);
+  close(fd);
+  stop(&d);
+}
+END_TEST
+
 /* ---- the suite ---- */
 
 /* What a run against another build needs, checked once with a clear word
@@ -828,6 +865,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_win_one_disconnect_per_session, 0, nbackends);
   tcase_add_loop_test(tc, test_win_pierctl_status_and_quit, 0, nbackends);
   tcase_add_loop_test(tc, test_win_log_file_reopen_and_json_status, 0, nbackends);
+  tcase_add_loop_test(tc, test_win_pierctl_metrics, 0, nbackends);
   tcase_add_test(tc, test_win_backend_of_the_other_platform_is_refused);
   suite_add_tcase(s, tc);
   return test_run(s);
