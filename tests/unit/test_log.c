@@ -1,6 +1,6 @@
 /* base/log: JSON lines (escaping, a cut that keeps UTF-8 whole), the log
- * file and its reopen while other threads write: every line lands whole in
- * one file or the other, none is lost. */
+ * file and its reopen while other threads write (every line lands whole in
+ * one file or the other, none is lost), and log_limited's budget. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
@@ -159,12 +159,33 @@ START_TEST(test_log_reopen_without_file_or_failing) {
 }
 END_TEST
 
+START_TEST(test_log_limited_drops_and_says_so) {
+  log_rate rate = {0};
+  char *text;
+  setup();
+  ck_assert_int_eq(log_open_file(path), 0);
+  /* 15 lines at once: 10 pass. The window is a second; these take far less. */
+  for (int i = 0; i < 15; i++)
+    log_limited(&rate, LOG_INFO, "bad client %d", i);
+  /* The next window's first line says how many were dropped. */
+  usleep(1100 * 1000);
+  log_limited(&rate, LOG_INFO, "bad client %d", 15);
+  text = slurp(path);
+  ck_assert_int_eq(test_count(text, " info  bad client "), 10);
+  ck_assert_ptr_nonnull(strstr(text, " info  bad client 9\n"));
+  ck_assert_ptr_null(strstr(text, "bad client 10\n"));
+  ck_assert_ptr_nonnull(strstr(text, " info  (5 similar lines dropped) bad client 15\n"));
+  test_rm_rf(dir);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("log");
   TCase *tc = tcase_create("log");
   tcase_add_test(tc, test_log_json_lines);
   tcase_add_test(tc, test_log_reopen_while_writing);
   tcase_add_test(tc, test_log_reopen_without_file_or_failing);
+  tcase_add_test(tc, test_log_limited_drops_and_says_so);
   suite_add_tcase(s, tc);
   return test_run(s);
 }
