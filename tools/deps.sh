@@ -20,7 +20,8 @@
 #                           (their certificates, and the TLS client of
 #                           tests/ws), prometheus (promtool checks the
 #                           /metrics text; tests/prometheus runs a real
-#                           server scraping pierd), and the
+#                           server scraping pierd), binutils (addr2line: test_logs
+#                           resolves a crash report's plugin frame), and the
 #                           windows set below (tools/test-windows)
 #   pier_ensure_deps windows
 #                           the build set plus the Windows cross-build and
@@ -36,7 +37,7 @@
 PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
                  libssl-dev libmicrohttpd-dev)
 PIER_DEPS_TEST=(valgrind python3 python3-websockets clang-14 libclang-rt-14-dev chromium nodejs
-                ca-certificates openssl prometheus)
+                ca-certificates openssl prometheus binutils)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 
 pier_ensure_deps() {

@@ -23,9 +23,10 @@
 
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: pierctl [--config PATH] [--socket PATH] COMMAND [ARG...]\n"
+          "usage: pierctl [--config PATH] [--socket PATH] COMMAND [ARG...] | --version\n"
           "  --config PATH   find the admin socket in this config (default " DEFAULT_CONFIG ")\n"
           "  --socket PATH   use this admin socket\n"
+          "  --version       print \"pierctl VERSION\" and exit\n"
           "  --help          this text\n"
           "Runs one pierd console command (`pierctl help` lists them) and prints its output.\n"
           "Exit status: 0 done, 1 the command failed (its error lines go to stderr),\n"
@@ -127,6 +128,7 @@ int main(int argc, char **argv) {
   static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                        {"socket", required_argument, NULL, 's'},
                                        {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
                                        {NULL, 0, NULL, 0}};
   const char *config = DEFAULT_CONFIG, *sock = NULL;
   char *line, *answer = NULL, *path;
@@ -146,6 +148,9 @@ int main(int argc, char **argv) {
       break;
     case 'h':
       usage(stdout);
+      return EXIT_OK;
+    case 'V':
+      printf("pierctl %s\n", PIER_VERSION);
       return EXIT_OK;
     default:
       usage(stderr);

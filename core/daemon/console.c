@@ -4,6 +4,7 @@
 
 #include "base/log.h"
 #include "daemon/metrics.h"
+#include "os/os.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -11,19 +12,56 @@
 #include <string.h>
 #include <unistd.h>
 
-void console_init(console *c, host *h) {
+void console_init(console *c, host *h, const char *source) {
   memset(c, 0, sizeof(*c));
   c->h = h;
+  c->source = source;
+}
+
+int console_reopen_log(const char *source) {
+  int rc = log_reopen();
+  if (rc == -ENOENT)
+    log_info("reopen-log (%s): no log_file configured; logging to stderr", source);
+  else if (rc < 0)
+    log_error("reopen-log (%s): cannot reopen %s: %s; still writing to the old file", source,
+              log_file_path(), os_strerror(-rc));
+  else
+    log_info("reopen-log (%s): reopened %s", source, log_file_path());
+  return rc;
+}
+
+/* status, sessions, plugins: text, or JSON with --json. */
+static int view(console *c, const char *cmd, int json, FILE *out) {
+  int rc = 0;
+  if (strcmp(cmd, "status") == 0)
+    json ? (rc = host_print_status_json(c->h, out)) : host_print_status(c->h, out);
+  else if (strcmp(cmd, "sessions") == 0)
+    json ? (rc = host_print_sessions_json(c->h, out)) : host_print_sessions(c->h, out);
+  else
+    json ? (rc = host_print_plugins_json(c->h, out)) : host_print_plugins(c->h, out);
+  if (rc < 0) {
+    fprintf(out, "error: %s: out of memory\n", cmd);
+    return -1;
+  }
+  return 0;
+}
+
+static int is_view(const char *cmd) {
+  return strcmp(cmd, "status") == 0 || strcmp(cmd, "sessions") == 0 ||
+         strcmp(cmd, "plugins") == 0;
 }
 
 static const char help_text[] = "commands:\n"
                                 "  help            this text\n"
-                                "  status          uptime, backend, sessions per listener, plugins\n"
-                                "  sessions        open sessions: id, plugin, peer\n"
+                                "  status [--json] uptime, backend, sessions per listener, plugins\n"
+                                "  sessions [--json]\n"
+                                "                  open sessions: id, plugin, peer\n"
                                 "  kick SID        close session SID (hex, as `sessions` shows)\n"
-                                "  plugins         loaded plugins and versions\n"
+                                "  plugins [--json]\n"
+                                "                  loaded plugins and versions\n"
                                 "  metrics         every metric, as /metrics serves them\n"
                                 "  reload NAME     hot-reload plugin NAME from its file\n"
+                                "  reopen-log      reopen log_file (after it was rotated)\n"
                                 "  quit            stop the daemon (as SIGTERM)\n";
 
 int console_exec(console *c, const char *line, FILE *out) {
@@ -34,12 +72,19 @@ int console_exec(console *c, const char *line, FILE *out) {
     return 0;
   if (strcmp(cmd, "help") == 0 && n == 1) {
     fputs(help_text, out);
-  } else if (strcmp(cmd, "status") == 0 && n == 1) {
-    host_print_status(c->h, out);
-  } else if (strcmp(cmd, "sessions") == 0 && n == 1) {
-    host_print_sessions(c->h, out);
-  } else if (strcmp(cmd, "plugins") == 0 && n == 1) {
-    host_print_plugins(c->h, out);
+  } else if (is_view(cmd) && (n == 1 || (n == 2 && strcmp(arg, "--json") == 0))) {
+    return view(c, cmd, n == 2, out);
+  } else if (strcmp(cmd, "reopen-log") == 0 && n == 1) {
+    int rc = console_reopen_log(c->source);
+    if (rc == -ENOENT) {
+      fprintf(out, "error: reopen-log: no log_file configured\n");
+      return -1;
+    }
+    if (rc < 0) {
+      fprintf(out, "error: reopen-log: %s: %s\n", log_file_path(), os_strerror(-rc));
+      return -1;
+    }
+    fprintf(out, "reopened %s\n", log_file_path());
   } else if (strcmp(cmd, "metrics") == 0 && n == 1) {
     metrics_render(c->h, out);
   } else if (strcmp(cmd, "kick") == 0 && n == 2) {
@@ -48,27 +93,33 @@ int console_exec(console *c, const char *line, FILE *out) {
     unsigned long long sid = strtoull(arg, &end, 16);
     if (errno || *end || end == arg) {
       fprintf(out, "error: kick: \"%s\" is not a session id (hex, as `sessions` shows)\n", arg);
+      log_info("kick %s (%s): not a session id", arg, c->source);
       return -1;
     }
     if (host_kick(c->h, (pier_sid)sid) < 0) {
       fprintf(out, "error: kick: no session %016llx\n", sid);
+      log_info("kick %016llx (%s): no such session", sid, c->source);
       return -1;
     }
     fprintf(out, "kicked %016llx\n", sid);
+    log_info("kick %016llx (%s): done", sid, c->source);
   } else if (strcmp(cmd, "reload") == 0 && n == 2) {
     char msg[1536];
     int rc = host_reload(c->h, arg, NULL, msg, sizeof(msg));
     fprintf(out, "%s%s\n", rc < 0 ? "error: " : "", msg);
     if (rc < 0) {
-      log_error("%s", msg);
+      log_error("reload %s (%s): %s", arg, c->source, msg);
       return -1;
     }
-    log_info("%s", msg);
+    log_info("reload %s (%s): %s", arg, c->source, msg);
   } else if (strcmp(cmd, "quit") == 0 && n == 1) {
     return CONSOLE_QUIT;
   } else if (strcmp(cmd, "kick") == 0 || strcmp(cmd, "reload") == 0) {
     /* Known command, wrong number of arguments. */
     fprintf(out, "usage: %s\n", cmd[0] == 'k' ? "kick SID" : "reload NAME");
+    return -1;
+  } else if (is_view(cmd)) {
+    fprintf(out, "usage: %s [--json]\n", cmd);
     return -1;
   } else {
     fprintf(out, "error: unknown command \"%s\" (type `help`)\n", line);

@@ -1,7 +1,8 @@
 /* The daemon's crash report: the platform part (os/crash.h) writes what
  * happened and a backtrace; this file keeps the plugin list it ends with
- * up to date, formatted beforehand, since the handler must not take the
- * host's locks. */
+ * and the plugins' code ranges (to name each plugin frame by the plugin's
+ * own file) up to date, found beforehand, since the handler must not take
+ * the host's or the dynamic loader's locks. */
 #include "daemon/crash.h"
 
 #include <stdlib.h>
@@ -15,10 +16,15 @@ void crash_install(void) {
 }
 
 void crash_note_plugins(host *h) {
+  static os_crash_module mods[OS_CRASH_MODULES_MAX]; /* main thread */
+  size_t n = host_crash_modules(h, mods, OS_CRASH_MODULES_MAX);
   os_memout mo;
   char *text;
   size_t len;
-  FILE *f = os_memout_open(&mo);
+  FILE *f;
+
+  os_crash_set_modules(mods, n);
+  f = os_memout_open(&mo);
   if (!f)
     return;
   fputs("plugins loaded:\n", f);

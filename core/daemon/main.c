@@ -37,11 +37,12 @@
 
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: pierd [--config PATH] [--check] [--io-backend B] [--user NAME]\n"
+          "usage: pierd [--config PATH] [--check] [--io-backend B] [--user NAME] [--version]\n"
           "  --config PATH     server config (default " DEFAULT_CONFIG ")\n"
           "  --check           validate the config and plugins, then exit 0 or 1\n"
           "  --io-backend B    override the config's io_backend (%s)\n"
           "  --user NAME       override the config's user (POSIX)\n"
+          "  --version         print \"pierd VERSION\" and exit\n"
           "  --help            this text\n"
           "Console commands on stdin: type `help` once running.\n",
           io_backend_names);
@@ -115,7 +116,7 @@ static int drain_done(host *h, const drain *d) {
  * until one of them says quit (and a drain ended) or the wait itself fails.
  * Sends WATCHDOG=1 every os_notify_watchdog_ms() while it runs. */
 static void serve(host *h, const cfg_server *cfg, admin *adm) {
-  console con;
+  console con, ctl;
   os_conin *in = NULL;
   watch *wt = NULL;
   int quit = 0;
@@ -123,7 +124,8 @@ static void serve(host *h, const cfg_server *cfg, admin *adm) {
   unsigned wd_ms = os_notify_watchdog_ms();
   uint64_t wd_next = os_clock_ms() + wd_ms;
 
-  console_init(&con, h);
+  console_init(&con, h, "console");
+  console_init(&ctl, h, "pierctl");
   if (os_conin_open(&in) < 0)
     in = NULL; /* no stdin at all: serve without a console */
   if (watch_open(cfg, &wt) < 0)
@@ -169,13 +171,15 @@ static void serve(host *h, const cfg_server *cfg, admin *adm) {
       int sig = os_signals_take(&name);
       if (sig == OS_SIG_RECONFIG) {
         reconfig_apply(h, cfg);
+      } else if (sig == OS_SIG_REOPEN) {
+        console_reopen_log(name);
       } else if (sig == OS_SIG_QUIT) {
         log_info("%s: shutting down", name);
         quit = stop_requested(h, cfg, &dr);
       }
     }
     if (!quit && na > 0 &&
-        admin_handle_ready(adm, it + ia, na, admin_exec, &con) == CONSOLE_QUIT) {
+        admin_handle_ready(adm, it + ia, na, admin_exec, &ctl) == CONSOLE_QUIT) {
       log_info("quit (%s): shutting down", os_ipc_noun);
       quit = stop_requested(h, cfg, &dr);
     }
@@ -284,6 +288,7 @@ int main(int argc, char **argv) {
                                        {"io-backend", required_argument, NULL, 'b'},
                                        {"user", required_argument, NULL, 'u'},
                                        {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
                                        {NULL, 0, NULL, 0}};
   const char *config = DEFAULT_CONFIG, *backend = NULL, *user_opt = NULL;
   privs pv;
@@ -321,6 +326,9 @@ int main(int argc, char **argv) {
     case 'h':
       usage(stdout);
       return 0;
+    case 'V':
+      printf("pierd %s\n", PIER_VERSION);
+      return 0;
     default:
       usage(stderr);
       return 1;
@@ -346,6 +354,18 @@ int main(int argc, char **argv) {
   }
   if (log_level_parse(cfg_log_level_name(cfg->log_level), &lvl) == 0)
     log_set_level(lvl);
+  log_set_json(cfg->log_format == CFG_LOG_FORMAT_JSON);
+  /* Here, before any thread and before privileges could be given up. The
+   * config errors above went to stderr: the file was not known yet. */
+  if (!check && cfg->log_file) {
+    rc = log_open_file(cfg->log_file);
+    if (rc < 0) {
+      log_error("log_file %s: %s", cfg->log_file, os_strerror(-rc));
+      cfg_free(cfg);
+      return 1;
+    }
+    fprintf(stderr, "pierd: logging to %s\n", cfg->log_file);
+  }
 
   /* Before any thread exists: signals (console control events) go to this
    * thread's wait loop; workers never see them. */

@@ -47,6 +47,7 @@ int reconfig_apply(host *h, const cfg_server *cur) {
   int rc = cfg_load_file(cur->path, &nc, err, sizeof(err));
   int plugins_same, listeners_same;
 
+  log_info("SIGHUP: re-reading configuration %s", cur->path);
   if (rc < 0) {
     for (const char *line = err, *nl; *line; line = nl ? nl + 1 : "") {
       nl = strchr(line, '\n');
@@ -66,6 +67,10 @@ int reconfig_apply(host *h, const cfg_server *cur) {
     refuse("admin_socket");
   if (!same_str(nc->plugin_dir, cur->plugin_dir))
     refuse("plugin_dir");
+  if (!same_str(nc->log_file, cur->log_file))
+    refuse("log_file");
+  if (nc->log_format != cur->log_format)
+    refuse("log_format");
   if (!same_str(nc->metrics_address, cur->metrics_address) ||
       nc->metrics_port != cur->metrics_port)
     refuse("metrics");

@@ -32,6 +32,7 @@ const char *const cfg_framing_names[] = {CFG_FRAMING_MAP(ENUM_NAME)};
 const char *const cfg_transport_names[] = {CFG_TRANSPORT_MAP(ENUM_NAME)};
 const char *const cfg_threading_names[] = {CFG_THREADING_MAP(ENUM_NAME)};
 static const char *const log_level_names[] = {CFG_LOG_LEVEL_MAP(ENUM_NAME)};
+static const char *const log_format_names[] = {CFG_LOG_FORMAT_MAP(ENUM_NAME)};
 #undef ENUM_NAME
 
 /* ---- top level --------------------------------------------------------- */
@@ -82,11 +83,12 @@ static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
 }
 
 enum { S_WORKERS, S_BACKEND, S_SESSIONS, S_LOG, S_ADMIN, S_LIMITS, S_PLUGINS,
-       S_LISTENERS, S_PLUGIN_DIR, S_METRICS, S_USER, S_GROUP, S_DRAIN, S_N };
+       S_LISTENERS, S_PLUGIN_DIR, S_METRICS, S_LOG_FILE, S_LOG_FORMAT, S_USER, S_GROUP,
+       S_DRAIN, S_N };
 static const char *const server_keys[S_N] = {
     "workers", "io_backend", "max_sessions", "log_level",
     "admin_socket", "limits", "plugins", "listeners", "plugin_dir", "metrics",
-    "user", "group", "drain_timeout_ms"};
+    "log_file", "log_format", "user", "group", "drain_timeout_ms"};
 
 /* "metrics": {"address": "127.0.0.1", "port": 9100}; both keys optional. */
 static int parse_metrics(ctx *c, const cJSON *v, cfg_server *cfg) {
@@ -324,6 +326,27 @@ static int parse_server(ctx *c, const cJSON *root, cfg_server *cfg) {
   cfg->log_level = (cfg_log_level)e;
   cfgr_path_pop(c, save);
 
+  save = cfgr_path_node(c, "log_format", f[S_LOG_FORMAT]);
+  e = (int)cfg->log_format;
+  rc = cfgr_first(rc, cfge_get_enum(c, f[S_LOG_FORMAT], log_format_names,
+                                    COUNT(log_format_names), &e));
+  cfg->log_format = (cfg_log_format)e;
+  cfgr_path_pop(c, save);
+
+  save = cfgr_path_node(c, "log_file", f[S_LOG_FILE]);
+  char *lf = NULL;
+  r = cfge_get_string(c, f[S_LOG_FILE], "file path", &lf);
+  if (c->oom)
+    return -ENOMEM;
+  rc = cfgr_first(rc, r);
+  if (r == 0 && lf) {
+    cfg->log_file = cfge_resolve(c->base_dir, lf);
+    free(lf);
+    if (!cfg->log_file)
+      return cfgr_oom(c);
+  }
+  cfgr_path_pop(c, save);
+
   save = cfgr_path_node(c, "admin_socket", f[S_ADMIN]);
   char *sock = NULL;
   r = cfge_get_string(c, f[S_ADMIN], "unix socket path", &sock);
@@ -517,6 +540,7 @@ void cfg_free(cfg_server *cfg) {
   free(cfg->admin_socket);
   free(cfg->user);
   free(cfg->group);
+  free(cfg->log_file);
   free(cfg->metrics_address);
   free(cfg->plugin_dir);
   free(cfg->plugin_dir_real);

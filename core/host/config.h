@@ -33,12 +33,17 @@
   XX(CFG_LOG_INFO, "info")     \
   XX(CFG_LOG_DEBUG, "debug")
 
+#define CFG_LOG_FORMAT_MAP(XX)   \
+  XX(CFG_LOG_FORMAT_TEXT, "text") \
+  XX(CFG_LOG_FORMAT_JSON, "json")
+
 #define CFG_ENUM_ID(id, str) id,
 typedef enum { CFG_BACKEND_MAP(CFG_ENUM_ID) } cfg_backend;
 typedef enum { CFG_FRAMING_MAP(CFG_ENUM_ID) } cfg_framing;
 typedef enum { CFG_TRANSPORT_MAP(CFG_ENUM_ID) } cfg_transport;
 typedef enum { CFG_THREADING_MAP(CFG_ENUM_ID) } cfg_threading;
 typedef enum { CFG_LOG_LEVEL_MAP(CFG_ENUM_ID) } cfg_log_level;
+typedef enum { CFG_LOG_FORMAT_MAP(CFG_ENUM_ID) } cfg_log_format;
 #undef CFG_ENUM_ID
 
 /* Largest server.json cfg_load_file accepts. */
@@ -124,6 +129,9 @@ typedef struct cfg_server {
   cfg_backend io_backend;  /* default auto */
   unsigned max_sessions;   /* 1..1000000, default 10000 */
   cfg_log_level log_level; /* default info */
+  cfg_log_format log_format; /* default text; json = one object per line */
+  char *log_file;          /* resolved against base_dir; NULL = stderr. Opened
+                              (appended) at start, reopened on SIGUSR1 */
   char *plugin_dir;        /* resolved against base_dir; NULL when not set. Every
                               plugin file must lie in it once links are resolved */
   char *plugin_dir_real;   /* plugin_dir after realpath(); NULL when not set */

@@ -77,11 +77,45 @@ size_t host_plugin_sids(host_plugin *p, pier_sid *out, size_t max) {
 
 /* ---- net handler ---- */
 
+/* Ends the operator would not ask about: everything else (errors, limits,
+ * timeouts) is logged at info, rate-limited per worker. */
+static int normal_close(pier_reason reason) {
+  return reason == PIER_REASON_PEER_CLOSED || reason == PIER_REASON_CLOSED ||
+         reason == PIER_REASON_KICKED || reason == PIER_REASON_SHUTDOWN;
+}
+
+static void log_connected(host_listener *l, pier_sid sid, const char *peer) {
+  log_debug("session %016llx connected: listener %s:%u, plugin %s, peer %s",
+            (unsigned long long)sid, l->cfg->address, l->nl ? net_listener_port(l->nl) : 0,
+            l->p->cfg->name, peer);
+}
+
+static void log_disconnected(host_listener *l, session *s, pier_reason reason) {
+  pier_sid sid = session_sid(s);
+  unsigned w = PIER_SID_WORKER(sid);
+  uint64_t ms = clock_ms() - l->h->conn_ms[w][PIER_SID_SLOT(sid)];
+  char peer[NET_ADDR_STRLEN];
+  const char *fmt = "session %016llx disconnected: %s after %llu.%03llus (plugin %s, peer %s)";
+
+  if (normal_close(reason) && log_get_level() < LOG_DEBUG)
+    return;
+  net_addr_format(session_peer(s), peer, sizeof(peer));
+  if (normal_close(reason))
+    log_debug(fmt, (unsigned long long)sid, net_reason_text(reason),
+              (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000), l->p->cfg->name,
+              peer);
+  else
+    log_limited(&l->h->close_rl[w], LOG_INFO, fmt, (unsigned long long)sid,
+                net_reason_text(reason), (unsigned long long)(ms / 1000),
+                (unsigned long long)(ms % 1000), l->p->cfg->name, peer);
+}
+
 static void on_connected(void *ctx, session *s) {
   host_listener *l = ctx;
   char peer[NET_ADDR_STRLEN];
   ev e = {.type = EV_CONNECTED, .sid = session_sid(s), .s = s};
 
+  l->h->conn_ms[PIER_SID_WORKER(e.sid)][PIER_SID_SLOT(e.sid)] = clock_ms();
   atomic_fetch_add(&l->sessions, 1);
   if (atomic_load(&l->p->quarantined)) { /* its listeners refuse new sessions */
     net_abort(l->h->net, e.sid, PIER_REASON_PLUGIN_ERROR);
@@ -94,6 +128,7 @@ static void on_connected(void *ctx, session *s) {
   }
   atomic_fetch_add_explicit(&l->accepted, 1, memory_order_relaxed);
   net_addr_format(session_peer(s), peer, sizeof(peer));
+  log_connected(l, e.sid, peer);
   e.data = peer;
   e.n = strlen(peer) + 1;
   gate_deliver(l->p, &e);
@@ -118,6 +153,7 @@ static void on_disconnected(void *ctx, session *s, pier_reason reason) {
   ev e = {.type = EV_DISCONNECTED, .sid = session_sid(s), .reason = reason,
           .user = session_user(s)};
   atomic_fetch_sub(&l->sessions, 1);
+  log_disconnected(l, s, reason);
   reg_remove(l->p, e.sid);
   if (!atomic_load(&l->p->quarantined))
     gate_deliver(l->p, &e);
@@ -140,10 +176,13 @@ static void kick(strand *st) {
 static int alloc_worker_state(host *h) {
   unsigned nw = h->nworkers;
   h->reg_pos = calloc(nw, sizeof(*h->reg_pos));
-  if (!h->reg_pos)
+  h->conn_ms = calloc(nw, sizeof(*h->conn_ms));
+  h->close_rl = calloc(nw, sizeof(*h->close_rl));
+  if (!h->reg_pos || !h->conn_ms || !h->close_rl)
     return -ENOMEM;
   for (unsigned w = 0; w < nw; w++)
-    if (!(h->reg_pos[w] = calloc(h->cfg->max_sessions, sizeof(**h->reg_pos))))
+    if (!(h->reg_pos[w] = calloc(h->cfg->max_sessions, sizeof(**h->reg_pos))) ||
+        !(h->conn_ms[w] = calloc(h->cfg->max_sessions, sizeof(**h->conn_ms))))
       return -ENOMEM;
   for (size_t i = 0; i < h->nplugins; i++) {
     host_plugin *p = &h->plugins[i];
@@ -405,6 +444,10 @@ void host_destroy(host *h) {
   for (unsigned w = 0; h->reg_pos && w < h->nworkers; w++)
     free(h->reg_pos[w]);
   free(h->reg_pos);
+  for (unsigned w = 0; h->conn_ms && w < h->nworkers; w++)
+    free(h->conn_ms[w]);
+  free(h->conn_ms);
+  free(h->close_rl);
   free(h->plugins);
   free(h->listeners);
   os_mutex_destroy(&h->timer_mu);

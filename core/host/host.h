@@ -8,6 +8,8 @@
 
 #include <stdio.h>
 
+#include "os/crash.h"
+
 #include "host/config.h"
 #include "net/net.h"
 
@@ -39,6 +41,20 @@ net *host_net(host *h);
 void host_print_status(host *h, FILE *out);
 void host_print_sessions(host *h, FILE *out);
 void host_print_plugins(host *h, FILE *out);
+/* The same as one line of JSON each (`status --json` etc.), for scripts:
+ * status {"version","uptime_s","backend","workers","ready","draining",
+ * "sessions":{open, accepted, refused_full, refused_per_ip, ...},
+ * "listeners":[...], "plugins":[...]}; plugins [{"name","image","version",
+ * "generation","threading","file","quarantined","failures","slow_callbacks",
+ * "backlog_bytes","last_failure"}]; sessions [{"sid" (hex string),"plugin",
+ * "peer"}]. Returns 0, or -ENOMEM (then nothing was written). */
+int host_print_status_json(host *h, FILE *out);
+int host_print_sessions_json(host *h, FILE *out);
+int host_print_plugins_json(host *h, FILE *out);
+/* Fills m with the code range of each loaded plugin and its own file (the
+ * path server.json resolves to), for the crash report; returns how many
+ * (at most max). Main thread. */
+size_t host_crash_modules(host *h, os_crash_module *m, size_t max);
 /* Hot reload: loads the plugin's file again, checks it, quiesces the running
  * version at a callback boundary (events that arrive are held, in order),
  * hands the old version's on_unload state to the new version's on_load, and

@@ -176,6 +176,8 @@ struct host {
   host_listener *listeners;
   size_t nlisteners;
   uint32_t **reg_pos; /* per worker, per slot: index in its plugin's reg_list */
+  uint64_t **conn_ms; /* per worker, per slot: clock_ms() at connect, for the log */
+  log_rate *close_rl; /* per worker: the abnormal-close log lines */
   os_mutex timer_mu;
   /* Held by the main thread while it swaps a plugin's image in a reload, and by
    * readers on other threads (/metrics) while they copy from one. */

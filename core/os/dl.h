@@ -11,6 +11,7 @@
 #define PIER_OS_DL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* A loaded library; opaque. */
 typedef struct os_dl os_dl;
@@ -30,6 +31,11 @@ typedef struct os_dl_spec {
 int os_dl_open(const os_dl_spec *spec, os_dl **out, char *err, size_t errlen);
 /* The address of an exported symbol, or NULL. */
 void *os_dl_sym(os_dl *dl, const char *symbol);
+/* Where the library's code lies, for the crash report: [*start, *end) in
+ * this process, and *bias such that an address a in it is a - *bias in the
+ * file (what `addr2line -e FILE` takes: on ELF the load bias, on PE the
+ * module's base less its preferred ImageBase). Returns 0 or -ENOENT. */
+int os_dl_range(os_dl *dl, uintptr_t *start, uintptr_t *end, uintptr_t *bias);
 /* Unloads and releases what os_dl_open made (its private copy included);
  * NULL is ignored. */
 void os_dl_close(os_dl *dl);

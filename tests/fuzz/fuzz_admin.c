@@ -178,7 +178,7 @@ static void run_console(const uint8_t *data, size_t size) {
   FUZZ_CHECK(pipe2(p, O_NONBLOCK | O_CLOEXEC) == 0, "pipe2: %s", strerror(errno));
   o = open_memstream(&out, &outlen);
   FUZZ_CHECK(o != NULL, "open_memstream: %s", strerror(errno));
-  console_init(&con, g.h);
+  console_init(&con, g.h, "fuzz");
 
   while (off < size && rc != CONSOLE_QUIT) {
     size_t n = piece(&rng, size - off);
@@ -261,7 +261,7 @@ static void run_admin(const uint8_t *data, size_t size) {
   if (size > ADMIN_INPUT_MAX)
     size = ADMIN_INPUT_MAX;
   memset(&r, 0, sizeof(r));
-  console_init(&r.con, g.h);
+  console_init(&r.con, g.h, "fuzz");
   FUZZ_CHECK(admin_open(g.sock, &a, err, sizeof(err)) == 0, "admin_open: %s", err);
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   FUZZ_CHECK(fd >= 0, "socket: %s", strerror(errno));

@@ -110,8 +110,36 @@ static int write_config(test_daemon *d, const char *json) {
   return 0;
 }
 
+/* Appends what the tailed log file gained since the last look. */
+static void read_tail(test_daemon *d) {
+  int fd = open(d->tail, O_RDONLY | O_CLOEXEC);
+  ssize_t n;
+  if (fd < 0)
+    return;
+  if (sizeof(d->log) - 1 - d->log_len < 4096) {
+    size_t keep = d->log_len / 2;
+    memmove(d->log, d->log + d->log_len - keep, keep);
+    d->log_len = keep;
+  }
+  n = pread(fd, d->log + d->log_len, sizeof(d->log) - 1 - d->log_len, d->tail_off);
+  if (n > 0) {
+    if (write(STDERR_FILENO, d->log + d->log_len, (size_t)n) < 0) {
+    }
+    d->log_len += (size_t)n;
+    d->tail_off += n;
+  }
+  d->log[d->log_len] = '\0';
+  close(fd);
+}
+
 static void read_some(test_daemon *d, int timeout_ms) {
   struct pollfd p = {.fd = d->err_fd, .events = POLLIN};
+  if (d->tail[0]) {
+    /* A file cannot be polled for growth: look at it every 20 ms. */
+    read_tail(d);
+    if (timeout_ms > 20)
+      timeout_ms = 20;
+  }
   if (d->err_fd < 0 || poll(&p, 1, timeout_ms) <= 0)
     return;
   if (sizeof(d->log) - 1 - d->log_len < 4096) {
@@ -210,13 +238,17 @@ static void find_admin(test_daemon *d) {
   snprintf(d->admin, sizeof(d->admin), "%.*s", (int)(end - p), p);
 }
 
-int test_daemon_start(test_daemon *d, const char *config_json, const char *backend) {
+static int start(test_daemon *d, const char *config_json, const char *backend,
+                 const char *log_name) {
   const char *p;
   memset(d, 0, sizeof(*d));
   d->pid = -1;
   d->in_fd = d->err_fd = -1;
   if (write_config(d, config_json) < 0)
     return -1;
+  if (log_name)
+    snprintf(d->tail, sizeof(d->tail), "%s%s%s", log_name[0] == '/' ? "" : d->dir,
+             log_name[0] == '/' ? "" : "/", log_name);
   d->pid = spawn(d, backend, NULL);
   if (d->pid < 0 || !test_daemon_wait_log(d, "pierd ready", 20000))
     return -1;
@@ -231,6 +263,15 @@ int test_daemon_start(test_daemon *d, const char *config_json, const char *backe
   }
   find_admin(d);
   return 0;
+}
+
+int test_daemon_start(test_daemon *d, const char *config_json, const char *backend) {
+  return start(d, config_json, backend, NULL);
+}
+
+int test_daemon_start_file(test_daemon *d, const char *config_json, const char *backend,
+                           const char *log_name) {
+  return start(d, config_json, backend, log_name);
 }
 
 const char *test_daemon_admin(test_daemon *d, int timeout_ms) {

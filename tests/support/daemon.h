@@ -37,6 +37,8 @@ typedef struct test_daemon {
   char log[1 << 16];    /* everything read from stderr so far (no '\r') */
   size_t log_len;
   int keep_root;        /* "--user root" is passed (see above) */
+  char tail[256];       /* a log file also read into log (see test_daemon_start_file) */
+  long tail_off;
 } test_daemon;
 
 /* Writes config_json to a fresh temp dir and starts pierd with
@@ -46,6 +48,12 @@ typedef struct test_daemon {
  * "@EXT@" for the plugin suffix (".so"). Returns 0 once the daemon printed
  * "pierd ready", or -1 (the daemon's output is then in d->log). */
 int test_daemon_start(test_daemon *d, const char *config_json, const char *backend);
+/* As test_daemon_start for a config whose "log_file" is log_name (relative
+ * names are resolved against the temp dir, as the daemon does): the lines
+ * the daemon writes there are read into d->log as its stderr is. Clear
+ * d->tail to stop that (e.g. before renaming the file). */
+int test_daemon_start_file(test_daemon *d, const char *config_json, const char *backend,
+                           const char *log_name);
 /* Runs pierd with extra args and no wait (e.g. --check): returns its exit
  * status and its stderr in d->log. */
 int test_daemon_run_to_exit(test_daemon *d, const char *config_json, const char *backend,

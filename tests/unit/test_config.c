@@ -80,6 +80,8 @@ START_TEST(test_config_default_file_loads) {
   ck_assert_int_eq(cfg->io_backend, CFG_BACKEND_AUTO);
   ck_assert_uint_eq(cfg->max_sessions, 10000);
   ck_assert_int_eq(cfg->log_level, CFG_LOG_INFO);
+  ck_assert_ptr_null(cfg->log_file);
+  ck_assert_int_eq(cfg->log_format, CFG_LOG_FORMAT_TEXT);
   ck_assert_str_eq(cfg->admin_socket, native(DEFAULT_DIR TEST_SEP "run/pierd.sock"));
   ck_assert_uint_eq(cfg->limits.max_packet_size, 16384);
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1048576);
@@ -190,6 +192,7 @@ START_TEST(test_config_every_key_set) {
   int rc = load(
       "{'workers':64,'io_backend':'epoll','max_sessions':1000000,"
       "'log_level':'debug','admin_socket':'/run/p.sock',"
+      "'log_file':'/var/log/pierd.log','log_format':'json',"
       "'metrics':{'address':'::1','port':0},"
       "'limits':{'max_packet_size':4,'max_send_queue':1073741824,"
       "'idle_timeout_ms':86400000,'send_timeout_ms':3600000,"
@@ -207,6 +210,8 @@ START_TEST(test_config_every_key_set) {
   ck_assert_int_eq(cfg->io_backend, CFG_BACKEND_EPOLL);
   ck_assert_uint_eq(cfg->max_sessions, 1000000);
   ck_assert_int_eq(cfg->log_level, CFG_LOG_DEBUG);
+  ck_assert_str_eq(cfg->log_file, native("/var/log/pierd.log"));
+  ck_assert_int_eq(cfg->log_format, CFG_LOG_FORMAT_JSON);
   ck_assert_str_eq(cfg->admin_socket, native("/run/p.sock"));
   ck_assert_str_eq(cfg->metrics_address, "::1");
   ck_assert_uint_eq(cfg->metrics_port, 0);
@@ -459,6 +464,12 @@ static const struct {
      "," LS "}",
      "server.json: log_level: expected one of \"error\", \"warn\", \"info\", "
      "\"debug\", got \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...\""},
+    {"{'log_format':'xml'," PL "," LS "}",
+     "server.json: log_format: expected one of \"text\", \"json\", got \"xml\""},
+    {"{'log_file':''," PL "," LS "}",
+     "server.json: log_file: expected a non-empty string (file path), got \"\""},
+    {"{'log_file':7," PL "," LS "}",
+     "server.json: log_file: expected a non-empty string (file path), got 7"},
     {"{'log_level':true," PL "," LS "}",
      "server.json: log_level: expected one of \"error\", \"warn\", \"info\", "
      "\"debug\", got true"},

@@ -8,6 +8,7 @@
  * what a user sees: echoed bytes, chat packets, console and pierctl text,
  * the lines the recorder test plugin writes. */
 #include <arpa/inet.h>
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -730,6 +731,47 @@ START_TEST(test_win_pierctl_status_and_quit) {
 }
 END_TEST
 
+/* A log_file, renamed away and reopened by the console command (there is no
+ * SIGUSR1 on Windows); status --json through pierctl. */
+START_TEST(test_win_log_file_reopen_and_json_status) {
+  test_daemon d;
+  char path[200], old[256], out[8192], err[4096];
+  size_t len;
+  char *text;
+  cJSON *j;
+  ck_assert_int_eq(
+      test_daemon_start_file(&d,
+                             "{\"log_file\": \"pierd.log\","
+                             " \"plugins\": [{\"name\": \"echo\", \"path\": \"@PLUGINS@/echo@EXT@\"}],"
+                             " \"listeners\": [{\"port\": 0, \"plugin\": \"echo\"}]}",
+                             backend(_i), "pierd.log"),
+      0);
+  const char *admin = test_daemon_admin(&d, 10000);
+  ck_assert_ptr_nonnull(admin);
+  const char *status[] = {"--socket", admin, "status", "--json", NULL};
+  ck_assert_int_eq(test_daemon_pierctl(status, out, sizeof(out), err, sizeof(err), 30000), 0);
+  j = cJSON_Parse(out);
+  ck_assert_msg(j != NULL, "not JSON: %s", out);
+  ck_assert(cJSON_IsString(cJSON_GetObjectItem(j, "backend")));
+  ck_assert_int_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "sessions"), "open")->valueint, 0);
+  cJSON_Delete(j);
+
+  snprintf(path, sizeof(path), "%s/pierd.log", d.dir);
+  snprintf(old, sizeof(old), "%s/pierd.log.1", d.dir);
+  ck_assert_int_eq(rename(path, old), 0);
+  snprintf(d.tail, sizeof(d.tail), "%s", path);
+  d.tail_off = 0;
+  console_expect(&d, "reopen-log", "info  reopen-log (console): reopened ");
+  text = slurp(old, &len);
+  text = realloc(text, len + 1);
+  text[len] = '\0';
+  ck_assert_ptr_nonnull(strstr(text, "info  pierd ready: "));
+  ck_assert_ptr_null(strstr(text, "reopen-log"));
+  free(text);
+  stop(&d);
+}
+END_TEST
+
 /* `pierctl metrics` on both platforms; the HTTP listener where the build
  * has one (Linux), and the line saying it has none where not (Windows). */
 START_TEST(test_win_pierctl_metrics) {
@@ -822,6 +864,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_win_half_close_gets_every_byte_then_eof, 0, nbackends);
   tcase_add_loop_test(tc, test_win_one_disconnect_per_session, 0, nbackends);
   tcase_add_loop_test(tc, test_win_pierctl_status_and_quit, 0, nbackends);
+  tcase_add_loop_test(tc, test_win_log_file_reopen_and_json_status, 0, nbackends);
   tcase_add_loop_test(tc, test_win_pierctl_metrics, 0, nbackends);
   tcase_add_test(tc, test_win_backend_of_the_other_platform_is_refused);
   suite_add_tcase(s, tc);

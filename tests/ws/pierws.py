@@ -182,6 +182,9 @@ class Pierd:
         self.cv = threading.Condition()
         self.eof = False
         self.ports = []
+        # Where the recorder's file ended just before connect() opened a
+        # connection to this pierd, by the client's local port (see rec_sid).
+        self.rec_marks = {}
 
     def write_config(self):
         with open(self.config_path, "w") as f:
@@ -210,6 +213,7 @@ class Pierd:
         if len(self.ports) != len(self.config["listeners"]):
             raise AssertionError("listeners %d, ports seen %r" %
                                  (len(self.config["listeners"]), self.ports))
+        _running.append(self)
         return self
 
     def _reader(self):
@@ -303,13 +307,13 @@ class Pierd:
         except FileNotFoundError:
             return []
 
-    def wait_rec(self, pattern, timeout=None):
-        """The first recorder line matching pattern (polled: the recorder
-        writes a file, there is nothing to wait on)."""
+    def wait_rec(self, pattern, timeout=None, start=0):
+        """The first recorder line matching pattern from line `start` on
+        (polled: the recorder writes a file, there is nothing to wait on)."""
         rx = re.compile(pattern)
         end = time.monotonic() + (timeout if timeout is not None else T(10))
         while True:
-            for line in self.rec_lines():
+            for line in self.rec_lines()[start:]:
                 m = rx.fullmatch(line)
                 if m:
                     return m
@@ -320,9 +324,19 @@ class Pierd:
 
     def rec_sid(self, sock_or_port, timeout=None):
         """The session id (hex, as the recorder and `sessions` write it) of
-        the connection whose local port is sock_or_port's."""
-        port = sock_or_port if isinstance(sock_or_port, int) else sock_or_port.getsockname()[1]
-        return self.wait_rec(r"connected ([0-9a-f]{16}) 127\.0\.0\.1:%d" % port, timeout).group(1)
+        the connection whose local port is sock_or_port's. The kernel hands
+        a local port out again (to a connection to another listener, or once
+        the old one is gone), so an earlier session of this pierd may have
+        had the same one: for a connection opened by connect(), only the
+        lines written after it started are searched."""
+        if isinstance(sock_or_port, int):
+            port, start = sock_or_port, self.rec_marks.get(sock_or_port, 0)
+        else:
+            port = sock_or_port.getsockname()[1]
+            start = self.rec_marks.get((port, sock_or_port.getpeername()[1]),
+                                       self.rec_marks.get(port, 0))
+        return self.wait_rec(r"connected ([0-9a-f]{16}) 127\.0\.0\.1:%d" % port, timeout,
+                             start).group(1)
 
     def rec_reason(self, sid, timeout=None):
         """The reason number the recorder's on_disconnected got for sid."""
@@ -374,6 +388,8 @@ class Pierd:
         self._release()
 
     def _release(self):
+        if self in _running:
+            _running.remove(self)
         try:
             if self.proc is not None:
                 for f in (self.proc.stdin, self.proc.stdout):
@@ -397,12 +413,28 @@ def run_check(config_path, timeout=None):
 
 # ---- sockets -----------------------------------------------------------
 
-def connect(port, timeout=None, rcvbuf=None):
+# The pierds started and not yet stopped, for connect() to mark.
+_running = []
+
+
+def connect(port, timeout=None, rcvbuf=None, local_port=None):
+    """A TCP connection to 127.0.0.1:port; local_port picks the client's
+    port, as the kernel may (tests of what a reused port does), with
+    SO_REUSEADDR: a port whose last connection is still closing is bound
+    only when that connection had it too."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if local_port is not None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", local_port))
     s.settimeout(timeout or T(10))
+    d = next((d for d in _running if port in d.ports), None)
+    mark = len(d.rec_lines()) if d else 0  # before: the session's lines come after
     s.connect(("127.0.0.1", port))
+    if d:
+        local = s.getsockname()[1]
+        d.rec_marks[local] = d.rec_marks[(local, port)] = mark
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
 

@@ -233,6 +233,27 @@ class OnSendTls(PierdCase):
                 sends = self.sends(sid)
                 self.assertEqual(sum(sends), 3 * len(p), sends)
 
+    def test_tls_counts_on_a_reused_port(self):
+        # The kernel gives a local port out again, here to a connection to
+        # the other listener: the session found by that port is the new one,
+        # not the earlier session that had it (which sent nothing).
+        s = connect(self.d.ports[0], local_port=0)  # SO_REUSEADDR on both, for the bind
+        local = s.getsockname()[1]
+        ss = self.context(ssl.TLSVersion.TLSv1_3).wrap_socket(s, server_hostname="127.0.0.1")
+        RawWS(self.d.ports[0], sock=ss)
+        old = self.d.rec_sid(local)
+        ss.unwrap().close()
+        self.assertEqual(self.sends(old), [])
+        s = connect(self.d.ports[1], local_port=local)
+        ss = self.context(ssl.TLSVersion.TLSv1_3).wrap_socket(s, server_hostname="127.0.0.1")
+        sid = self.d.rec_sid(local)
+        self.assertNotEqual(sid, old)
+        p = pkt(1, b"x" * 100)
+        ss.sendall(p)
+        self.assertEqual(recv_exact(ss, len(p)), p)
+        ss.unwrap().close()
+        self.assertEqual(self.sends(sid), [len(p)])
+
 
 class PluginFailure(unittest.TestCase):
     def test_quarantine_closes_with_1011(self):

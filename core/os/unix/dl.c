@@ -8,6 +8,7 @@
 #include "os/dl.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -185,6 +186,47 @@ int os_dl_open(const os_dl_spec *spec, os_dl **out, char *err, size_t errlen) {
 void *os_dl_sym(os_dl *dl, const char *symbol) {
   dlerror();
   return dlsym(dl, symbol);
+}
+
+typedef struct range_query {
+  uintptr_t bias, start, end;
+  const char *name;
+  int found;
+} range_query;
+
+static int range_of(struct dl_phdr_info *info, size_t size, void *arg) {
+  range_query *q = arg;
+  (void)size;
+  if (info->dlpi_addr != q->bias || !info->dlpi_name || strcmp(info->dlpi_name, q->name) != 0)
+    return 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t a = q->bias + ph->p_vaddr, b = a + ph->p_memsz;
+    if (ph->p_type != PT_LOAD)
+      continue;
+    if (!q->found || a < q->start)
+      q->start = a;
+    if (!q->found || b > q->end)
+      q->end = b;
+    q->found = 1;
+  }
+  return 1;
+}
+
+int os_dl_range(os_dl *dl, uintptr_t *start, uintptr_t *end, uintptr_t *bias) {
+  struct link_map *lm = NULL;
+  range_query q = {0};
+  if (!dl || dlinfo(dl, RTLD_DI_LINKMAP, &lm) != 0 || !lm)
+    return -ENOENT;
+  q.bias = (uintptr_t)lm->l_addr;
+  q.name = lm->l_name;
+  dl_iterate_phdr(range_of, &q);
+  if (!q.found)
+    return -ENOENT;
+  *start = q.start;
+  *end = q.end;
+  *bias = q.bias;
+  return 0;
 }
 
 void os_dl_close(os_dl *dl) {

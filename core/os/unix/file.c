@@ -1,7 +1,8 @@
-/* os/file.h on POSIX: stat(2). */
+/* os/file.h on POSIX: stat(2), open(2). */
 #include "os/file.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -20,4 +21,9 @@ int os_file_id_get(const char *path, os_file_id *out) {
 int os_file_id_equal(const os_file_id *a, const os_file_id *b) {
   return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
          a->mtime_ns == b->mtime_ns;
+}
+
+int os_file_open_append(const char *path) {
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  return fd < 0 ? -errno : fd;
 }

@@ -1,4 +1,4 @@
-/* Signals on POSIX: SIGINT, SIGTERM and SIGHUP are blocked in the main
+/* Signals on POSIX: SIGINT, SIGTERM, SIGHUP and SIGUSR1 are blocked in the main
  * thread before any other thread exists (threads inherit the mask) and read
  * from a signalfd, so a signal never interrupts a worker or a plugin. */
 #include "os/signals.h"
@@ -19,6 +19,7 @@ int os_signals_open(void) {
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGHUP);
+  sigaddset(&mask, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &mask, NULL);
   signal(SIGPIPE, SIG_IGN);
   sfd = signalfd(-1, &mask, SFD_CLOEXEC);
@@ -38,6 +39,9 @@ int os_signals_take(const char **name) {
   case SIGHUP:
     *name = "SIGHUP";
     return OS_SIG_RECONFIG;
+  case SIGUSR1:
+    *name = "SIGUSR1";
+    return OS_SIG_REOPEN;
   case SIGINT:
     *name = "SIGINT";
     return OS_SIG_QUIT;

@@ -78,6 +78,27 @@ static void describe(DWORD64 addr, char *out, size_t n) {
            (unsigned long long)addr);
 }
 
+static os_crash_module modules[2][OS_CRASH_MODULES_MAX];
+static size_t nmodules[2];
+static volatile LONG live; /* the table the handler reads */
+
+/* A frame inside a plugin: its own file and the address in it (the copy it
+ * was loaded from is what the line above names). */
+static void put_plugin_frame(int i, DWORD64 pc) {
+  LONG t = InterlockedCompareExchange(&live, 0, 0);
+  char line[1280];
+  for (size_t k = 0; k < nmodules[t]; k++) {
+    const os_crash_module *m = &modules[t][k];
+    if (pc < m->start || pc >= m->end)
+      continue;
+    snprintf(line, sizeof(line), "  #%d plugin %s: %s 0x%llx; resolve with: addr2line -f -e %s 0x%llx\n",
+             i, m->name, m->file, (unsigned long long)(pc - m->bias), m->file,
+             (unsigned long long)(pc - m->bias));
+    put(line);
+    return;
+  }
+}
+
 /* Walks the stack from ctx (a copy: it is unwound in place). */
 static void backtrace_from(CONTEXT *ctx) {
   ULONG_PTR lo = 0, hi = 0;
@@ -91,6 +112,7 @@ static void backtrace_from(CONTEXT *ctx) {
     describe(ctx->Rip, line, sizeof(line) - 1);
     strcat(line, "\n");
     put(line);
+    put_plugin_frame(i, ctx->Rip);
     fn = RtlLookupFunctionEntry(ctx->Rip, &image, NULL);
     if (fn) {
       RtlVirtualUnwind(UNW_FLAG_NHANDLER, image, ctx->Rip, fn, ctx, &data, &frame, NULL);
@@ -158,4 +180,13 @@ void os_crash_set_note(const char *text) {
   char buf[sizeof(note)];
   snprintf(buf, sizeof(buf), "%s", text);
   memcpy(note, buf, sizeof(buf));
+}
+
+void os_crash_set_modules(const os_crash_module *m, size_t n) {
+  LONG w = !InterlockedCompareExchange(&live, 0, 0);
+  if (n > OS_CRASH_MODULES_MAX)
+    n = OS_CRASH_MODULES_MAX;
+  memcpy(modules[w], m, n * sizeof(*m));
+  nmodules[w] = n;
+  InterlockedExchange(&live, w);
 }

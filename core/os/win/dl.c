@@ -339,6 +339,20 @@ void *os_dl_sym(os_dl *dl, const char *symbol) {
   return v;
 }
 
+int os_dl_range(os_dl *dl, uintptr_t *start, uintptr_t *end, uintptr_t *bias) {
+  const IMAGE_DOS_HEADER *dos;
+  const IMAGE_NT_HEADERS *nt;
+  if (!dl || !dl->mod)
+    return -ENOENT;
+  /* The headers of a module LoadLibrary mapped: checked when it was loaded. */
+  dos = (const IMAGE_DOS_HEADER *)dl->mod;
+  nt = (const IMAGE_NT_HEADERS *)((const char *)dl->mod + dos->e_lfanew);
+  *start = (uintptr_t)dl->mod;
+  *end = *start + nt->OptionalHeader.SizeOfImage;
+  *bias = *start - (uintptr_t)nt->OptionalHeader.ImageBase;
+  return 0;
+}
+
 void os_dl_close(os_dl *dl) {
   if (!dl)
     return;

@@ -3,6 +3,8 @@
 #include "os/file.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <io.h>
 #include <string.h>
 
 #include "os/os.h"
@@ -40,4 +42,24 @@ int os_file_id_get(const char *path, os_file_id *out) {
 int os_file_id_equal(const os_file_id *a, const os_file_id *b) {
   return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
          a->mtime_ns == b->mtime_ns;
+}
+
+int os_file_open_append(const char *path) {
+  wchar_t wpath[MAX_PATH * 4];
+  HANDLE f;
+  int fd;
+  if (os_win_widen(path, wpath, sizeof(wpath) / sizeof(wpath[0])) < 0)
+    return -ENAMETOOLONG;
+  /* FILE_APPEND_DATA alone: every write goes to the end, as O_APPEND. The C
+   * runtime's open() would not share for deleting, and a rename would fail. */
+  f = CreateFileW(wpath, FILE_APPEND_DATA, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                  NULL, OPEN_ALWAYS, FILE_ATTRIBUTE_NORMAL, NULL);
+  if (f == INVALID_HANDLE_VALUE)
+    return -os_win_errno(GetLastError());
+  fd = _open_osfhandle((intptr_t)f, _O_APPEND | _O_BINARY);
+  if (fd < 0) {
+    CloseHandle(f);
+    return -EMFILE;
+  }
+  return fd;
 }
