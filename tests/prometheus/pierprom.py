@@ -12,17 +12,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import pierws  # noqa: E402
 from pierws import Pierd, T, connect, plugin_path, recv_exact  # noqa: E402,F401
 
-# Set once the per-reason, per-listener, per-plugin and latency counters
-# move (net_stats.closed_by_reason, messages_*, host_listener_stats.accepted,
-# host_plugin_stats.sessions and latency); until then the tests that check
-# them are skipped.
-DATA_COUNTERS = True
-NO_DATA_COUNTERS = "the counters these check are not filled in yet (pierprom.DATA_COUNTERS)"
-
-# Set once pierd drains on SIGTERM ("drain_timeout_ms"); until then the test
-# of /readyz during a drain is skipped.
-DRAIN = True
-NO_DRAIN = "pierd has no drain yet (pierprom.DRAIN)"
 
 LINE_RX = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL_RX = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')

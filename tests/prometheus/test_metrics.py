@@ -8,7 +8,7 @@ import socket
 import subprocess
 import unittest
 
-from pierprom import (DATA_COUNTERS, DRAIN, NO_DATA_COUNTERS, NO_DRAIN, T, connect, metrics_pierd, parse, pierws,
+from pierprom import (T, connect, metrics_pierd, parse, pierws,
                       plugin_path, promtool_check, recv_exact, request, scrape, value, wait_for)
 
 ECHO = {"name": "echo", "path": plugin_path("echo")}
@@ -122,7 +122,6 @@ class Metrics(unittest.TestCase):
         wait_for("every session closed", lambda: value(
             scrape(self.port), "pier_listener_sessions", listener=self.listener) == 0)
 
-    @unittest.skipUnless(DATA_COUNTERS, NO_DATA_COUNTERS)
     def test_counters_follow_sessions(self):
         def delta(name, **labels):
             return value(m, name, **labels) - value(before, name, **labels)
@@ -230,7 +229,6 @@ class Listener(unittest.TestCase):
         finally:
             d.stop()
 
-    @unittest.skipUnless(DRAIN, NO_DRAIN)
     def test_readyz_during_drain(self):
         d = pierws.Pierd([{"plugin": "echo"}], plugins=(ECHO,),
                          top={"metrics": {"port": 0}, "drain_timeout_ms": int(T(60) * 1000)})

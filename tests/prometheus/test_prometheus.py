@@ -14,7 +14,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from pierprom import (DATA_COUNTERS, NO_DATA_COUNTERS, T, connect, metrics_pierd, pierws,
+from pierprom import (T, connect, metrics_pierd, pierws,
                       plugin_path, recv_exact, wait_for)
 
 ECHO = {"name": "echo", "path": plugin_path("echo")}
@@ -130,7 +130,6 @@ class ScrapedByPrometheus(unittest.TestCase):
         active = body["data"]["activeTargets"]
         self.assertEqual([(t["health"], t["lastError"]) for t in active], [("up", "")])
 
-    @unittest.skipUnless(DATA_COUNTERS, NO_DATA_COUNTERS)
     def test_sees_sessions_counted(self):
         self.wait_value('up{job="pier"}', 1)
         clients = [connect(self.d.ports[0]) for _ in range(3)]
