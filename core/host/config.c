@@ -296,6 +296,18 @@ static int parse_account(ctx *c, const cJSON *v, const char *key, const char *wh
   return rc;
 }
 
+/* A path value (or dflt when absent; NULL: none) joined to the config file's
+ * directory into *out. Returns the check's result; c->oom when out of memory. */
+static int get_path(ctx *c, const cJSON *v, const char *what, const char *dflt, char **out) {
+  char *raw = NULL;
+  int r = cfge_get_string(c, v, what, &raw);
+  if (r < 0 || c->oom || (!raw && !dflt))
+    return r;
+  *out = cfge_resolve(c->base_dir, raw ? raw : dflt);
+  free(raw);
+  return *out ? 0 : cfgr_oom(c);
+}
+
 static int parse_server(ctx *c, const cJSON *root, cfg_server *cfg) {
   const cJSON *f[S_N];
   int rc, r, e, names_known = 0;
@@ -334,30 +346,18 @@ static int parse_server(ctx *c, const cJSON *root, cfg_server *cfg) {
   cfgr_path_pop(c, save);
 
   save = cfgr_path_node(c, "log_file", f[S_LOG_FILE]);
-  char *lf = NULL;
-  r = cfge_get_string(c, f[S_LOG_FILE], "file path", &lf);
+  r = get_path(c, f[S_LOG_FILE], "file path", NULL, &cfg->log_file);
   if (c->oom)
     return -ENOMEM;
   rc = cfgr_first(rc, r);
-  if (r == 0 && lf) {
-    cfg->log_file = cfge_resolve(c->base_dir, lf);
-    free(lf);
-    if (!cfg->log_file)
-      return cfgr_oom(c);
-  }
   cfgr_path_pop(c, save);
 
   save = cfgr_path_node(c, "admin_socket", f[S_ADMIN]);
-  char *sock = NULL;
-  r = cfge_get_string(c, f[S_ADMIN], "unix socket path", &sock);
+  r = get_path(c, f[S_ADMIN], "unix socket path", "run/pierd.sock", &cfg->admin_socket);
   if (c->oom)
     return -ENOMEM;
   rc = cfgr_first(rc, r);
   if (r == 0) {
-    cfg->admin_socket = cfge_resolve(c->base_dir, sock ? sock : "run/pierd.sock");
-    free(sock);
-    if (!cfg->admin_socket)
-      return cfgr_oom(c);
     if (strlen(cfg->admin_socket) > MAX_SOCKET_PATH)
       rc = cfgr_first(rc, cfgr_fail(c, -ENAMETOOLONG,
                                     "path too long for a unix socket once resolved "
@@ -367,17 +367,10 @@ static int parse_server(ctx *c, const cJSON *root, cfg_server *cfg) {
   cfgr_path_pop(c, save);
 
   save = cfgr_path_node(c, "plugin_dir", f[S_PLUGIN_DIR]);
-  char *pdir = NULL;
-  r = cfge_get_string(c, f[S_PLUGIN_DIR], "directory path", &pdir);
+  r = get_path(c, f[S_PLUGIN_DIR], "directory path", NULL, &cfg->plugin_dir);
   if (c->oom)
     return -ENOMEM;
   rc = cfgr_first(rc, r);
-  if (pdir) {
-    cfg->plugin_dir = cfge_resolve(c->base_dir, pdir);
-    free(pdir);
-    if (!cfg->plugin_dir)
-      return cfgr_oom(c);
-  }
   cfgr_path_pop(c, save);
 
   save = cfgr_path_node(c, "drain_timeout_ms", f[S_DRAIN]);
