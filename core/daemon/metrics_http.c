@@ -110,7 +110,12 @@ int metrics_http_start(host *h, const char *address, unsigned port, metrics_http
   struct sockaddr_storage ss;
   struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
   struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+  /* poll(), not select(), which cannot take a descriptor past FD_SETSIZE (a
+   * daemon with a thousand sessions has those); a thread per connection
+   * (at most METRICS_HTTP_MAX_CONNS), the mode in which the library keeps
+   * the connection limits exactly when it polls. */
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                   MHD_USE_POLL | MHD_USE_ERROR_LOG;
   const union MHD_DaemonInfo *info;
   metrics_http *m;
   int ipv6 = strchr(address, ':') != NULL;
@@ -140,6 +145,8 @@ int metrics_http_start(host *h, const char *address, unsigned port, metrics_http
                           MHD_OPTION_EXTERNAL_LOGGER, mhd_log, m,
                           MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                           MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_HTTP_MAX_CONNS,
+                          MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                          (unsigned)METRICS_HTTP_MAX_CONNS_PER_IP,
                           MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_HTTP_TIMEOUT_S,
                           MHD_OPTION_END);
   if (!m->d) {

@@ -30,9 +30,10 @@ def metrics_pierd(listeners, plugins, metrics=None):
     return d
 
 
-def request(port, path, method="GET"):
-    """(status, headers dict with lower-case names, body bytes)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=T(10))
+def request(port, path, method="GET", source="127.0.0.1"):
+    """(status, headers dict with lower-case names, body bytes), asked from
+    the loopback address source."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=T(10), source_address=(source, 0))
     try:
         c.request(method, path)
         r = c.getresponse()

@@ -202,11 +202,23 @@ class Listener(unittest.TestCase):
     def test_connection_cap_and_timeout(self):
         d = metrics_pierd([{"plugin": "echo"}], plugins=(ECHO,))
         try:
-            # 16 clients that never send a request hold every slot: the
-            # next connection is closed at once, without an answer.
-            idle = [socket.create_connection(("127.0.0.1", d.metrics_port), timeout=T(30))
-                    for _ in range(16)]
-            wait_for("the 17th connection refused", lambda: refused(d.metrics_port))
+            # Clients that never send a request: 4 from one address hold
+            # all that address gets (its 5th connection is closed at once,
+            # without an answer, while another address is still served) ...
+            def idle_from(source, n):
+                return [socket.create_connection(("127.0.0.1", d.metrics_port), timeout=T(30),
+                                                 source_address=(source, 0)) for _ in range(n)]
+            idle = idle_from("127.0.0.1", 4)
+            wait_for("the 5th connection from 127.0.0.1 refused",
+                     lambda: refused(d.metrics_port))
+            self.assertEqual(request(d.metrics_port, "/healthz", source="127.0.0.2")[0::2],
+                             (200, b"ok\n"))
+            # ... and 16 from four addresses hold every slot: the next one,
+            # from a fifth address, is closed at once too.
+            for k in (2, 3, 4):
+                idle += idle_from("127.0.0.%d" % k, 4)
+            wait_for("the 17th connection refused",
+                     lambda: refused(d.metrics_port, source="127.0.0.5"))
             # Each idle one is dropped after its 10 s; then requests work again
             # (once the server has counted them gone, a moment after their EOF).
             for s in idle:
@@ -216,6 +228,28 @@ class Listener(unittest.TestCase):
         finally:
             d.stop()
 
+
+    def test_served_past_fd_setsize(self):
+        # 1100 sessions put pierd's descriptors past select()'s FD_SETSIZE
+        # (1024): /metrics is still answered, on a descriptor above it.
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 1300:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+        d = metrics_pierd([{"plugin": "echo"}], plugins=(ECHO,))
+        socks = []
+        try:
+            for _ in range(1100):
+                socks.append(connect(d.ports[0]))
+            wait_for("1100 sessions open", lambda: value(
+                scrape(d.metrics_port), "pier_plugin_sessions", plugin="echo") == 1100)
+            status, _, body = request(d.metrics_port, "/metrics")
+            self.assertEqual(status, 200)
+            self.assertIn(b'pier_plugin_sessions{plugin="echo"} 1100\n', body)
+        finally:
+            for s in socks:
+                s.close()
+            d.stop()
 
     def test_sighup_keeps_it(self):
         d = metrics_pierd([{"plugin": "echo"}], plugins=(ECHO,))
@@ -260,20 +294,20 @@ def healthy(port):
         return False
 
 
-def refused(port):
+def refused(port, source="127.0.0.1"):
     """Whether a request on a new connection gets no answer at all."""
     try:
-        status = request(port, "/healthz")[0]
+        status = request(port, "/healthz", source=source)[0]
     except (http.client.HTTPException, ConnectionError):
         return True
     raise AssertionError("answered %d" % status)
 
 
 def pierws_version():
-    out = subprocess.run([pierws.pierd_path(), "--help"], stdout=subprocess.PIPE).stdout
-    del out  # pierd --version is not there yet: the CMake project's version
-    with open(pierws.os.path.join(pierws.HERE, "..", "..", "CMakeLists.txt")) as f:
-        return pierws.re.search(r"project\(pier VERSION (\S+)", f.read()).group(1)
+    """The version `pierd --version` prints ("pierd 0.1.0")."""
+    out = subprocess.run([pierws.pierd_path(), "--version"], stdout=subprocess.PIPE,
+                         text=True, check=True).stdout
+    return pierws.re.fullmatch(r"pierd (\S+)\n", out).group(1)
 
 
 if __name__ == "__main__":
