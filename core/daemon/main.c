@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <unistd.h>
+#endif
 
 #include "base/log.h"
 #include "daemon/admin.h"
@@ -29,6 +32,7 @@
 #include "os/ipc.h"
 #include "os/notify.h"
 #include "os/os.h"
+#include "os/path.h"
 #include "os/priv.h"
 #include "os/signals.h"
 #include "os/wait.h"
@@ -272,6 +276,10 @@ static int privs_drop(void *arg) {
   if (pv->cfg->admin_socket && (rc = os_account_chown(pv->cfg->admin_socket, &pv->acct)) < 0 &&
       rc != -ENOSYS && rc != -ENOENT)
     log_warn("cannot give %s to %s: %s", pv->cfg->admin_socket, pv->acct.user, os_strerror(-rc));
+  /* The log file root opened: the account reopens it after a rotation. */
+  if (pv->cfg->log_file && (rc = os_account_chown(pv->cfg->log_file, &pv->acct)) < 0 &&
+      rc != -ENOSYS)
+    log_warn("cannot give %s to %s: %s", pv->cfg->log_file, pv->acct.user, os_strerror(-rc));
   rc = os_account_become(&pv->acct, err, sizeof(err));
   if (rc < 0) {
     log_error("cannot drop privileges to %s: %s", pv->acct.user, err);
@@ -279,6 +287,17 @@ static int privs_drop(void *arg) {
   }
   log_info("running as user %s (uid %u), group %s (gid %u)", pv->acct.user, pv->acct.uid,
            pv->acct.group, pv->acct.gid);
+#ifndef _WIN32
+  if (pv->cfg->log_file) {
+    /* A reopen after a rename creates the file anew, as the account. */
+    char dir[OS_PATH_MAX];
+    size_t n = os_path_dir_len(pv->cfg->log_file);
+    snprintf(dir, sizeof(dir), "%.*s", (int)n, n ? pv->cfg->log_file : ".");
+    if (access(dir, W_OK | X_OK) < 0)
+      log_warn("log_file: %s is not writable by %s: reopen-log after a rename will fail "
+               "(give the directory to %s)", dir, pv->acct.user, pv->acct.user);
+  }
+#endif
   return 0;
 }
 

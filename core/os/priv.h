@@ -23,7 +23,8 @@ unsigned os_current_uid(void);
  * Returns 0, or a negative errno with the reason in err. */
 int os_account_lookup(const char *user, const char *group, os_account *out, char *err,
                       size_t len);
-/* Gives path to the account (owner and group). Returns 0 or a negative errno. */
+/* Gives path to the account (owner and group); a symbolic link is not
+ * followed (the link itself changes hands). Returns 0 or a negative errno. */
 int os_account_chown(const char *path, const os_account *a);
 /* Becomes the account: supplementary groups, group, user, in that order,
  * and verifies that setuid(0) now fails. Returns 0, or a negative errno

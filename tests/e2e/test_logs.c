@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -251,6 +252,57 @@ static void tail_again(test_daemon *d, const char *path) {
   d->tail_off = 0;
 }
 
+/* With "user", the log file root opened is handed to the account, and a
+ * rotation works as that account when it may write the directory; when it
+ * may not, pierd says so at start. */
+START_TEST(test_logs_file_reopened_as_the_account) {
+  test_daemon d;
+  char dir[] = "/tmp/pier-logdir-XXXXXX", config[1024], path[256], old[256], want[512];
+  struct stat st;
+  if (geteuid() != 0) {
+    fprintf(stderr, "%s: skipped, needs root to drop privileges\n", __func__);
+    return;
+  }
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof(path), "%s/pierd.log", dir);
+  snprintf(old, sizeof(old), "%s/pierd.log.1", dir);
+
+  /* A directory only root may write: the warning, and the file is nobody's. */
+  ck_assert_int_eq(chmod(dir, 0755), 0);
+  snprintf(config, sizeof(config),
+           "{\"admin_socket\": \"run/pierd.sock\", \"user\": \"nobody\", \"log_file\": \"%s\","
+           " \"plugins\": [{\"name\": \"echo\", \"path\": \"@PLUGINS@/echo.so\"}],"
+           " \"listeners\": [{\"port\": 0, \"plugin\": \"echo\"}]}", path);
+  ck_assert_int_eq(test_daemon_start_file(&d, config, test_backend(_i), path), 0);
+  snprintf(want, sizeof(want), "log_file: %s is not writable by nobody: reopen-log after a "
+                               "rename will fail (give the directory to nobody)", dir);
+  ck_assert_msg(strstr(d.log, want), "log: %s", d.log);
+  ck_assert_int_eq(stat(path, &st), 0);
+  ck_assert_int_eq((int)st.st_uid, 65534);
+  ck_assert_int_eq(test_daemon_quit(&d, 20000), 0);
+  test_daemon_cleanup(&d);
+  ck_assert_int_eq(unlink(path), 0);
+
+  /* The directory given to nobody: no warning, and a rename + SIGUSR1
+   * makes a new file, created by the account. */
+  ck_assert_int_eq(chown(dir, 65534, 65534), 0);
+  ck_assert_int_eq(test_daemon_start_file(&d, config, test_backend(_i), path), 0);
+  ck_assert_msg(!strstr(d.log, "is not writable by nobody"), "log: %s", d.log);
+  ck_assert_int_eq(rename(path, old), 0);
+  tail_again(&d, path);
+  kill(d.pid, SIGUSR1);
+  ck_assert_msg(test_daemon_wait_log(&d, "reopen-log (SIGUSR1): reopened ", 5000), "log: %s",
+                d.log);
+  ck_assert_int_eq(stat(path, &st), 0);
+  ck_assert_int_eq((int)st.st_uid, 65534);
+  ck_assert_int_eq(test_daemon_quit(&d, 20000), 0);
+  test_daemon_cleanup(&d);
+  unlink(path);
+  unlink(old);
+  ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 START_TEST(test_logs_file_reopened_after_rename) {
   test_daemon d;
   char config[1024], path[200], old1[256], old2[256], out[4096];
@@ -407,6 +459,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_logs_abnormal_close_at_info, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_logs_operator_actions, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_logs_file_reopened_after_rename, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_logs_file_reopened_as_the_account, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_logs_json_lines_parse, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_logs_crash_report_names_plugin_file, 0, TEST_NBACKENDS);
   suite_add_tcase(s, tc);

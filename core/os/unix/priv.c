@@ -50,7 +50,9 @@ int os_account_lookup(const char *user, const char *group, os_account *out, char
 }
 
 int os_account_chown(const char *path, const os_account *a) {
-  return chown(path, (uid_t)a->uid, (gid_t)a->gid) < 0 ? -errno : 0;
+  /* lchown: a path swapped for a link meanwhile gives away the link, never
+   * what it points to. */
+  return lchown(path, (uid_t)a->uid, (gid_t)a->gid) < 0 ? -errno : 0;
 }
 
 int os_account_become(const os_account *a, char *err, size_t len) {
