@@ -102,11 +102,13 @@ class Metrics(unittest.TestCase):
         for i, s in enumerate(clients):
             s.sendall(b"hello %d" % i)
             self.assertEqual(recv_exact(s, 7), b"hello %d" % i)
-        m = scrape(self.port)
+        # A byte is counted as sent once its send completes on the worker,
+        # which may be after the client has read it: wait for that.
+        m = wait_for("the 21 bytes counted as sent", lambda: sent_by(self.port, before, 21))
         self.assertEqual(value(m, "pier_listener_sessions", listener=self.listener,
                                plugin="echo", transport="tcp"), 3)
-        for name in ("pier_received_bytes_total", "pier_sent_bytes_total"):
-            self.assertEqual(value(m, name) - value(before, name), 21, name)
+        self.assertEqual(value(m, "pier_received_bytes_total") -
+                         value(before, "pier_received_bytes_total"), 21)
         # Kick one (as an operator would): the gauge follows, and so do the
         # clients that leave on their own.
         peer = "127.0.0.1:%d" % clients[1].getsockname()[1]
@@ -137,9 +139,11 @@ class Metrics(unittest.TestCase):
         self.assertEqual(pierws.wait_eof(a), b"")
         b.close()
         a.close()
-        wait_for("both closed", lambda: value(scrape(self.port), "pier_plugin_sessions",
-                                              plugin="echo") == 0)
-        m = scrape(self.port)
+        # The plugin's sessions drop before its on_disconnected runs, and a
+        # callback is counted once it has returned: wait until both closes
+        # have been through the plugin.
+        m = wait_for("both closed, the plugin told", lambda: closed_by(self.port, before, 2))
+        self.assertEqual(value(m, "pier_plugin_sessions", plugin="echo"), 0)
         self.assertEqual(delta("pier_sessions_accepted_total", listener=self.listener), 2)
         self.assertEqual(delta("pier_sessions_closed_total", reason="kicked"), 1)
         self.assertEqual(delta("pier_sessions_closed_total", reason="peer_closed"), 1)
@@ -284,6 +288,25 @@ class Listener(unittest.TestCase):
             self.assertEqual(d.proc.wait(timeout=T(30)), 0)
         finally:
             d.kill()
+
+
+def sent_by(port, before, n):
+    """A scrape once pier_sent_bytes_total is n above before's, else None."""
+    m = scrape(port)
+    got = value(m, "pier_sent_bytes_total") - value(before, "pier_sent_bytes_total")
+    if got > n:
+        raise AssertionError("%d bytes sent, more than %d" % (got, n))
+    return m if got == n else None
+
+
+def closed_by(port, before, n):
+    """A scrape once n more on_disconnected calls of echo have returned (each
+    after the session's other callbacks), else None."""
+    m = scrape(port)
+    def count(p):
+        return value(p, "pier_plugin_callback_duration_seconds_count", plugin="echo",
+                     callback="on_disconnected")
+    return m if count(m) - count(before) >= n else None
 
 
 def healthy(port):

@@ -5,9 +5,9 @@ its storage in a temporary directory (never the system's
 /var/lib/prometheus), and is stopped at the end whatever happens."""
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import unittest
@@ -20,12 +20,9 @@ from pierprom import (T, connect, metrics_pierd, pierws,
 ECHO = {"name": "echo", "path": plugin_path("echo")}
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+# The port prometheus bound, from its log (it is told port 0: a port picked
+# here and bound there later could be taken meanwhile by another test).
+LISTENING_RX = re.compile(r'msg="Listening on" address=127\.0\.0\.1:(\d+)')
 
 
 class Prometheus:
@@ -33,7 +30,7 @@ class Prometheus:
 
     def __init__(self, target_port):
         self.dir = tempfile.mkdtemp(prefix="pier-prom-")
-        self.port = free_port()
+        self.port = None
         with open(os.path.join(self.dir, "prometheus.yml"), "w") as f:
             f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
                     "scrape_configs:\n  - job_name: pier\n    static_configs:\n"
@@ -42,7 +39,7 @@ class Prometheus:
         self.proc = subprocess.Popen(
             ["prometheus", "--config.file", os.path.join(self.dir, "prometheus.yml"),
              "--storage.tsdb.path", os.path.join(self.dir, "data"),
-             "--web.listen-address", "127.0.0.1:%d" % self.port],
+             "--web.listen-address", "127.0.0.1:0"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
 
     def get(self, path, **params):
@@ -56,6 +53,11 @@ class Prometheus:
         if self.proc.poll() is not None:
             raise AssertionError("prometheus exited %r:\n%s" % (self.proc.returncode,
                                                                  self.log_text()))
+        if self.port is None:
+            m = LISTENING_RX.search(self.log_text())
+            if not m:
+                return False
+            self.port = int(m.group(1))
         try:
             return self.get("/-/ready")[0] == 200
         except OSError:
@@ -125,10 +127,18 @@ class ScrapedByPrometheus(unittest.TestCase):
             s.close()
         self.wait_value('pier_listener_sessions{listener="%s"}' % self.listener, 0)
         self.wait_value('pier_plugin_info{plugin="echo",generation="1"}', 1)
-        # Every scrape succeeded: the target is healthy, with no error.
+        # The target is healthy, with no error. Its state is that of the last
+        # scrape only, and a scrape can miss its 1 s timeout on a busy
+        # machine; an exposition prometheus cannot read fails every one.
+        self.assertEqual(wait_for("the target healthy", self.target_health, T(60)),
+                         [("up", "")])
+
+    def target_health(self):
         body = json.loads(self.prom.get("/api/v1/targets")[1])
-        active = body["data"]["activeTargets"]
-        self.assertEqual([(t["health"], t["lastError"]) for t in active], [("up", "")])
+        got = [(t["health"], t["lastError"]) for t in body["data"]["activeTargets"]]
+        if got != [("up", "")]:
+            raise AssertionError("targets %r" % got)
+        return got
 
     def test_sees_sessions_counted(self):
         self.wait_value('up{job="pier"}', 1)
