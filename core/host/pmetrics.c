@@ -16,6 +16,7 @@
 
 #define PLUGIN(api) container_of(api, host_plugin, api)
 #define FAMILY_MAX (2 * PIER_METRIC_NAME_MAX + 2)
+#define OWNED_MAX (FAMILY_MAX + sizeof("_bucket"))
 
 struct pier_series {
   const pier_metric *m;
@@ -101,6 +102,16 @@ static int refuse(host_plugin *p, const char *name, int rc, const char *why) {
   return rc;
 }
 
+/* Logs why p's call to entry was refused before any metric is known (a NULL
+ * argument, a spec from another header) and returns rc. Takes metrics_mu
+ * for the log_rate. */
+static int refuse_call(host_plugin *p, const char *entry, int rc, const char *why) {
+  os_mutex_lock(&p->h->metrics_mu);
+  log_limited(&p->h->metrics_rl, LOG_ERROR, "plugin \"%s\": %s: %s", p->cfg->name, entry, why);
+  os_mutex_unlock(&p->h->metrics_mu);
+  return rc;
+}
+
 static int check_spec(host_plugin *p, const pier_metric_spec *s) {
   char why[160];
   if (!valid_name(s->name))
@@ -109,8 +120,12 @@ static int check_spec(host_plugin *p, const pier_metric_spec *s) {
     return refuse(p, s->name, -EINVAL, "unknown type (counter, gauge or histogram)");
   if (s->help && (strlen(s->help) > PIER_METRIC_HELP_MAX || !valid_utf8(s->help)))
     return refuse(p, s->name, -EINVAL, "help must be UTF-8 of at most 256 bytes");
-  if (s->nlabels > PIER_METRIC_LABELS_MAX || (s->nlabels && !s->labels))
+  if (s->nlabels > PIER_METRIC_LABELS_MAX)
     return refuse(p, s->name, -EINVAL, "more than 8 labels (PIER_METRIC_LABELS_MAX)");
+  if (s->nlabels && !s->labels) {
+    snprintf(why, sizeof(why), "%zu labels but no label names (labels is NULL)", s->nlabels);
+    return refuse(p, s->name, -EINVAL, why);
+  }
   for (size_t i = 0; i < s->nlabels; i++) {
     const char *l = s->labels[i];
     if (!valid_name(l) || !prom_valid_label(l) || strcmp(l, "plugin") == 0 ||
@@ -148,18 +163,64 @@ static int same_shape(const pier_metric *m, const pier_metric_spec *s) {
          memcmp(m->bounds, s->bounds, s->nbounds * sizeof(*s->bounds)) == 0;
 }
 
-/* The metric of another plugin whose family is family, or NULL. */
-static const host_plugin *family_owner(host *h, const host_plugin *self, const char *family) {
+/* The names a family writes its samples under: the family itself, and for
+ * a histogram also <family>_bucket, _sum and _count. Returns how many. */
+static size_t owned_names(const char *family, pier_metric_type type, char out[4][OWNED_MAX]) {
+  static const char *const suffix[] = {"_bucket", "_sum", "_count"};
+  snprintf(out[0], OWNED_MAX, "%s", family);
+  if (type != PIER_METRIC_HISTOGRAM)
+    return 1;
+  for (size_t i = 0; i < 3; i++)
+    snprintf(out[i + 1], OWNED_MAX, "%s%s", family, suffix[i]);
+  return 4;
+}
+
+/* Whether the family of m writes a sample named name. */
+static int writes_name(const pier_metric *m, const char *name) {
+  char own[4][OWNED_MAX];
+  size_t n = owned_names(m->family, m->type, own);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(own[i], name) == 0)
+      return 1;
+  return 0;
+}
+
+/* A declared metric (of any plugin, p's included) whose sample names meet
+ * those a new family of that type would write, or NULL; *clash gets the
+ * name both would write. Two families must never share a sample name: a
+ * gauge x_sum beside a histogram x would make /metrics ambiguous. Under
+ * metrics_mu. */
+static const pier_metric *find_clash(host *h, const char *family, pier_metric_type type,
+                                     const host_plugin **owner, char clash[OWNED_MAX]) {
+  char own[4][OWNED_MAX];
+  size_t nown = owned_names(family, type, own);
   for (size_t i = 0; i < h->nplugins; i++) {
     const host_plugin *q = &h->plugins[i];
     size_t n = atomic_load_explicit(&q->nmetrics, memory_order_acquire);
-    if (q == self)
-      continue;
     for (size_t k = 0; k < n; k++)
-      if (strcmp(q->metrics[k]->family, family) == 0)
-        return q;
+      for (size_t j = 0; j < nown; j++)
+        if (writes_name(q->metrics[k], own[j])) {
+          *owner = q;
+          memcpy(clash, own[j], OWNED_MAX); /* both OWNED_MAX */
+          return q->metrics[k];
+        }
   }
   return NULL;
+}
+
+/* Sample lines one series of m renders: a histogram's buckets (+Inf too),
+ * its _sum and its _count. */
+static size_t series_samples(const pier_metric *m) {
+  return m->type == PIER_METRIC_HISTOGRAM ? m->nbounds + 3 : 1;
+}
+
+/* Sample lines all of p's series render. Under metrics_mu. */
+static size_t plugin_samples(const host_plugin *p) {
+  size_t n = atomic_load_explicit(&p->nmetrics, memory_order_relaxed), total = 0;
+  for (size_t k = 0; k < n; k++)
+    total += atomic_load_explicit(&p->metrics[k]->nseries, memory_order_relaxed) *
+             series_samples(p->metrics[k]);
+  return total;
 }
 
 /* ---- series ---- */
@@ -209,6 +270,13 @@ static int series_get(host_plugin *p, pier_metric *m, const char *const *values,
   if (n == PIER_METRIC_SERIES_MAX)
     return refuse(p, m->name, -ENOSPC,
                   "more than 256 series (PIER_METRIC_SERIES_MAX); the new one is refused");
+  /* m may not be in p->metrics yet (declare_locked makes the first series
+   * of a metric without labels before publishing it): its lines are added
+   * here rather than counted twice. */
+  if (plugin_samples(p) + series_samples(m) > PIER_METRIC_SAMPLES_MAX)
+    return refuse(p, m->name, -ENOSPC,
+                  "the plugin's metrics would render more than 8192 samples "
+                  "(PIER_METRIC_SAMPLES_MAX); the new series is refused");
   if (!(m->series[n] = series_new(m, values)))
     return refuse(p, m->name, -ENOMEM, "out of memory for a new series");
   atomic_store_explicit(&m->nseries, n + 1, memory_order_release);
@@ -241,8 +309,9 @@ static pier_metric *metric_new(host_plugin *p, const pier_metric_spec *s, const 
 
 static int declare_locked(host_plugin *p, const pier_metric_spec *s, pier_metric **out) {
   size_t n = atomic_load_explicit(&p->nmetrics, memory_order_relaxed);
-  char family[FAMILY_MAX], why[200];
+  char family[FAMILY_MAX], clash[OWNED_MAX], why[400];
   const host_plugin *q;
+  const pier_metric *other;
   pier_metric *m;
   pier_series *unused;
   int rc;
@@ -263,8 +332,15 @@ static int declare_locked(host_plugin *p, const pier_metric_spec *s, pier_metric
     snprintf(why, sizeof(why), "its family %s would be among pierd's own metrics", family);
     return refuse(p, s->name, -EINVAL, why);
   }
-  if ((q = family_owner(p->h, p, family)) != NULL) {
-    snprintf(why, sizeof(why), "its family %s is plugin \"%s\"'s", family, q->cfg->name);
+  if ((other = find_clash(p->h, family, s->type, &q, clash)) != NULL) {
+    if (strcmp(other->family, family) == 0)
+      snprintf(why, sizeof(why), "its family %s is plugin \"%s\"'s", family, q->cfg->name);
+    else
+      snprintf(why, sizeof(why),
+               "%s %s would write %s, as does the %s %s of plugin \"%s\" (a histogram F "
+               "also writes F_bucket, F_sum and F_count)",
+               type_name[s->type], family, clash, type_name[other->type], other->family,
+               q->cfg->name);
     return refuse(p, s->name, -EEXIST, why);
   }
   if (n == PIER_METRICS_MAX)
@@ -285,9 +361,15 @@ static int declare_locked(host_plugin *p, const pier_metric_spec *s, pier_metric
 int pmetrics_declare(const pier_host *api, const pier_metric_spec *spec, pier_metric **out) {
   host_plugin *p = PLUGIN(api);
   int rc;
-  if (!spec || !out || spec->size < sizeof(pier_metric_spec))
-    return -EINVAL;
+  char why[120];
+  if (!spec || !out)
+    return refuse_call(p, "metric_declare", -EINVAL, !spec ? "spec is NULL" : "out is NULL");
   *out = NULL;
+  if (spec->size < sizeof(pier_metric_spec)) { /* its other fields may not be there */
+    snprintf(why, sizeof(why), "spec->size is %u, less than sizeof(pier_metric_spec) (%zu)",
+             spec->size, sizeof(pier_metric_spec));
+    return refuse_call(p, "metric_declare", -EINVAL, why);
+  }
   os_mutex_lock(&p->h->metrics_mu);
   rc = declare_locked(p, spec, out);
   os_mutex_unlock(&p->h->metrics_mu);
@@ -299,7 +381,7 @@ int pmetrics_series(const pier_host *api, pier_metric *m, const char *const *val
   host_plugin *p = PLUGIN(api);
   int rc;
   if (!m || !out)
-    return -EINVAL;
+    return refuse_call(p, "metric_series", -EINVAL, !m ? "the metric is NULL" : "out is NULL");
   *out = NULL;
   os_mutex_lock(&p->h->metrics_mu);
   rc = series_get(p, m, values, out);

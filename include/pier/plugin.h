@@ -129,19 +129,30 @@ typedef void (*pier_job_fn)(void *arg);
  * restart at 0). Handles stay valid until pierd exits, even across reloads;
  * a declared metric stays on /metrics until then, with its last values.
  *
- * Limits (each refusal is logged, naming the plugin and the metric):
- * -ENOSPC past PIER_METRICS_MAX metrics per plugin or PIER_METRIC_SERIES_MAX
- * series per metric; -EINVAL for a name that is not [a-zA-Z_][a-zA-Z0-9_]*
- * (at most PIER_METRIC_NAME_MAX bytes; label names likewise, not starting
- * with "__", not "plugin", not "le" on a histogram, no two alike), more than
+ * Limits (each refusal is logged, naming the plugin and the metric, or the
+ * entry when there is no metric to name):
+ * -ENOSPC past PIER_METRICS_MAX metrics per plugin, PIER_METRIC_SERIES_MAX
+ * series per metric, or PIER_METRIC_SAMPLES_MAX sample lines across all of a
+ * plugin's series (one per counter or gauge series, nbounds + 3 per
+ * histogram series: its buckets with +Inf, _sum and _count), which bounds
+ * what one scrape renders; -EINVAL for a NULL spec, metric or out, a
+ * spec->size below sizeof(pier_metric_spec), labels NULL with nlabels > 0,
+ * a name that is not [a-zA-Z_][a-zA-Z0-9_]* (at most PIER_METRIC_NAME_MAX
+ * bytes; label names likewise, not starting with "__", not "plugin", not
+ * "le" on a histogram, no two alike), more than
  * PIER_METRIC_LABELS_MAX labels, help over PIER_METRIC_HELP_MAX bytes, a
  * label value over PIER_METRIC_VALUE_MAX bytes, text that is not UTF-8, or
  * histogram bounds that are not finite and strictly ascending (1 to
  * PIER_METRIC_BOUNDS_MAX of them), or a family starting with "pier_" or
  * "process_" (pierd's own); -EEXIST for a name already declared with another
- * type, labels or bounds, or whose family another plugin has. */
+ * type, labels or bounds, or whose family another plugin has, or whose
+ * sample names meet another family's (a histogram F also writes F_bucket,
+ * F_sum and F_count: a gauge F_sum beside it, of this plugin or another
+ * after the <plugin>_ prefix, is refused, and so is a histogram F when a
+ * family F_count exists). */
 #define PIER_METRICS_MAX 64
 #define PIER_METRIC_SERIES_MAX 256
+#define PIER_METRIC_SAMPLES_MAX 8192
 #define PIER_METRIC_LABELS_MAX 8
 #define PIER_METRIC_BOUNDS_MAX 32
 #define PIER_METRIC_NAME_MAX 64

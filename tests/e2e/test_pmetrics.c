@@ -13,6 +13,7 @@
 #include "daemon.h"
 #include "host/config.h"
 #include "host/host.h"
+#include "pier/plugin.h"
 #include "testlib.h"
 
 #define TP PIER_BINARY_DIR "/tests/plugins"
@@ -457,7 +458,9 @@ START_TEST(test_pmetrics_limits_refused_and_logged) {
                    "add NaN to a counter: -22\n"
                    "set a counter: -22\n"
                    "observe a counter: -22\n"
-                   "add 2.5 to a counter: 0\n");
+                   "add 2.5 to a counter: 0\n"
+                   "declare with out NULL: -22\n"
+                   "series with out NULL: -22\n");
   ck_assert(test_daemon_wait_log(
       &d,
       "plugin \"capped\": metric \"per_player_total\": more than 256 series "
@@ -488,6 +491,90 @@ START_TEST(test_pmetrics_limits_refused_and_logged) {
 }
 END_TEST
 
+/* In a real pierd: the refusals that have no metric to name, a histogram's
+ * _bucket/_sum/_count meeting another family's name (in one plugin, either
+ * way round, and across plugins after the <plugin>_ prefix), and the cap
+ * on the samples of one plugin's series (a histogram series of 32 bounds
+ * is 35 of them): each call's code and each error line. */
+START_TEST(test_pmetrics_audit_refused_and_logged) {
+  test_daemon d;
+  test_rec rec;
+  char config[1024], line[160];
+
+  test_rec_init(&rec);
+  snprintf(config, sizeof(config),
+           "{\"plugins\": [{\"name\": \"audit\", \"path\": \"@TESTPLUGINS@/metered@EXT@\", "
+           "\"config\": {\"out\": \"%s\", \"audit\": 1}},"
+           " {\"name\": \"audit_h\", \"path\": \"@TESTPLUGINS@/metered@EXT@\", "
+           "\"config\": {\"out\": \"%s\", \"extra\": \"sum\"}}],"
+           " \"listeners\": [{\"port\": 0, \"plugin\": \"audit\"}]}",
+           rec.path, rec.path);
+  ck_assert_int_eq(test_daemon_start(&d, config, test_backend(_i)), 0);
+  ck_assert_str_eq(test_rec_read(&rec),
+                   "load gen=1 host ABI 1.2\n"
+                   "spec NULL: -22\n"
+                   "spec size 8: -22\n"
+                   "labels NULL, nlabels 2: -22\n"
+                   "series of NULL: -22\n"
+                   "histogram h: 0\n"
+                   "gauge h_sum: -17\n"
+                   "gauge c_count: 0\n"
+                   "histogram c: -17\n"
+                   "histogram wide: 0\n"
+                   "wide series: 233 taken, then -28\n" /* 5 + 233 * 35 = 8160 */
+                   "gauges: 32 declared, then -28\n"    /* 8160 + 32 = 8192 */
+                   "load gen=1 host ABI 1.2\n"
+                   "declare messages_total: 0\n"
+                   "declare received_bytes_total: 0\n"
+                   "declare sessions: 0\n"
+                   "declare message_bytes: 0\n"
+                   "declare generation: 0\n"
+                   "declare sum: -17\n");
+  ck_assert(test_daemon_wait_log(&d, "plugin \"audit\": metric_declare: spec is NULL", 5000));
+  snprintf(line, sizeof(line),
+           "plugin \"audit\": metric_declare: spec->size is 8, less than "
+           "sizeof(pier_metric_spec) (%zu)",
+           sizeof(pier_metric_spec));
+  ck_assert(test_daemon_wait_log(&d, line, 5000));
+  ck_assert(test_daemon_wait_log(
+      &d, "plugin \"audit\": metric \"unnamed\": 2 labels but no label names (labels is NULL)",
+      5000));
+  ck_assert(
+      test_daemon_wait_log(&d, "plugin \"audit\": metric_series: the metric is NULL", 5000));
+  ck_assert(test_daemon_wait_log(
+      &d,
+      "plugin \"audit\": metric \"h_sum\": gauge audit_h_sum would write audit_h_sum, as does "
+      "the histogram audit_h of plugin \"audit\" (a histogram F also writes F_bucket, F_sum "
+      "and F_count)",
+      5000));
+  ck_assert(test_daemon_wait_log(
+      &d,
+      "plugin \"audit\": metric \"c\": histogram audit_c would write audit_c_count, as does "
+      "the gauge audit_c_count of plugin \"audit\" (a histogram F also writes F_bucket, F_sum "
+      "and F_count)",
+      5000));
+  ck_assert(test_daemon_wait_log(&d,
+                                 "plugin \"audit\": metric \"wide\": the plugin's metrics would "
+                                 "render more than 8192 samples (PIER_METRIC_SAMPLES_MAX); the "
+                                 "new series is refused",
+                                 5000));
+  ck_assert(test_daemon_wait_log(&d,
+                                 "plugin \"audit\": metric \"g33\": the plugin's metrics would "
+                                 "render more than 8192 samples (PIER_METRIC_SAMPLES_MAX); the "
+                                 "new series is refused",
+                                 5000));
+  ck_assert(test_daemon_wait_log(
+      &d,
+      "plugin \"audit_h\": metric \"sum\": gauge audit_h_sum would write audit_h_sum, as does "
+      "the histogram audit_h of plugin \"audit\" (a histogram F also writes F_bucket, F_sum "
+      "and F_count)",
+      5000));
+  ck_assert_int_eq(test_daemon_quit(&d, 10000), 0);
+  test_daemon_cleanup(&d);
+  test_rec_free(&rec);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pmetrics");
   TCase *tc = tcase_create("host");
@@ -499,6 +586,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_pmetrics_limits_refused_and_logged, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_chat_counts_packets, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_family_clash_refused, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_pmetrics_audit_refused_and_logged, 0, TEST_NBACKENDS);
   suite_add_tcase(s, tc);
   return test_run(s);
 }

@@ -11,7 +11,9 @@
  * on_load declares them and then fails; with "extra":"NAME" it also
  * declares a gauge NAME. Built three ways:
  *   metered.so      as above; with "caps":1 in its config, on_load instead
- *                   runs into every limit and records each result
+ *                   runs into every limit and records each result; with
+ *                   "audit":1, into the misuses, the histogram suffix
+ *                   clashes and the cap on samples per plugin
  *   metered_v2.so   (METERED_V2) version 2.0.0: the same metrics (the
  *                   generation's with other help text), plus v2_only_total,
  *                   and a "sessions" redeclared as a counter (refused: it
@@ -191,6 +193,56 @@ static void run_into_limits(void) {
   record("set a counter: %d", host->metric_set(host, s7, 5));
   record("observe a counter: %d", host->metric_observe(host, s7, 5));
   record("add 2.5 to a counter: %d", host->metric_add(host, s7, 2.5));
+  {
+    pier_metric_spec spec = {sizeof(spec), PIER_METRIC_GAUGE, "g", "x", NULL, 0, NULL, 0};
+    record("declare with out NULL: %d", host->metric_declare(host, &spec, NULL));
+  }
+  record("series with out NULL: %d", host->metric_series(host, m, v, NULL));
+}
+
+/* on_load with "audit":1: the refusals that name no metric, the clashes of
+ * a histogram's _bucket/_sum/_count with other families, and the cap on
+ * the sample lines of the plugin's series, each logging one line (nine in
+ * all with the clash the tests add from a second plugin: under the log's
+ * ten a second). */
+static void run_audit(void) {
+  static const char *const player[] = {"player"};
+  static const double one[] = {1};
+  double wide[PIER_METRIC_BOUNDS_MAX];
+  pier_metric_spec small = {8, PIER_METRIC_GAUGE, "small", "x", NULL, 0, NULL, 0};
+  pier_metric_spec unnamed = {sizeof(unnamed), PIER_METRIC_GAUGE, "unnamed", "x", NULL, 2, NULL,
+                              0};
+  char name[16], value[16];
+  const char *v[1] = {value};
+  pier_metric *m;
+  pier_series *s;
+  int ok, rc;
+
+  record("spec NULL: %d", host->metric_declare(host, NULL, &m));
+  record("spec size 8: %d", host->metric_declare(host, &small, &m));
+  record("labels NULL, nlabels 2: %d", host->metric_declare(host, &unnamed, &m));
+  record("series of NULL: %d", host->metric_series(host, NULL, NULL, &s));
+  record("histogram h: %d", declare(PIER_METRIC_HISTOGRAM, "h", "x", NULL, 0, one, 1, &m));
+  record("gauge h_sum: %d", declare(PIER_METRIC_GAUGE, "h_sum", "x", NULL, 0, NULL, 0, &m));
+  record("gauge c_count: %d", declare(PIER_METRIC_GAUGE, "c_count", "x", NULL, 0, NULL, 0, &m));
+  record("histogram c: %d", declare(PIER_METRIC_HISTOGRAM, "c", "x", NULL, 0, one, 1, &m));
+
+  for (int i = 0; i < PIER_METRIC_BOUNDS_MAX; i++)
+    wide[i] = i + 1;
+  rc = declare(PIER_METRIC_HISTOGRAM, "wide", "x", player, 1, wide, PIER_METRIC_BOUNDS_MAX, &m);
+  record("histogram wide: %d", rc);
+  for (ok = 0; ok < PIER_METRIC_SERIES_MAX; ok++) {
+    snprintf(value, sizeof(value), "p%d", ok);
+    if ((rc = host->metric_series(host, m, v, &s)) < 0)
+      break;
+  }
+  record("wide series: %d taken, then %d", ok, rc);
+  for (ok = 0; ok < PIER_METRICS_MAX; ok++) {
+    snprintf(name, sizeof(name), "g%d", ok + 1);
+    if ((rc = declare(PIER_METRIC_GAUGE, name, "x", NULL, 0, NULL, 0, &m)) < 0)
+      break;
+  }
+  record("gauges: %d declared, then %d", ok, rc);
 }
 #endif
 
@@ -206,6 +258,8 @@ static int metered_load(const pier_load_args *a) {
     return -ENOSYS;
   if (strstr(a->config_json, "\"caps\":1"))
     run_into_limits();
+  else if (strstr(a->config_json, "\"audit\":1"))
+    run_audit();
   else
     declare_all(a->generation);
   json_str(a->config_json, "extra", extra, sizeof(extra));
