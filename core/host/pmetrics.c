@@ -309,7 +309,7 @@ static pier_metric *metric_new(host_plugin *p, const pier_metric_spec *s, const 
 
 static int declare_locked(host_plugin *p, const pier_metric_spec *s, pier_metric **out) {
   size_t n = atomic_load_explicit(&p->nmetrics, memory_order_relaxed);
-  char family[FAMILY_MAX], clash[OWNED_MAX], why[400];
+  char family[FAMILY_MAX], clash[OWNED_MAX], why[1024];
   const host_plugin *q;
   const pier_metric *other;
   pier_metric *m;

@@ -403,13 +403,18 @@ START_TEST(test_ops_unknown_user_refuses_start) {
 END_TEST
 
 /* Not root: pierd cannot become anyone else, and says so before it starts.
- * Run as nobody through setpriv(1), on a config nobody can read. */
+ * Run as nobody through setpriv(1), on a config nobody can read, from copies
+ * of pierd and the plugin in a directory nobody can reach (the build tree
+ * may lie under a home directory only root enters). */
 static void run_as_nobody(const char *extra, char *out, size_t cap, int *status) {
-  char dir[] = "/tmp/pier-ops-XXXXXX", path[64], cmd[512];
+  char dir[] = "/tmp/pier-ops-XXXXXX", path[64], cmd[1024];
   FILE *f;
   size_t n;
   ck_assert_ptr_nonnull(mkdtemp(dir));
   ck_assert_int_eq(chmod(dir, 0755), 0);
+  snprintf(cmd, sizeof(cmd), "cp %s %s/pierd && cp %s/echo.so %s/echo.so", PIERD, dir,
+           test_daemon_plugin_dir(), dir);
+  ck_assert_int_eq(system(cmd), 0);
   snprintf(path, sizeof(path), "%s/server.json", dir);
   f = fopen(path, "w");
   ck_assert_ptr_nonnull(f);
@@ -417,18 +422,20 @@ static void run_as_nobody(const char *extra, char *out, size_t cap, int *status)
           "{\"admin_socket\": \"/tmp/pier-ops-unused.sock\", %s"
           " \"plugins\": [{\"name\": \"echo\", \"path\": \"%s/echo.so\"}],"
           " \"listeners\": [{\"port\": 0, \"plugin\": \"echo\"}]}",
-          extra, test_daemon_plugin_dir());
+          extra, dir);
   fclose(f);
   snprintf(cmd, sizeof(cmd),
-           "/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups %s --config %s "
+           "/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups %s/pierd --config %s "
            "</dev/null 2>&1",
-           PIERD, path);
+           dir, path);
   f = popen(cmd, "r");
   ck_assert_ptr_nonnull(f);
   n = fread(out, 1, cap - 1, f);
   out[n] = '\0';
   *status = pclose(f);
   unlink(path);
+  snprintf(cmd, sizeof(cmd), "rm -f %s/pierd %s/echo.so", dir, dir);
+  ck_assert_int_eq(system(cmd), 0);
   rmdir(dir);
 }
 
