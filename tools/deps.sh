@@ -3,7 +3,8 @@
 # apt-get run (as root, or through sudo).
 #
 #   pier_ensure_deps        what building and running pierd needs (tools/run):
-#                           the compiler and CMake, cJSON, Check, liburing,
+#                           the C and C++ compilers (C++ plugins, the
+#                           C++ SDK layer) and CMake, cJSON, Check, liburing,
 #                           wslay (WebSocket frames), OpenSSL (TLS) and
 #                           libmicrohttpd (the metrics HTTP listener)
 #   pier_ensure_deps test   that plus everything tools/test uses: valgrind
@@ -21,7 +22,10 @@
 #                           tests/ws), prometheus (promtool checks the
 #                           /metrics text; tests/prometheus runs a real
 #                           server scraping pierd), binutils (addr2line: test_logs
-#                           resolves a crash report's plugin frame), and the
+#                           resolves a crash report's plugin frame), file and
+#                           dpkg-dev (CPack's .deb: it finds the ELF files
+#                           with file and their library packages with
+#                           dpkg-shlibdeps), and the
 #                           windows set below (tools/test-windows)
 #   pier_ensure_deps windows
 #                           the build set plus the Windows cross-build and
@@ -34,10 +38,10 @@
 #
 # The configure step needs check even for tools/run: the test suites are part
 # of the one CMake tree. gcc brings libasan, libubsan and libtsan with it.
-PIER_DEPS_BUILD=(cmake make gcc libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
+PIER_DEPS_BUILD=(cmake make gcc g++ libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
                  libssl-dev libmicrohttpd-dev)
 PIER_DEPS_TEST=(valgrind python3 python3-websockets clang-14 libclang-rt-14-dev chromium nodejs
-                ca-certificates openssl prometheus binutils)
+                ca-certificates openssl prometheus binutils file dpkg-dev)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 
 pier_ensure_deps() {
