@@ -46,7 +46,7 @@
  * share (statics, the Plugin class) needs a lock or "threading": "serial".
  * The layer finds a session's object through the host's per-session pointer
  * (set_user/get_user: no lock on OnRecv and OnSend); it keeps an index of
- * its objects under a mutex taken only when a session connects or ends, and
+ * its objects under a lock taken only when a session connects or ends, and
  * at load and unload, so that it can destroy them all at a reload. The
  * per-session pointer belongs to the layer: do not call set_user yourself.
  *
@@ -74,7 +74,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <mutex>
+#include <mutex> /* std::lock_guard */
 #include <new>
 #include <string>
 #include <type_traits>
@@ -257,13 +257,28 @@ inline void put(std::string& out, const void* p, size_t n) {
   out.append(static_cast<const char*>(p), n);
 }
 
+/* A lock for the layer's index, held for one map operation at a time.
+ * Not std::mutex: mingw-w64's g++ with win32 threads (the Windows build's)
+ * has none, and the index is touched only when a session connects or ends. */
+class SpinLock {
+ public:
+  void lock() noexcept {
+    while (flag_.test_and_set(std::memory_order_acquire)) {
+    }
+  }
+  void unlock() noexcept { flag_.clear(std::memory_order_release); }
+
+ private:
+  std::atomic_flag flag_ = ATOMIC_FLAG_INIT;
+};
+
 template <class S, class P>
 struct Glue {
   static_assert(std::is_base_of_v<Session, S>, "the session class derives from pier::Session");
   static_assert(std::is_default_constructible_v<S>, "the session class has a default constructor");
   /* Every object the layer made, by session: touched at connect, end, load
    * and unload only (OnRecv and OnSend find theirs through get_user). */
-  static inline std::mutex mu;
+  static inline SpinLock mu;
   static inline std::unordered_map<pier_sid, Session*> objects;
 
   static const pier_host* host() { return g_host.load(std::memory_order_acquire); }
@@ -276,7 +291,7 @@ struct Glue {
           s = new S();
           s->host_ = h;
           s->id_ = sid;
-          std::lock_guard<std::mutex> lock(mu);
+          std::lock_guard<SpinLock> lock(mu);
           objects.emplace(sid, s);
         })) {
       delete s;
@@ -335,7 +350,7 @@ struct Glue {
     guarded(h, "Save", [&] { plugin = P::Save(); });
     std::unordered_map<pier_sid, Session*> all;
     {
-      std::lock_guard<std::mutex> lock(mu);
+      std::lock_guard<SpinLock> lock(mu);
       all.swap(objects);
     }
     for (const auto& entry : all) {
@@ -404,7 +419,7 @@ struct Glue {
     const pier_host* h = host();
     Session* s = nullptr;
     {
-      std::lock_guard<std::mutex> lock(mu);
+      std::lock_guard<SpinLock> lock(mu);
       auto it = objects.find(sid);
       if (it == objects.end())
         return;
