@@ -57,11 +57,13 @@
  * bytes, so it works across any change of the classes. The hand-over holds
  * one string per session and one for the plugin: keep them small.
  *
- * Symbols: everything here is in a namespace with hidden visibility, so a
- * C++ plugin exports only pier_plugin_descriptor, whatever -fvisibility it
- * is built with (two C++ plugins in one pierd never share the layer's
- * statics, and none is a GNU "unique" symbol that would keep the image
- * from being unloaded at a reload). */
+ * Symbols: everything here is in a namespace with hidden visibility, so the
+ * layer's own statics are private to each plugin (two C++ plugins in one
+ * pierd never share them). Build with -fvisibility=hidden
+ * -fvisibility-inlines-hidden, and on Linux with -fno-gnu-unique: the
+ * statics of libstdc++'s own header templates (std::to_string's digit table,
+ * for one) are otherwise GNU "unique" symbols, which keep the image mapped
+ * after a reload. A .dll exports only what is marked. */
 #ifndef PIER_PLUGIN_HPP
 #define PIER_PLUGIN_HPP
 
