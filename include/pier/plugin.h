@@ -302,8 +302,52 @@ typedef void (*pier_on_tick_fn)(uint64_t now_ms);
 #endif
 
 /* Defines the exported descriptor:
- *   PIER_PLUGIN("echo", "1.0.0", .on_recv = echo_recv, .on_load = echo_load);
- */
+ *   PIER_PLUGIN("echo", "1.0.0", .on_load = echo_load, .on_recv = echo_recv);
+ *
+ * In C++ the descriptor gets C linkage (an unmangled, exported
+ * pier_plugin_descriptor) and the callbacks must be listed in declaration
+ * order, each at most once: on_load, on_unload, on_connected, on_recv,
+ * on_send, on_disconnected, on_tick (C++20 designated initializers require
+ * it; C takes any order). C++17 has no designated initializers: g++ and
+ * clang accept them there as an extension, and the macro silences, for the
+ * descriptor only, what they say of that (-Wpedantic, -Wc++20-extensions)
+ * and of the callbacks left out (-Wmissing-field-initializers: they are
+ * NULL, as in C). include/pier/plugin.hpp is the C++
+ * layer that needs none of this. */
+#ifdef __cplusplus
+#if defined(__clang__)
+#define PIER_DESIGNATORS_BEGIN                                     \
+  _Pragma("clang diagnostic push")                                 \
+  _Pragma("clang diagnostic ignored \"-Wc++20-designator\"")      \
+  _Pragma("clang diagnostic ignored \"-Wc99-designator\"")       \
+  _Pragma("clang diagnostic ignored \"-Wmissing-field-initializers\"")
+#define PIER_DESIGNATORS_END _Pragma("clang diagnostic pop")
+#elif defined(__GNUC__)
+#define PIER_DESIGNATORS_BEGIN                                     \
+  _Pragma("GCC diagnostic push")                                   \
+  _Pragma("GCC diagnostic ignored \"-Wpragmas\"")                  \
+  _Pragma("GCC diagnostic ignored \"-Wpedantic\"")                 \
+  _Pragma("GCC diagnostic ignored \"-Wc++20-extensions\"")         \
+  _Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")
+#define PIER_DESIGNATORS_END _Pragma("GCC diagnostic pop")
+#else
+#define PIER_DESIGNATORS_BEGIN
+#define PIER_DESIGNATORS_END
+#endif
+#define PIER_PLUGIN(plugin_name, plugin_version, ...)          \
+  PIER_DESIGNATORS_BEGIN                                       \
+  extern "C" PIER_EXPORT const pier_plugin pier_plugin_descriptor; \
+  extern "C" PIER_EXPORT const pier_plugin pier_plugin_descriptor = { \
+      .magic = PIER_PLUGIN_MAGIC,                              \
+      .abi_major = PIER_ABI_MAJOR,                             \
+      .abi_minor = PIER_ABI_MINOR,                             \
+      .size = sizeof(pier_plugin),                             \
+      .name = plugin_name,                                     \
+      .version = plugin_version,                               \
+      __VA_ARGS__};                                            \
+  PIER_DESIGNATORS_END                                         \
+  static_assert(true, "PIER_PLUGIN(...) ends with a semicolon")
+#else
 #define PIER_PLUGIN(plugin_name, plugin_version, ...)          \
   PIER_EXPORT const pier_plugin pier_plugin_descriptor = {     \
       .magic = PIER_PLUGIN_MAGIC,                              \
@@ -313,6 +357,7 @@ typedef void (*pier_on_tick_fn)(uint64_t now_ms);
       .name = plugin_name,                                     \
       .version = plugin_version,                               \
       __VA_ARGS__}
+#endif
 
 #define PIER_DESCRIPTOR_SYMBOL "pier_plugin_descriptor"
 

@@ -849,6 +849,44 @@ START_TEST(test_win_backend_of_the_other_platform_is_refused) {
 }
 END_TEST
 
+/* ---- the C++ example ---- */
+
+/* Reads one line ('\n' included) and compares it with want. */
+static void lobby_expect(int fd, const char *want) {
+  char got[256];
+  size_t n = 0;
+  while (n + 1 < sizeof(got) && test_recv_exact(fd, got + n, 1) == 0 && got[n++] != '\n') {
+  }
+  got[n] = '\0';
+  ck_assert_str_eq(got, want);
+}
+
+/* plugins/lobby (C++, pier/plugin.hpp, libstdc++ linked statically into
+ * the .dll): welcome, a rename, a line to the others only, a departure. */
+START_TEST(test_win_cpp_lobby_welcome_and_broadcast) {
+  test_daemon d;
+  start(&d,
+        "{\"workers\": 2, \"plugins\": [{\"name\": \"lobby\", \"path\": "
+        "\"@PLUGINS@/lobby@EXT@\", \"threading\": \"serial\"}], \"listeners\": [{\"port\": 0, "
+        "\"plugin\": \"lobby\", \"framing\": \"raw\"}]}",
+        _i);
+  int a = test_connect(d.ports[0]);
+  lobby_expect(a, "welcome guest-1\n");
+  int b = test_connect(d.ports[0]);
+  lobby_expect(b, "welcome guest-2\n");
+  lobby_expect(a, "guest-2 joined\n");
+  test_send_all(a, "/nick alice\n", 12);
+  lobby_expect(a, "you are alice\n");
+  lobby_expect(b, "guest-1 is now alice\n");
+  test_send_all(a, "hello\n", 6);
+  lobby_expect(b, "alice: hello\n");
+  close(b);
+  lobby_expect(a, "guest-2 left\n");
+  close(a);
+  stop(&d);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("win");
   TCase *tc = tcase_create("daemon");
@@ -866,6 +904,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_win_pierctl_status_and_quit, 0, nbackends);
   tcase_add_loop_test(tc, test_win_log_file_reopen_and_json_status, 0, nbackends);
   tcase_add_loop_test(tc, test_win_pierctl_metrics, 0, nbackends);
+  tcase_add_loop_test(tc, test_win_cpp_lobby_welcome_and_broadcast, 0, nbackends);
   tcase_add_test(tc, test_win_backend_of_the_other_platform_is_refused);
   suite_add_tcase(s, tc);
   return test_run(s);
