@@ -12,8 +12,7 @@ set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME pier)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "plugin-hosting game server daemon")
-set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "plugin-hosting game server daemon
-pierd accepts TCP, TLS and WebSocket connections, frames what clients send
+set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "pierd accepts TCP, TLS and WebSocket connections, frames what clients send
 and hands it to game content plugins (shared libraries) through a small C
 ABI, on io_uring or epoll worker threads; plugins can be reloaded while their
 sessions stay connected.
@@ -38,4 +37,8 @@ set(CPACK_DEBIAN_PACKAGE_SUGGESTS "cmake, gcc | c-compiler, g++ | c++-compiler, 
 # files (cmake/PierInstallConfig.cmake) then name the installed paths.
 set(CPACK_SET_DESTDIR ON)
 set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
+# The config is the admin's: an upgrade keeps their edits (dpkg asks), and
+# purge removes it.
+file(WRITE ${CMAKE_BINARY_DIR}/deb/conffiles "${CMAKE_INSTALL_FULL_SYSCONFDIR}/pier/server.json\n")
+set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA ${CMAKE_BINARY_DIR}/deb/conffiles)
 include(CPack)
