@@ -1,0 +1,273 @@
+"""The installed SDK as a plugin author meets it: `cmake --install` of this
+build into a temporary prefix, plugins built out of tree with only that
+prefix (find_package(pier) through CMAKE_PREFIX_PATH, pkg-config through
+PKG_CONFIG_PATH), pier-new-plugin's scaffold, and the installed pierd on the
+installed server.json (ports changed only) serving echo and those plugins
+over TCP.
+
+Environment (tests/CMakeLists.txt): PIER_TEST_BIN (the build directory),
+PIER_TEST_SOURCE (the source tree), PIER_TEST_BACKEND (io_uring or epoll).
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.abspath(os.environ.get("PIER_TEST_BIN") or os.path.join(HERE, "..", "..", "build"))
+SRC = os.path.abspath(os.environ.get("PIER_TEST_SOURCE") or os.path.join(HERE, "..", ".."))
+BACKEND = os.environ.get("PIER_TEST_BACKEND") or "epoll"
+
+FIVE_LINES = ("cmake_minimum_required(VERSION 3.25)\n"
+              "project(hello C)\n"
+              "find_package(pier REQUIRED)\n"
+              "pier_add_plugin(hello hello.c)\n")
+
+HELLO_C = r"""
+#include <pier/plugin.h>
+static const pier_host *host;
+static int hello_load(const pier_load_args *a) { host = a->host; return 0; }
+static void hello_recv(pier_sid sid, const void *data, size_t len) {
+  static const char tag[] = "hello:";
+  host->send(host, sid, tag, sizeof tag - 1);
+  host->send(host, sid, data, len);
+}
+PIER_PLUGIN("hello", "1.0.0", .on_load = hello_load, .on_recv = hello_recv);
+"""
+
+
+def run(cmd, **kw):
+    kw.setdefault("timeout", 300)
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def check(tc, cmd, **kw):
+    r = run(cmd, **kw)
+    tc.assertEqual(r.returncode, 0, "%s:\n%s" % (" ".join(cmd), r.stdout))
+    return r.stdout
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def exported(so):
+    out = subprocess.run(["nm", "-D", "--defined-only", so], stdout=subprocess.PIPE, text=True,
+                         check=True).stdout
+    return sorted(line.split()[-1] for line in out.splitlines() if line.strip())
+
+
+def talk(port, data, expect, timeout=10):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        got = b""
+        while len(got) < len(expect):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+class InstalledSdk(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="pier-sdk-")
+        cls.prefix = os.path.join(cls.tmp, "prefix")
+        r = run(["cmake", "--install", BIN, "--prefix", cls.prefix])
+        if r.returncode != 0:
+            raise RuntimeError("cmake --install failed:\n" + r.stdout)
+        cls.installed = [os.path.relpath(os.path.join(r, f), cls.prefix)
+                         for r, _, fs in os.walk(cls.prefix) for f in fs]
+        cls.conf_path = os.path.join(cls.prefix, "etc", "pier", "server.json")
+        with open(cls.conf_path) as f:
+            cls.conf = json.load(f)
+        cls.plugin_dir = os.path.normpath(os.path.join(cls.prefix, "etc", "pier",
+                                                       cls.conf["plugin_dir"]))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def p(self, *parts):
+        return os.path.join(self.prefix, *parts)
+
+    def test_installed_files(self):
+        for f in ["bin/pierd", "bin/pierctl", "bin/pier-bench", "bin/pier-new-plugin"]:
+            self.assertTrue(os.access(self.p(f), os.X_OK), f)
+        for f in ["include/pier/plugin.h", "include/pier/types.h",
+                  "share/pkgconfig/pier-plugin.pc", "share/cmake/pier/pierConfig.cmake",
+                  "share/cmake/pier/pierConfigVersion.cmake", "share/cmake/pier/pierTargets.cmake",
+                  "share/cmake/pier/PierPlugin.cmake", "etc/pier/server.json",
+                  "lib/systemd/system/pierd.service",
+                  "share/pier/plugins/chat/web/index.html", "share/doc/pier/README.md"]:
+            self.assertTrue(os.path.isfile(self.p(f)), f)
+        self.assertTrue(os.path.isfile(os.path.join(self.plugin_dir, "echo.so")))
+        self.assertTrue(os.path.isfile(os.path.join(self.plugin_dir, "chat.so")))
+        # Every header of include/pier is installed, and nothing of the tests.
+        self.assertEqual(sorted(os.listdir(self.p("include", "pier"))),
+                         sorted(os.listdir(os.path.join(SRC, "include", "pier"))))
+        for f in self.installed:
+            self.assertNotIn("test", f)
+        with open(self.p("lib/systemd/system/pierd.service")) as f:
+            unit = f.read()
+        self.assertIn("ExecStart=%s --config %s\n" % (self.p("bin/pierd"), self.conf_path), unit)
+        self.assertNotIn("@", unit)
+
+    def test_config_paths_resolve_from_etc(self):
+        base = self.p("etc", "pier")
+        self.assertFalse(os.path.isabs(self.conf["plugin_dir"]))
+        for pl in self.conf["plugins"]:
+            self.assertTrue(os.path.isfile(os.path.join(base, pl["path"]) + ".so"), pl)
+        static = [l["static"] for l in self.conf["listeners"] if "static" in l]
+        self.assertEqual(len(static), 1)
+        self.assertTrue(os.path.isfile(os.path.join(base, static[0], "index.html")))
+        self.assertEqual(os.path.normpath(os.path.join(base, self.conf["admin_socket"])),
+                         self.p("var", "run", "pier", "pierd.sock"))
+
+    def test_pkg_config(self):
+        env = dict(os.environ, PKG_CONFIG_PATH=self.p("share", "pkgconfig"))
+        out = check(self, ["pkg-config", "--cflags", "pier-plugin"], env=env)
+        self.assertEqual(out.strip(), "-I" + self.p("include"))
+        self.assertEqual(check(self, ["pkg-config", "--libs", "pier-plugin"], env=env).strip(), "")
+        self.assertEqual(check(self, ["pkg-config", "--modversion", "pier-plugin"],
+                               env=env).strip(), "0.1.0")
+
+    # ---- plugins built out of tree ------------------------------------
+
+    def cmake_plugin(self, src_dir, extra=()):
+        env = dict(os.environ)
+        env.pop("PKG_CONFIG_PATH", None)
+        env.pop("CMAKE_PREFIX_PATH", None)
+        build = os.path.join(src_dir, "build")
+        check(self, ["cmake", "-S", src_dir, "-B", build, "-DCMAKE_PREFIX_PATH=" + self.prefix,
+                     *extra], env=env)
+        check(self, ["cmake", "--build", build], env=env)
+        return build
+
+    def hello_cmake(self):
+        d = tempfile.mkdtemp(dir=self.tmp, prefix="hello-cmake-")
+        with open(os.path.join(d, "CMakeLists.txt"), "w") as f:
+            f.write(FIVE_LINES)
+        with open(os.path.join(d, "hello.c"), "w") as f:
+            f.write(HELLO_C)
+        return os.path.join(self.cmake_plugin(d), "hello.so")
+
+    def test_cmake_plugin(self):
+        so = self.hello_cmake()
+        self.assertEqual(os.listdir(os.path.dirname(so)).count("libhello.so"), 0)
+        self.assertEqual(exported(so), ["pier_plugin_descriptor"])
+
+    def test_pkg_config_plugin(self):
+        d = tempfile.mkdtemp(dir=self.tmp, prefix="hello-pc-")
+        with open(os.path.join(d, "hello.c"), "w") as f:
+            f.write(HELLO_C)
+        env = dict(os.environ, PKG_CONFIG_PATH=self.p("share", "pkgconfig"))
+        cflags = check(self, ["pkg-config", "--cflags", "pier-plugin"], env=env).split()
+        so = os.path.join(d, "hello.so")
+        check(self, ["cc", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror",
+                     *cflags, os.path.join(d, "hello.c"), "-o", so])
+        self.assertEqual(exported(so), ["pier_plugin_descriptor"])
+
+    @unittest.skipUnless(os.path.exists(os.path.join(SRC, "include", "pier", "plugin.hpp")),
+                         "include/pier/plugin.hpp does not exist yet")
+    def test_cpp_plugin(self):
+        d = tempfile.mkdtemp(dir=self.tmp, prefix="hello-cpp-")
+        with open(os.path.join(d, "CMakeLists.txt"), "w") as f:
+            f.write(FIVE_LINES.replace("project(hello C)", "project(hello_cpp CXX)")
+                    .replace("hello.c", "hello.cpp"))
+        shutil.copy(os.path.join(HERE, "cpp_hello.cpp"), os.path.join(d, "hello.cpp"))
+        so = os.path.join(self.cmake_plugin(d), "hello.so")
+        self.assertIn("pier_plugin_descriptor", exported(so))
+
+    # ---- the scaffold -------------------------------------------------
+
+    def test_new_plugin_errors(self):
+        tool = self.p("bin", "pier-new-plugin")
+        r = run([tool, "bad name"], cwd=self.tmp)
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.stdout, "pier-new-plugin: invalid plugin name 'bad name': use 1 to 32 "
+                         "characters from [A-Za-z0-9_-], not starting with '-'\n")
+        r = run([tool, "a" * 33], cwd=self.tmp)
+        self.assertEqual(r.returncode, 2)
+        d = os.path.join(self.tmp, "occupied")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "keep.txt"), "w") as f:
+            f.write("mine\n")
+        r = run([tool, "ok", d])
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout, "pier-new-plugin: %s is not empty: not overwriting it\n" % d)
+        with open(os.path.join(d, "keep.txt")) as f:
+            self.assertEqual(f.read(), "mine\n")
+        self.assertEqual(os.listdir(d), ["keep.txt"])
+        r = run([tool, "--help"])
+        self.assertEqual(r.returncode, 0)
+        self.assertTrue(r.stdout.startswith("usage: pier-new-plugin NAME [DIR]\n"))
+
+    def scaffold(self, name):
+        d = os.path.join(self.tmp, "scaffold-" + name)
+        out = check(self, [self.p("bin", "pier-new-plugin"), name, d])
+        self.assertIn("pier-new-plugin: wrote %s" % d, out)
+        self.assertEqual(sorted(os.listdir(d)), sorted(["CMakeLists.txt", "README.md", name + ".c"]))
+        with open(os.path.join(d, "CMakeLists.txt")) as f:
+            self.assertEqual(f.read(), FIVE_LINES.replace("hello", name))
+        build = self.cmake_plugin(d, ["-DCMAKE_C_FLAGS=-Wall -Wextra -Wpedantic -Werror"])
+        so = os.path.join(build, name + ".so")
+        self.assertEqual(exported(so), ["pier_plugin_descriptor"])
+        return so
+
+    # ---- the installed daemon -----------------------------------------
+
+    def test_daemon_serves_installed_and_new_plugins(self):
+        hello = self.hello_cmake()
+        scaff = self.scaffold("my-game")
+        shutil.copy(hello, os.path.join(self.plugin_dir, "hello.so"))
+        shutil.copy(scaff, os.path.join(self.plugin_dir, "my-game.so"))
+        conf = json.loads(json.dumps(self.conf))
+        conf["io_backend"] = BACKEND
+        conf["metrics"]["port"] = free_port()
+        for l in conf["listeners"]:
+            l["port"] = free_port()
+        echo_port, hello_port, game_port = free_port(), free_port(), free_port()
+        conf["listeners"][0]["port"] = echo_port
+        # Beside the installed plugins, with their path written the same way.
+        rel = conf["plugins"][0]["path"].rsplit("/", 1)[0]
+        conf["plugins"] += [{"name": "hello", "path": rel + "/hello"},
+                            {"name": "my-game", "path": rel + "/my-game"}]
+        conf["listeners"] += [
+            {"address": "127.0.0.1", "port": hello_port, "plugin": "hello", "framing": "raw"},
+            {"address": "127.0.0.1", "port": game_port, "plugin": "my-game", "framing": "raw"}]
+        path = self.p("etc", "pier", "server-%s.json" % BACKEND)
+        with open(path, "w") as f:
+            json.dump(conf, f)
+        log = open(os.path.join(self.tmp, "pierd-%s.log" % BACKEND), "w+")
+        d = subprocess.Popen([self.p("bin", "pierd"), "--config", path], stdin=subprocess.PIPE,
+                             stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 20
+            while True:
+                log.seek(0)
+                text = log.read()
+                if "pierd ready" in text:
+                    break
+                self.assertIsNone(d.poll(), text)
+                self.assertLess(time.time(), deadline, text)
+                time.sleep(0.05)
+            self.assertIn("%s backend" % BACKEND, text)
+            self.assertEqual(talk(echo_port, b"ping\n", b"ping\n"), b"ping\n")
+            self.assertEqual(talk(hello_port, b"abc", b"hello:abc"), b"hello:abc")
+            self.assertEqual(talk(game_port, b"from a client", b"from a client"), b"from a client")
+            out = check(self, [self.p("bin", "pierctl"), "--config", path, "plugins"])
+            for n in ["echo", "chat", "hello", "my-game"]:
+                self.assertIn(n, out)
+        finally:
+            d.stdin.close()
+            d.terminate()
+            d.wait(timeout=20)
+            log.close()
