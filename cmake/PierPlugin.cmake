@@ -4,6 +4,9 @@
 # marks: the descriptor PIER_PLUGIN defines and any callback server.json
 # names. C and C++ symbols are hidden by default, inline functions of C++
 # classes too, so a plugin never clashes with the daemon or another plugin.
+# C++ sources built by g++ on Linux also get -fno-gnu-unique: the statics of
+# libstdc++'s header templates would otherwise be GNU "unique" symbols, which
+# keep the plugin's image mapped after a hot reload.
 #
 # The same file serves the installed SDK (find_package(pier), which defines
 # pier::plugin as an imported target) and pier's own tree (where pier::plugin
@@ -24,4 +27,8 @@ function(pier_add_plugin name)
     C_VISIBILITY_PRESET hidden
     CXX_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON)
+  if(NOT WIN32)
+    target_compile_options(${name} PRIVATE
+      $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CXX_COMPILER_ID:GNU>>:-fno-gnu-unique>)
+  endif()
 endfunction()

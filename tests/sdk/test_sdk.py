@@ -175,16 +175,30 @@ class InstalledSdk(unittest.TestCase):
                      *cflags, os.path.join(d, "hello.c"), "-o", so])
         self.assertEqual(exported(so), ["pier_plugin_descriptor"])
 
-    @unittest.skipUnless(os.path.exists(os.path.join(SRC, "include", "pier", "plugin.hpp")),
-                         "include/pier/plugin.hpp does not exist yet")
-    def test_cpp_plugin(self):
+    def hello_cpp(self):
         d = tempfile.mkdtemp(dir=self.tmp, prefix="hello-cpp-")
         with open(os.path.join(d, "CMakeLists.txt"), "w") as f:
             f.write(FIVE_LINES.replace("project(hello C)", "project(hello_cpp CXX)")
-                    .replace("hello.c", "hello.cpp"))
+                    .replace("hello hello.c", "hello_cpp hello.cpp"))
         shutil.copy(os.path.join(HERE, "cpp_hello.cpp"), os.path.join(d, "hello.cpp"))
-        so = os.path.join(self.cmake_plugin(d), "hello.so")
-        self.assertIn("pier_plugin_descriptor", exported(so))
+        return os.path.join(self.cmake_plugin(d, ["-DCMAKE_CXX_FLAGS=-Wall -Wextra -Werror"]),
+                            "hello_cpp.so")
+
+    def test_cpp_plugin(self):
+        # The descriptor has C linkage, unmangled. Of the plugin's own code
+        # and of the C++ layer nothing else is exported (hidden visibility,
+        # inlines too); what remains are the weak instantiations of
+        # libstdc++'s templates, which its headers declare visible, and none
+        # of them is a GNU unique symbol (which would pin the image across a
+        # reload).
+        out = subprocess.run(["nm", "-D", "--defined-only", self.hello_cpp()],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        syms = [line.split()[-2:] for line in out.splitlines() if line.strip()]
+        self.assertIn(["D", "pier_plugin_descriptor"], syms)
+        for kind, name in syms:
+            self.assertNotEqual(kind, "u", name)
+            if name != "pier_plugin_descriptor":
+                self.assertRegex(name, r"^_Z(Z?N[KVR]*St|St)", name)
 
     # ---- the scaffold -------------------------------------------------
 
@@ -226,23 +240,28 @@ class InstalledSdk(unittest.TestCase):
 
     def test_daemon_serves_installed_and_new_plugins(self):
         hello = self.hello_cmake()
+        hello_cpp = self.hello_cpp()
         scaff = self.scaffold("my-game")
         shutil.copy(hello, os.path.join(self.plugin_dir, "hello.so"))
+        shutil.copy(hello_cpp, os.path.join(self.plugin_dir, "hello_cpp.so"))
         shutil.copy(scaff, os.path.join(self.plugin_dir, "my-game.so"))
         conf = json.loads(json.dumps(self.conf))
         conf["io_backend"] = BACKEND
         conf["metrics"]["port"] = free_port()
         for l in conf["listeners"]:
             l["port"] = free_port()
-        echo_port, hello_port, game_port = free_port(), free_port(), free_port()
+        echo_port, hello_port, game_port, cpp_port = (free_port(), free_port(), free_port(),
+                                                      free_port())
         conf["listeners"][0]["port"] = echo_port
         # Beside the installed plugins, with their path written the same way.
         rel = conf["plugins"][0]["path"].rsplit("/", 1)[0]
         conf["plugins"] += [{"name": "hello", "path": rel + "/hello"},
-                            {"name": "my-game", "path": rel + "/my-game"}]
+                            {"name": "my-game", "path": rel + "/my-game"},
+                            {"name": "hello_cpp", "path": rel + "/hello_cpp"}]
         conf["listeners"] += [
             {"address": "127.0.0.1", "port": hello_port, "plugin": "hello", "framing": "raw"},
-            {"address": "127.0.0.1", "port": game_port, "plugin": "my-game", "framing": "raw"}]
+            {"address": "127.0.0.1", "port": game_port, "plugin": "my-game", "framing": "raw"},
+            {"address": "127.0.0.1", "port": cpp_port, "plugin": "hello_cpp", "framing": "raw"}]
         path = self.p("etc", "pier", "server-%s.json" % BACKEND)
         with open(path, "w") as f:
             json.dump(conf, f)
@@ -263,9 +282,14 @@ class InstalledSdk(unittest.TestCase):
             self.assertEqual(talk(echo_port, b"ping\n", b"ping\n"), b"ping\n")
             self.assertEqual(talk(hello_port, b"abc", b"hello:abc"), b"hello:abc")
             self.assertEqual(talk(game_port, b"from a client", b"from a client"), b"from a client")
+            want = b"hello from c++\n#1 x"
+            self.assertEqual(talk(cpp_port, b"x", want), want)
             out = check(self, [self.p("bin", "pierctl"), "--config", path, "plugins"])
-            for n in ["echo", "chat", "hello", "my-game"]:
-                self.assertIn(n, out)
+            lobby = [l["port"] for l in conf["listeners"] if l["plugin"] == "lobby"]
+            self.assertEqual(len(lobby), 1)
+            self.assertEqual(talk(lobby[0], b"", b"welcome guest-1\n"), b"welcome guest-1\n")
+            for n in ["echo", "chat", "lobby", "hello", "my-game", "hello_cpp"]:
+                self.assertIn("plugin %s:" % n, out)
         finally:
             d.stdin.close()
             d.terminate()
