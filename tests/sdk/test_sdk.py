@@ -10,6 +10,7 @@ PIER_TEST_SOURCE (the source tree), PIER_TEST_BACKEND (io_uring or epoll).
 """
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -199,6 +200,28 @@ class InstalledSdk(unittest.TestCase):
             self.assertNotEqual(kind, "u", name)
             if name != "pier_plugin_descriptor":
                 self.assertRegex(name, r"^_Z(Z?N[KVR]*St|St)", name)
+
+    def test_readme_examples_build(self):
+        # The C and C++ plugins of README.md's "Writing a plugin", built with
+        # its CMakeLists against the installed SDK, warning-free.
+        with open(os.path.join(SRC, "README.md")) as f:
+            readme = f.read()
+        section = readme[readme.index("## Writing a plugin"):readme.index("### The host table")]
+        blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+        cmake = [b for lang, b in blocks if lang == "cmake"]
+        self.assertEqual(cmake, [FIVE_LINES])
+        for lang, ext, proj in [("c", "c", "C"), ("cpp", "cpp", "CXX")]:
+            code = [b for l, b in blocks if l == lang and "PIER_" in b]
+            self.assertEqual(len(code), 1, lang)
+            d = tempfile.mkdtemp(dir=self.tmp, prefix="readme-%s-" % lang)
+            with open(os.path.join(d, "CMakeLists.txt"), "w") as f:
+                f.write(FIVE_LINES.replace("project(hello C)", "project(hello %s)" % proj)
+                        .replace("hello.c", "hello." + ext))
+            with open(os.path.join(d, "hello." + ext), "w") as f:
+                f.write(code[0])
+            flags = "-DCMAKE_%s_FLAGS=-Wall -Wextra -Werror" % ("C" if lang == "c" else "CXX")
+            so = os.path.join(self.cmake_plugin(d, [flags]), "hello.so")
+            self.assertIn("pier_plugin_descriptor", exported(so))
 
     # ---- the scaffold -------------------------------------------------
 
