@@ -27,6 +27,8 @@
 #                           with file and their library packages with
 #                           dpkg-shlibdeps), and the
 #                           windows set below (tools/test-windows)
+#   pier_ensure_deps deb    the build set plus what CPack's .deb needs: file
+#                           and dpkg-dev (tools/test-deb)
 #   pier_ensure_deps windows
 #                           the build set plus the Windows cross-build and
 #                           its test runner (tools/build-windows,
@@ -43,6 +45,7 @@ PIER_DEPS_BUILD=(cmake make gcc g++ libc6-dev pkg-config libcjson-dev check libu
 PIER_DEPS_TEST=(valgrind python3 python3-websockets clang-14 libclang-rt-14-dev chromium nodejs
                 ca-certificates openssl prometheus binutils file dpkg-dev)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
+PIER_DEPS_DEB=(file dpkg-dev)
 
 pier_ensure_deps() {
   local pkgs=("${PIER_DEPS_BUILD[@]}") missing=() p
@@ -52,6 +55,7 @@ pier_ensure_deps() {
       command -v npm >/dev/null || pkgs+=(npm)
       ;;
     windows) pkgs+=("${PIER_DEPS_WINDOWS[@]}") ;;
+    deb) pkgs+=("${PIER_DEPS_DEB[@]}") ;;
   esac
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
