@@ -6,7 +6,8 @@
 # classes too, so a plugin never clashes with the daemon or another plugin.
 # C++ sources built by g++ on Linux also get -fno-gnu-unique: the statics of
 # libstdc++'s header templates would otherwise be GNU "unique" symbols, which
-# keep the plugin's image mapped after a hot reload.
+# keep the plugin's image mapped after a hot reload. With mingw-w64 a plugin
+# DLL links the compiler's runtime statically.
 #
 # The same file serves the installed SDK (find_package(pier), which defines
 # pier::plugin as an imported target) and pier's own tree (where pier::plugin
@@ -30,5 +31,9 @@ function(pier_add_plugin name)
   if(NOT WIN32)
     target_compile_options(${name} PRIVATE
       $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CXX_COMPILER_ID:GNU>>:-fno-gnu-unique>)
+  elseif(MINGW)
+    # The compiler's runtime (libgcc, libstdc++) linked into the DLL: it then
+    # needs only Windows' own DLLs beside pierd.exe.
+    target_link_options(${name} PRIVATE -static)
   endif()
 endfunction()
