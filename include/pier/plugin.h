@@ -314,7 +314,18 @@ typedef void (*pier_on_tick_fn)(uint64_t now_ms);
  * and of the callbacks left out (-Wmissing-field-initializers: they are
  * NULL, as in C). include/pier/plugin.hpp is the C++
  * layer that needs none of this. */
+/* The descriptor's initializer, in declaration order (C++20 requires it). */
+#define PIER_DESCRIPTOR_INIT_(plugin_name, plugin_version, ...) \
+  {.magic = PIER_PLUGIN_MAGIC,                                  \
+   .abi_major = PIER_ABI_MAJOR,                                 \
+   .abi_minor = PIER_ABI_MINOR,                                 \
+   .size = sizeof(pier_plugin),                                 \
+   .name = plugin_name,                                         \
+   .version = plugin_version,                                   \
+   __VA_ARGS__}
+
 #ifdef __cplusplus
+
 #if defined(__clang__)
 #define PIER_DESIGNATORS_BEGIN                                     \
   _Pragma("clang diagnostic push")                                 \
@@ -337,26 +348,14 @@ typedef void (*pier_on_tick_fn)(uint64_t now_ms);
 #define PIER_PLUGIN(plugin_name, plugin_version, ...)          \
   PIER_DESIGNATORS_BEGIN                                       \
   extern "C" PIER_EXPORT const pier_plugin pier_plugin_descriptor; \
-  extern "C" PIER_EXPORT const pier_plugin pier_plugin_descriptor = { \
-      .magic = PIER_PLUGIN_MAGIC,                              \
-      .abi_major = PIER_ABI_MAJOR,                             \
-      .abi_minor = PIER_ABI_MINOR,                             \
-      .size = sizeof(pier_plugin),                             \
-      .name = plugin_name,                                     \
-      .version = plugin_version,                               \
-      __VA_ARGS__};                                            \
+  extern "C" PIER_EXPORT const pier_plugin pier_plugin_descriptor = \
+      PIER_DESCRIPTOR_INIT_(plugin_name, plugin_version, __VA_ARGS__); \
   PIER_DESIGNATORS_END                                         \
   static_assert(true, "PIER_PLUGIN(...) ends with a semicolon")
 #else
 #define PIER_PLUGIN(plugin_name, plugin_version, ...)          \
-  PIER_EXPORT const pier_plugin pier_plugin_descriptor = {     \
-      .magic = PIER_PLUGIN_MAGIC,                              \
-      .abi_major = PIER_ABI_MAJOR,                             \
-      .abi_minor = PIER_ABI_MINOR,                             \
-      .size = sizeof(pier_plugin),                             \
-      .name = plugin_name,                                     \
-      .version = plugin_version,                               \
-      __VA_ARGS__}
+  PIER_EXPORT const pier_plugin pier_plugin_descriptor =       \
+      PIER_DESCRIPTOR_INIT_(plugin_name, plugin_version, __VA_ARGS__)
 #endif
 
 #define PIER_DESCRIPTOR_SYMBOL "pier_plugin_descriptor"
