@@ -8,6 +8,7 @@ over TCP.
 Environment (tests/CMakeLists.txt): PIER_TEST_BIN (the build directory),
 PIER_TEST_SOURCE (the source tree), PIER_TEST_BACKEND (io_uring or epoll).
 """
+import fcntl
 import json
 import os
 import re
@@ -140,6 +141,66 @@ class InstalledSdk(unittest.TestCase):
         self.assertEqual(check(self, ["pkg-config", "--modversion", "pier-plugin"],
                                env=env).strip(), "0.1.0")
 
+    # ---- server.json on re-install and its template -------------------
+
+    def install(self, prefix):
+        return check(self, ["cmake", "--install", BIN, "--prefix", prefix])
+
+    def test_reinstall_keeps_edited_config(self):
+        prefix = tempfile.mkdtemp(dir=self.tmp, prefix="reinstall-")
+        conf = os.path.join(prefix, "etc", "pier", "server.json")
+        out = self.install(prefix)
+        self.assertIn("-- Installing: %s\n" % conf, out)
+        with open(conf) as f:
+            pristine = f.read()
+        # The same again: the file stays as it is, and no .new.
+        out = self.install(prefix)
+        self.assertIn("-- Up-to-date: %s\n" % conf, out)
+        self.assertNotIn("Keeping", out)
+        self.assertFalse(os.path.exists(conf + ".new"))
+        edited = pristine.replace('"log_level": "info"', '"log_level": "debug"')
+        self.assertNotEqual(edited, pristine)
+        with open(conf, "w") as f:
+            f.write(edited)
+        for _ in range(2):
+            out = self.install(prefix)
+            self.assertIn("-- Keeping edited %s; the new default is %s.new\n" % (conf, conf), out)
+            with open(conf) as f:
+                self.assertEqual(f.read(), edited)
+            with open(conf + ".new") as f:
+                self.assertEqual(f.read(), pristine)
+
+    def test_config_template_is_the_source(self):
+        # The installed server.json comes from the source's config/server.json,
+        # not from the build tree's runnable copy, which users edit.
+        build_conf = os.path.join(BIN, "config", "server.json")
+        prefix = tempfile.mkdtemp(dir=self.tmp, prefix="template-")
+        with open(os.path.join(BIN, ".sdk-test-config.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with open(build_conf) as f:
+                saved = f.read()
+            try:
+                with open(build_conf, "w") as f:
+                    f.write(saved.replace('"plugin_dir": "../plugins"', '"plugin_dir": "../x"')
+                            .replace('"max_sessions": 10000', '"max_sessions": 12345'))
+                self.install(prefix)
+            finally:
+                with open(build_conf, "w") as f:
+                    f.write(saved)
+        with open(os.path.join(prefix, "etc", "pier", "server.json")) as f:
+            got = json.load(f)
+        with open(os.path.join(SRC, "config", "server.json")) as f:
+            want = json.load(f)
+        self.assertEqual(got["plugin_dir"], self.conf["plugin_dir"])
+        # Apart from the paths the install rewrites, the same.
+        for k in ["plugin_dir", "admin_socket"]:
+            got[k] = want[k]
+        for a, b in zip(got["plugins"] + got["listeners"], want["plugins"] + want["listeners"]):
+            for k in ["path", "static"]:
+                if k in b and k in a and a[k] != b[k]:
+                    a[k] = b[k]
+        self.assertEqual(got, want)
+
     # ---- plugins built out of tree ------------------------------------
 
     def cmake_plugin(self, src_dir, extra=()):
@@ -246,6 +307,47 @@ class InstalledSdk(unittest.TestCase):
         r = run([tool, "--help"])
         self.assertEqual(r.returncode, 0)
         self.assertTrue(r.stdout.startswith("usage: pier-new-plugin NAME [DIR]\n"))
+
+    def test_new_plugin_path_with_sed_specials(self):
+        # '&' and '|' in DIR's path reach the README as they are.
+        parent = os.path.join(self.tmp, "a&b|c\\d")
+        os.makedirs(parent)
+        d = os.path.join(parent, "game")
+        check(self, [self.p("bin", "pier-new-plugin"), "odd", d])
+        self.assertEqual(sorted(os.listdir(parent)), ["game"])
+        plain = os.path.join(self.tmp, "plain", "game")
+        check(self, [self.p("bin", "pier-new-plugin"), "odd", plain])
+        for f in ["odd.c", "CMakeLists.txt", "README.md"]:
+            with open(os.path.join(d, f)) as a, open(os.path.join(plain, f)) as b:
+                got, want = a.read(), b.read()
+            self.assertEqual(got, want.replace(plain, d), f)
+        with open(os.path.join(d, "README.md")) as f:
+            readme = f.read()
+        self.assertIn('{ "name": "odd", "path": "%s/build/odd" }' % d, readme)
+        self.assertNotIn("@", readme)
+
+    def test_new_plugin_failed_write_leaves_nothing(self):
+        # A write that fails half-way (here: past a 1 KiB file size limit)
+        # leaves neither DIR nor the temporary directory, and a retry works.
+        tool = self.p("bin", "pier-new-plugin")
+        parent = tempfile.mkdtemp(dir=self.tmp, prefix="fail-")
+        for d in [os.path.join(parent, "game"), parent]:  # new DIR, empty DIR
+            r = run(["bash", "-c", 'ulimit -f 1 && exec "$0" "$@"', tool, "big", d])
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("pier-new-plugin: cannot write big.c", r.stdout)
+            self.assertEqual(os.listdir(parent), [])
+        d = os.path.join(parent, "game")
+        out = check(self, [tool, "big", d])
+        self.assertIn("pier-new-plugin: wrote %s" % d, out)
+        self.assertEqual(os.listdir(parent), ["game"])
+        self.assertEqual(sorted(os.listdir(d)), ["CMakeLists.txt", "README.md", "big.c"])
+        self.assertEqual(oct(os.stat(d).st_mode & 0o777), oct(0o777 & ~self.umask()))
+
+    @staticmethod
+    def umask():
+        m = os.umask(0)
+        os.umask(m)
+        return m
 
     def scaffold(self, name):
         d = os.path.join(self.tmp, "scaffold-" + name)
