@@ -38,7 +38,11 @@
  * OnDisconnected, OnTick, OnUnload or Save is reported the same way (nothing
  * to close). One thrown by OnLoad refuses the load: the layer logs
  * "OnLoad threw: <what()>" and on_load returns -ENOMEM for std::bad_alloc,
- * else -EINVAL, so pierd refuses to start (or a reload rolls back).
+ * else -EINVAL, so pierd refuses to start (or a reload rolls back). pierd
+ * resets a plugin's failure count when a reload succeeds, so the failures
+ * met while a reload's new version resumes its sessions (OnResumed, a
+ * constructor) are reported once that reload is done, as one failure
+ * ("OnResumed threw: <what()>", "... (and N more ...)" for several).
  *
  * Threads. Callbacks of one session never run concurrently, so a Session
  * needs no lock for its own members. With "threading": "session" objects of
@@ -54,8 +58,17 @@
  * every live object's Save; the strings go to the new version, whose
  * Plugin::OnLoad sees the plugin's one as args.state (empty on a first load)
  * and whose new objects get their own in OnResumed(saved). What crosses is
- * bytes, so it works across any change of the classes. The hand-over holds
- * one string per session and one for the plugin: keep them small.
+ * bytes, so it works across any change of the classes. Every open session
+ * of the plugin is resumed, also one the hand-over does not name (after a
+ * version that was not on this layer, e.g. a C one, or a hand-over that
+ * could not be made): its object gets OnResumed("") and its user pointer,
+ * whatever the old version left there, is replaced. A failed reload's
+ * rollback is the same round trip in the old code: its objects are rebuilt
+ * from what they saved, so keep in Save() whatever a session must not lose.
+ * The hand-over holds one string per session (at most 1 MiB: a longer one
+ * is a failure of that Save, and that object resumes with "") and one for
+ * the plugin (at most 64 MiB), 256 MiB in all (past that, the remaining
+ * sessions resume with ""): keep them small.
  *
  * Symbols: everything here is in a namespace with hidden visibility, so the
  * layer's own statics are private to each plugin (two C++ plugins in one
@@ -66,6 +79,13 @@
  * after a reload. A .dll exports only what is marked. */
 #ifndef PIER_PLUGIN_HPP
 #define PIER_PLUGIN_HPP
+
+#ifdef _WIN32
+/* As <windows.h> declares it (without pulling all of it in). */
+extern "C" __declspec(dllimport) int __stdcall SwitchToThread(void);
+#else
+#include <sched.h>
+#endif
 
 #include <atomic>
 #include <cerrno>
@@ -189,15 +209,50 @@ inline bool has_fail(const pier_host* h) {
   return h->size >= offsetof(pier_host, fail) + sizeof(h->fail) && h->fail;
 }
 
+/* Failures met while on_load resumes the sessions of a reload: pierd
+ * resets a plugin's failure count (and lifts a quarantine) once a reload
+ * succeeds, so a fail() from inside on_load would be forgotten. They are
+ * counted here and reported once, by a job posted for after on_load. Only
+ * on_load's thread writes it while `on` is set (no other callback of the
+ * plugin runs then); the job reads it after on_load returned. */
+struct Deferred {
+  std::atomic<bool> on{false};
+  unsigned count = 0;
+  char first[512] = "";
+};
+inline Deferred g_deferred;
+
+inline void report_line(const pier_host* h, const char* why) {
+  if (has_fail(h))
+    h->fail(h, why);
+  else
+    h->log(h, PIER_LOG_ERROR, "%s", why);
+}
+
 /* Reports "<where> threw: <what>" as a failure (h->fail, or an error line
  * from a host before ABI 1.1). */
 inline void report(const pier_host* h, const char* where, const char* what) {
   char why[512];
   std::snprintf(why, sizeof(why), "%s threw: %s", where, what);
-  if (has_fail(h))
-    h->fail(h, why);
+  if (g_deferred.on.load(std::memory_order_relaxed)) {
+    if (g_deferred.count++ == 0)
+      std::snprintf(g_deferred.first, sizeof(g_deferred.first), "%s", why);
+    return;
+  }
+  report_line(h, why);
+}
+
+/* The posted job: the failures of the last on_load, as one. */
+inline void report_deferred(void* arg) {
+  const pier_host* h = static_cast<const pier_host*>(arg);
+  char why[600];
+  if (g_deferred.count == 1)
+    std::snprintf(why, sizeof(why), "%s", g_deferred.first);
   else
-    h->log(h, PIER_LOG_ERROR, "%s", why);
+    std::snprintf(why, sizeof(why), "%s (and %u more while resuming sessions)",
+                  g_deferred.first, g_deferred.count - 1);
+  g_deferred.count = 0;
+  report_line(h, why);
 }
 
 /* Runs fn, reporting whatever it throws as a failure of where. Returns
@@ -219,6 +274,11 @@ bool guarded(const pier_host* h, const char* where, F&& fn) noexcept {
  * bytes of Plugin::Save, u32 count, then per session u64 sid, u32 length,
  * bytes. Native byte order: both versions run in the same process. */
 constexpr char kStateMagic[8] = {'P', 'I', 'E', 'R', 'C', 'P', 'P', '1'};
+/* What one Save() may hand over (a longer one is a failure of that Save and
+ * the object resumes with ""), and the whole hand-over (past it, the rest of
+ * the sessions resume with ""). */
+constexpr size_t kSaveMax = 1u << 20;
+constexpr size_t kStateMax = 256u << 20;
 
 struct Handed {
   std::string plugin;
@@ -233,8 +293,17 @@ inline bool take(const unsigned char*& p, const unsigned char* end, void* out, s
   return true;
 }
 
-/* Parses a hand-over; false (and nothing) if it is not the layer's. */
+/* Parses a hand-over into out; false, with out cleared, if it is not the
+ * layer's or is damaged. */
+inline bool parse_state_(const void* data, size_t len, Handed& out);
 inline bool parse_state(const void* data, size_t len, Handed& out) {
+  if (parse_state_(data, len, out))
+    return true;
+  out.plugin.clear();
+  out.sessions.clear();
+  return false;
+}
+inline bool parse_state_(const void* data, size_t len, Handed& out) {
   const unsigned char *p = static_cast<const unsigned char*>(data), *end = p + len;
   char magic[8];
   uint32_t n, count;
@@ -265,10 +334,18 @@ inline void put(std::string& out, const void* p, size_t n) {
 class SpinLock {
  public:
   void lock() noexcept {
-    while (flag_.test_and_set(std::memory_order_acquire)) {
-    }
+    for (unsigned spins = 0; flag_.test_and_set(std::memory_order_acquire); spins++)
+      if (spins >= 64)
+        yield(); /* the holder may have been preempted: let it run */
   }
   void unlock() noexcept { flag_.clear(std::memory_order_release); }
+  static void yield() noexcept {
+#ifdef _WIN32
+    ::SwitchToThread();
+#else
+    ::sched_yield();
+#endif
+  }
 
  private:
   std::atomic_flag flag_ = ATOMIC_FLAG_INIT;
@@ -319,7 +396,11 @@ struct Glue {
         h->size < offsetof(pier_host, reason_text) + sizeof(h->reason_text))
       return -ENOTSUP;
     try {
-      parse_state(a->state, a->state_len, handed);
+      if (!parse_state(a->state, a->state_len, handed) && a->state && a->state_len > 0)
+        h->log(h, PIER_LOG_WARN,
+               "the previous version's state (%zu bytes) is not this layer's: the plugin and "
+               "its sessions resume without it",
+               a->state_len);
       LoadArgs args{a->config_json ? a->config_json : "{}", a->generation, handed.plugin};
       g_host.store(h, std::memory_order_release);
       P::OnLoad(args);
@@ -336,20 +417,60 @@ struct Glue {
       g_host.store(nullptr, std::memory_order_release);
       return -EINVAL;
     }
-    for (const auto& hs : handed.sessions)
-      if (Session* s = make(h, hs.first))
-        call(h, s, "OnResumed", [&] { s->OnResumed(hs.second); });
+    resume(h, handed);
     return 0;
+  }
+
+  /* After a reload (or a failed one's rollback), an object for every open
+   * session of the plugin: with what its old object saved, or "" for one
+   * the hand-over does not name (a version that was not on this layer, or
+   * a hand-over cut short). Its user pointer, whatever it held, becomes the
+   * new object. Failures are reported after on_load (g_deferred). */
+  static void resume(const pier_host* h, Handed& handed) noexcept {
+    std::vector<pier_sid> open;
+    std::unordered_map<pier_sid, std::string*> saved;
+    g_deferred.on.store(true, std::memory_order_relaxed);
+    guarded(h, "on_load", [&] {
+      size_t n = h->sessions(h, nullptr, 0);
+      while (n > 0) {
+        open.resize(n);
+        size_t total = h->sessions(h, open.data(), open.size());
+        if (total <= open.size()) {
+          open.resize(total);
+          break;
+        }
+        n = total;
+      }
+      for (auto& hs : handed.sessions)
+        saved.emplace(hs.first, &hs.second);
+    });
+    static const std::string none;
+    for (pier_sid sid : open) {
+      auto it = saved.find(sid);
+      const std::string& state = it != saved.end() ? *it->second : none;
+      if (Session* s = make(h, sid))
+        call(h, s, "OnResumed", [&] { s->OnResumed(state); });
+    }
+    g_deferred.on.store(false, std::memory_order_relaxed);
+    if (g_deferred.count > 0 && h->post(h, report_deferred, const_cast<pier_host*>(h)) != 0)
+      report_deferred(const_cast<pier_host*>(h));
   }
 
   static void on_unload(pier_state* out) {
     const pier_host* h = host();
     std::string plugin, blob;
     std::vector<std::pair<pier_sid, std::string>> live;
+    size_t total = 0;
+    bool cut = false;
     if (!h)
       return;
     guarded(h, "OnUnload", [] { P::OnUnload(); });
     guarded(h, "Save", [&] { plugin = P::Save(); });
+    if (plugin.size() > kSaveMax * 64) {
+      report_line(h, "Plugin::Save returned more than 64 MiB: the next version starts without it");
+      plugin.clear();
+    }
+    total = plugin.size();
     std::unordered_map<pier_sid, Session*> all;
     {
       std::lock_guard<SpinLock> lock(mu);
@@ -366,13 +487,33 @@ struct Glue {
         std::string saved;
         if (!s->failed_)
           guarded(h, "Save", [&] { saved = s->Save(); });
-        if (!guarded(h, "on_unload", [&] { live.emplace_back(sid, std::move(saved)); }))
-          h->close(h, sid, PIER_REASON_NO_MEMORY);
+        if (saved.size() > kSaveMax) {
+          char why[160];
+          std::snprintf(why, sizeof(why),
+                        "Save returned %zu bytes, over the %zu one session may hand over",
+                        saved.size(), kSaveMax);
+          report_line(h, why);
+          saved.clear();
+        }
+        if (total + saved.size() > kStateMax) {
+          if (!cut)
+            h->log(h, PIER_LOG_ERROR,
+                   "on_unload: the hand-over is over %zu bytes; the remaining sessions resume "
+                   "without their saved state",
+                   kStateMax);
+          cut = true;
+          saved.clear();
+        }
+        total += saved.size();
+        /* If even that fails, the session resumes with "". */
+        guarded(h, "on_unload", [&] { live.emplace_back(sid, std::move(saved)); });
         h->set_user(h, sid, nullptr);
       }
       delete s;
     }
-    guarded(h, "on_unload", [&] {
+    /* All or nothing: a hand-over cut short by an exception is dropped (the
+     * new version then resumes every session with ""). */
+    if (!guarded(h, "on_unload", [&] {
       uint32_t n = (uint32_t)plugin.size(), count = (uint32_t)live.size();
       blob.append(kStateMagic, sizeof(kStateMagic));
       put(blob, &n, 4);
@@ -384,15 +525,15 @@ struct Glue {
         put(blob, &n, 4);
         blob += l.second;
       }
-    });
+    }))
+      blob.clear();
     if (out && !blob.empty() && (out->data = std::malloc(blob.size()))) {
       std::memcpy(out->data, blob.data(), blob.size());
       out->len = blob.size();
     } else if (out && !live.empty()) {
-      h->log(h, PIER_LOG_ERROR, "on_unload: no memory to hand %zu sessions over; closing them",
+      h->log(h, PIER_LOG_ERROR,
+             "on_unload: no memory to hand %zu sessions over; they resume without their state",
              live.size());
-      for (auto& l : live)
-        h->close(h, l.first, PIER_REASON_NO_MEMORY);
     }
     g_host.store(nullptr, std::memory_order_release);
   }

@@ -64,7 +64,8 @@ class Member : public pier::Session {
       return; /* what comes after the over-long line is not read */
     for (size_t i = 0; i < len; i++) {
       if (p[i] != '\n') {
-        if (line_.size() == kMaxLine) {
+        /* kMaxLine bytes, and a '\r' before the newline beyond them. */
+        if (line_.size() >= kMaxLine && !(line_.size() == kMaxLine && p[i] == '\r')) {
           Send("error: line longer than " + std::to_string(kMaxLine) + " bytes\n");
           Close(PIER_REASON_PROTOCOL_ERROR);
           closing_ = true;
@@ -94,6 +95,15 @@ class Member : public pier::Session {
         Send("error: a name is 1 to 24 letters, digits, '-' or '_'\n");
         return;
       }
+      if (name.rfind("guest-", 0) == 0) {
+        Send("error: names starting with guest- are given to guests\n");
+        return;
+      }
+      for (Member* m : g_members)
+        if (m != this && m->name_ == name) {
+          Send("error: " + name + " is taken\n");
+          return;
+        }
       ToOthers(name_ + " is now " + name + "\n");
       name_ = name;
       Send("you are " + name_ + "\n");
@@ -118,7 +128,8 @@ class Member : public pier::Session {
   bool closing_ = false;
 };
 
-/* The guest counter goes across a reload, so names stay unique. */
+/* The guest counter goes across a reload, so guest names stay unique (and
+ * /nick refuses a name in use or one of the guest- form). */
 class Lobby : public pier::Plugin {
  public:
   static void OnLoad(const pier::LoadArgs& args) {

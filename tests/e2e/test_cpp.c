@@ -88,6 +88,10 @@ START_TEST(test_cpp_lobby_conversation) {
   expect_line(b, "guest-1 is now alice\n");
   say(b, "/nick no spaces\n");
   expect_line(b, "error: a name is 1 to 24 letters, digits, '-' or '_'\n");
+  say(b, "/nick alice\n");
+  expect_line(b, "error: alice is taken\n");
+  say(b, "/nick guest-9\n");
+  expect_line(b, "error: names starting with guest- are given to guests\n");
   say(b, "\nhello alice\n");
   expect_line(a, "guest-2: hello alice\n");
   /* 513 bytes without a newline: refused, closed, announced. */
@@ -110,6 +114,16 @@ START_TEST(test_cpp_lobby_conversation) {
     char got[1024];
     ck_assert_uint_eq(recv_line(a, got, sizeof(got)), strlen("guest-2: ") + 513);
     ck_assert_int_eq(memcmp(got, "guest-2: yyyy", 13), 0);
+  }
+  /* 512 bytes, then "\r\n": a line too. */
+  memset(big, 'z', 512);
+  big[512] = '\r';
+  big[513] = '\n';
+  test_send_all(b, big, 514);
+  {
+    char got[1024];
+    ck_assert_uint_eq(recv_line(a, got, sizeof(got)), strlen("guest-2: ") + 513);
+    ck_assert_int_eq(memcmp(got, "guest-2: zzzz", 13), 0);
   }
   close(b);
   expect_line(a, "guest-2 left\n");
@@ -317,8 +331,18 @@ START_TEST(test_cpp_reload_resumes_sessions) {
   expect_line(b, "hello gen=1 std=202002\n");
   say(a, "abc");
   ck_assert_int_eq(test_recv_exact(a, buf, 3), 0);
+  int c = test_connect(d.ports[0]);
+  expect_line(c, "hello gen=1 std=202002\n");
+  say(c, "big");
+  ck_assert_int_eq(test_recv_exact(c, buf, 3), 0);
   test_daemon_command(&d, "reload cpp");
   ck_assert(test_daemon_wait_log(&d, "reloaded cpp: generation 2", 10000));
+  /* Over 1 MiB saved: refused (and logged), that session resumes with "". */
+  ck_assert_msg(strstr(d.log, "reported failure: Save returned 1048577 bytes, over the 1048576 "
+                              "one session may hand over"),
+                "%s", d.log);
+  expect_line(c, "resumed gen=2 saved= plugin=from-gen-1\n");
+  close(c);
   expect_line(a, "resumed gen=2 saved=recv3 plugin=from-gen-1\n");
   expect_line(b, "resumed gen=2 saved=recv0 plugin=from-gen-1\n");
   say(b, "xyz");
@@ -333,7 +357,97 @@ START_TEST(test_cpp_reload_resumes_sessions) {
   ck_assert(test_daemon_wait_log(&d, "[cpp] cppprobe: OnDisconnected", 5000));
   usleep(100000);
   stop(&d);
+  ck_assert_int_eq(test_count(d.log, "cppprobe: OnDisconnected"), 3);
+}
+END_TEST
+
+/* A throw while a reload resumes the sessions counts after the reload
+ * (pierd resets the failure count when a reload succeeds): that session is
+ * closed as "plugin failed", the failure is reported once the reload is
+ * done, and with quarantine_after 1 it quarantines the plugin. */
+START_TEST(test_cpp_throw_on_resume_counts) {
+  const char *be = test_backend(_i);
+  test_daemon d;
+  char config[1024], buf[4];
+  probe_config(config, sizeof(config), "cppprobe17", "\"quarantine_after\": 1", "");
+  start(&d, config, be);
+  int armed = test_connect(d.ports[0]);
+  expect_line(armed, "hello gen=1 std=201703\n");
+  int other = test_connect(d.ports[0]);
+  expect_line(other, "hello gen=1 std=201703\n");
+  say(armed, "arm");
+  ck_assert_int_eq(test_recv_exact(armed, buf, 3), 0);
+  test_daemon_command(&d, "reload cpp");
+  ck_assert(test_daemon_wait_log(&d, "reloaded cpp: generation 2", 10000));
+  expect_line(other, "resumed gen=2 saved=recv0 plugin=from-gen-1\n");
+  ck_assert(test_daemon_wait_log(&d,
+                                 "plugin \"cpp\" quarantined after 1 failures (last: reported "
+                                 "failure: OnResumed threw: asked to throw on resume)",
+                                 5000));
+  expect_eof(armed);
+  expect_eof(other);
+  test_daemon_command(&d, "plugins");
+  ck_assert(test_daemon_wait_log(&d, ", QUARANTINED, 1 failures", 5000));
+  close(armed);
+  close(other);
+  stop(&d);
+}
+END_TEST
+
+/* Copies a file (a plugin into place for a reload: written beside it, then
+ * renamed over it, as an operator's deploy would). */
+static void put_file(const char *from, const char *to) {
+  char tmp[600], buf[65536];
+  size_t n;
+  snprintf(tmp, sizeof(tmp), "%s.new", to);
+  FILE *in = fopen(from, "rb"), *out = fopen(tmp, "wb");
+  ck_assert_ptr_nonnull(in);
+  ck_assert_ptr_nonnull(out);
+  while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+    ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+  fclose(in);
+  ck_assert_int_eq(fclose(out), 0);
+  ck_assert_int_eq(rename(tmp, to), 0);
+}
+
+/* A reload from a C version (per-session user pointers into its own image,
+ * no hand-over) into the C++ layer: every open session gets an object and
+ * OnResumed("") instead of a call through the stale pointer, and goes on
+ * being served. */
+START_TEST(test_cpp_reload_from_c_adopts_sessions) {
+  const char *be = test_backend(_i);
+  test_daemon d;
+  char dir[256], so[320], config[1024], buf[8];
+  test_mkdtemp(dir, sizeof(dir), "pier-cpp-adopt");
+  snprintf(so, sizeof(so), "%s/cpp.so", dir);
+  put_file(TP "/cuser.so", so);
+  snprintf(config, sizeof(config),
+           "{\"workers\": 2, \"plugins\": [{\"name\": \"cpp\", \"path\": \"%s\"}], "
+           "\"listeners\": [{\"address\": \"127.0.0.1\", \"port\": 0, \"plugin\": \"cpp\", "
+           "\"framing\": \"raw\"}]}",
+           so);
+  start(&d, config, be);
+  int a = test_connect(d.ports[0]);
+  expect_line(a, "c hello\n");
+  int b = test_connect(d.ports[0]);
+  expect_line(b, "c hello\n");
+  say(a, "q");
+  ck_assert_int_eq(test_recv_exact(a, buf, 1), 0);
+  put_file(TP "/cppprobe17.so", so);
+  test_daemon_command(&d, "reload cpp");
+  ck_assert(test_daemon_wait_log(&d, "reloaded cpp: generation 2", 10000));
+  expect_line(a, "resumed gen=2 saved= plugin=\n");
+  expect_line(b, "resumed gen=2 saved= plugin=\n");
+  say(b, "xyz");
+  ck_assert_int_eq(test_recv_exact(b, buf, 3), 0);
+  ck_assert_int_eq(memcmp(buf, "xyz", 3), 0);
+  close(a);
+  close(b);
+  ck_assert(test_daemon_wait_log(&d, "[cpp] cppprobe: OnDisconnected", 5000));
+  usleep(100000);
+  stop(&d);
   ck_assert_int_eq(test_count(d.log, "cppprobe: OnDisconnected"), 2);
+  test_rm_rf(dir);
 }
 END_TEST
 
@@ -349,6 +463,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_cpp_throw_quarantines, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_cpp_throw_in_on_load_refuses, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_cpp_reload_resumes_sessions, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_cpp_reload_from_c_adopts_sessions, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_cpp_throw_on_resume_counts, 0, TEST_NBACKENDS);
   suite_add_tcase(s, tc);
   return test_run(s);
 }

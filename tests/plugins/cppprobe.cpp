@@ -3,6 +3,10 @@
  * -Wall -Wextra -Wpedantic -Werror. On a raw listener, one command a read:
  *   "count"  replies "sent <n>\n": the bytes OnSend reported so far;
  *   "throw"  OnRecv throws std::runtime_error("asked to throw");
+ *   "arm"    echoed; at the next reload this session's OnResumed throws
+ *            ("asked to throw on resume");
+ *   "big"    echoed; at the next reload this session's Save returns 1 MiB + 1
+ *            bytes (over what one session may hand over);
  *   other    echoed.
  * OnConnected sends "hello gen=<generation> std=<__cplusplus>\n", OnResumed
  * "resumed gen=<generation> saved=<what Save returned> plugin=<state>\n".
@@ -39,6 +43,8 @@ class ProbeSession : public pier::Session {
          "\n");
   }
   void OnResumed(const std::string& saved) override {
+    if (saved == "armed")
+      throw std::runtime_error("asked to throw on resume");
     Send("resumed gen=" + std::to_string(g_generation) + " saved=" + saved + " plugin=" +
          g_state + "\n");
   }
@@ -49,18 +55,26 @@ class ProbeSession : public pier::Session {
       Send("sent " + std::to_string(sent_) + "\n");
     else if (cmd == "throw")
       throw std::runtime_error("asked to throw");
-    else
+    else {
+      armed_ = armed_ || cmd == "arm";
+      big_ = big_ || cmd == "big";
       Send(data, len);
+    }
   }
   void OnSend(size_t bytes) override { sent_ += bytes; }
   void OnDisconnected(pier_reason reason) override {
     pier::Plugin::Log(PIER_LOG_INFO, "cppprobe: OnDisconnected %016llx %s",
                       (unsigned long long)Id(), Host()->reason_text(reason));
   }
-  std::string Save() override { return "recv" + std::to_string(received_); }
+  std::string Save() override {
+    if (big_)
+      return std::string((1u << 20) + 1, 'x');
+    return armed_ ? "armed" : "recv" + std::to_string(received_);
+  }
 
  private:
   size_t sent_ = 0, received_ = 0;
+  bool armed_ = false, big_ = false;
 };
 
 }  // namespace
