@@ -87,7 +87,7 @@ START_TEST(test_config_default_file_loads) {
   ck_assert_uint_eq(cfg->limits.max_send_queue, 1048576);
   ck_assert_uint_eq(cfg->limits.idle_timeout_ms, 0);
 
-  ck_assert_uint_eq(cfg->nplugins, 2);
+  ck_assert_uint_eq(cfg->nplugins, 3);
   ck_assert_str_eq(cfg->plugins[0].name, "echo");
   ck_assert_str_eq(cfg->plugins[0].path, "../plugins/echo");
   ck_assert_str_eq(cfg->plugins[0].resolved_path,
@@ -97,23 +97,27 @@ START_TEST(test_config_default_file_loads) {
   ck_assert_str_eq(cfg->plugins[1].resolved_path,
                    native(DEFAULT_DIR TEST_SEP "../plugins/chat" TEST_DL_EXT));
   ck_assert_str_eq(cfg->plugins[1].config_json, "{}");
+  ck_assert_str_eq(cfg->plugins[2].name, "lobby");
+  ck_assert_str_eq(cfg->plugins[2].resolved_path,
+                   native(DEFAULT_DIR TEST_SEP "../plugins/lobby" TEST_DL_EXT));
+  ck_assert_int_eq(cfg->plugins[2].threading, CFG_THREADING_SERIAL);
 
 #ifdef _WIN32
-  ck_assert_uint_eq(cfg->nlisteners, 2);
-#else
   ck_assert_uint_eq(cfg->nlisteners, 3);
-  ck_assert_uint_eq(cfg->listeners[2].port, 7780);
-  ck_assert_str_eq(cfg->listeners[2].plugin, "chat");
-  ck_assert_int_eq(cfg->listeners[2].transport, CFG_TRANSPORT_WEBSOCKET);
-  ck_assert_int_eq(cfg->listeners[2].framing, CFG_FRAMING_U16_SIZE_ID);
-  ck_assert_str_eq(cfg->listeners[2].ws_path, "/chat");
-  ck_assert_ptr_null(cfg->listeners[2].tls_cert);
-  ck_assert_ptr_null(cfg->listeners[2].origins);
-  ck_assert_str_eq(cfg->listeners[2].static_dir, DEFAULT_DIR "/../plugins/chat/web");
-  ck_assert_ptr_nonnull(cfg->listeners[2].static_root);
-  ck_assert_ptr_nonnull(strstr(cfg->listeners[2].static_root, "/plugins/chat/web"));
-  ck_assert_uint_eq(cfg->listeners[2].ping_interval_ms, 30000);
-  ck_assert_uint_eq(cfg->listeners[2].handshake_timeout_ms, 10000);
+#else
+  ck_assert_uint_eq(cfg->nlisteners, 4);
+  ck_assert_uint_eq(cfg->listeners[3].port, 7780);
+  ck_assert_str_eq(cfg->listeners[3].plugin, "chat");
+  ck_assert_int_eq(cfg->listeners[3].transport, CFG_TRANSPORT_WEBSOCKET);
+  ck_assert_int_eq(cfg->listeners[3].framing, CFG_FRAMING_U16_SIZE_ID);
+  ck_assert_str_eq(cfg->listeners[3].ws_path, "/chat");
+  ck_assert_ptr_null(cfg->listeners[3].tls_cert);
+  ck_assert_ptr_null(cfg->listeners[3].origins);
+  ck_assert_str_eq(cfg->listeners[3].static_dir, DEFAULT_DIR "/../plugins/chat/web");
+  ck_assert_ptr_nonnull(cfg->listeners[3].static_root);
+  ck_assert_ptr_nonnull(strstr(cfg->listeners[3].static_root, "/plugins/chat/web"));
+  ck_assert_uint_eq(cfg->listeners[3].ping_interval_ms, 30000);
+  ck_assert_uint_eq(cfg->listeners[3].handshake_timeout_ms, 10000);
 #endif
   ck_assert_int_eq(cfg->listeners[0].transport, CFG_TRANSPORT_TCP);
   ck_assert_str_eq(cfg->listeners[0].address, "127.0.0.1");
@@ -126,6 +130,10 @@ START_TEST(test_config_default_file_loads) {
   ck_assert_str_eq(cfg->listeners[1].plugin, "chat");
   ck_assert_uint_eq(cfg->listeners[1].plugin_index, 1);
   ck_assert_int_eq(cfg->listeners[1].framing, CFG_FRAMING_U16_SIZE_ID);
+  ck_assert_uint_eq(cfg->listeners[2].port, 7779);
+  ck_assert_str_eq(cfg->listeners[2].plugin, "lobby");
+  ck_assert_uint_eq(cfg->listeners[2].plugin_index, 2);
+  ck_assert_int_eq(cfg->listeners[2].framing, CFG_FRAMING_RAW);
   cfg_free(cfg);
 }
 END_TEST
