@@ -394,22 +394,6 @@ START_TEST(test_cpp_throw_on_resume_counts) {
 }
 END_TEST
 
-/* Copies a file (a plugin into place for a reload: written beside it, then
- * renamed over it, as an operator's deploy would). */
-static void put_file(const char *from, const char *to) {
-  char tmp[600], buf[65536];
-  size_t n;
-  snprintf(tmp, sizeof(tmp), "%s.new", to);
-  FILE *in = fopen(from, "rb"), *out = fopen(tmp, "wb");
-  ck_assert_ptr_nonnull(in);
-  ck_assert_ptr_nonnull(out);
-  while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
-    ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
-  fclose(in);
-  ck_assert_int_eq(fclose(out), 0);
-  ck_assert_int_eq(rename(tmp, to), 0);
-}
-
 /* A reload from a C version (per-session user pointers into its own image,
  * no hand-over) into the C++ layer: every open session gets an object and
  * OnResumed("") instead of a call through the stale pointer, and goes on
@@ -420,7 +404,7 @@ START_TEST(test_cpp_reload_from_c_adopts_sessions) {
   char dir[256], so[320], config[1024], buf[8];
   test_mkdtemp(dir, sizeof(dir), "pier-cpp-adopt");
   snprintf(so, sizeof(so), "%s/cpp.so", dir);
-  put_file(TP "/cuser.so", so);
+  test_copy_file(TP "/cuser.so", so);
   snprintf(config, sizeof(config),
            "{\"workers\": 2, \"plugins\": [{\"name\": \"cpp\", \"path\": \"%s\"}], "
            "\"listeners\": [{\"address\": \"127.0.0.1\", \"port\": 0, \"plugin\": \"cpp\", "
@@ -433,7 +417,7 @@ START_TEST(test_cpp_reload_from_c_adopts_sessions) {
   expect_line(b, "c hello\n");
   say(a, "q");
   ck_assert_int_eq(test_recv_exact(a, buf, 1), 0);
-  put_file(TP "/cppprobe17.so", so);
+  test_copy_file(TP "/cppprobe17.so", so);
   test_daemon_command(&d, "reload cpp");
   ck_assert(test_daemon_wait_log(&d, "reloaded cpp: generation 2", 10000));
   expect_line(a, "resumed gen=2 saved= plugin=\n");

@@ -324,12 +324,6 @@ END_TEST
 
 /* ---- generations and rollback ---- */
 
-static void copy_file(const char *src, const char *dst) {
-  char cmd[512];
-  snprintf(cmd, sizeof(cmd), "cp '%s' '%s.tmp' && mv '%s.tmp' '%s'", src, dst, dst, dst);
-  ck_assert_int_eq(system(cmd), 0);
-}
-
 START_TEST(test_gate_failed_version_never_runs) {
   test_daemon d;
   test_rec r;
@@ -340,14 +334,14 @@ START_TEST(test_gate_failed_version_never_runs) {
   snprintf(dir, sizeof(dir), "/tmp/pier-gate-XXXXXX");
   ck_assert_ptr_nonnull(mkdtemp(dir));
   snprintf(so, sizeof(so), "%s/probe.so", dir);
-  copy_file(TP "/probe.so", so);
+  test_copy_file(TP "/probe.so", so);
   ck_assert_int_eq(
       test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 2, "session", so, &r, ""),
                         test_backend(_i)),
       0);
   echo_check(d.ports[0], "one");
   /* A version that starts a timer and posts a job, then fails on_load. */
-  copy_file(TP "/probe_fail.so", so);
+  test_copy_file(TP "/probe_fail.so", so);
   test_daemon_command(&d, "reload probe");
   ck_assert(test_daemon_wait_log(&d,
                                  "reload probe failed at on_load: the new version returned -22 "
@@ -356,7 +350,7 @@ START_TEST(test_gate_failed_version_never_runs) {
                                  10000));
   echo_check(d.ports[0], "two");
   /* A good version at once: it must not inherit what the failed one queued. */
-  copy_file(TP "/probe.so", so);
+  test_copy_file(TP "/probe.so", so);
   test_daemon_command(&d, "reload probe");
   ck_assert(test_daemon_wait_log(&d, "reloaded probe: generation 4,", 10000));
   usleep(500000); /* past the failed version's 200 ms timer */
@@ -456,7 +450,7 @@ START_TEST(test_gate_rollback_that_fails_quarantines) {
   snprintf(dir, sizeof(dir), "/tmp/pier-gate-XXXXXX");
   ck_assert_ptr_nonnull(mkdtemp(dir));
   snprintf(so, sizeof(so), "%s/probe.so", dir);
-  copy_file(TP "/probe.so", so);
+  test_copy_file(TP "/probe.so", so);
   ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 1, "session", so, &r,
                                                       ", \"refuse_gen\": 3"),
                                      test_backend(_i)),
@@ -464,7 +458,7 @@ START_TEST(test_gate_rollback_that_fails_quarantines) {
   fd = test_connect(d.ports[0]);
   test_send_all(fd, "k", 1);
   ck_assert_int_eq(test_recv_exact(fd, buf, 1), 0);
-  copy_file(TP "/probe_fail.so", so); /* generation 2 fails; the restored 3 fails too */
+  test_copy_file(TP "/probe_fail.so", so); /* generation 2 fails; the restored 3 fails too */
   test_daemon_command(&d, "reload probe");
   ck_assert(test_daemon_wait_log(&d, "restored as generation 3, but its own on_load failed too: "
                                      "quarantined",
@@ -473,7 +467,7 @@ START_TEST(test_gate_rollback_that_fails_quarantines) {
   /* Its session is closed; a reload of a good file brings it back. */
   ck_assert_int_eq(test_recv_until_close(fd, &got), 0);
   close(fd);
-  copy_file(TP "/probe.so", so);
+  test_copy_file(TP "/probe.so", so);
   test_daemon_command(&d, "reload probe");
   ck_assert(test_daemon_wait_log(&d, "reloaded probe: generation 4,", 10000));
   echo_check(d.ports[0], "back");

@@ -23,18 +23,6 @@ typedef struct fixture {
   host *h;
 } fixture;
 
-static void copy_file(const char *from, const char *to) {
-  FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-  char buf[65536];
-  size_t n;
-  ck_assert_ptr_nonnull(in);
-  ck_assert_ptr_nonnull(out);
-  while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
-    ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
-  fclose(in);
-  ck_assert_int_eq(fclose(out), 0);
-}
-
 /* A host serving probe.so (a private copy in a temp dir, so a case may spoil
  * it) on one listener (raw, unless `listener` adds keys), with `opts` added
  * to the plugin's config. */
@@ -45,7 +33,7 @@ static void start_on(fixture *f, const char *backend, unsigned workers, const ch
   memset(f, 0, sizeof(*f));
   test_mkdtemp(f->dir, sizeof(f->dir), "pier-stats-");
   snprintf(f->plugin, sizeof(f->plugin), "%s/probe.so", f->dir);
-  copy_file(TP "/probe.so", f->plugin);
+  test_copy_file(TP "/probe.so", f->plugin);
   test_rec_init(&f->rec);
   snprintf(json, sizeof(json),
            "{\"workers\": %u, \"plugins\": [{\"name\": \"probe\", \"path\": \"%s\", "

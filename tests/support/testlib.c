@@ -255,6 +255,25 @@ int test_under_wine(void) { return 0; }
 
 #endif
 
+void test_copy_file(const char *from, const char *to) {
+  char tmp[1024], buf[65536];
+  size_t n;
+  FILE *in, *out;
+  ck_assert_int_lt(snprintf(tmp, sizeof(tmp), "%s.new", to), (int)sizeof(tmp));
+  in = fopen(from, "rb");
+  out = fopen(tmp, "wb");
+  ck_assert_msg(in != NULL, "cannot open %s", from);
+  ck_assert_msg(out != NULL, "cannot create %s", tmp);
+  while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+    ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+  fclose(in);
+  ck_assert_int_eq(fclose(out), 0);
+#ifdef _WIN32
+  (void)remove(to); /* rename does not replace a file there */
+#endif
+  ck_assert_int_eq(rename(tmp, to), 0);
+}
+
 /* ---- shared ---- */
 
 static int connect_sa(const struct sockaddr *sa, socklen_t len, int rcvbuf) {

@@ -123,6 +123,9 @@ void test_mkdtemp(char *out, size_t len, const char *prefix);
 int test_mkdir(const char *path);
 /* Removes path and everything below it; 0 or -errno. */
 int test_rm_rf(const char *path);
+/* Copies the file from into to, as a deploy would: written beside it
+ * (to.new), then renamed over it. Fails the test on any error. */
+void test_copy_file(const char *from, const char *to);
 
 /* Polls cond(arg) every millisecond for up to timeout_ms; returns 1 when it
  * became true. */
