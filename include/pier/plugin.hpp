@@ -374,6 +374,7 @@ struct Glue {
           objects.emplace(sid, s);
         })) {
       delete s;
+      h->set_user(h, sid, nullptr); /* nothing of an earlier version's stays */
       h->close(h, sid, PIER_REASON_PLUGIN_ERROR);
       return nullptr;
     }
