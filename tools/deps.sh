@@ -22,13 +22,13 @@
 #                           tests/ws), prometheus (promtool checks the
 #                           /metrics text; tests/prometheus runs a real
 #                           server scraping pierd), binutils (addr2line: test_logs
-#                           resolves a crash report's plugin frame), file and
-#                           dpkg-dev (CPack's .deb: it finds the ELF files
-#                           with file and their library packages with
-#                           dpkg-shlibdeps), and the
-#                           windows set below (tools/test-windows)
+#                           resolves a crash report's plugin frame), and the
+#                           deb and windows sets below (tests/sdk builds the
+#                           .deb; tools/test-windows)
 #   pier_ensure_deps deb    the build set plus what CPack's .deb needs: file
-#                           and dpkg-dev (tools/test-deb)
+#                           (it finds the ELF files) and dpkg-dev
+#                           (dpkg-shlibdeps, their library packages;
+#                           tools/test-deb)
 #   pier_ensure_deps windows
 #                           the build set plus the Windows cross-build and
 #                           its test runner (tools/build-windows,
@@ -43,7 +43,7 @@
 PIER_DEPS_BUILD=(cmake make gcc g++ libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
                  libssl-dev libmicrohttpd-dev)
 PIER_DEPS_TEST=(valgrind python3 python3-websockets clang-14 libclang-rt-14-dev chromium nodejs
-                ca-certificates openssl prometheus binutils file dpkg-dev)
+                ca-certificates openssl prometheus binutils)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 PIER_DEPS_DEB=(file dpkg-dev)
 
@@ -51,7 +51,7 @@ pier_ensure_deps() {
   local pkgs=("${PIER_DEPS_BUILD[@]}") missing=() p
   case "${1:-}" in
     test)
-      pkgs+=("${PIER_DEPS_TEST[@]}" "${PIER_DEPS_WINDOWS[@]}")
+      pkgs+=("${PIER_DEPS_TEST[@]}" "${PIER_DEPS_WINDOWS[@]}" "${PIER_DEPS_DEB[@]}")
       command -v npm >/dev/null || pkgs+=(npm)
       ;;
     windows) pkgs+=("${PIER_DEPS_WINDOWS[@]}") ;;
