@@ -59,7 +59,7 @@ typedef enum { CFG_LOG_FORMAT_MAP(CFG_ENUM_ID) } cfg_log_format;
 
 typedef struct cfg_callbacks { /* exported symbol names, NULL when not given */
   char *on_load, *on_unload, *on_connected, *on_recv, *on_send,
-      *on_disconnected, *on_tick;
+      *on_disconnected, *on_tick, *on_message, *on_node;
 } cfg_callbacks;
 
 typedef struct cfg_plugin {

@@ -240,12 +240,12 @@ static int check_any(ctx *c, const cJSON *v) {
 
 const char *const cfge_callback_keys[CFGE_NCALLBACKS] = {
     "on_load", "on_unload", "on_connected", "on_recv",
-    "on_send", "on_disconnected", "on_tick"};
+    "on_send", "on_disconnected", "on_tick", "on_message", "on_node"};
 
 char **cfge_callback_slot(cfg_callbacks *cb, size_t k) {
   char **slots[] = {&cb->on_load, &cb->on_unload, &cb->on_connected,
                     &cb->on_recv, &cb->on_send, &cb->on_disconnected,
-                    &cb->on_tick};
+                    &cb->on_tick, &cb->on_message, &cb->on_node};
   return slots[k];
 }
 

@@ -128,7 +128,7 @@ char *cfge_resolve(const char *base, const char *p);
 
 /* ---- config_entries.c: plugins ------------------------------------------ */
 
-#define CFGE_NCALLBACKS 7
+#define CFGE_NCALLBACKS 9
 /* The keys of a plugin's "callbacks", and the cfg_callbacks field of each. */
 extern const char *const cfge_callback_keys[CFGE_NCALLBACKS];
 char **cfge_callback_slot(cfg_callbacks *cb, size_t k);

@@ -96,6 +96,8 @@ int loader_open(const cfg_plugin *cfg, plugin_image *img, char *err, size_t errl
   BIND(on_send)
   BIND(on_disconnected)
   BIND(on_tick)
+  BIND(on_message)
+  BIND(on_node)
 #undef BIND
   return 0;
 fail:

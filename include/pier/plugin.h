@@ -68,7 +68,7 @@ extern "C" {
 #endif
 
 #define PIER_ABI_MAJOR 1
-#define PIER_ABI_MINOR 2
+#define PIER_ABI_MINOR 3
 #define PIER_PLUGIN_MAGIC 0x52454950u /* "PIER" */
 
 /* printf-style checking of h->log's format where the compiler has it. The
@@ -179,6 +179,54 @@ typedef struct pier_metric_spec {
 typedef struct pier_metric pier_metric; /* a declared metric (host-owned) */
 typedef struct pier_series pier_series; /* one set of label values of one (host-owned) */
 
+/* ---- the cluster bus (ABI 1.3) ----
+ * With "cluster" in server.json, pierd joins a NATS bus and plugins on
+ * different nodes talk through it. A plugin's subjects are its own: "a.b"
+ * is "<subject_prefix>.<plugin>.a.b" on the bus, so the same plugin on every
+ * node meets there, and no other plugin's traffic reaches it. A subject is
+ * 1..PIER_SUBJECT_MAX bytes of '.'-separated tokens, each non-empty, of
+ * visible ASCII (no space, no '*' or '>' in a token); subscribe also takes the NATS
+ * wildcards: '*' as a whole token (any one token), '>' as the last token (one
+ * or more). A payload is 0..PIER_BUS_PAYLOAD_MAX bytes (and at most what
+ * the NATS server allows).
+ *
+ * Messages arrive in on_message as callbacks of the plugin (serial: on its
+ * strand; "session": on worker 0), never on the bus client's threads, in
+ * the order the bus delivered them (one publisher's messages to one subject
+ * space keep their order). Each subscription holds at most
+ * cluster.max_pending messages (and cluster.max_pending_bytes) waiting for
+ * the plugin; past that, new ones are dropped, counted in `status` and
+ * /metrics, and logged (at most once a second per subscription), as NATS
+ * does for a slow consumer.
+ *
+ * Subscriptions belong to the plugin, not to its code: they stay across a
+ * reload, and messages that arrive during one are held and given to the new
+ * version (subscribing again to a subject already subscribed is a no-op
+ * that returns 0). What a reload's on_unload and new on_load change takes
+ * effect only if the reload succeeds: after a rollback the subscriptions
+ * are exactly what they were before it. A request's reply (or its timeout)
+ * goes to the version that made it; after a reload it is dropped.
+ *
+ * Without "cluster" (and on a build without a NATS client) every bus entry
+ * returns -ENOTSUP and node() returns NULL. Errors: -EINVAL (NULL, a bad
+ * subject, a wildcard given to publish/request, a NULL cb), -EMSGSIZE (a
+ * payload too large), -ENOSPC (more than PIER_SUBSCRIPTIONS_MAX
+ * subscriptions, or PIER_REQUESTS_MAX requests waiting), -ENOENT
+ * (unsubscribe of a subject not subscribed), -ENOBUFS (the bus is
+ * disconnected and its reconnect buffer is full: the message is dropped and
+ * counted), -ECANCELED (the daemon is stopping). While the bus is
+ * disconnected, publish buffers (up to that buffer) and sends on reconnect. */
+#define PIER_SUBJECT_MAX 200
+#define PIER_BUS_PAYLOAD_MAX (1024 * 1024)
+#define PIER_SUBSCRIPTIONS_MAX 1024
+#define PIER_REQUESTS_MAX 65536
+
+/* A request's outcome, as a callback of the plugin that made it: status 0
+ * with the reply's bytes (valid during the call only), -ETIMEDOUT when no
+ * reply came within timeout_ms, -EHOSTUNREACH when nobody subscribes to the
+ * subject, or -ECANCELED (the daemon is stopping: data is NULL). */
+typedef void (*pier_reply_fn)(void *arg, int status, const void *data, size_t len);
+
 /* Host services. Each takes the pier_host the plugin was given, first.
  * Returns: 0 or a negative errno-style code. -ENOTCONN: the session is gone
  * (a stale id never reaches another player). */
@@ -254,6 +302,23 @@ struct pier_host {
   int (*metric_add)(const pier_host *h, pier_series *s, double v);
   int (*metric_set)(const pier_host *h, pier_series *s, double v);
   int (*metric_observe)(const pier_host *h, pier_series *s, double v);
+
+  /* ABI 1.3: the cluster bus (see above). Check h->size (or h->abi_minor >=
+   * 3) before using them.
+   * This node's name (cluster.node), or NULL without a cluster. */
+  const char *(*node)(const pier_host *h);
+  /* Sends data to every subscriber of subject, on every node (this one too:
+   * a plugin subscribed to what it publishes gets its own messages). */
+  int (*publish)(const pier_host *h, const char *subject, const void *data, size_t len);
+  int (*subscribe)(const pier_host *h, const char *subject);
+  int (*unsubscribe)(const pier_host *h, const char *subject);
+  /* Publishes data to subject with a reply address; cb(arg, ...) gets the
+   * first reply, or the timeout (1..600000 ms), exactly once. */
+  int (*request)(const pier_host *h, const char *subject, const void *data, size_t len,
+                 uint32_t timeout_ms, pier_reply_fn cb, void *arg);
+  /* Answers a message that came with a reply_to (on_message's last
+   * argument, copied if the answer comes later). */
+  int (*respond)(const pier_host *h, const char *reply_to, const void *data, size_t len);
 };
 
 /* The descriptor, exported as the symbol `pier_plugin_descriptor`
@@ -282,6 +347,15 @@ typedef struct pier_plugin {
   /* Exactly once for every session on_connected saw. */
   void (*on_disconnected)(pier_sid sid, pier_reason reason);
   void (*on_tick)(uint64_t now_ms);
+  /* ABI 1.3 (a plugin built for an older minor has neither). A bus message
+   * on one of the plugin's subscriptions: subject without the prefix and
+   * plugin name ("room.red"), the payload (valid during the call only), and
+   * the reply address to give respond(), or NULL. */
+  void (*on_message)(const char *subject, const void *data, size_t len, const char *reply_to);
+  /* A node of the cluster came (up = 1: first heard of, or back after it
+   * was gone) or went (0: it said goodbye, or was not heard from for
+   * cluster.node_timeout_ms). Never called for this node itself. */
+  void (*on_node)(const char *node, int up);
 } pier_plugin;
 
 typedef int (*pier_on_load_fn)(const pier_load_args *args);
@@ -291,6 +365,9 @@ typedef void (*pier_on_recv_fn)(pier_sid sid, const void *data, size_t len);
 typedef void (*pier_on_send_fn)(pier_sid sid, size_t bytes);
 typedef void (*pier_on_disconnected_fn)(pier_sid sid, pier_reason reason);
 typedef void (*pier_on_tick_fn)(uint64_t now_ms);
+typedef void (*pier_on_message_fn)(const char *subject, const void *data, size_t len,
+                                   const char *reply_to);
+typedef void (*pier_on_node_fn)(const char *node, int up);
 
 /* Marks what the daemon looks up in the plugin: the descriptor, and any
  * callback that server.json names. Build with hidden visibility (POSIX) so
@@ -307,7 +384,7 @@ typedef void (*pier_on_tick_fn)(uint64_t now_ms);
  * In C++ the descriptor gets C linkage (an unmangled, exported
  * pier_plugin_descriptor) and the callbacks must be listed in declaration
  * order, each at most once: on_load, on_unload, on_connected, on_recv,
- * on_send, on_disconnected, on_tick (C++20 designated initializers require
+ * on_send, on_disconnected, on_tick, on_message, on_node (C++20 designated initializers require
  * it; C takes any order). C++17 has no designated initializers: g++ and
  * clang accept them there as an extension, and the macro silences, for the
  * descriptor only, what they say of that (-Wpedantic, -Wc++20-extensions)
