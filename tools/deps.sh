@@ -5,8 +5,9 @@
 #   pier_ensure_deps        what building and running pierd needs (tools/run):
 #                           the C and C++ compilers (C++ plugins, the
 #                           C++ SDK layer) and CMake, cJSON, Check, liburing,
-#                           wslay (WebSocket frames), OpenSSL (TLS) and
-#                           libmicrohttpd (the metrics HTTP listener)
+#                           wslay (WebSocket frames), OpenSSL (TLS),
+#                           libmicrohttpd (the metrics HTTP listener) and
+#                           libnats (the NATS client of "cluster")
 #   pier_ensure_deps test   that plus everything tools/test uses: valgrind
 #                           (tools/test-valgrind), python3 (its clients),
 #                           python3-websockets (the WebSocket client of
@@ -21,7 +22,8 @@
 #                           (their certificates, and the TLS client of
 #                           tests/ws), prometheus (promtool checks the
 #                           /metrics text; tests/prometheus runs a real
-#                           server scraping pierd), binutils (addr2line: test_logs
+#                           server scraping pierd), nats-server (the
+#                           cluster tests start their own), binutils (addr2line: test_logs
 #                           resolves a crash report's plugin frame), and the
 #                           deb and windows sets below (tests/sdk builds the
 #                           .deb; tools/test-windows)
@@ -41,9 +43,9 @@
 # The configure step needs check even for tools/run: the test suites are part
 # of the one CMake tree. gcc brings libasan, libubsan and libtsan with it.
 PIER_DEPS_BUILD=(cmake make gcc g++ libc6-dev pkg-config libcjson-dev check liburing-dev libwslay-dev
-                 libssl-dev libmicrohttpd-dev)
+                 libssl-dev libmicrohttpd-dev libnats-dev)
 PIER_DEPS_TEST=(valgrind python3 python3-websockets clang-14 libclang-rt-14-dev chromium nodejs
-                ca-certificates openssl prometheus binutils)
+                ca-certificates openssl prometheus nats-server binutils)
 PIER_DEPS_WINDOWS=(mingw-w64 wine wine64 dpkg-dev)
 PIER_DEPS_DEB=(file dpkg-dev)
 
