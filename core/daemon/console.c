@@ -4,6 +4,7 @@
 
 #include "base/log.h"
 #include "daemon/metrics.h"
+#include "host/cluster.h"
 #include "os/os.h"
 
 #include <errno.h>
@@ -30,13 +31,15 @@ int console_reopen_log(const char *source) {
   return rc;
 }
 
-/* status, sessions, plugins: text, or JSON with --json. */
+/* status, sessions, plugins, cluster: text, or JSON with --json. */
 static int view(console *c, const char *cmd, int json, FILE *out) {
   int rc = 0;
   if (strcmp(cmd, "status") == 0)
     json ? (rc = host_print_status_json(c->h, out)) : host_print_status(c->h, out);
   else if (strcmp(cmd, "sessions") == 0)
     json ? (rc = host_print_sessions_json(c->h, out)) : host_print_sessions(c->h, out);
+  else if (strcmp(cmd, "cluster") == 0)
+    rc = cluster_print(c->h, out, json);
   else
     json ? (rc = host_print_plugins_json(c->h, out)) : host_print_plugins(c->h, out);
   if (rc < 0) {
@@ -48,7 +51,7 @@ static int view(console *c, const char *cmd, int json, FILE *out) {
 
 static int is_view(const char *cmd) {
   return strcmp(cmd, "status") == 0 || strcmp(cmd, "sessions") == 0 ||
-         strcmp(cmd, "plugins") == 0;
+         strcmp(cmd, "plugins") == 0 || strcmp(cmd, "cluster") == 0;
 }
 
 static const char help_text[] = "commands:\n"
@@ -59,6 +62,9 @@ static const char help_text[] = "commands:\n"
                                 "  kick SID        close session SID (hex, as `sessions` shows)\n"
                                 "  plugins [--json]\n"
                                 "                  loaded plugins and versions\n"
+                                "  cluster [--json]\n"
+                                "                  the nodes of the cluster: state, sessions, "
+                                "last seen\n"
                                 "  metrics         every metric, as /metrics serves them\n"
                                 "  reload NAME     hot-reload plugin NAME from its file\n"
                                 "  reopen-log      reopen log_file (after it was rotated)\n"

@@ -4,6 +4,7 @@
  * format requires. Names follow Prometheus' conventions: pier_ prefix,
  * _total on counters, seconds and bytes as units. */
 #include "daemon/metrics.h"
+#include "host/cluster.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -204,6 +205,29 @@ static void render_process(FILE *out) {
   }
 }
 
+/* The bus, when this node is in a cluster. */
+static void render_cluster(FILE *out, host *h) {
+  cluster_stats cs;
+  const char *in[2] = {"direction", "in"}, *outl[2] = {"direction", "out"};
+  cluster_get_stats(h, &cs);
+  if (!cs.node)
+    return;
+  prom_family(out, "pier_bus_messages_total", "counter",
+              "Bus messages delivered to plugins (in) and published by them (out).");
+  prom_sample_u64(out, "pier_bus_messages_total", in, 1, cs.messages_in);
+  prom_sample_u64(out, "pier_bus_messages_total", outl, 1, cs.messages_out);
+  prom_family(out, "pier_bus_dropped_total", "counter",
+              "Bus messages dropped: in, a subscription over max_pending (slow consumer); "
+              "out, published while disconnected with the reconnect buffer full.");
+  prom_sample_u64(out, "pier_bus_dropped_total", in, 1, cs.dropped_in);
+  prom_sample_u64(out, "pier_bus_dropped_total", outl, 1, cs.dropped_out);
+  one(out, "pier_bus_reconnects_total", "counter", "Reconnections to the bus.", cs.reconnects);
+  one(out, "pier_bus_connected", "gauge", "1 while connected to a NATS server.",
+      (uint64_t)cs.connected);
+  one(out, "pier_cluster_nodes_up", "gauge", "Other nodes heard from within node_timeout_ms.",
+      cs.nodes_up);
+}
+
 void metrics_render(host *h, FILE *out) {
   const char *ver[2] = {"version", PIER_VERSION};
   size_t np = host_plugin_count(h);
@@ -227,6 +251,7 @@ void metrics_render(host *h, FILE *out) {
   } else {
     fputs("# pier: out of memory: the plugin families are left out\n", out);
   }
+  render_cluster(out, h);
   render_process(out);
   host_render_plugin_metrics(h, out);
 }

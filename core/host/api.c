@@ -178,4 +178,5 @@ void api_fill(host_plugin *p) {
   a->metric_add = pmetrics_add;
   a->metric_set = pmetrics_set;
   a->metric_observe = pmetrics_observe;
+  cluster_fill_api(p);
 }

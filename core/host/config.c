@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/bus.h"
 #include "os/os.h"
 #include "os/path.h"
 
@@ -84,11 +85,11 @@ static int parse_limits(ctx *c, const cJSON *v, cfg_limits *lim) {
 
 enum { S_WORKERS, S_BACKEND, S_SESSIONS, S_LOG, S_ADMIN, S_LIMITS, S_PLUGINS,
        S_LISTENERS, S_PLUGIN_DIR, S_METRICS, S_LOG_FILE, S_LOG_FORMAT, S_USER, S_GROUP,
-       S_DRAIN, S_N };
+       S_DRAIN, S_CLUSTER, S_N };
 static const char *const server_keys[S_N] = {
     "workers", "io_backend", "max_sessions", "log_level",
     "admin_socket", "limits", "plugins", "listeners", "plugin_dir", "metrics",
-    "log_file", "log_format", "user", "group", "drain_timeout_ms"};
+    "log_file", "log_format", "user", "group", "drain_timeout_ms", "cluster"};
 
 /* "metrics": {"address": "127.0.0.1", "port": 9100}; both keys optional. */
 static int parse_metrics(ctx *c, const cJSON *v, cfg_server *cfg) {
@@ -116,6 +117,165 @@ static int parse_metrics(ctx *c, const cJSON *v, cfg_server *cfg) {
   rc = cfgr_first(rc, cfge_get_unsigned(c, f[1], 0, 65535, 0, &cfg->metrics_port));
   cfgr_path_pop(c, save);
   return rc;
+}
+
+/* ---- "cluster" ---- */
+
+static int name_char(char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         ch == '_' || ch == '-';
+}
+
+/* [A-Za-z0-9_-]{1,max} tokens, joined by '.' when dots is set. */
+static int is_token_list(const char *s, size_t max, int dots) {
+  size_t n = strlen(s), tok = 0;
+  if (n == 0 || n > max)
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    if (dots && s[i] == '.') {
+      if (tok == 0)
+        return 0;
+      tok = 0;
+    } else if (name_char(s[i])) {
+      tok++;
+    } else {
+      return 0;
+    }
+  }
+  return tok > 0;
+}
+
+/* nats://host[:port] with a host of letters, digits, '.', '-', '_', or an
+ * IPv6 literal in brackets; at most 256 bytes. */
+static int is_nats_url(const char *s) {
+  const char *h, *end;
+  if (strlen(s) > 256 || strncmp(s, "nats://", 7) != 0)
+    return 0;
+  h = s + 7;
+  if (*h == '[') {
+    end = strchr(h, ']');
+    if (!end || end == h + 1)
+      return 0;
+    for (const char *q = h + 1; q < end; q++)
+      if (!(*q == ':' || *q == '.' || (*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'f') ||
+            (*q >= 'A' && *q <= 'F')))
+        return 0;
+    end++;
+  } else {
+    end = h;
+    while (*end && (name_char(*end) || *end == '.'))
+      end++;
+    if (end == h)
+      return 0;
+  }
+  if (*end == ':') {
+    unsigned long port = 0;
+    const char *d = end + 1;
+    if (!*d)
+      return 0;
+    for (; *d >= '0' && *d <= '9' && port <= 65535; d++)
+      port = port * 10 + (unsigned long)(*d - '0');
+    return *d == '\0' && port >= 1 && port <= 65535;
+  }
+  return *end == '\0';
+}
+
+static int parse_cluster(ctx *c, const cJSON *v, cfg_server *cfg) {
+  enum { K_NATS, K_NODE, K_PREFIX, K_HEARTBEAT, K_TIMEOUT, K_PENDING, K_PENDING_BYTES,
+         K_RECONNECT, K_N };
+  static const char *const keys[K_N] = {"nats", "node", "subject_prefix", "heartbeat_ms",
+                                         "node_timeout_ms", "max_pending", "max_pending_bytes",
+                                         "reconnect_buffer"};
+  const cJSON *f[K_N];
+  cfg_cluster *cl;
+  unsigned long long big;
+  int rc;
+  mark save;
+
+  if (!cJSON_IsObject(v))
+    return cfgr_expect(c, v, "an object");
+  if (!bus_available())
+    return cfgr_fail(c, -ENOTSUP, "this pierd was built without a NATS client");
+  if (!(cl = calloc(1, sizeof(*cl))))
+    return cfgr_oom(c);
+  cfg->cluster = cl;
+  cl->heartbeat_ms = 1000;
+  cl->node_timeout_ms = 3000;
+  cl->max_pending = 65536;
+  cl->max_pending_bytes = 67108864;
+  cl->reconnect_buffer = 8388608;
+  rc = cfgr_match_keys(c, v, keys, K_N, f);
+  rc = cfgr_first(rc, cfgr_require(c, f, keys, K_NATS));
+  rc = cfgr_first(rc, cfgr_require(c, f, keys, K_NODE));
+
+  save = cfgr_path_node(c, "nats", f[K_NATS]);
+  if (f[K_NATS]) {
+    int n = cJSON_IsArray(f[K_NATS]) ? cJSON_GetArraySize(f[K_NATS]) : -1;
+    if (n < 1 || n > 16) {
+      rc = cfgr_first(rc, cfgr_expect(c, f[K_NATS], "an array of 1..16 \"nats://host:port\" URLs"));
+    } else if (!(cl->nats = calloc((size_t)n, sizeof(char *)))) {
+      cfgr_path_pop(c, save);
+      return cfgr_oom(c);
+    } else {
+      for (int i = 0; i < n; i++) {
+        const cJSON *u = cJSON_GetArrayItem(f[K_NATS], i);
+        mark s2 = cfgr_path_index(c, (size_t)i, u);
+        if (!cJSON_IsString(u) || !u->valuestring || !is_nats_url(u->valuestring)) {
+          rc = cfgr_first(rc, cfgr_expect(c, u, "a URL \"nats://host:port\""));
+        } else if (!(cl->nats[cl->nnats++] = strdup(u->valuestring))) {
+          cfgr_path_pop(c, s2);
+          cfgr_path_pop(c, save);
+          return cfgr_oom(c);
+        }
+        cfgr_path_pop(c, s2);
+      }
+    }
+  }
+  cfgr_path_pop(c, save);
+
+  save = cfgr_path_node(c, "node", f[K_NODE]);
+  if (f[K_NODE]) {
+    if (!cJSON_IsString(f[K_NODE]) || !f[K_NODE]->valuestring ||
+        !is_token_list(f[K_NODE]->valuestring, 32, 0))
+      rc = cfgr_first(rc, cfgr_expect(c, f[K_NODE], "a node name of 1..32 characters "
+                                                     "[A-Za-z0-9_-]"));
+    else if (!(cl->node = strdup(f[K_NODE]->valuestring)))
+      rc = cfgr_oom(c);
+  }
+  cfgr_path_pop(c, save);
+
+  save = cfgr_path_node(c, "subject_prefix", f[K_PREFIX]);
+  if (f[K_PREFIX] && (!cJSON_IsString(f[K_PREFIX]) || !f[K_PREFIX]->valuestring ||
+                      !is_token_list(f[K_PREFIX]->valuestring, 64, 1)))
+    rc = cfgr_first(rc, cfgr_expect(c, f[K_PREFIX], "1..64 characters: tokens of "
+                                                     "[A-Za-z0-9_-] joined by '.'"));
+  else if (!(cl->subject_prefix = strdup(f[K_PREFIX] ? f[K_PREFIX]->valuestring : "pier")))
+    rc = cfgr_oom(c);
+  cfgr_path_pop(c, save);
+
+  save = cfgr_path_node(c, "heartbeat_ms", f[K_HEARTBEAT]);
+  rc = cfgr_first(rc, cfge_get_unsigned(c, f[K_HEARTBEAT], 50, 60000, 0, &cl->heartbeat_ms));
+  cfgr_path_pop(c, save);
+  save = cfgr_path_node(c, "node_timeout_ms", f[K_TIMEOUT]);
+  rc = cfgr_first(rc, cfge_get_unsigned(c, f[K_TIMEOUT], cl->heartbeat_ms + 1, 600000, 0,
+                                        &cl->node_timeout_ms));
+  if (!f[K_TIMEOUT] && cl->node_timeout_ms <= cl->heartbeat_ms)
+    cl->node_timeout_ms = cl->heartbeat_ms * 3;
+  cfgr_path_pop(c, save);
+  save = cfgr_path_node(c, "max_pending", f[K_PENDING]);
+  rc = cfgr_first(rc, cfge_get_unsigned(c, f[K_PENDING], 1, 10000000, 0, &cl->max_pending));
+  cfgr_path_pop(c, save);
+  save = cfgr_path_node(c, "max_pending_bytes", f[K_PENDING_BYTES]);
+  big = cl->max_pending_bytes;
+  rc = cfgr_first(rc, cfge_get_uint(c, f[K_PENDING_BYTES], 1024, 1073741824, 0, &big));
+  cl->max_pending_bytes = (size_t)big;
+  cfgr_path_pop(c, save);
+  save = cfgr_path_node(c, "reconnect_buffer", f[K_RECONNECT]);
+  big = cl->reconnect_buffer;
+  rc = cfgr_first(rc, cfge_get_uint(c, f[K_RECONNECT], 0, 1073741824, 1, &big));
+  cl->reconnect_buffer = (size_t)big;
+  cfgr_path_pop(c, save);
+  return c->oom ? -ENOMEM : rc;
 }
 
 static const char *printable(const char *in, char *out, size_t len) {
@@ -396,6 +556,14 @@ static int parse_server(ctx *c, const cJSON *root, cfg_server *cfg) {
       return -ENOMEM;
   }
 
+  if (f[S_CLUSTER]) {
+    save = cfgr_path_node(c, "cluster", f[S_CLUSTER]);
+    rc = cfgr_first(rc, parse_cluster(c, f[S_CLUSTER], cfg));
+    cfgr_path_pop(c, save);
+    if (c->oom)
+      return -ENOMEM;
+  }
+
   if (f[S_PLUGINS]) {
     save = cfgr_path_node(c, "plugins", f[S_PLUGINS]);
     rc = cfgr_first(rc, parse_plugins(c, f[S_PLUGINS], cfg, &names_known));
@@ -537,6 +705,14 @@ void cfg_free(cfg_server *cfg) {
   free(cfg->metrics_address);
   free(cfg->plugin_dir);
   free(cfg->plugin_dir_real);
+  if (cfg->cluster) {
+    for (size_t i = 0; i < cfg->cluster->nnats; i++)
+      free(cfg->cluster->nats[i]);
+    free(cfg->cluster->nats);
+    free(cfg->cluster->node);
+    free(cfg->cluster->subject_prefix);
+    free(cfg->cluster);
+  }
   free(cfg);
 }
 

@@ -122,6 +122,25 @@ typedef struct cfg_limits {
                                  together; 65536..1073741824, default 16777216 */
 } cfg_limits;
 
+/* "cluster": joining other pierd nodes on a NATS bus (core/host/cluster.c).
+ * Absent: this node runs alone (cfg_server.cluster is NULL). */
+typedef struct cfg_cluster {
+  char **nats;              /* 1..16 server URLs "nats://host[:port]" */
+  size_t nnats;
+  char *node;               /* [A-Za-z0-9_-], 1..32 chars: this node's name */
+  char *subject_prefix;     /* tokens of [A-Za-z0-9_-] joined by '.', 1..64
+                               chars; default "pier" */
+  unsigned heartbeat_ms;    /* presence interval, 50..60000, default 1000 */
+  unsigned node_timeout_ms; /* unheard this long = gone; heartbeat_ms+1..600000,
+                               default 3000 */
+  unsigned max_pending;     /* messages per subscription waiting for its
+                               plugin, 1..10000000, default 65536 */
+  size_t max_pending_bytes; /* the same in bytes, 1024..1073741824,
+                               default 67108864 */
+  size_t reconnect_buffer;  /* bytes published while disconnected and sent on
+                               reconnect, 0..1073741824, default 8388608 */
+} cfg_cluster;
+
 typedef struct cfg_server {
   char *path;              /* the file it came from, as given */
   char *base_dir;          /* directory of that file */
@@ -149,6 +168,7 @@ typedef struct cfg_server {
   char *metrics_address;   /* IPv4 or IPv6 literal, default "127.0.0.1" */
   unsigned metrics_port;   /* 0..65535, default 9100; 0 = any free port */
   cfg_limits limits;
+  cfg_cluster *cluster;    /* NULL: no "cluster" section */
   cfg_plugin *plugins;
   size_t nplugins;
   cfg_listener *listeners;

@@ -15,8 +15,10 @@
 
 #include "host/host_internal.h"
 
-const char *const host_ev_callback[] = {"on_connected", "on_recv", "on_send", "on_disconnected",
-                                        "on_tick",      "timer",   "posted job"};
+const char *const host_ev_callback[] = {"on_connected", "on_recv",    "on_send",
+                                        "on_disconnected", "on_tick", "timer",
+                                        "posted job",   "on_message", "request callback",
+                                        "on_node"};
 
 /* During a serial plugin's on_disconnected the session's slot may already
  * be reused: get_user answers from the value captured at disconnect. */
@@ -27,7 +29,8 @@ static void call(host_plugin *p, const ev *e) {
   const pier_plugin *cb = &p->img.cb;
   /* A timer or job of another generation points into code that is gone or
    * into state it was told to drop: never run it. */
-  if ((e->type == EV_TIMER || e->type == EV_POST) && e->gen != atomic_load(&p->generation))
+  if ((e->type == EV_TIMER || e->type == EV_POST || e->type == EV_REPLY) &&
+      e->gen != atomic_load(&p->generation))
     return;
   switch (e->type) {
   case EV_CONNECTED:
@@ -60,6 +63,17 @@ static void call(host_plugin *p, const ev *e) {
     break;
   case EV_POST:
     e->fn(e->arg);
+    break;
+  case EV_MESSAGE:
+    if (cb->on_message)
+      cb->on_message(e->subject, e->data, e->n, e->reply_to);
+    break;
+  case EV_REPLY:
+    e->reply_fn(e->arg, e->status, e->data, e->n);
+    break;
+  case EV_NODE:
+    if (cb->on_node)
+      cb->on_node(e->data, (int)e->n);
     break;
   }
 }
@@ -106,7 +120,32 @@ static void invoke(host_plugin *p, const ev *e) {
 
 static void job_to_ev(const ev_job *j, ev *e) {
   *e = (ev){.type = j->type, .gen = j->gen, .sid = j->sid, .reason = j->reason, .n = j->n,
-            .data = j->data, .user = j->user, .fn = j->fn, .arg = j->arg, .timer = j->timer};
+            .data = j->data, .user = j->user, .fn = j->fn, .arg = j->arg, .timer = j->timer,
+            .reply_fn = j->reply_fn, .status = j->status};
+  if (j->type == EV_MESSAGE) {
+    e->subject = j->data + j->subj_off;
+    e->reply_to = j->reply_off ? j->data + j->reply_off : NULL;
+  } else if (j->type == EV_REPLY && j->status != 0) {
+    e->data = NULL;
+  }
+}
+
+/* Bytes of e's data a job copies: the payload, and for a message its
+ * subject and reply address after it (each with its NUL). */
+static size_t ev_extra(const ev *e) {
+  switch (e->type) {
+  case EV_RECV:
+  case EV_CONNECTED:
+    return e->n;
+  case EV_MESSAGE:
+    return e->n + 1 + strlen(e->subject) + 1 + (e->reply_to ? strlen(e->reply_to) + 1 : 0);
+  case EV_REPLY:
+    return e->data ? e->n : 0;
+  case EV_NODE:
+    return strlen(e->data) + 1;
+  default:
+    return 0;
+  }
 }
 
 static size_t limit_or(size_t v, size_t dflt) { return v ? v : dflt; }
@@ -124,6 +163,10 @@ static void release_job(ev_job *j) {
   }
   if (j->type == EV_POST)
     atomic_fetch_sub(&p->posts, 1);
+  else if (j->type == EV_MESSAGE)
+    cluster_msg_done(j->arg, j->n);
+  else if (j->type == EV_REPLY)
+    cluster_reply_done(p, j->n);
   free(j);
 }
 
@@ -141,7 +184,7 @@ static void run_job(strand_job *job) {
  * out of memory: the event is lost, which is said. */
 static ev_job *make_job(host_plugin *p, const ev *e) {
   const cfg_limits *lim = &p->h->cfg->limits;
-  size_t extra = e->type == EV_RECV || e->type == EV_CONNECTED ? e->n : 0;
+  size_t extra = ev_extra(e);
   ev_job *j = malloc(sizeof(*j) + extra);
   size_t total;
 
@@ -152,9 +195,21 @@ static ev_job *make_job(host_plugin *p, const ev *e) {
   }
   *j = (ev_job){.base.run = run_job, .p = p, .type = e->type, .gen = e->gen, .sid = e->sid,
                 .reason = e->reason, .n = e->n, .user = e->user, .fn = e->fn, .arg = e->arg,
-                .timer = e->timer, .cost = sizeof(*j) + extra};
-  if (extra)
+                .timer = e->timer, .reply_fn = e->reply_fn, .status = e->status,
+                .cost = sizeof(*j) + extra};
+  if (e->type == EV_MESSAGE) {
+    size_t sl = strlen(e->subject) + 1;
+    memcpy(j->data, e->data, e->n);
+    j->data[e->n] = '\0';
+    j->subj_off = (uint32_t)(e->n + 1);
+    memcpy(j->data + j->subj_off, e->subject, sl);
+    if (e->reply_to) {
+      j->reply_off = (uint32_t)(j->subj_off + sl);
+      memcpy(j->data + j->reply_off, e->reply_to, strlen(e->reply_to) + 1);
+    }
+  } else if (extra) {
     memcpy(j->data, e->data, extra);
+  }
   if (e->timer)
     timer_ref(e->timer);
   total = atomic_fetch_add(&p->backlog, j->cost) + j->cost;

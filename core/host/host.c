@@ -283,6 +283,8 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
     rc = net_create(&o, &h->net);
     if (rc == 0)
       rc = alloc_worker_state(h);
+    if (rc == 0)
+      rc = cluster_create(h);
     if (rc < 0) {
       host_destroy(h);
       return rc;
@@ -338,7 +340,9 @@ static void *watchdog_main(void *arg) {
 static int start_failed(host *h, int rc) {
   for (size_t i = 0; i < h->nplugins; i++)
     timer_cancel_match(h, &h->plugins[i], 0);
+  cluster_mute(h);
   unload_all(h);
+  cluster_stop(h);
   return rc;
 }
 
@@ -365,6 +369,10 @@ int host_start(host *h) {
    * root, before the first line of plugin code. */
   if (h->bound_cb && (rc = h->bound_cb(h->bound_arg)) != 0)
     return start_failed(h, rc < 0 ? rc : -EPERM);
+  /* On the bus with the node name claimed before any plugin runs, so
+   * on_load may subscribe. */
+  if ((rc = cluster_start(h)) < 0)
+    return start_failed(h, rc);
   for (size_t i = 0; i < h->nplugins; i++) {
     host_plugin *p = &h->plugins[i];
     pier_load_args args = {.size = sizeof(args),
@@ -387,6 +395,8 @@ int host_start(host *h) {
       timer_add(p, p->cfg->tick_ms, p->cfg->tick_ms, NULL, NULL, NULL);
   }
   rc = net_start(h->net);
+  if (rc == 0)
+    rc = cluster_run(h);
   if (rc < 0) {
     h->started = 0;
     return start_failed(h, rc);
@@ -406,13 +416,20 @@ void host_stop(host *h) {
     os_thread_join(h->watchdog);
     h->watchdog_running = 0;
   }
+  /* Bus messages stop reaching plugins; what plugins publish while their
+   * sessions end (net_stop) and in on_unload still goes out. */
+  cluster_mute(h);
   net_stop(h->net); /* every session gets on_disconnected */
   h->stopped = 1;
   for (size_t i = 0; i < h->nplugins; i++) {
     timer_cancel_match(h, &h->plugins[i], 0);
     strand_drain(&h->plugins[i].st);
   }
+  cluster_cancel_requests(h);
+  for (size_t i = 0; i < h->nplugins; i++)
+    strand_drain(&h->plugins[i].st);
   unload_all(h);
+  cluster_stop(h);
 }
 
 void host_destroy(host *h) {
@@ -421,8 +438,10 @@ void host_destroy(host *h) {
   host_stop(h);
   unload_all(h);
   h->stopped = 1; /* from here no loop is touched */
+  cluster_stop(h);     /* no bus callback posts a job after this */
   net_destroy(h->net); /* may run leftover jobs: strands must still exist */
   h->net = NULL;
+  cluster_destroy(h);
   timer_reap_all(h);
   for (size_t i = 0; i < h->nplugins; i++) {
     host_plugin *p = &h->plugins[i];

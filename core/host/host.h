@@ -80,13 +80,14 @@ int host_kick(host *h, pier_sid sid);
  * (per worker where workers write it), summed here. */
 
 /* The callbacks timed per plugin, in this order (host_ev_callback names). */
-#define HOST_CB_TYPES 7
+#define HOST_CB_TYPES 10
 /* Upper bounds of the latency histogram buckets, in seconds, ascending
  * (a last bucket, +Inf, is implied). */
 #define HOST_LAT_BUCKETS 14
 extern const double host_lat_bounds[HOST_LAT_BUCKETS];
 /* "on_connected", "on_recv", "on_send", "on_disconnected", "on_tick",
- * "timer", "post": the callback label of the latency histogram. */
+ * "timer", "post", "on_message", "reply", "on_node": the callback label of
+ * the latency histogram. */
 const char *host_cb_label(unsigned type);
 
 typedef struct host_latency {

@@ -13,6 +13,7 @@
 
 #include "base/log.h"
 #include "os/file.h"
+#include "host/cluster.h"
 #include "host/config.h"
 #include "host/host.h"
 #include "host/loader.h"
@@ -43,7 +44,18 @@ typedef struct host_listener {
   _Atomic uint64_t accepted; /* sessions that reached on_connected (next to sessions: one line) */
 } host_listener;
 
-typedef enum { EV_CONNECTED, EV_RECV, EV_SEND, EV_DISCONNECTED, EV_TICK, EV_TIMER, EV_POST } ev_type;
+typedef enum {
+  EV_CONNECTED,
+  EV_RECV,
+  EV_SEND,
+  EV_DISCONNECTED,
+  EV_TICK,
+  EV_TIMER,
+  EV_POST,
+  EV_MESSAGE, /* a bus message (arg: its subscription) */
+  EV_REPLY,   /* a request's outcome */
+  EV_NODE     /* a node came or went (data: its name, n: up) */
+} ev_type;
 
 /* One event for a plugin, as it happens (data valid during delivery only). */
 typedef struct ev {
@@ -58,6 +70,10 @@ typedef struct ev {
   pier_timer_fn fn;
   void *arg;
   host_timer *timer;
+  const char *subject;  /* EV_MESSAGE */
+  const char *reply_to; /* EV_MESSAGE, or NULL */
+  pier_reply_fn reply_fn; /* EV_REPLY, with arg */
+  int status;             /* EV_REPLY */
 } ev;
 
 /* An event kept for later (held during a reload, or queued on a strand),
@@ -76,6 +92,9 @@ typedef struct ev_job {
   pier_timer_fn fn;
   void *arg;
   host_timer *timer;
+  pier_reply_fn reply_fn;
+  int status;
+  uint32_t subj_off, reply_off; /* EV_MESSAGE: into data; reply_off 0 = none */
   size_t cost;
   int paced;
   char data[];
@@ -162,6 +181,7 @@ struct host_plugin {
    * (release), freed by host_destroy only. */
   pier_metric *metrics[PIER_METRICS_MAX];
   _Atomic size_t nmetrics;
+  struct cluster_plugin *bus; /* its subscriptions and requests (cluster.c); NULL alone */
 };
 
 struct host {
@@ -191,6 +211,7 @@ struct host {
   int stopped; /* the workers are gone: no loop may be touched */
   host_bound_cb bound_cb; /* host_set_bound_hook */
   void *bound_arg;
+  cluster *cluster;    /* NULL without "cluster" (cluster.c) */
   os_mutex metrics_mu; /* declaring plugin metrics and their series */
   log_rate metrics_rl; /* their refusals, under metrics_mu */
 };

@@ -54,6 +54,7 @@ static const char *rc_text(int rc) { return rc < 0 ? os_strerror(-rc) : "error";
 static int rollback(host_plugin *p, plugin_image *fresh, const plugin_image *old,
                     char *old_config, const pier_state *st) {
   timer_cancel_match(p->h, p, TIMERS_OF_CODE); /* what the failed on_load started */
+  cluster_reload_rollback(p); /* and the subscriptions it (or on_unload) changed */
   os_mutex_lock(&p->h->img_mu);
   p->img = *old;
   os_mutex_unlock(&p->h->img_mu);
@@ -125,7 +126,10 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     snprintf(p->last_failure, sizeof(p->last_failure), "%s", msg);
     return rc;
   }
-  /* Step 3: hand over. Timers and jobs of the old code end here. */
+  /* Step 3: hand over. Timers and jobs of the old code end here. What the
+   * two versions do to the plugin's bus subscriptions from here on holds
+   * only if the reload succeeds. */
+  cluster_reload_begin(p);
   if (p->img.cb.on_unload)
     p->img.cb.on_unload(&state);
   timer_cancel_match(h, p, TIMERS_OF_CODE);
@@ -159,6 +163,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     snprintf(p->last_failure, sizeof(p->last_failure), "%s", msg);
     return rc < 0 ? rc : -EINVAL;
   }
+  cluster_reload_commit(p);
   if (old_config != p->config_json)
     free(old_config);
   loader_close(&old);

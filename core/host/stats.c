@@ -45,7 +45,8 @@ static void sum_hist(const lat_hist *hist, host_latency *out) {
 }
 
 static const char *const cb_labels[HOST_CB_TYPES] = {
-    "on_connected", "on_recv", "on_send", "on_disconnected", "on_tick", "timer", "post"};
+    "on_connected", "on_recv", "on_send", "on_disconnected", "on_tick", "timer", "post",
+    "on_message", "reply", "on_node"};
 
 const char *host_cb_label(unsigned type) { return type < HOST_CB_TYPES ? cb_labels[type] : "?"; }
 

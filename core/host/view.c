@@ -45,6 +45,18 @@ void host_print_status(host *h, FILE *out) {
             l->cfg->transport == CFG_TRANSPORT_WEBSOCKET ? l->cfg->ws_path : "",
             l->cfg->tls_cert ? " tls" : "", l->p->cfg->name, atomic_load(&l->sessions));
   }
+  if (h->cluster) {
+    cluster_stats cs;
+    cluster_get_stats(h, &cs);
+    fprintf(out,
+            "cluster: node %s, bus %s%s; %llu other nodes up; messages in %llu, out %llu, "
+            "dropped %llu; reconnects %llu\n",
+            cs.node, cs.connected ? "connected to " : "disconnected", cs.url,
+            (unsigned long long)cs.nodes_up, (unsigned long long)cs.messages_in,
+            (unsigned long long)cs.messages_out,
+            (unsigned long long)(cs.dropped_in + cs.dropped_out),
+            (unsigned long long)cs.reconnects);
+  }
   host_print_plugins(h, out);
 }
 
@@ -242,6 +254,27 @@ int host_print_status_json(host *h, FILE *out) {
   cJSON_AddItemToObject(o, "sessions", sess);
   cJSON_AddItemToObject(o, "listeners", ls);
   cJSON_AddItemToObject(o, "plugins", ps);
+  if (h->cluster) {
+    cluster_stats cs;
+    cJSON *c = cJSON_CreateObject();
+    cluster_get_stats(h, &cs);
+    cJSON_AddItemToObject(o, "cluster", c);
+    ok = c && cJSON_AddStringToObject(c, "node", cs.node) &&
+         cJSON_AddBoolToObject(c, "connected", cs.connected) &&
+         (cs.url[0] ? cJSON_AddStringToObject(c, "url", cs.url)
+                    : cJSON_AddNullToObject(c, "url")) &&
+         cJSON_AddNumberToObject(c, "messages_in", (double)cs.messages_in) &&
+         cJSON_AddNumberToObject(c, "messages_out", (double)cs.messages_out) &&
+         cJSON_AddNumberToObject(c, "dropped", (double)(cs.dropped_in + cs.dropped_out)) &&
+         cJSON_AddNumberToObject(c, "dropped_in", (double)cs.dropped_in) &&
+         cJSON_AddNumberToObject(c, "dropped_out", (double)cs.dropped_out) &&
+         cJSON_AddNumberToObject(c, "reconnects", (double)cs.reconnects) &&
+         cJSON_AddNumberToObject(c, "nodes_up", (double)cs.nodes_up);
+    if (!ok) {
+      cJSON_Delete(o);
+      return -ENOMEM;
+    }
+  }
   ok = cJSON_AddStringToObject(o, "version", PIER_VERSION) &&
        add_u64(o, "uptime_s", (clock_ms() - h->started_ms) / 1000) &&
        cJSON_AddStringToObject(o, "backend", net_backend_name(h->net)) &&
