@@ -29,9 +29,10 @@ set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT) # pier_0.1.0_amd64.deb
 # Depends from the ELF files' libraries (dpkg-shlibdeps): liburing2,
-# libcjson1, libssl3, libwslay1, libmicrohttpd12, libc6.
+# libcjson1, libssl3, libwslay1, libmicrohttpd12, libnats3.4, libc6.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_SUGGESTS "cmake, gcc | c-compiler, g++ | c++-compiler, pkg-config")
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS
+    "cmake, gcc | c-compiler, g++ | c++-compiler, pkg-config, nats-server")
 # Absolute destinations (/etc/pier, /lib/systemd/system) need the staging
 # root as DESTDIR, with CMAKE_INSTALL_PREFIX the real /usr: the install-time
 # files (cmake/PierInstallConfig.cmake) then name the installed paths.

@@ -57,9 +57,10 @@ class Deb(unittest.TestCase):
         self.assertEqual(self.field("Version"), "0.1.0")
         self.assertEqual(self.field("Architecture"), ARCH)
         depends = [d.split()[0] for d in self.field("Depends").split(", ")]
-        for lib in ["liburing2", "libcjson1", "libssl3", "libwslay1", "libmicrohttpd12", "libc6"]:
+        for lib in ["liburing2", "libcjson1", "libssl3", "libwslay1", "libmicrohttpd12", "libnats3.4",
+                    "libc6"]:
             self.assertIn(lib, depends)
-        for s in ["cmake", "pkg-config"]:
+        for s in ["cmake", "pkg-config", "nats-server"]:
             self.assertIn(s, self.field("Suggests"))
         self.assertEqual(self.field("Section"), "net")
         self.assertIn("Description: plugin-hosting game server daemon\n",

@@ -544,7 +544,77 @@ static const struct {
      "server.json:1:4: \"\\u0000\" (NUL) is not allowed in strings"},
     {"", "server.json: empty file"},
     {" \n\t\r\n", "server.json: empty file"},
+#ifdef _WIN32
+    {"{'cluster':{'nats':['nats://127.0.0.1:4222'],'node':'a'}," PL "," LS "}",
+     "server.json: cluster: this pierd was built without a NATS client"},
+#else
+    {"{'cluster':{'node':'a'}," PL "," LS "}",
+     "server.json: cluster: missing required key \"nats\""},
+    {"{'cluster':{'nats':['nats://127.0.0.1:4222']}," PL "," LS "}",
+     "server.json: cluster: missing required key \"node\""},
+    {"{'cluster':{'nats':[],'node':'a'}," PL "," LS "}",
+     "server.json: cluster.nats: expected an array of 1..16 \"nats://host:port\" URLs, got an empty array"},
+    {"{'cluster':{'nats':['http://x:1'],'node':'a'}," PL "," LS "}",
+     "server.json: cluster.nats[0]: expected a URL \"nats://host:port\", got \"http://x:1\""},
+    {"{'cluster':{'nats':['nats://x:0'],'node':'a'}," PL "," LS "}",
+     "server.json: cluster.nats[0]: expected a URL \"nats://host:port\", got \"nats://x:0\""},
+    {"{'cluster':{'nats':['nats://h'],'node':'eu 1'}," PL "," LS "}",
+     "server.json: cluster.node: expected a node name of 1..32 characters [A-Za-z0-9_-], got "
+     "\"eu 1\""},
+    {"{'cluster':{'nats':['nats://h'],'node':'a','subject_prefix':'a..b'}," PL "," LS "}",
+     "server.json: cluster.subject_prefix: expected 1..64 characters: tokens of [A-Za-z0-9_-] "
+     "joined by '.', got \"a..b\""},
+    {"{'cluster':{'nats':['nats://h'],'node':'a','heartbeat_ms':500,'node_timeout_ms':500},"
+     PL "," LS "}",
+     "server.json: cluster.node_timeout_ms: expected an integer 501..600000, got 500"},
+    {"{'cluster':{'nats':['nats://h'],'node':'a','max_pending':0}," PL "," LS "}",
+     "server.json: cluster.max_pending: expected an integer 1..10000000, got 0"},
+    {"{'cluster':{'nats':['nats://h'],'node':'a','nodes':1}," PL "," LS "}",
+     "server.json: cluster.nodes: unknown key (did you mean \"node\"?)"},
+#endif
 };
+
+#ifndef _WIN32
+/* "cluster" with only what it requires, then with every key. */
+START_TEST(test_config_cluster) {
+  cfg_server *cfg = NULL;
+  char err[512];
+  int rc = load("{'cluster':{'nats':['nats://127.0.0.1:4222','nats://[::1]:4223'],'node':'eu-1'},"
+                PL "," LS "}",
+                &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_ptr_nonnull(cfg->cluster);
+  ck_assert_uint_eq(cfg->cluster->nnats, 2);
+  ck_assert_str_eq(cfg->cluster->nats[1], "nats://[::1]:4223");
+  ck_assert_str_eq(cfg->cluster->node, "eu-1");
+  ck_assert_str_eq(cfg->cluster->subject_prefix, "pier");
+  ck_assert_uint_eq(cfg->cluster->heartbeat_ms, 1000);
+  ck_assert_uint_eq(cfg->cluster->node_timeout_ms, 3000);
+  ck_assert_uint_eq(cfg->cluster->max_pending, 65536);
+  ck_assert_uint_eq(cfg->cluster->max_pending_bytes, 67108864);
+  ck_assert_uint_eq(cfg->cluster->reconnect_buffer, 8388608);
+  cfg_free(cfg);
+  rc = load("{'cluster':{'nats':['nats://nats-1.example:4222'],'node':'A_9-z',"
+            "'subject_prefix':'game.eu','heartbeat_ms':50,'node_timeout_ms':51,"
+            "'max_pending':10000000,'max_pending_bytes':1024,'reconnect_buffer':0}," PL "," LS "}",
+            &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_str_eq(cfg->cluster->subject_prefix, "game.eu");
+  ck_assert_uint_eq(cfg->cluster->heartbeat_ms, 50);
+  ck_assert_uint_eq(cfg->cluster->node_timeout_ms, 51);
+  ck_assert_uint_eq(cfg->cluster->max_pending, 10000000);
+  ck_assert_uint_eq(cfg->cluster->max_pending_bytes, 1024);
+  ck_assert_uint_eq(cfg->cluster->reconnect_buffer, 0);
+  cfg_free(cfg);
+  /* A heartbeat above the default timeout makes the default three beats. */
+  rc = load("{'cluster':{'nats':['nats://h'],'node':'a','heartbeat_ms':5000}," PL "," LS "}",
+            &cfg, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_uint_eq(cfg->cluster->node_timeout_ms, 15000);
+  cfg_free(cfg);
+}
+END_TEST
+#endif
 
 START_TEST(test_config_rejects_bad_input) {
   cfg_server *cfg = (cfg_server *)&cfg; /* must be reset to NULL */
@@ -1116,6 +1186,9 @@ static Suite *config_suite(void) {
   tcase_add_test(tc, test_config_every_key_set);
   tcase_add_test(tc, test_config_user_group_drain);
   tcase_add_test(tc, test_config_metrics_defaults);
+#ifndef _WIN32
+  tcase_add_test(tc, test_config_cluster);
+#endif
   tcase_add_test(tc, test_config_limits_lowest_values);
   tcase_add_test(tc, test_config_plugin_path_resolution);
   tcase_add_test(tc, test_config_plugin_path_platform_extension);
