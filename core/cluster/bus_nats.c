@@ -24,6 +24,8 @@ struct bus {
   _Atomic int up_said; /* BUS_UP was reported (the first connect) */
   _Atomic int closing;
   _Atomic unsigned live_subs; /* subscriptions whose done callback has not run */
+  char last_url[256]; /* the server of the last connect, for the disconnect line (the
+                         client calls the connection callbacks one at a time) */
   _Atomic int closed;         /* the closed callback ran */
 };
 
@@ -66,8 +68,10 @@ static void say(bus *b, bus_event ev, natsConnection *nc) {
   char url[256] = "";
   if (atomic_load(&b->closing))
     return;
-  if (nc)
-    (void)natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+  if (ev == BUS_DOWN)
+    memcpy(url, b->last_url, sizeof(url));
+  else if (nc && natsConnection_GetConnectedUrl(nc, url, sizeof(url)) == NATS_OK)
+    memcpy(b->last_url, url, sizeof(url));
   if (b->on_event)
     b->on_event(b->arg, ev, url);
 }
@@ -165,6 +169,7 @@ int bus_open(const bus_opts *o, bus **out, char *err, size_t errlen) {
   if (s == NATS_OK) {
     atomic_store(&b->connected, 1);
     atomic_store(&b->up_said, 1); /* the caller says it: no callback comes for this one */
+    (void)natsConnection_GetConnectedUrl(b->nc, b->last_url, sizeof(b->last_url));
   } else if (s != NATS_NOT_YET_CONNECTED) {
     snprintf(err, errlen, "cluster: cannot connect to the bus: %s", natsStatus_GetText(s));
     goto fail;
