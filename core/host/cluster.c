@@ -113,6 +113,7 @@ struct cluster {
   os_thread thr;
   int thread_running;
   _Atomic uint64_t msgs_in, msgs_out, dropped_in, dropped_out, reconnects, bad_presence;
+  _Atomic unsigned node_jobs; /* node events posted, not yet run */
   os_mutex log_mu;
   log_rate conflict_rl, bad_rl, full_rl;
 };
@@ -674,12 +675,18 @@ typedef struct node_job {
   char name[33];
 } node_job;
 
+/* Node events on their way to worker 0, all plugins together: a peer that
+ * flaps (or forges presence) cannot queue more than this. */
+#define NODE_JOBS_MAX 4096
+
 static void node_run(io_job *job) {
   node_job *j = container_of(job, node_job, job);
+  cluster *cl = j->p->h->cluster;
   if (!j->p->h->stopped) {
     ev e = {.type = EV_NODE, .data = j->name, .n = (size_t)j->up};
     (void)gate_deliver(j->p, &e);
   }
+  atomic_fetch_sub(&cl->node_jobs, 1);
   free(j);
 }
 
@@ -692,7 +699,18 @@ static void node_event(cluster *cl, const char *name, int up) {
     node_job *j;
     if (!p->img.cb.on_node)
       continue;
+    if (atomic_fetch_add(&cl->node_jobs, 1) >= NODE_JOBS_MAX) {
+      atomic_fetch_sub(&cl->node_jobs, 1);
+      os_mutex_lock(&cl->log_mu);
+      log_limited(&cl->full_rl, LOG_WARN,
+                  "cluster: plugin \"%s\" not told that node \"%s\" %s: %d node events "
+                  "already waiting",
+                  p->cfg->name, name, up ? "is up" : "is gone", NODE_JOBS_MAX);
+      os_mutex_unlock(&cl->log_mu);
+      continue;
+    }
     if (!(j = calloc(1, sizeof(*j)))) {
+      atomic_fetch_sub(&cl->node_jobs, 1);
       log_error("cluster: out of memory telling plugin \"%s\" that node \"%s\" %s",
                 p->cfg->name, name, up ? "is up" : "is gone");
       continue;
@@ -734,7 +752,7 @@ static void presence_msg(void *arg, const bus_msg *m) {
   cluster *cl = arg;
   cJSON *j, *jn, *ji, *js, *jc;
   char name[33], id[17];
-  int up, was = -1;
+  int up, was = -1, now_up = 0, restarted = 0;
   cnode *n = NULL;
 
   if (atomic_load(&cl->muted))
@@ -793,6 +811,7 @@ static void presence_msg(void *arg, const bus_msg *m) {
   }
   if (n) {
     if (up) {
+      restarted = was == 1 && strcmp(n->id, id) != 0;
       n->last_ms = clock_ms();
       n->sessions = cJSON_IsNumber(jc) && jc->valuedouble >= 0 ? (uint64_t)jc->valuedouble : 0;
       snprintf(n->id, sizeof(n->id), "%s", id);
@@ -800,16 +819,21 @@ static void presence_msg(void *arg, const bus_msg *m) {
     } else if (strcmp(n->id, id) == 0) {
       n->up = 0;
       n->last_ms = clock_ms();
-    } else {
-      was = n->up; /* a goodbye from an earlier process of that name: not news */
     }
+    now_up = n->up;
   }
   os_mutex_unlock(&cl->mu);
   cJSON_Delete(j);
-  if (n && was == 0 && up) {
+  if (restarted) {
+    /* Back within node_timeout_ms as another process: its players of
+     * before are gone, whatever the new one has. */
+    log_info("cluster: node \"%s\" restarted", name);
+    node_event(cl, name, 0);
+    node_event(cl, name, 1);
+  } else if (n && was == 0 && now_up) {
     log_info("cluster: node \"%s\" is up", name);
     node_event(cl, name, 1);
-  } else if (n && was == 1 && n->up == 0) {
+  } else if (n && was == 1 && !now_up) {
     log_info("cluster: node \"%s\" left", name);
     node_event(cl, name, 0);
   }
