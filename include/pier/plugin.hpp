@@ -187,6 +187,48 @@ class Plugin {
   static void OnTick(uint64_t /*now_ms*/) {}
   /* At a reload, in the old version: the new version's args.state. */
   static std::string Save() { return {}; }
+  /* With "cluster" (ABI 1.3): a bus message on one of the plugin's
+   * subscriptions (reply_to: NULL, or what Respond takes), and a node that
+   * came (up) or went. */
+  static void OnMessage(const char* /*subject*/, const void* /*data*/, size_t /*len*/,
+                        const char* /*reply_to*/) {}
+  static void OnNode(const char* /*node*/, bool /*up*/) {}
+
+  /* The cluster bus (see plugin.h): -ENOTSUP without "cluster" or on a
+   * host older than ABI 1.3. */
+  static const char* Node() {
+    const pier_host* h = Host();
+    return h && has_bus(h) ? h->node(h) : nullptr;
+  }
+  static int Publish(const char* subject, const void* data, size_t len) {
+    const pier_host* h = Host();
+    return h && has_bus(h) ? h->publish(h, subject, data, len) : -ENOTSUP;
+  }
+  static int Publish(const char* subject, const std::string& data) {
+    return Publish(subject, data.data(), data.size());
+  }
+  static int Subscribe(const char* subject) {
+    const pier_host* h = Host();
+    return h && has_bus(h) ? h->subscribe(h, subject) : -ENOTSUP;
+  }
+  static int Unsubscribe(const char* subject) {
+    const pier_host* h = Host();
+    return h && has_bus(h) ? h->unsubscribe(h, subject) : -ENOTSUP;
+  }
+  static int Respond(const char* reply_to, const void* data, size_t len) {
+    const pier_host* h = Host();
+    return h && has_bus(h) ? h->respond(h, reply_to, data, len) : -ENOTSUP;
+  }
+  static int Respond(const char* reply_to, const std::string& data) {
+    return Respond(reply_to, data.data(), data.size());
+  }
+
+ private:
+  static bool has_bus(const pier_host* h) {
+    return h->size >= offsetof(pier_host, respond) + sizeof(h->respond) && h->respond;
+  }
+
+ public:
 
   /* The host table (NULL outside on_load..on_unload). */
   static const pier_host* Host() { return detail::g_host.load(std::memory_order_acquire); }
@@ -577,6 +619,15 @@ struct Glue {
   static void on_tick(uint64_t now_ms) {
     guarded(host(), "OnTick", [&] { P::OnTick(now_ms); });
   }
+
+  static void on_message(const char* subject, const void* data, size_t len,
+                         const char* reply_to) {
+    guarded(host(), "OnMessage", [&] { P::OnMessage(subject, data, len, reply_to); });
+  }
+
+  static void on_node(const char* node, int up) {
+    guarded(host(), "OnNode", [&] { P::OnNode(node, up != 0); });
+  }
 };
 
 }  // namespace detail
@@ -592,6 +643,8 @@ struct Glue {
               .on_recv = ::pier::detail::Glue<__VA_ARGS__>::on_recv,                  \
               .on_send = ::pier::detail::Glue<__VA_ARGS__>::on_send,                  \
               .on_disconnected = ::pier::detail::Glue<__VA_ARGS__>::on_disconnected,  \
-              .on_tick = ::pier::detail::Glue<__VA_ARGS__>::on_tick)
+              .on_tick = ::pier::detail::Glue<__VA_ARGS__>::on_tick,                  \
+              .on_message = ::pier::detail::Glue<__VA_ARGS__>::on_message,            \
+              .on_node = ::pier::detail::Glue<__VA_ARGS__>::on_node)
 
 #endif
