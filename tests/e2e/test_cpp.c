@@ -232,6 +232,32 @@ START_TEST(test_cpp_probe20_serves) {
 }
 END_TEST
 
+/* Without "cluster" the bus helpers of pier::Plugin answer -ENOTSUP and
+ * Node() is NULL; the plugin serves on. */
+START_TEST(test_cpp_bus_without_cluster) {
+  const char *be = test_backend(_i);
+  test_daemon d;
+  char config[1024], want[64];
+  probe_config(config, sizeof(config), "cppprobe17", "", "");
+  start(&d, config, be);
+  int fd = test_connect(d.ports[0]);
+  expect_line(fd, "hello gen=1 std=201703\n");
+  say(fd, "node");
+  expect_line(fd, "node (none)\n");
+  snprintf(want, sizeof(want), "rc sub %d\n", -ENOTSUP);
+  say(fd, "sub room.*");
+  expect_line(fd, want);
+  snprintf(want, sizeof(want), "rc pub %d\n", -ENOTSUP);
+  say(fd, "pub room.red hi");
+  expect_line(fd, want);
+  snprintf(want, sizeof(want), "rc unsub %d\n", -ENOTSUP);
+  say(fd, "unsub room.*");
+  expect_line(fd, want);
+  close(fd);
+  stop(&d);
+}
+END_TEST
+
 /* OnRecv throws: a reported failure, that session closed as "plugin
  * failed" (OnDisconnected still once), the others served. */
 START_TEST(test_cpp_throw_closes_the_session) {
@@ -449,6 +475,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_cpp_reload_resumes_sessions, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_cpp_reload_from_c_adopts_sessions, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_cpp_throw_on_resume_counts, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_cpp_bus_without_cluster, 0, TEST_NBACKENDS);
   suite_add_tcase(s, tc);
   return test_run(s);
 }

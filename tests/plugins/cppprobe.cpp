@@ -7,7 +7,13 @@
  *            ("asked to throw on resume");
  *   "big"    echoed; at the next reload this session's Save returns 1 MiB + 1
  *            bytes (over what one session may hand over);
+ *   "sub S", "unsub S", "pub S DATA", "node"
+ *            the cluster bus through pier::Plugin: replies "rc <cmd> <code>\n"
+ *            ("node" replies "node <name or (none)>\n");
  *   other    echoed.
+ * Every bus message goes to every session as "msg <subject> <data> <reply or
+ * ->\n" (a message with a reply address is answered "re:<data>"), every
+ * node change as "node <name> up|down\n". 
  * OnConnected sends "hello gen=<generation> std=<__cplusplus>\n", OnResumed
  * "resumed gen=<generation> saved=<what Save returned> plugin=<state>\n".
  * OnDisconnected logs "cppprobe: OnDisconnected <sid> <reason text>" (the
@@ -34,6 +40,22 @@ class Probe : public pier::Plugin {
     g_state = args.state;
   }
   static std::string Save() { return "from-gen-" + std::to_string(g_generation); }
+  static void OnMessage(const char* subject, const void* data, size_t len,
+                        const char* reply_to) {
+    std::string body(static_cast<const char*>(data), len);
+    if (reply_to)
+      Respond(reply_to, "re:" + body);
+    ToAll("msg " + std::string(subject) + " " + body + " " + (reply_to ? "reply" : "-") + "\n");
+  }
+  static void OnNode(const char* node, bool up) {
+    ToAll("node " + std::string(node) + (up ? " up\n" : " down\n"));
+  }
+  static void ToAll(const std::string& line) {
+    const pier_host* h = Host();
+    pier_sid sids[64];
+    size_t n = h->sessions(h, sids, 64);
+    h->broadcast(h, sids, n < 64 ? n : 64, line.data(), line.size());
+  }
 };
 
 class ProbeSession : public pier::Session {
@@ -53,6 +75,16 @@ class ProbeSession : public pier::Session {
     received_ += len;
     if (cmd == "count")
       Send("sent " + std::to_string(sent_) + "\n");
+    else if (cmd.rfind("sub ", 0) == 0)
+      Send("rc sub " + std::to_string(pier::Plugin::Subscribe(cmd.c_str() + 4)) + "\n");
+    else if (cmd.rfind("unsub ", 0) == 0)
+      Send("rc unsub " + std::to_string(pier::Plugin::Unsubscribe(cmd.c_str() + 6)) + "\n");
+    else if (cmd.rfind("pub ", 0) == 0) {
+      std::string rest = cmd.substr(4), subject = rest.substr(0, rest.find(' '));
+      std::string body = rest.find(' ') == std::string::npos ? "" : rest.substr(rest.find(' ') + 1);
+      Send("rc pub " + std::to_string(pier::Plugin::Publish(subject.c_str(), body)) + "\n");
+    } else if (cmd == "node")
+      Send(std::string("node ") + (pier::Plugin::Node() ? pier::Plugin::Node() : "(none)") + "\n");
     else if (cmd == "throw")
       throw std::runtime_error("asked to throw");
     else {
