@@ -930,7 +930,10 @@ static void *cluster_main(void *arg) {
       next_beat = now + cl->cfg->heartbeat_ms;
     }
     sweep_nodes(cl, now);
-    expire_requests(cl, now);
+    /* Once muted (stopping), the requests still waiting are cancelled on
+     * the main thread instead, as callbacks that still reach the plugin. */
+    if (!atomic_load(&cl->muted))
+      expire_requests(cl, now);
     os_sleep_ms(tick);
   }
   return NULL;
