@@ -104,12 +104,12 @@ typedef struct refusal {
 static const refusal refusals[] = {
     {"{\"plugins\": [{\"name\": \"bad\", \"path\": \"" TP "/abi_major2.so\"}],"
      " \"listeners\": [{\"port\": 0, \"plugin\": \"bad\"}]}",
-     "plugin \"bad\" (" TP "/abi_major2.so): built for ABI 2.2, host ABI is 1.2: major versions "
+     "plugin \"bad\" (" TP "/abi_major2.so): built for ABI 2.3, host ABI is 1.3: major versions "
      "differ; rebuild the plugin against this host's include/pier"},
     {"{\"plugins\": [{\"name\": \"bad\", \"path\": \"" TP "/abi_minor9.so\"}],"
      " \"listeners\": [{\"port\": 0, \"plugin\": \"bad\"}]}",
-     "plugin \"bad\" (" TP "/abi_minor9.so): built for ABI 1.9, host ABI is 1.2: the plugin "
-     "needs a newer host (minor 9 > 2)"},
+     "plugin \"bad\" (" TP "/abi_minor9.so): built for ABI 1.9, host ABI is 1.3: the plugin "
+     "needs a newer host (minor 9 > 3)"},
     {"{\"plugins\": [{\"name\": \"bad\", \"path\": \"" TP "/abi_magic.so\"}],"
      " \"listeners\": [{\"port\": 0, \"plugin\": \"bad\"}]}",
      "plugin \"bad\" (" TP "/abi_magic.so): descriptor magic is 0x12345678, expected 0x52454950 "

@@ -153,7 +153,7 @@ START_TEST(test_pmetrics_rendered_under_the_plugin_name) {
   start(&f, test_backend(_i), "metered.so");
   ck_assert_str_eq(render(&f), fresh);
   ck_assert_str_eq(test_rec_read(&f.rec),
-                   "load gen=1 host ABI 1.2\n"
+                   "load gen=1 host ABI 1.3\n"
                    "declare messages_total: 0\n"
                    "declare received_bytes_total: 0\n"
                    "declare sessions: 0\n"
@@ -265,7 +265,7 @@ START_TEST(test_pmetrics_reload_keeps_values) {
                                   "meter_1_v2_only_total" L "} 1\n"));
   ck_assert_int_eq(test_count(t, "# TYPE "), 6); /* each family once */
   ck_assert_ptr_nonnull(strstr(test_rec_read(&f.rec),
-                               "load gen=2 host ABI 1.2\n"
+                               "load gen=2 host ABI 1.3\n"
                                "declare messages_total: 0\n"
                                "declare received_bytes_total: 0\n"
                                "declare sessions: 0\n"
@@ -298,7 +298,7 @@ START_TEST(test_pmetrics_reload_keeps_values) {
 }
 END_TEST
 
-/* A plugin built for ABI 1.1 loads and serves: it sees the host's 1.2 table
+/* A plugin built for ABI 1.1 loads and serves: it sees the host's 1.3 table
  * (and never the entries it does not know), and declares nothing. */
 START_TEST(test_pmetrics_abi_1_1_plugin_still_loads) {
   fixture f;
@@ -306,7 +306,7 @@ START_TEST(test_pmetrics_abi_1_1_plugin_still_loads) {
   int fd;
 
   start(&f, test_backend(_i), "metered_old.so");
-  ck_assert_str_eq(test_rec_read(&f.rec), "load gen=1 host ABI 1.2\n");
+  ck_assert_str_eq(test_rec_read(&f.rec), "load gen=1 host ABI 1.3\n");
   host_get_plugin_stats(f.h, 0, &ps);
   ck_assert_str_eq(ps.version, "1.1.0");
   fd = test_connect(f.port);
@@ -337,20 +337,20 @@ START_TEST(test_pmetrics_family_clash_refused) {
            rec.path, rec.path, rec.path);
   ck_assert_int_eq(test_daemon_start(&d, config, test_backend(_i)), 0);
   ck_assert_str_eq(test_rec_read(&rec),
-                   "load gen=1 host ABI 1.2\n"
+                   "load gen=1 host ABI 1.3\n"
                    "declare messages_total: 0\n"
                    "declare received_bytes_total: 0\n"
                    "declare sessions: 0\n"
                    "declare message_bytes: 0\n"
                    "declare generation: 0\n"
-                   "load gen=1 host ABI 1.2\n"
+                   "load gen=1 host ABI 1.3\n"
                    "declare messages_total: 0\n"
                    "declare received_bytes_total: 0\n"
                    "declare sessions: 0\n"
                    "declare message_bytes: 0\n"
                    "declare generation: 0\n"
                    "declare b_generation: -17\n"
-                   "load gen=1 host ABI 1.2\n"
+                   "load gen=1 host ABI 1.3\n"
                    "declare messages_total: -22\n"
                    "declare received_bytes_total: -22\n"
                    "declare sessions: -22\n"
@@ -433,7 +433,7 @@ START_TEST(test_pmetrics_limits_refused_and_logged) {
            rec.path);
   ck_assert_int_eq(test_daemon_start(&d, config, test_backend(_i)), 0);
   ck_assert_str_eq(test_rec_read(&rec),
-                   "load gen=1 host ABI 1.2\n"
+                   "load gen=1 host ABI 1.3\n"
                    "declare per_player_total: 0\n"
                    "series: 256 taken, then -28\n"
                    "series p7 again: 0, same handle: 1\n"
@@ -511,7 +511,7 @@ START_TEST(test_pmetrics_audit_refused_and_logged) {
            rec.path, rec.path);
   ck_assert_int_eq(test_daemon_start(&d, config, test_backend(_i)), 0);
   ck_assert_str_eq(test_rec_read(&rec),
-                   "load gen=1 host ABI 1.2\n"
+                   "load gen=1 host ABI 1.3\n"
                    "spec NULL: -22\n"
                    "spec size 8: -22\n"
                    "labels NULL, nlabels 2: -22\n"
@@ -523,7 +523,7 @@ START_TEST(test_pmetrics_audit_refused_and_logged) {
                    "histogram wide: 0\n"
                    "wide series: 233 taken, then -28\n" /* 5 + 233 * 35 = 8160 */
                    "gauges: 32 declared, then -28\n"    /* 8160 + 32 = 8192 */
-                   "load gen=1 host ABI 1.2\n"
+                   "load gen=1 host ABI 1.3\n"
                    "declare messages_total: 0\n"
                    "declare received_bytes_total: 0\n"
                    "declare sessions: 0\n"

@@ -282,7 +282,7 @@ START_TEST(test_reload_failures_keep_old_version) {
 
   copy_file(TP "/abi_major2.so", s.so, 0);
   test_daemon_command(&d, "reload echo");
-  ck_assert(test_daemon_wait_log(&d, "built for ABI 2.2, host ABI is 1.2: major versions differ", 10000));
+  ck_assert(test_daemon_wait_log(&d, "built for ABI 2.3, host ABI is 1.3: major versions differ", 10000));
   echo_once(d.ports[0], fd);
 
   copy_file(TP "/failload.so", s.so, 0); /* another plugin's file */

@@ -300,13 +300,14 @@ static void metered_disconnected(pier_sid sid, pier_reason reason) {
 }
 
 #ifdef METERED_OLD_ABI
-/* What PIER_PLUGIN wrote when the header said ABI 1.1: pier_plugin itself
- * did not change in 1.2, only pier_host grew. */
+/* What PIER_PLUGIN wrote when the header said ABI 1.1: pier_plugin ended
+ * at on_tick (1.3 added on_message and on_node), so its size says so and
+ * the host must read nothing past it. */
 PIER_EXPORT const pier_plugin pier_plugin_descriptor = {
     .magic = PIER_PLUGIN_MAGIC,
     .abi_major = 1,
     .abi_minor = 1,
-    .size = sizeof(pier_plugin),
+    .size = offsetof(pier_plugin, on_message),
     .name = "metered",
     .version = "1.1.0",
     .on_load = metered_load,

@@ -213,7 +213,7 @@ static void test_refusals(void) {
 
   join(path, sizeof(path), here, "abi_major2.dll");
   snprintf(want, sizeof(want),
-           "plugin \"bad\" (%s): built for ABI 2.2, host ABI is 1.2: major versions differ; "
+           "plugin \"bad\" (%s): built for ABI 2.3, host ABI is 1.3: major versions differ; "
            "rebuild the plugin against this host's include/pier", path);
   confine[0] = '\0';
   {
