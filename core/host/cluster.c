@@ -52,7 +52,6 @@ typedef struct csub {
   _Atomic unsigned pending;
   _Atomic size_t pending_bytes;
   _Atomic uint64_t dropped;       /* since the last slow-consumer line */
-  _Atomic uint64_t last_log_ms;
   size_t strip;      /* bytes of "<prefix>.<plugin>." in front of the subject */
   char subject[];    /* as the plugin gave it */
 } csub;
@@ -200,17 +199,27 @@ static void msg_run(io_job *job) {
   free(j);
 }
 
+/* A message dropped for s: counted here, logged by the cluster thread. */
 static void slow_consumer(csub *s) {
-  cluster *cl = s->p->h->cluster;
-  uint64_t now = clock_ms(), last = atomic_load(&s->last_log_ms);
   atomic_fetch_add(&s->dropped, 1);
-  atomic_fetch_add(&cl->dropped_in, 1);
-  if (now - last < SLOW_LOG_MS || !atomic_compare_exchange_strong(&s->last_log_ms, &last, now))
-    return;
-  log_warn("cluster: plugin \"%s\": subscription \"%s\" is a slow consumer: %" PRIu64
-           " messages dropped (max_pending %u)",
-           s->p->cfg->name, s->subject, atomic_exchange(&s->dropped, 0),
-           cl->cfg->max_pending);
+  atomic_fetch_add(&s->p->h->cluster->dropped_in, 1);
+}
+
+/* Cluster thread, once a second: one line per subscription that dropped
+ * messages since the last one, with how many. */
+static void log_slow_consumers(cluster *cl) {
+  for (size_t i = 0; i < cl->h->nplugins; i++) {
+    host_plugin *p = &cl->h->plugins[i];
+    os_mutex_lock(&p->bus->mu);
+    for (csub *s = p->bus->subs; s; s = s->next) {
+      uint64_t n = atomic_exchange(&s->dropped, 0);
+      if (n)
+        log_warn("cluster: plugin \"%s\": subscription \"%s\" is a slow consumer: %" PRIu64
+                 " messages dropped (max_pending %u)",
+                 p->cfg->name, s->subject, n, cl->cfg->max_pending);
+    }
+    os_mutex_unlock(&p->bus->mu);
+  }
 }
 
 /* Bus thread: copy, count, post; never the plugin's code. */
@@ -222,8 +231,11 @@ static void sub_msg(void *arg, const bus_msg *m) {
 
   if (atomic_load(&cl->muted) || atomic_load(&s->dead) || slen <= s->strip || rlen > REPLY_MAX)
     return;
-  if (atomic_fetch_add(&s->pending, 1) >= cl->cfg->max_pending ||
-      atomic_fetch_add(&s->pending_bytes, m->len) + m->len > cl->cfg->max_pending_bytes) {
+  /* Both counts first, then the test: an undo must take back exactly what
+   * was added. */
+  unsigned before = atomic_fetch_add(&s->pending, 1);
+  size_t bytes = atomic_fetch_add(&s->pending_bytes, m->len) + m->len;
+  if (before >= cl->cfg->max_pending || bytes > cl->cfg->max_pending_bytes) {
     atomic_fetch_sub(&s->pending, 1);
     atomic_fetch_sub(&s->pending_bytes, m->len);
     slow_consumer(s);
@@ -911,7 +923,7 @@ static void refuse_name(cluster *cl) {
 
 static void *cluster_main(void *arg) {
   cluster *cl = arg;
-  uint64_t next_beat = 0;
+  uint64_t next_beat = 0, next_slow_log = clock_ms() + SLOW_LOG_MS;
   unsigned tick = cl->cfg->heartbeat_ms < TICK_MAX_MS ? cl->cfg->heartbeat_ms : TICK_MAX_MS;
   while (!atomic_load(&cl->stop)) {
     uint64_t now = clock_ms();
@@ -930,6 +942,10 @@ static void *cluster_main(void *arg) {
       next_beat = now + cl->cfg->heartbeat_ms;
     }
     sweep_nodes(cl, now);
+    if (now >= next_slow_log) {
+      log_slow_consumers(cl);
+      next_slow_log = now + SLOW_LOG_MS;
+    }
     /* Once muted (stopping), the requests still waiting are cancelled on
      * the main thread instead, as callbacks that still reach the plugin. */
     if (!atomic_load(&cl->muted))

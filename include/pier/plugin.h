@@ -196,8 +196,9 @@ typedef struct pier_series pier_series; /* one set of label values of one (host-
  * space keep their order). Each subscription holds at most
  * cluster.max_pending messages (and cluster.max_pending_bytes) waiting for
  * the plugin; past that, new ones are dropped, counted in `status` and
- * /metrics, and logged (at most once a second per subscription), as NATS
- * does for a slow consumer.
+ * /metrics, and logged (once a second per subscription, with the number
+ * dropped in that second), as NATS does for a slow consumer; once the plugin
+ * has caught up, messages are delivered again.
  *
  * Subscriptions belong to the plugin, not to its code: they stay across a
  * reload, and messages that arrive during one are held and given to the new
@@ -213,9 +214,10 @@ typedef struct pier_series pier_series; /* one set of label values of one (host-
  * payload too large), -ENOSPC (more than PIER_SUBSCRIPTIONS_MAX
  * subscriptions, or PIER_REQUESTS_MAX requests waiting), -ENOENT
  * (unsubscribe of a subject not subscribed), -ENOBUFS (the bus is
- * disconnected and its reconnect buffer is full: the message is dropped and
+ * disconnected and finds its reconnect buffer full: the message is dropped and
  * counted), -ECANCELED (the daemon is stopping). While the bus is
- * disconnected, publish buffers (up to that buffer) and sends on reconnect. */
+ * disconnected, publish buffers (up to cluster.reconnect_buffer) and sends on
+ * reconnect. */
 #define PIER_SUBJECT_MAX 200
 #define PIER_BUS_PAYLOAD_MAX (1024 * 1024)
 #define PIER_SUBSCRIPTIONS_MAX 1024
