@@ -474,6 +474,15 @@ typedef struct raw {
 
 static void raw_send(raw *r, const char *text) { test_send_all(r->fd, text, strlen(text)); }
 
+/* PUB subject payload, with the byte count the protocol wants. */
+static void raw_pub(raw *r, const char *subject, const char *payload) {
+  char head[512];
+  snprintf(head, sizeof(head), "PUB %s %zu\r\n", subject, strlen(payload));
+  raw_send(r, head);
+  raw_send(r, payload);
+  raw_send(r, "\r\n");
+}
+
 static void raw_open(raw *r, uint16_t port, const char *subs) {
   memset(r, 0, sizeof(*r));
   r->fd = test_connect(port);
@@ -1059,6 +1068,140 @@ START_TEST(test_bus_request_respond) {
 }
 END_TEST
 
+/* Requests waiting at once are capped per plugin; each gets its outcome
+ * exactly once; one still waiting when the node stops gets -ECANCELED. */
+START_TEST(test_bus_requests_capped_and_cancelled) {
+  client a, b;
+  char want[128];
+  case_begin();
+  two_nodes(test_io_backend(_i), "session", &a, &b, NULL, NULL);
+  call(&b, "rc sub sink 0", "sub sink"); /* subscribed, never answers */
+  barrier(&b);
+  snprintf(want, sizeof(want), "rc reqn sink %d %d", PIER_REQUESTS_MAX, -ENOSPC);
+  call(&a, want, "reqn sink %d 2000", PIER_REQUESTS_MAX + 1);
+  /* Once they timed out the table has room again. */
+  for (int tries = 0;; tries++) {
+    char line[128];
+    snprintf(line, sizeof(line), "rc replies 0 %d 0", PIER_REQUESTS_MAX);
+    say(&a, "replies");
+    event *e = take(&a, "rc replies ", 0, 5000);
+    ck_assert_msg(e, "no answer to replies; pending:\n%s", pending(&a));
+    if (strcmp(e->head, line) == 0)
+      break;
+    ck_assert_msg(tries < 100, "after the timeouts: %s", e->head);
+    usleep(100000);
+  }
+  call(&a, "rc reqn sink 1 0", "reqn sink 1 60000");
+  close_client(&a);
+  node_stop(&g_node[0]);
+  ck_assert_msg(strstr(g_node[0].log, "busprobe: reply -" ) &&
+                    log_line_has(g_node[0].log, "busprobe: reply ", "-125"),
+                "no cancelled reply in:\n%s", g_node[0].log);
+  ck_assert_int_eq(test_count(g_node[0].log, "busprobe: reply -"), 1);
+  close_client(&b);
+  node_stop(&g_node[1]);
+  nats_kill(&g_nats);
+}
+END_TEST
+
+/* What another process puts on pier's own subjects: garbage is ignored
+ * (and said), a well-formed stranger is a node like any other, one using
+ * this node's name is reported; the operator sees it all in `cluster`,
+ * `status` and `metrics`. */
+START_TEST(test_bus_presence_from_elsewhere_and_views) {
+  const node_opts o = {.name = "w1", .threading = "serial"};
+  test_daemon *d;
+  client c;
+  raw *r = malloc(sizeof(*r));
+  static char out[65536], err[4096];
+  const char *sock;
+  char big[2100], line[256];
+  case_begin();
+  nats_start(&g_nats, 0);
+  d = node_start(0, &o, test_io_backend(_i), 1);
+  c = connect_client("w1", d->ports[0]);
+  barrier(&c);
+  raw_open(r, g_nats.port, "");
+  raw_pub(r, "pier.$pier.presence", "not json");
+  raw_pub(r, "pier.$pier.presence", "{\"node\":\"x y\",\"id\":\"0123456789abcdef\",\"state\":\"up\"}");
+  raw_pub(r, "pier.$pier.presence", "{\"node\":\"g\",\"id\":\"0123456789abcdeX\",\"state\":\"up\"}");
+  memset(big, ' ', sizeof(big));
+  snprintf(line, sizeof(line), "PUB pier.$pier.presence %zu\r\n", sizeof(big));
+  raw_send(r, line);
+  test_send_all(r->fd, big, sizeof(big));
+  raw_send(r, "\r\n");
+  raw_pub(r, "pier.$pier.claim.w1", "abc"); /* no reply address: nothing to answer */
+  ck_assert(test_daemon_wait_log(d, "cluster: ignored a presence message: not {\"node\",\"id\","
+                                    "\"state\",\"sessions\"} as pierd writes it", 5000));
+  ck_assert(test_daemon_wait_log(d, "cluster: ignored a presence message: over 1024 bytes", 5000));
+  expect_none(&c, "node ", 300);
+  /* A stranger in pierd's format is a node: up, then gone when silent. */
+  raw_pub(r, "pier.$pier.presence", "{\"node\":\"ghost\",\"id\":\"00000000000000aa\","
+              "\"state\":\"up\",\"sessions\":7}");
+  expect_line(&c, "node ghost up");
+  sock = test_daemon_admin(d, 10000);
+  ck_assert_ptr_nonnull(sock);
+  {
+    const char *args[] = {"--socket", sock, "cluster", NULL};
+    ck_assert_int_eq(test_daemon_pierctl(args, out, sizeof(out), err, sizeof(err), 10000), 0);
+    const char *want = "NODE                              STATE  SESSIONS  LAST SEEN\n"
+                       "w1                                self          1  -\n"
+                       "ghost                             up            7  ";
+    ck_assert_msg(strncmp(out, want, strlen(want)) == 0,
+                  "cluster:\n%s\n(stderr: %s)", out, err);
+    ck_assert_msg(strstr(out, " s ago\n"), "cluster:\n%s", out);
+  }
+  {
+    const char *args[] = {"--socket", sock, "metrics", NULL};
+    ck_assert_int_eq(test_daemon_pierctl(args, out, sizeof(out), err, sizeof(err), 10000), 0);
+    ck_assert_msg(strstr(out, "\npier_bus_connected 1\n") && strstr(out, "\npier_cluster_nodes_up 1\n") &&
+                      strstr(out, "\npier_bus_reconnects_total 0\n") &&
+                      strstr(out, "\npier_bus_dropped_total{direction=\"in\"} 0\n") &&
+                      strstr(out, "\npier_bus_dropped_total{direction=\"out\"} 0\n"),
+                  "metrics:\n%s", out);
+  }
+  /* The same name from another process: back as a new process, its old
+   * self gone. */
+  raw_pub(r, "pier.$pier.presence", "{\"node\":\"ghost\",\"id\":\"00000000000000bb\","
+              "\"state\":\"up\",\"sessions\":1}");
+  ck_assert(test_daemon_wait_log(d, "cluster: node \"ghost\" restarted", 5000));
+  expect_line(&c, "node ghost down");
+  expect_line(&c, "node ghost up");
+  /* This node's own name from elsewhere. */
+  raw_pub(r, "pier.$pier.presence", "{\"node\":\"w1\",\"id\":\"00000000000000cc\","
+              "\"state\":\"up\",\"sessions\":0}");
+  ck_assert(test_daemon_wait_log(
+      d, "cluster: another process (id 00000000000000cc) also calls itself node \"w1\"", 5000));
+  /* Silent: gone. */
+  ck_assert(test_daemon_wait_log(d, "cluster: node \"ghost\" is gone (not heard from for 1000 ms)",
+                                 NODE_TIMEOUT_MS + 3000));
+  expect_line(&c, "node ghost down");
+  {
+    const char *args[] = {"--socket", sock, "cluster", "--json", NULL};
+    ck_assert_int_eq(test_daemon_pierctl(args, out, sizeof(out), err, sizeof(err), 10000), 0);
+    ck_assert_msg(strstr(out, "{\"node\":\"ghost\",\"state\":\"gone\",\"sessions\":1,"
+                              "\"last_seen_ms\":"),
+                  "cluster --json:\n%s", out);
+  }
+  /* The node served throughout; its numbers count the barrier's message
+   * (one out, one in) and this one. */
+  call(&c, "rc pub x 0", "pub x y");
+  {
+    const char *args[] = {"--socket", sock, "status", NULL};
+    char want[256];
+    ck_assert_int_eq(test_daemon_pierctl(args, out, sizeof(out), err, sizeof(err), 10000), 0);
+    snprintf(want, sizeof(want), "cluster: node w1, bus connected to %s; 0 other nodes up; "
+                                 "messages in 1, out 2, dropped 0; reconnects 0\n", g_nats.url);
+    ck_assert_msg(strstr(out, want), "status (want %s):\n%s", want, out);
+  }
+  close(r->fd);
+  free(r);
+  close_client(&c);
+  node_stop(d);
+  nats_kill(&g_nats);
+}
+END_TEST
+
 /* ================= presence ================= */
 
 START_TEST(test_bus_presence_up_gone_left) {
@@ -1515,6 +1658,8 @@ int main(void) {
   ADD(test_bus_pubsub_serial);
   ADD(test_bus_pubsub_session);
   ADD(test_bus_request_respond);
+  ADD(test_bus_requests_capped_and_cancelled);
+  ADD(test_bus_presence_from_elsewhere_and_views);
   ADD(test_bus_presence_up_gone_left);
   ADD(test_bus_duplicate_node_name_refused);
   ADD(test_bus_reload_keeps_subscriptions);

@@ -18,6 +18,9 @@
  *   subn P N / unsubn P N      rc subn P <ok> <first error or 0>, for the
  *                              subjects P.0 .. P.<N-1>
  *   flood S N                  publishes "0" .. "<N-1>" to S: rc flood S <ok>
+ *   reqn S N TIMEOUT_MS        N requests to S: rc reqn S <ok> <first error or 0>;
+ *                              their outcomes are counted, not pushed
+ *   replies                    rc replies <0> <-ETIMEDOUT> <other>: those counts
  *   sleep MS                   rc sleep 0 (each on_message sleeps MS ms)
  *   count                      rc count <messages on_message got in this image>
  *   self                       self <node() or ->
@@ -36,6 +39,8 @@
  *   "fail":1        on_load fails (-EINVAL) after doing the above
  *   "sleep_ms":N    each on_message sleeps N ms (a slow consumer)
  *   "respond":1     respond-on from the start
+ * A reply callback with -ECANCELED (the daemon stopping) is logged:
+ *   "busprobe: reply -125" (the number is -ECANCELED).
  * Every bus call of on_load and on_unload is logged:
  *   "busprobe gen=G: subscribe S: RC" (and unsubscribe).
  * Built as busprobe and, with another name, busother (namespacing). */
@@ -178,11 +183,22 @@ static void each_subject(const char *list, const char *what,
   }
 }
 
+static atomic_long counted_ok, counted_timeout, counted_other;
+
 static void on_reply(void *arg, int status, const void *data, size_t len) {
   size_t cap = len + 64;
-  char *line = malloc(cap);
+  char *line;
   int n;
-  (void)arg;
+  if (status == -ECANCELED)
+    host->log(host, PIER_LOG_INFO, BUSPROBE_NAME ": reply %d", status);
+  if (arg) { /* reqn: counted */
+    atomic_fetch_add(status == 0 ? &counted_ok
+                     : status == -ETIMEDOUT ? &counted_timeout
+                                            : &counted_other,
+                     1);
+    return;
+  }
+  line = malloc(cap);
   if (!line)
     return;
   n = snprintf(line, cap, "reply %d ", status);
@@ -267,6 +283,23 @@ static void command(pier_sid sid, char *line) {
       ok += host->publish(host, subject, num, (size_t)len) == 0;
     }
     reply_line(sid, "rc flood %s %d", arg, ok);
+  } else if (strcmp(cmd, "reqn") == 0) {
+    char *arg = word(&rest);
+    long n = strtol(word(&rest), NULL, 10);
+    unsigned timeout = (unsigned)strtoul(word(&rest), NULL, 10);
+    int ok = 0, first = 0;
+    decode(arg, subject, sizeof(subject));
+    for (long i = 0; i < n; i++) {
+      int rc = host->request(host, subject, "r", 1, timeout, on_reply, &counted_ok);
+      if (rc == 0)
+        ok++;
+      else if (!first)
+        first = rc;
+    }
+    reply_line(sid, "rc reqn %s %d %d", arg, ok, first);
+  } else if (strcmp(cmd, "replies") == 0) {
+    reply_line(sid, "rc replies %ld %ld %ld", atomic_load(&counted_ok),
+               atomic_load(&counted_timeout), atomic_load(&counted_other));
   } else if (strcmp(cmd, "sleep") == 0) {
     atomic_store(&sleep_ms, atoi(word(&rest)));
     reply_line(sid, "rc sleep 0");
