@@ -30,6 +30,14 @@
 #include "host/cluster.h"
 #include "host/host_internal.h"
 
+/* The start fails with this when the node name is held ("Name not unique
+ * on network" where the C library has it). */
+#ifdef ENOTUNIQ
+#define CLUSTER_NAME_TAKEN ENOTUNIQ
+#else
+#define CLUSTER_NAME_TAKEN EEXIST
+#endif
+
 #define CLUSTER_NODES_MAX 1024
 #define PRESENCE_MAX 1024  /* bytes of a presence message parsed at most */
 #define WIRE_MAX 320       /* prefix (64) . plugin (32) . subject (200) */
@@ -763,6 +771,7 @@ static void bad_presence(cluster *cl, const char *why) {
 static void presence_msg(void *arg, const bus_msg *m) {
   cluster *cl = arg;
   cJSON *j, *jn, *ji, *js, *jc;
+  const char *end = NULL;
   char name[33], id[17];
   int up, was = -1, now_up = 0, restarted = 0;
   cnode *n = NULL;
@@ -773,16 +782,28 @@ static void presence_msg(void *arg, const bus_msg *m) {
     bad_presence(cl, "over 1024 bytes");
     return;
   }
-  j = cJSON_ParseWithLength(m->data, m->len);
+  /* The whole payload is one JSON object (no NUL, nothing after it). */
+  j = memchr(m->data, '\0', m->len) ? NULL : cJSON_ParseWithLengthOpts(m->data, m->len, &end, 0);
+  if (j) {
+    while (end < (const char *)m->data + m->len && (*end == ' ' || *end == '\n' ||
+                                                    *end == '\r' || *end == '\t'))
+      end++;
+    if (end != (const char *)m->data + m->len) {
+      cJSON_Delete(j);
+      j = NULL;
+    }
+  }
   jn = cJSON_GetObjectItemCaseSensitive(j, "node");
   ji = cJSON_GetObjectItemCaseSensitive(j, "id");
   js = cJSON_GetObjectItemCaseSensitive(j, "state");
   jc = cJSON_GetObjectItemCaseSensitive(j, "sessions");
   if (!cJSON_IsString(jn) || !cJSON_IsString(ji) || !cJSON_IsString(js) ||
       !node_name_ok(jn->valuestring) || !id_ok(ji->valuestring) ||
-      (strcmp(js->valuestring, "up") != 0 && strcmp(js->valuestring, "down") != 0)) {
+      (strcmp(js->valuestring, "up") != 0 && strcmp(js->valuestring, "down") != 0) ||
+      !cJSON_IsNumber(jc) || !(jc->valuedouble >= 0 && jc->valuedouble <= 1e12) ||
+      jc->valuedouble != (double)(uint64_t)jc->valuedouble) {
     cJSON_Delete(j);
-    bad_presence(cl, "not {\"node\",\"id\",\"state\",\"sessions\"} as pierd writes it");
+    bad_presence(cl, "not one {\"node\",\"id\",\"state\",\"sessions\"} object as pierd writes it");
     return;
   }
   snprintf(name, sizeof(name), "%s", jn->valuestring);
@@ -825,7 +846,7 @@ static void presence_msg(void *arg, const bus_msg *m) {
     if (up) {
       restarted = was == 1 && strcmp(n->id, id) != 0;
       n->last_ms = clock_ms();
-      n->sessions = cJSON_IsNumber(jc) && jc->valuedouble >= 0 ? (uint64_t)jc->valuedouble : 0;
+      n->sessions = (uint64_t)jc->valuedouble;
       snprintf(n->id, sizeof(n->id), "%s", id);
       n->up = 1;
     } else if (strcmp(n->id, id) == 0) {
@@ -1067,7 +1088,7 @@ int cluster_start(host *h) {
   rc = claim(cl);
   if (rc == 0) {
     refuse_name(cl);
-    return -EADDRINUSE;
+    return -CLUSTER_NAME_TAKEN;
   }
   if (rc > 0 && hold_name(cl) < 0)
     log_warn("cluster: cannot hold the node name yet; trying again");

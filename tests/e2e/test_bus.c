@@ -1130,9 +1130,16 @@ START_TEST(test_bus_presence_from_elsewhere_and_views) {
   raw_send(r, line);
   test_send_all(r->fd, big, sizeof(big));
   raw_send(r, "\r\n");
+  raw_pub(r, "pier.$pier.presence", "{\"node\":\"neg\",\"id\":\"00000000000000dd\","
+                                    "\"state\":\"up\",\"sessions\":-1}");
+  raw_pub(r, "pier.$pier.presence", "{\"node\":\"str\",\"id\":\"00000000000000dd\","
+                                    "\"state\":\"up\",\"sessions\":\"x\"}");
+  raw_pub(r, "pier.$pier.presence", "{\"node\":\"tail\",\"id\":\"00000000000000dd\","
+                                    "\"state\":\"up\",\"sessions\":1} {}");
   raw_pub(r, "pier.$pier.claim.w1", "abc"); /* no reply address: nothing to answer */
-  ck_assert(test_daemon_wait_log(d, "cluster: ignored a presence message: not {\"node\",\"id\","
-                                    "\"state\",\"sessions\"} as pierd writes it", 5000));
+  ck_assert(test_daemon_wait_log(d, "cluster: ignored a presence message: not one {\"node\","
+                                    "\"id\",\"state\",\"sessions\"} object as pierd writes it",
+                                 5000));
   ck_assert(test_daemon_wait_log(d, "cluster: ignored a presence message: over 1024 bytes", 5000));
   expect_none(&c, "node ", 300);
   /* A stranger in pierd's format is a node: up, then gone when silent. */
