@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import unittest
@@ -96,6 +97,16 @@ class ReadmeExample(ClusterTest):
             with open(os.path.join(BIN, "config", "cluster", "eu-%d.json" % i)) as f:
                 self.assertEqual(json.load(f)["cluster"], dict(block, node="eu-%d" % i))
 
+        busy = []
+        for port in (4221, 4222, 4223, 6221, 6222, 6223, 7801, 7802, 7803):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(port)
+            finally:
+                s.close()
+        self.assertEqual(busy, [], "the example's ports are taken by another process")
         out = self.run_script()
         table = [l for l in out.splitlines() if re.match(r"(NODE|eu-\d) ", l)]
         want = self.plain[0].splitlines()
