@@ -27,7 +27,7 @@ import time
 import unittest
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ws"))
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ws"))
 import pierws  # noqa: E402
 from pierws import (BACKEND, C_CHAT, C_JOIN, S_CHAT, S_SYSTEM, Pierd, T,  # noqa: E402,F401
                     TempDir, pierd_path, pkt, plugin_path, recv_exact)
