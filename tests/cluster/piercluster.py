@@ -264,6 +264,44 @@ class Node(Pierd):
             return sum(1 for line in self.lines[since:] if rx.search(line))
 
 
+def bus_counts(nodes):
+    """Each node's (messages_in, messages_out) from `status --json`."""
+    out = []
+    for n in nodes:
+        st = n.status_json()["cluster"]
+        out.append((st["messages_in"], st["messages_out"]))
+    return out
+
+
+def rebase(nodes):
+    """Marks where the nodes' bus counters stand now, for settle(); call it
+    when no message is in flight (after start_nodes, after a node came)."""
+    def quiet():
+        a = bus_counts(nodes)
+        time.sleep(2 * HEARTBEAT_MS / 1000.0)
+        return a == bus_counts(nodes)
+    wait_for("the bus is quiet", quiet)
+    base = bus_counts(nodes)
+    for n, c in zip(nodes, base):
+        n.bus_base = c
+
+
+def settle(nodes, timeout=None):
+    """Waits until every message the nodes' plugins published since
+    rebase() has been given to the plugin on every node: the chat plugin on
+    each node subscribes to all of its rooms, so each publish comes in once
+    on every node, its publisher included. A join on one node is then known
+    on the others before the test's next step (the bus is asynchronous: a
+    player who joins on B right after one joined on A could otherwise get
+    A's join notice after its own, which is right, but not what a
+    byte-exact sequence can expect)."""
+    def done():
+        now = bus_counts(nodes)
+        sent = sum(o - n.bus_base[1] for n, (_, o) in zip(nodes, now))
+        return all(i - n.bus_base[0] >= sent for n, (i, _) in zip(nodes, now))
+    wait_for("every node has every bus message", done, timeout)
+
+
 def joined_line(name, url):
     return r'cluster: node "%s" joined the bus at %s$' % (re.escape(name), re.escape(url))
 
@@ -285,6 +323,7 @@ def start_nodes(cleanup, urls, names=("eu-1", "eu-2", "eu-3"), cluster=None, thr
     for n in nodes:
         others = [m.name for m in nodes if m is not n]
         wait_for("%s sees %s up" % (n.name, others), lambda n=n, o=others: n.sees_up(o))
+    rebase(nodes)
     return nodes
 
 
@@ -514,11 +553,18 @@ class NatsClient:
 class ClusterTest(unittest.TestCase):
     """A case with helpers to close what it opens at its end."""
 
+    nodes = ()  # the running nodes, for settle() after each join
+
     def player(self, node, room=None):
+        """A player on node, in room when given; its join is known on every
+        node of self.nodes when this returns."""
         c = Chat(node)
         self.addCleanup(c.close)
         if room is not None:
             c.join(room)
+            live = [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+            if live:
+                settle(live)
         return c
 
     def nats_client(self, port):

@@ -5,13 +5,14 @@ node keeps serving and its players keep chatting across nodes; what the
 chat plugin cannot parse never reaches a player and is logged."""
 import random
 import re
+import time
 import unittest
 
 from piercluster import (S_CHAT, S_CHAT_REMOTE, S_SYSTEM, ClusterTest, T, chat_from,
                          joined_notice, nats_server, start_nodes, wait_for)
 
 # The chat plugin's log line for a bus payload it refuses.
-REJECTED = r'plugin "chat": bus: ignored (\d+ bytes on "[^"]*"|a message from node "[^"]*"): '
+REJECTED = r'\[chat\] bus: ignored (\d+ bytes on "[^"]*"|a message from node "[^"]*"): '
 
 
 def garbage(seed):
@@ -139,11 +140,8 @@ class Malformed(ClusterTest):
                 b'{"node":"' + b"n" * 300 + b'", "id":"0123456789abcdef", "state":"up",'
                 b' "sessions":1}',
                 b'{"node":"eu-9", "id":"0123456789abcdef", "state":"sideways", "sessions":1}',
-                b'{"node":"eu-9", "id":"0123456789abcdef", "state":"up", "sessions":-1}',
-                b'{"node":"eu-9", "id":"0123456789abcdef", "state":"up", "sessions":"x"}',
                 b'{"node":"bad name!", "id":"0123456789abcdef", "state":"up", "sessions":1}',
-                b'{"node":"eu-9", "id":"0123456789abcdef", "state":"up", "sessions":1',
-                b'{"node":"eu-9", "id":"0123456789abcdef", "state":"up", "sessions":1}\0']):
+                b'{"node":"eu-9", "id":"0123456789abcdef", "state":"up", "sessions":1']):
             self.watch.pub("pier.$pier.presence", payload)
             self.watch.pub("pier.$pier.claim.eu-1", payload, reply="_INBOX.pier-test.c%d" % k)
         self.watch.flush()
@@ -151,9 +149,26 @@ class Malformed(ClusterTest):
             p.quiet(0.3)
         for n, m in zip(self.nodes, marks):
             self.assertEqual(sorted(e["node"] for e in n.cluster_json()["nodes"]),
-                             sorted(o.name for o in self.nodes if o is not n))
+                             sorted(o.name for o in self.nodes))
             self.assertEqual(n.count(r"cluster: node .* (is up|left|is gone)", since=m), 0,
                              n.name)
+        self.still_chatting()
+
+    def test_presence_with_wrong_types(self):
+        # Well-formed JSON whose values are not what a node sends: a
+        # negative or textual session count, a NUL after the object.
+        marks = [n.mark() for n in self.nodes]
+        for i, payload in enumerate([
+                b'{"node":"eu-91", "id":"0123456789abcdef", "state":"up", "sessions":-1}',
+                b'{"node":"eu-92", "id":"0123456789abcdef", "state":"up", "sessions":"x"}',
+                b'{"node":"eu-93", "id":"0123456789abcdef", "state":"up", "sessions":1}\0']):
+            self.watch.pub("pier.$pier.presence", payload)
+        self.watch.flush()
+        time.sleep(0.3)
+        for n, m in zip(self.nodes, marks):
+            self.assertEqual(sorted(e["node"] for e in n.cluster_json()["nodes"]),
+                             sorted(o.name for o in self.nodes), n.name)
+            self.assertEqual(n.count(r"cluster: node .* is up", since=m), 0, n.name)
         self.still_chatting()
 
 

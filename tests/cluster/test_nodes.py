@@ -11,7 +11,7 @@ import time
 import unittest
 
 from piercluster import (NODE_TIMEOUT_MS, ClusterTest, Nats, Node, T, chat_from, joined_notice,
-                         nats_server, start_nodes, wait_for)
+                         nats_server, rebase, start_nodes, wait_for)
 from test_rooms import table
 
 
@@ -87,6 +87,8 @@ class NodesComeAndGo(ClusterTest):
             n.wait_log(r'cluster: node "eu-3" is up$', since=marks[n.name])
             wait_for("%s sees eu-3 up" % n.name, lambda n=n: n.sees_up(["eu-3"]))
         wait_for("eu-3 sees both up", lambda: c.sees_up(["eu-1", "eu-2"]))
+        self.nodes = [self.a, self.b, c]
+        rebase(self.nodes)
         c4 = self.player(c, b"k1")
         for p in (a1, b1):
             p.notice(joined_notice(c4, p, b"k1"))
@@ -167,6 +169,8 @@ class BeforeNats(ClusterTest):
         a.wait_log(r'cluster: node "eu-1" joined the bus at %s$' % re.escape(url), T(20))
         (b,) = start_nodes(self.addCleanup, [url], names=("eu-2",))
         wait_for("eu-1 sees eu-2", lambda: a.sees_up(["eu-2"]))
+        self.nodes = [a, b]
+        rebase(self.nodes)
         b1 = self.player(b, b"early")
         for p in (a1, a2):
             p.notice(joined_notice(b1, p, b"early"))

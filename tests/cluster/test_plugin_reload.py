@@ -21,7 +21,7 @@ INTERVAL = 0.004  # seconds between them: the stream spans the reload
 class ReloadOnOneNode(ClusterTest):
     def test_reload_keeps_rooms_and_messages(self):
         nats = nats_server(self.addCleanup)
-        a, b, c = start_nodes(self.addCleanup, [nats.url])
+        a, b, c = self.nodes = start_nodes(self.addCleanup, [nats.url])
         room = b"reload"
         members = []
         for node in (a, b, b, c, a):

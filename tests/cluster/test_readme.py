@@ -20,7 +20,7 @@ import subprocess
 import time
 import unittest
 
-from piercluster import BACKEND, ClusterTest, T, chat_from, joined_notice, wait_for
+from piercluster import BACKEND, ClusterTest, T, chat_from, joined_notice, rebase, wait_for
 from pierws import BIN
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -34,11 +34,26 @@ def section():
     return readme[start:end]
 
 
-class Port:
-    """Just enough of a Node for Chat: a name and a port."""
+class Running:
+    """Stands for a pierd the script runs."""
+
+    def poll(self):
+        return None
+
+
+class ExampleNode:
+    """Just enough of a Node for Chat and settle(): a name, a port, and
+    `pierctl --config` on its config."""
 
     def __init__(self, name, port):
         self.name, self.port = name, port
+        self.proc = Running()
+        self.config = os.path.join(BIN, "config", "cluster", name + ".json")
+
+    def status_json(self):
+        r = subprocess.run([os.path.join(BIN, "pierctl"), "--config", self.config, "status",
+                            "--json"], stdout=subprocess.PIPE, cwd=SRC, timeout=T(20))
+        return json.loads(r.stdout)
 
 
 class ReadmeExample(ClusterTest):
@@ -116,7 +131,9 @@ class ReadmeExample(ClusterTest):
         self.assertEqual(shape(table), shape(want), out)
 
         # Players of 7801 and 7803 share red.
-        n1, n3 = Port("eu-1", 7801), Port("eu-3", 7803)
+        self.nodes = [ExampleNode("eu-%d" % i, 7800 + i) for i in (1, 2, 3)]
+        rebase(self.nodes)
+        n1, n3 = self.nodes[0], self.nodes[2]
         a = self.player(n1, b"red")
         c = self.player(n3, b"red")
         a.notice(joined_notice(c, a, b"red"))
