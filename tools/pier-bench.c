@@ -5,7 +5,9 @@
  * optionally the server's CPU time and memory, as text or one JSON object.
  * The connections are plain TCP, or TLS and/or WebSocket (tools/bench/wire.c),
  * or a Colyseus room's WebSocket protocol, for comparisons with other
- * servers. */
+ * servers. Chat connections may be spread over several ports, the nodes of a
+ * cluster: then deliveries from other nodes (S_CHAT_REMOTE) are checked and
+ * timed apart from those on the sender's node. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -33,7 +35,10 @@ typedef struct bench_opts {
   bench_mode mode;
   const char *mode_name;
   const char *host;
-  long port;
+  long port;                          /* the first of ports */
+  unsigned ports[LOAD_MAX_TARGETS], nports;
+  char *nodes[LOAD_MAX_TARGETS];      /* --nodes, split; NULL: not given */
+  unsigned nnodes;
   unsigned conns, size, depth, rooms, workers;
   int depth_given;
   double duration, warmup, rate, drain;
@@ -61,7 +66,10 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: pier-bench echo|chat|idle [options]\n"
           "  --host ADDR        server address literal (default 127.0.0.1)\n"
-          "  --port N           server port (default 7777 echo/idle, 7778 chat)\n"
+          "  --port N[,N...]    server port (default 7777 echo/idle, 7778 chat); chat: up\n"
+          "                     to 16, connection i to the (i mod count)th\n"
+          "  --nodes NAME,...   chat with several ports: the cluster node name behind\n"
+          "                     each port, to match S_CHAT_REMOTE packets to senders\n"
           "  --conns N          connections (default 100)\n"
           "  --size BYTES       echo: message size; chat: text bytes, 1..512 (default 128)\n"
           "  --depth N          messages in flight per connection (default 1; with --rate,\n"
@@ -120,6 +128,43 @@ static int parse_double(const char *name, const char *s, double min, double max,
   return 0;
 }
 
+/* A comma-separated --port (nodes = 0) or --nodes (1) list into o. */
+static int parse_list(const char *name, const char *arg, bench_opts *o, int nodes) {
+  char *copy = strdup(arg), *save = NULL, *tok;
+  unsigned n = 0;
+  int rc = 0;
+  if (!copy)
+    return -ENOMEM;
+  for (tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
+    if (n == LOAD_MAX_TARGETS) {
+      fprintf(stderr, "pier-bench: --%s: at most %d entries\n", name, LOAD_MAX_TARGETS);
+      rc = -EINVAL;
+    } else if (nodes) {
+      if (strlen(tok) > 255 || strpbrk(tok, "\"\\")) {
+        fprintf(stderr, "pier-bench: --nodes: a name is at most 255 bytes, without quotes or "
+                        "backslashes\n");
+        rc = -EINVAL;
+      } else if (!(o->nodes[n++] = strdup(tok)))
+        rc = -ENOMEM;
+    } else {
+      rc = parse_uint(name, tok, 1, 65535, &o->ports[n++]);
+    }
+  }
+  if (rc == 0 && n == 0) {
+    fprintf(stderr, "pier-bench: --%s: expected a comma-separated list, got \"%s\"\n", name,
+            arg);
+    rc = -EINVAL;
+  }
+  if (nodes)
+    o->nnodes = n;
+  else {
+    o->nports = n;
+    o->port = o->ports[0];
+  }
+  free(copy);
+  return rc;
+}
+
 static int parse_args(int argc, char **argv, bench_opts *o) {
   static const struct option opts[] = {
       {"host", required_argument, NULL, 'H'},     {"port", required_argument, NULL, 'p'},
@@ -132,8 +177,9 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       {"ws", required_argument, NULL, 'S'},       {"origin", required_argument, NULL, 'O'},
       {"tls", no_argument, NULL, 'T'},            {"ca", required_argument, NULL, 'A'},
       {"colyseus", required_argument, NULL, 'C'}, {"drain-timeout", required_argument, NULL, 'X'},
+      {"nodes", required_argument, NULL, 'N'},
       {NULL, 0, NULL, 0}};
-  unsigned port = 0, pid = 0;
+  unsigned pid = 0;
   int c, rc = 0;
 
   *o = (bench_opts){.host = "127.0.0.1", .conns = 100, .size = 128, .depth = 1, .rooms = 1,
@@ -163,7 +209,8 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
   while (rc == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
     case 'H': o->host = optarg; break;
-    case 'p': rc = parse_uint("port", optarg, 1, 65535, &port); o->port = port; break;
+    case 'p': rc = parse_list("port", optarg, o, 0); break;
+    case 'N': rc = parse_list("nodes", optarg, o, 1); break;
     case 'c': rc = parse_uint("conns", optarg, 1, 1000000, &o->conns); break;
     case 's': rc = parse_uint("size", optarg, 1, 1u << 20, &o->size); break;
     case 'd': rc = parse_uint("depth", optarg, 1, 65536, &o->depth); o->depth_given = 1; break;
@@ -220,8 +267,19 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     fprintf(stderr, "pier-bench: unexpected argument \"%s\"\n", argv[optind]);
     return -EINVAL;
   }
-  if (o->port < 0)
+  if (o->port < 0) {
     o->port = o->mode == MODE_CHAT ? 7778 : 7777;
+    o->ports[0] = (unsigned)o->port;
+    o->nports = 1;
+  }
+  if (o->nports > 1 && (o->mode != MODE_CHAT || o->ws_path || o->tls || o->colyseus)) {
+    fprintf(stderr, "pier-bench: several ports are for chat over plain TCP\n");
+    return -EINVAL;
+  }
+  if (o->nnodes && o->nnodes != o->nports) {
+    fprintf(stderr, "pier-bench: --nodes: %u names for %u ports\n", o->nnodes, o->nports);
+    return -EINVAL;
+  }
   if (o->mode == MODE_CHAT && o->size > 512) {
     fprintf(stderr, "pier-bench: --size: chat text is 1..512 bytes, got %u\n", o->size);
     return -EINVAL;
@@ -318,6 +376,21 @@ static void json_num(FILE *f, const char *key, double v, int last) {
     fprintf(f, "\"%s\": %.6g%s", key, v, last ? "" : ", ");
 }
 
+/* {"count": N, "p50": ...} of a delivery histogram (µs), null when empty. */
+static void json_hist(FILE *f, const hist_snap *h) {
+  if (hist_count(h) == 0) {
+    fprintf(f, "null");
+    return;
+  }
+  fprintf(f, "{\"count\": %" PRIu64 ", ", hist_count(h));
+  json_num(f, "p50", us(hist_quantile(h, 0.5)), 0);
+  json_num(f, "p90", us(hist_quantile(h, 0.9)), 0);
+  json_num(f, "p99", us(hist_quantile(h, 0.99)), 0);
+  json_num(f, "p999", us(hist_quantile(h, 0.999)), 0);
+  json_num(f, "max", us(hist_max(h)), 1);
+  fprintf(f, "}");
+}
+
 static void report(const bench_opts *o, load *l, const result *r) {
   double dt = (double)(r->b.t_ns - r->a.t_ns) / 1e9;
   uint64_t msgs = r->b.tot.msgs - r->a.tot.msgs, bytes = r->b.tot.bytes - r->a.tot.bytes;
@@ -326,10 +399,17 @@ static void report(const bench_opts *o, load *l, const result *r) {
   double scpu = r->a.server_cpu >= 0 && r->b.server_cpu >= 0 ? r->b.server_cpu - r->a.server_cpu
                                                                : -1;
   const hist_snap *h = &r->lat;
-  char target[128];
+  uint64_t remote = r->b.tot.remote - r->a.tot.remote;
+  hist_snap same, other;
+  char target[256];
+  size_t tl;
 
-  snprintf(target, sizeof(target), strchr(o->host, ':') ? "[%s]:%ld" : "%s:%ld", o->host,
-           o->port);
+  hist_diff(&r->b.tot.lat_same, &r->a.tot.lat_same, &same);
+  hist_diff(&r->b.tot.lat_other, &r->a.tot.lat_other, &other);
+  tl = (size_t)snprintf(target, sizeof(target), strchr(o->host, ':') ? "[%s]:%ld" : "%s:%ld",
+                        o->host, o->port);
+  for (unsigned i = 1; i < o->nports && tl < sizeof(target); i++)
+    tl += (size_t)snprintf(target + tl, sizeof(target) - tl, ",%u", o->ports[i]);
   if (dt <= 0)
     dt = 1e-9;
   if (o->json) {
@@ -353,6 +433,20 @@ static void report(const bench_opts *o, load *l, const result *r) {
     json_num(f, "deliveries_per_s", (double)(o->mode == MODE_CHAT ? deliv : msgs) / dt, 0);
     fprintf(f, "\"notices\": %" PRIu64 ", \"foreign\": %" PRIu64 ", ",
             r->b.tot.notices - r->a.tot.notices, r->b.tot.foreign - r->a.tot.foreign);
+    fprintf(f, "\"nodes\": ");
+    if (o->nnodes) {
+      for (unsigned i = 0; i < o->nnodes; i++)
+        fprintf(f, "%s\"%s\"", i ? ", " : "[", o->nodes[i]); /* checked: no quotes */
+      fprintf(f, "], ");
+    } else {
+      fprintf(f, "null, ");
+    }
+    fprintf(f, "\"remote_deliveries\": %" PRIu64 ", ", remote);
+    fprintf(f, "\"delivery_latency_us\": {\"same_node\": ");
+    json_hist(f, &same);
+    fprintf(f, ", \"other_nodes\": ");
+    json_hist(f, &other);
+    fprintf(f, "}, ");
     fprintf(f, "\"latency_us\": {");
     json_num(f, "min", us(hist_min(h)), 0);
     json_num(f, "mean", hist_mean(h) / 1000.0, 0);
@@ -397,9 +491,17 @@ static void report(const bench_opts *o, load *l, const result *r) {
   printf(", %.2f s: %.0f msgs/s (%.1f MB/s)", dt, (double)msgs / dt, (double)bytes / dt / 1e6);
   if (o->mode == MODE_CHAT)
     printf(", %.0f deliveries/s", (double)deliv / dt);
+  if (o->mode == MODE_CHAT && o->nports > 1)
+    printf(" (%.0f/s from other nodes)", (double)remote / dt);
   printf("; latency us p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f",
          us(hist_quantile(h, 0.5)), us(hist_quantile(h, 0.9)), us(hist_quantile(h, 0.99)),
          us(hist_quantile(h, 0.999)), us(hist_max(h)));
+  if (hist_count(&same))
+    printf("; delivery us on the sender's node p50 %.1f p99 %.1f", us(hist_quantile(&same, 0.5)),
+           us(hist_quantile(&same, 0.99)));
+  if (hist_count(&other))
+    printf("; on other nodes p50 %.1f p99 %.1f", us(hist_quantile(&other, 0.5)),
+           us(hist_quantile(&other, 0.99)));
   printf("; errors %" PRIu64 ", mismatched bytes %" PRIu64 "; client cpu %.0f%%",
          load_errors(l), r->b.tot.mismatched, 100.0 * ccpu / dt);
   if (scpu >= 0) {
@@ -564,6 +666,11 @@ int main(int argc, char **argv) {
     free(host);
     return 2;
   }
+  for (unsigned i = 0; i < o.nports; i++) {
+    (void)net_addr_parse(host, (uint16_t)o.ports[i], &lo.targets[i]);
+    lo.nodes[i] = o.nodes[i];
+  }
+  lo.ntargets = o.nports;
   o.host = host;
   if (ensure_fds(o.conns) < 0)
     return 1;

@@ -24,12 +24,21 @@
 #define ROOM_PREFIX "bench-"
 #define WIRE_STREAM_MAX (4u << 20) /* largest WebSocket message taken in echo/idle */
 
-enum { C_JOIN = 1, C_CHAT = 2, S_CHAT = 101, S_SYSTEM = 102 };
+enum { C_JOIN = 1, C_CHAT = 2, S_CHAT = 101, S_SYSTEM = 102, S_CHAT_REMOTE = 103 };
+
+/* Chat text of at least SEQ_MIN bytes starts with the message's sequence
+ * number (8 hex digits), then, from STAMP_MIN on, the time it was actually
+ * sent (16 hex digits of now_ns(); in open loop that is up to a timer tick
+ * after its scheduled time): every member can time its delivery, also in
+ * another process, since the clock is the machine's monotonic one. */
+#define SEQ_MIN 8
+#define STAMP_MIN 24
 
 typedef struct conn {
   load *l;
   unsigned idx;
   int worker;          /* -1 until connected */
+  unsigned target;     /* index into load_opts.targets */
   uint8_t open;
   uint8_t joined;      /* chat: own join notice seen */
   uint8_t failed;      /* with a wire: its handshake or protocol failed (reported) */
@@ -45,9 +54,9 @@ typedef struct conn {
 } conn;
 
 typedef struct wstate {
-  _Alignas(64) _Atomic uint64_t msgs, bytes, sent, deliveries, notices, foreign, mismatched,
-      lost;
-  hist lat;
+  _Alignas(64) _Atomic uint64_t msgs, bytes, sent, deliveries, remote, notices, foreign,
+      mismatched, lost;
+  hist lat, lat_same, lat_other;
   load *l;
   unsigned id;
   conn **mine; /* this worker's connections, set by load_start */
@@ -57,8 +66,11 @@ typedef struct wstate {
   io_timer tick;
 } wstate;
 
+/* A session id is one pierd's: with several targets, (target, sid) names a
+ * sender. */
 typedef struct sid_entry {
   uint64_t sid;
+  unsigned target;
   unsigned idx;
 } sid_entry;
 
@@ -137,14 +149,20 @@ static int send_bytes(load *l, conn *c, const void *data, size_t len) {
   return rc;
 }
 
-static void chat_text(const load *l, unsigned idx, uint64_t seq, char *out) {
+/* The text of connection idx's message seq, sent (or scheduled) at t. */
+static void chat_text(const load *l, unsigned idx, uint64_t seq, uint64_t t, char *out) {
+  static const char hex[] = "0123456789abcdef";
   size_t n = l->o.size, j = 0;
   size_t base = (conn_seed(idx) + seq * n) % PERIOD;
-  if (n >= 8) {
-    static const char hex[] = "0123456789abcdef";
+  if (n >= SEQ_MIN) {
     for (int i = 0; i < 8; i++)
       out[i] = hex[(seq >> (28 - 4 * i)) & 0xf];
-    j = 8;
+    j = SEQ_MIN;
+  }
+  if (n >= STAMP_MIN) {
+    for (int i = 0; i < 16; i++)
+      out[SEQ_MIN + i] = hex[(t >> (60 - 4 * i)) & 0xf];
+    j = STAMP_MIN;
   }
   memcpy(out + j, l->pat + base + j, n - j);
 }
@@ -161,7 +179,7 @@ static int send_one(load *l, wstate *ws, conn *c, uint64_t t) {
     p[1] = (char)(len >> 8);
     p[2] = C_CHAT;
     p[3] = 0;
-    chat_text(l, c->idx, c->sent, p + 4);
+    chat_text(l, c->idx, c->sent, now_ns(), p + 4);
     if (send_bytes(l, c, p, len) < 0)
       return -EIO;
   } else {
@@ -291,24 +309,40 @@ static void own_join(load *l, conn *c, const char *text, size_t len) {
   atomic_fetch_add(&l->joined, 1);
 }
 
-static const sid_entry *find_sender(const load *l, uint64_t sid) {
+static int sid_less(const sid_entry *e, unsigned target, uint64_t sid) {
+  return e->sid < sid || (e->sid == sid && e->target < target);
+}
+
+static const sid_entry *find_sender(const load *l, unsigned target, uint64_t sid) {
   size_t lo = 0, hi = l->o.conns;
   if (!l->sidmap)
     return NULL;
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
-    if (l->sidmap[mid].sid < sid)
+    if (sid_less(&l->sidmap[mid], target, sid))
       lo = mid + 1;
     else
       hi = mid;
   }
-  return lo < l->o.conns && l->sidmap[lo].sid == sid ? &l->sidmap[lo] : NULL;
+  return lo < l->o.conns && l->sidmap[lo].sid == sid && l->sidmap[lo].target == target
+             ? &l->sidmap[lo]
+             : NULL;
 }
 
-static uint64_t parse_hex8(const char *p, int *ok) {
+/* The target whose node is named node[0..len), or -1. */
+static int target_of_node(const load *l, const char *node, size_t len) {
+  for (unsigned i = 0; i < l->o.ntargets; i++) {
+    const char *n = l->o.nodes[i];
+    if (n && strlen(n) == len && memcmp(n, node, len) == 0)
+      return (int)i;
+  }
+  return -1;
+}
+
+static uint64_t parse_hex(const char *p, int digits, int *ok) {
   uint64_t v = 0;
   *ok = 1;
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < digits; i++) {
     char ch = p[i];
     unsigned d = ch >= '0' && ch <= '9' ? (unsigned)(ch - '0')
                  : ch >= 'a' && ch <= 'f' ? (unsigned)(ch - 'a' + 10)
@@ -320,11 +354,46 @@ static uint64_t parse_hex8(const char *p, int *ok) {
   return v;
 }
 
+/* Another member's message (sender: session id at target's pierd): checked
+ * against what that connection sent, and timed when it carries its send
+ * time. remote: it came as S_CHAT_REMOTE, from another node. */
+static void member_msg(load *l, wstate *ws, conn *c, unsigned target, uint64_t sender,
+                       const char *text, size_t tlen, int remote) {
+  const sid_entry *e = find_sender(l, target, sender);
+  char *want = ws->scratch + 4;
+  size_t size = l->o.size;
+  uint64_t seq, t = 0, now;
+  int ok = 1;
+
+  if (!e) {
+    bump(&ws->foreign, 1);
+    return;
+  }
+  if (size < SEQ_MIN)
+    return; /* no sequence number in the text: only own echoes are checked */
+  seq = tlen == size ? parse_hex(text, 8, &ok) : (ok = 0, 0);
+  if (ok && size >= STAMP_MIN)
+    t = parse_hex(text + SEQ_MIN, 16, &ok);
+  if (!ok) {
+    load_error(l, "connection %u: malformed message from connection %u (%zu bytes)", c->idx,
+               e->idx, tlen);
+    return;
+  }
+  chat_text(l, e->idx, seq, t, want);
+  if (memcmp(text, want, size) != 0) {
+    mismatch(l, ws, c, seq * size, text, want, size);
+    return;
+  }
+  if (size >= STAMP_MIN) {
+    now = now_ns();
+    hist_record(remote ? &ws->lat_other : &ws->lat_same, now > t ? now - t : 0);
+  }
+}
+
 static void chat_recv(load *l, wstate *ws, conn *c, const char *data, size_t len) {
   unsigned id = len >= 4 ? (unsigned char)data[2] | (unsigned)(unsigned char)data[3] << 8 : 0;
-  const char *text = data + 12;
-  size_t tlen = len >= 12 ? len - 12 : 0, size = l->o.size;
-  uint64_t sender;
+  const unsigned char *body = (const unsigned char *)data + 4;
+  size_t size = l->o.size;
   char *want = ws->scratch + 4;
 
   if (id == S_SYSTEM) {
@@ -334,48 +403,48 @@ static void chat_recv(load *l, wstate *ws, conn *c, const char *data, size_t len
       bump(&ws->notices, 1);
     return;
   }
+  if (id == S_CHAT_REMOTE && len >= 5 && len >= 13 + (size_t)body[0]) {
+    /* u8 node_len | node | u64 sid | text */
+    int t = target_of_node(l, (const char *)body + 1, body[0]);
+    bump(&ws->deliveries, 1);
+    bump(&ws->remote, 1);
+    if (t < 0)
+      bump(&ws->foreign, 1);
+    else
+      member_msg(l, ws, c, (unsigned)t, u64le(body + 1 + body[0]),
+                 (const char *)body + 9 + body[0], len - 13 - body[0], 1);
+    return;
+  }
   if (id != S_CHAT || len < 12) {
     load_error(l, "connection %u: unexpected packet id %u, %zu bytes", c->idx, id, len);
     return;
   }
+  /* u64 sid | text */
   bump(&ws->deliveries, 1);
-  sender = u64le((const unsigned char *)data + 4);
-  if (sender == c->server_sid) {
-    uint64_t now = now_ns();
+  if (u64le(body) != c->server_sid) {
+    member_msg(l, ws, c, c->target, u64le(body), data + 12, len - 12, 0);
+    return;
+  }
+  {
+    uint64_t now = now_ns(), stamp = 0;
+    int ok = 1;
     if (c->done >= c->sent) {
       load_error(l, "connection %u: its own message came back more often than it was sent",
                  c->idx);
       return;
     }
-    chat_text(l, c->idx, c->done, want);
-    if (tlen != size)
+    if (size >= STAMP_MIN && len - 12 == size)
+      stamp = parse_hex(data + 12 + SEQ_MIN, 16, &ok);
+    if (!ok || stamp > now)
+      stamp = 0; /* a damaged stamp: the comparison below reports it */
+    chat_text(l, c->idx, c->done, stamp, want);
+    if (len - 12 != size)
       load_error(l, "connection %u: own message %" PRIu64 " came back with %zu bytes, sent %zu",
-                 c->idx, c->done, tlen, size);
-    else if (memcmp(text, want, size) != 0)
-      mismatch(l, ws, c, c->done * size, text, want, size);
+                 c->idx, c->done, len - 12, size);
+    else if (memcmp(data + 12, want, size) != 0)
+      mismatch(l, ws, c, c->done * size, data + 12, want, size);
     complete(l, ws, c, now);
     refill(l, ws, c, now);
-    return;
-  }
-  {
-    const sid_entry *e = find_sender(l, sender);
-    int ok;
-    uint64_t seq;
-    if (!e) {
-      bump(&ws->foreign, 1);
-      return;
-    }
-    if (size < 8)
-      return; /* no sequence number in the text: only own echoes are checked */
-    seq = tlen == size ? parse_hex8(text, &ok) : (ok = 0, 0);
-    if (!ok) {
-      load_error(l, "connection %u: malformed message from connection %u (%zu bytes)", c->idx,
-                 e->idx, tlen);
-      return;
-    }
-    chat_text(l, e->idx, seq, want);
-    if (memcmp(text, want, size) != 0)
-      mismatch(l, ws, c, seq * size, text, want, size);
   }
 }
 
@@ -480,6 +549,10 @@ int load_create(const load_opts *o, load **out) {
   if (!l)
     return -ENOMEM;
   l->o = *o;
+  if (l->o.ntargets == 0) {
+    l->o.targets[0] = o->addr;
+    l->o.ntargets = 1;
+  }
   l->nworkers = o->workers;
   l->handler = o->wire ? (net_handler){on_connected_wire, on_recv_wire, NULL, on_disconnected,
                                         on_connect_failed}
@@ -509,6 +582,7 @@ int load_create(const load_opts *o, load **out) {
     c->idx = i;
     c->worker = -1;
     c->seed = conn_seed(i);
+    c->target = i % l->o.ntargets;
     c->ts = calloc(o->cap, sizeof(*c->ts));
     if (!c->ts) {
       load_destroy(l);
@@ -593,7 +667,7 @@ int load_connect_all(load *l, unsigned window, double timeout_s, volatile int *s
       return -ETIMEDOUT;
     }
     if (issued < l->o.conns && issued - est - failed < window) {
-      int rc = net_connect(l->n, &l->o.addr, &l->conns[issued].ep);
+      int rc = net_connect(l->n, &l->o.targets[issued % l->o.ntargets], &l->conns[issued].ep);
       if (rc < 0) {
         load_error(l, "connection %u: cannot start connecting: %s", issued, strerror(-rc));
         return rc;
@@ -606,8 +680,8 @@ int load_connect_all(load *l, unsigned window, double timeout_s, volatile int *s
 }
 
 static int cmp_sid(const void *a, const void *b) {
-  uint64_t x = ((const sid_entry *)a)->sid, y = ((const sid_entry *)b)->sid;
-  return x < y ? -1 : x > y;
+  const sid_entry *x = a, *y = b;
+  return sid_less(x, y->target, y->sid) ? -1 : sid_less(y, x->target, x->sid);
 }
 
 int load_wait_joined(load *l, double timeout_s, volatile int *stop) {
@@ -629,7 +703,7 @@ int load_wait_joined(load *l, double timeout_s, volatile int *stop) {
   if (!l->sidmap)
     return -ENOMEM;
   for (unsigned i = 0; i < l->o.conns; i++)
-    l->sidmap[i] = (sid_entry){l->conns[i].server_sid, i};
+    l->sidmap[i] = (sid_entry){l->conns[i].server_sid, l->conns[i].target, i};
   qsort(l->sidmap, l->o.conns, sizeof(*l->sidmap), cmp_sid);
   return 0;
 }
@@ -702,12 +776,15 @@ void load_totals_get(load *l, load_totals *out) {
     SUM(bytes);
     SUM(sent);
     SUM(deliveries);
+    SUM(remote);
     SUM(notices);
     SUM(foreign);
     SUM(mismatched);
     SUM(lost);
 #undef SUM
     hist_add_to(&ws->lat, &out->lat);
+    hist_add_to(&ws->lat_same, &out->lat_same);
+    hist_add_to(&ws->lat_other, &out->lat_other);
   }
 }
 

@@ -19,9 +19,17 @@ typedef enum { MODE_ECHO, MODE_CHAT, MODE_IDLE } bench_mode;
  * run is over and disconnects are expected. */
 typedef enum { PH_CONNECT, PH_JOIN, PH_RUN, PH_DRAIN, PH_STOP } load_phase;
 
+#define LOAD_MAX_TARGETS 16
+
 typedef struct load_opts {
   bench_mode mode;
-  net_addr addr;
+  net_addr addr;    /* the first target: connection i goes to targets[i % ntargets] */
+  net_addr targets[LOAD_MAX_TARGETS];
+  unsigned ntargets; /* 0 is taken as 1 (addr) */
+  /* chat: the cluster node name of each target (cluster.node of the pierd
+   * behind it), so S_CHAT_REMOTE packets are matched to their senders;
+   * NULL entries (or none given): remote senders are not this run's. */
+  const char *nodes[LOAD_MAX_TARGETS];
   unsigned conns;
   unsigned size;    /* echo: message bytes; chat: text bytes */
   unsigned depth;   /* closed loop: in flight per connection */
@@ -40,12 +48,17 @@ typedef struct load_totals {
   uint64_t msgs;       /* completed: echoed in full, or a chat sender's own echo */
   uint64_t bytes;      /* payload bytes of the completed messages */
   uint64_t sent;       /* messages sent */
-  uint64_t deliveries; /* chat: S_CHAT packets received, every sender */
+  uint64_t deliveries; /* chat: S_CHAT and S_CHAT_REMOTE packets received, every sender */
+  uint64_t remote;     /* chat: of those, S_CHAT_REMOTE (a sender on another node) */
   uint64_t notices;    /* chat: S_SYSTEM packets after the join */
   uint64_t foreign;    /* chat: S_CHAT from senders that are not ours */
   uint64_t mismatched; /* bytes that differ from what was sent, or extra */
   uint64_t lost;       /* in flight on a connection that closed */
   hist_snap lat;       /* latency of completed messages, ns */
+  /* chat, text of 24 bytes or more (it carries the send time): from the
+   * send (or scheduled) time to the delivery at every other member, by
+   * whether the member is on the sender's node (target) or another one. */
+  hist_snap lat_same, lat_other;
 } load_totals;
 
 typedef struct load load;
