@@ -16,10 +16,7 @@
 #define STATE_V2 2u
 #define TAB_MIN_CAP 64
 
-void chat_rooms_init(chat_rooms *r) {
-  memset(r, 0, sizeof(*r));
-  r->free_head = CHAT_NONE;
-}
+void chat_rooms_init(chat_rooms *r) { memset(r, 0, sizeof(*r)); }
 
 void chat_rooms_free(chat_rooms *r) {
   chat_room *room = r->head;
@@ -338,8 +335,8 @@ int chat_remote_add(chat_rooms *r, uint32_t node, pier_sid sid, chat_room *room)
     return -ENOSPC;
   if (remote_tab_reserve(r, r->nremote + 1) < 0)
     return -ENOMEM;
-  if (r->free_head != CHAT_NONE) {
-    idx = r->free_head;
+  if (r->free_head) {
+    idx = r->free_head - 1;
     r->free_head = r->slab[idx].next;
   } else {
     if (r->slab_len == r->slab_cap) {
@@ -400,7 +397,7 @@ void chat_remote_remove(chat_rooms *r, chat_remote *e) {
   e->sid = 0;
   e->room = NULL;
   e->next = r->free_head;
-  r->free_head = idx;
+  r->free_head = idx + 1;
 }
 
 /* ---- UTF-8 ---- */

@@ -55,7 +55,8 @@ typedef struct chat_remote {
   chat_room *room;
   uint32_t node;       /* chat_rooms.nodes index */
   uint32_t mark;       /* the node's gen when last listed or joined */
-  uint32_t prev, next; /* the node's members; next also links free entries */
+  uint32_t prev, next; /* the node's members (CHAT_NONE ends); a free entry's
+                          next is the next free one + 1 */
 } chat_remote;
 
 /* Member flags. */
@@ -82,7 +83,8 @@ typedef struct chat_rooms {
   size_t nnodes;        /* slots in use or freed: nodes[0..nnodes) */
   chat_remote *slab;
   size_t slab_len, slab_cap;
-  uint32_t free_head;   /* free slab entries, or CHAT_NONE */
+  uint32_t free_head;   /* first free slab entry + 1 (0: none), so that a
+                           zeroed registry is an empty one */
   uint32_t *remote_tab; /* (node, sid) -> slab index + 1; 0 empty */
   size_t remote_cap;
   size_t nremote;
