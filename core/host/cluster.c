@@ -1206,7 +1206,11 @@ void cluster_get_stats(host *h, cluster_stats *out) {
   os_mutex_unlock(&cl->mu);
 }
 
-/* A copy of the node table, self first. */
+static int node_cmp(const void *a, const void *b) {
+  return strcmp(((const cnode *)a)->name, ((const cnode *)b)->name);
+}
+
+/* A copy of the node table: self first, then the others by name. */
 static size_t nodes_copy(cluster *cl, cnode *out, uint64_t *now) {
   size_t n;
   memset(&out[0], 0, sizeof(out[0]));
@@ -1217,6 +1221,7 @@ static size_t nodes_copy(cluster *cl, cnode *out, uint64_t *now) {
   memcpy(out + 1, cl->nodes, cl->nnodes * sizeof(*out));
   n = cl->nnodes + 1;
   os_mutex_unlock(&cl->mu);
+  qsort(out + 1, n - 1, sizeof(*out), node_cmp);
   *now = clock_ms();
   return n;
 }

@@ -115,6 +115,9 @@ class ReadmeExample(ClusterTest):
         busy = []
         for port in (4221, 4222, 4223, 6221, 6222, 6223, 7801, 7802, 7803):
             s = socket.socket()
+            # As the servers bind (SO_REUSEADDR): connections of an earlier
+            # run left in TIME_WAIT do not make a port taken, a listener does.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
