@@ -699,16 +699,26 @@ typedef struct node_job {
  * flaps (or forges presence) cannot queue more than this. */
 #define NODE_JOBS_MAX 4096
 
+/* An event counts against NODE_JOBS_MAX until it has run: queued for a
+ * busy strand or held by a reload, it still counts. */
 static void node_run(io_job *job) {
   node_job *j = container_of(job, node_job, job);
-  cluster *cl = j->p->h->cluster;
+  int kept = 0;
   if (!j->p->h->stopped) {
     ev e = {.type = EV_NODE, .data = j->name, .n = (size_t)j->up};
-    (void)gate_deliver(j->p, &e);
+    kept = gate_deliver(j->p, &e);
   }
-  atomic_fetch_sub(&cl->node_jobs, 1);
+  if (!kept)
+    cluster_node_done(j->p);
   free(j);
 }
+
+void cluster_node_done(host_plugin *p) {
+  if (p->h->cluster) /* NULL for what the teardown frees after cluster_destroy */
+    atomic_fetch_sub(&p->h->cluster->node_jobs, 1);
+}
+
+int cluster_sub_live(void *sub) { return !atomic_load(&((csub *)sub)->dead); }
 
 /* Tells every plugin that has on_node. */
 static void node_event(cluster *cl, const char *name, int up) {

@@ -41,6 +41,10 @@ void cluster_reload_rollback(host_plugin *p);
  * reply of len bytes. */
 void cluster_msg_done(void *sub, size_t len);
 void cluster_reply_done(host_plugin *p, size_t len);
+/* The gate released a node event of p (NODE_JOBS_MAX counts them). */
+void cluster_node_done(host_plugin *p);
+/* 0 once sub is removed: its messages still on their way are not delivered. */
+int cluster_sub_live(void *sub);
 
 typedef struct cluster_stats {
   const char *node; /* NULL: no cluster */

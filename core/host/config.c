@@ -272,7 +272,7 @@ static int parse_cluster(ctx *c, const cJSON *v, cfg_server *cfg) {
   cfgr_path_pop(c, save);
   save = cfgr_path_node(c, "reconnect_buffer", f[K_RECONNECT]);
   big = cl->reconnect_buffer;
-  rc = cfgr_first(rc, cfge_get_uint(c, f[K_RECONNECT], 0, 1073741824, 1, &big));
+  rc = cfgr_first(rc, cfge_get_uint(c, f[K_RECONNECT], 1024, 1073741824, 0, &big));
   cl->reconnect_buffer = (size_t)big;
   cfgr_path_pop(c, save);
   return c->oom ? -ENOMEM : rc;

@@ -65,7 +65,9 @@ static void call(host_plugin *p, const ev *e) {
     e->fn(e->arg);
     break;
   case EV_MESSAGE:
-    if (cb->on_message)
+    /* Not for a subscription removed since the message came: an unsubscribe,
+     * or a reload rolled back that had added it. */
+    if (cb->on_message && cluster_sub_live(e->arg))
       cb->on_message(e->subject, e->data, e->n, e->reply_to);
     break;
   case EV_REPLY:
@@ -167,6 +169,8 @@ static void release_job(ev_job *j) {
     cluster_msg_done(j->arg, j->n);
   else if (j->type == EV_REPLY)
     cluster_reply_done(p, j->n);
+  else if (j->type == EV_NODE)
+    cluster_node_done(p);
   free(j);
 }
 

@@ -36,6 +36,9 @@
  *                   after a failed one gets state too)
  *   "reload_unsub"  subjects on_load unsubscribes when it gets state
  *   "unload_unsub"  subjects on_unload unsubscribes
+ *   "reload_pub"    a subject on_load publishes "held" to when it gets state,
+ *                   then waits "load_sleep_ms" ms (the message comes back
+ *                   while the reload holds events)
  *   "fail":1        on_load fails (-EINVAL) after doing the above
  *   "sleep_ms":N    each on_message sleeps N ms (a slow consumer)
  *   "respond":1     respond-on from the start
@@ -337,6 +340,12 @@ static int busprobe_load(const pier_load_args *a) {
     each_subject(list, "subscribe", host->subscribe);
     json_str(a->config_json, "reload_unsub", list, sizeof(list));
     each_subject(list, "unsubscribe", host->unsubscribe);
+    json_str(a->config_json, "reload_pub", list, sizeof(list));
+    if (list[0]) {
+      host->log(host, PIER_LOG_INFO, BUSPROBE_NAME " gen=%u: publish %s: %d", generation, list,
+                host->publish(host, list, "held", 4));
+      sleep_ms_now(json_int(a->config_json, "load_sleep_ms"));
+    }
   }
   return json_int(a->config_json, "fail") ? -EINVAL : 0;
 }

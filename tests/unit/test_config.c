@@ -569,6 +569,9 @@ static const struct {
      "server.json: cluster.node_timeout_ms: expected an integer 501..600000, got 500"},
     {"{'cluster':{'nats':['nats://h'],'node':'a','max_pending':0}," PL "," LS "}",
      "server.json: cluster.max_pending: expected an integer 1..10000000, got 0"},
+    /* The NATS client reads a buffer of 0 as its own default: refused. */
+    {"{'cluster':{'nats':['nats://h'],'node':'a','reconnect_buffer':0}," PL "," LS "}",
+     "server.json: cluster.reconnect_buffer: expected an integer 1024..1073741824, got 0"},
     {"{'cluster':{'nats':['nats://h'],'node':'a','nodes':1}," PL "," LS "}",
      "server.json: cluster.nodes: unknown key (did you mean \"node\"?)"},
 #endif
@@ -596,7 +599,7 @@ START_TEST(test_config_cluster) {
   cfg_free(cfg);
   rc = load("{'cluster':{'nats':['nats://nats-1.example:4222'],'node':'A_9-z',"
             "'subject_prefix':'game.eu','heartbeat_ms':50,'node_timeout_ms':51,"
-            "'max_pending':10000000,'max_pending_bytes':1024,'reconnect_buffer':0}," PL "," LS "}",
+            "'max_pending':10000000,'max_pending_bytes':1024,'reconnect_buffer':1024}," PL "," LS "}",
             &cfg, err, sizeof err);
   ck_assert_msg(rc == 0, "%s", err);
   ck_assert_str_eq(cfg->cluster->subject_prefix, "game.eu");
@@ -604,7 +607,7 @@ START_TEST(test_config_cluster) {
   ck_assert_uint_eq(cfg->cluster->node_timeout_ms, 51);
   ck_assert_uint_eq(cfg->cluster->max_pending, 10000000);
   ck_assert_uint_eq(cfg->cluster->max_pending_bytes, 1024);
-  ck_assert_uint_eq(cfg->cluster->reconnect_buffer, 0);
+  ck_assert_uint_eq(cfg->cluster->reconnect_buffer, 1024);
   cfg_free(cfg);
   /* A heartbeat above the default timeout makes the default three beats. */
   rc = load("{'cluster':{'nats':['nats://h'],'node':'a','heartbeat_ms':5000}," PL "," LS "}",
