@@ -108,9 +108,19 @@ static void closed_cb(natsConnection *nc, void *closure) {
 /* Slow consumers are counted above this layer (the client's own queue is
  * set larger than anything pier lets wait), so the library's error reports
  * only go to the debug log. */
+/* The client's own queue of one subscription (a safety net; see bus_subscribe). */
+#define BUS_CLIENT_PENDING_MSGS (1 << 20)
+#define BUS_CLIENT_PENDING_BYTES (256 << 20)
+
 static void error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure) {
   (void)nc, (void)sub, (void)closure;
-  log_debug("cluster: bus client: %s", natsStatus_GetText(err));
+  /* The client reports a slow consumer once until its queue drains again. */
+  if (err == NATS_SLOW_CONSUMER)
+    log_warn("cluster: bus client: a subscription's queue reached %d messages or %d MiB; "
+             "dropping what comes until it drains",
+             BUS_CLIENT_PENDING_MSGS, BUS_CLIENT_PENDING_BYTES >> 20);
+  else
+    log_debug("cluster: bus client: %s", natsStatus_GetText(err));
 }
 
 int bus_open(const bus_opts *o, bus **out, char *err, size_t errlen) {
@@ -261,9 +271,12 @@ int bus_subscribe(bus *b, const char *subject, bus_msg_cb cb, bus_done_cb done, 
   st = natsConnection_Subscribe(&s->sub, b->nc, subject, sub_msg, s);
   /* pier counts and caps what waits for a plugin (cluster.max_pending); the
    * client's queue only has to hold what arrives while the delivery thread
-   * copies, so it gets no limit of its own to drop at. */
+   * copies. Its own limit is a safety net far above that, for a delivery
+   * thread held up (a peer flooding the name claim): beyond it the client
+   * drops, and error_cb says so. */
   if (st == NATS_OK)
-    st = natsSubscription_SetPendingLimits(s->sub, -1, -1);
+    st = natsSubscription_SetPendingLimits(s->sub, BUS_CLIENT_PENDING_MSGS,
+                                           BUS_CLIENT_PENDING_BYTES);
   if (st == NATS_OK)
     st = natsSubscription_SetOnCompleteCB(s->sub, sub_done, s);
   if (st != NATS_OK) {

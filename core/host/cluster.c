@@ -122,7 +122,7 @@ struct cluster {
   _Atomic uint64_t msgs_in, msgs_out, dropped_in, dropped_out, reconnects, bad_presence;
   _Atomic unsigned node_jobs; /* node events posted, not yet run */
   os_mutex log_mu;
-  log_rate conflict_rl, bad_rl, full_rl;
+  log_rate conflict_rl, bad_rl, full_rl, claim_rl;
 };
 
 /* ---- subjects ---- */
@@ -619,19 +619,22 @@ static void inbox_msg(void *arg, const bus_msg *m) {
 
   if (strncmp(m->subject, cl->inbox, n) != 0 || m->subject[n] != '.' ||
       sscanf(m->subject + n + 1, "%llu.%llu.%llu%c", &pi, &slot, &seq, &tail) != 3 ||
-      pi >= cl->h->nplugins || atomic_load(&cl->muted))
+      pi >= cl->h->nplugins)
     return;
   p = &cl->h->plugins[pi];
   cp = p->bus;
+  /* Muted is checked, and the reply posted, under cp->mu: cluster_mute waits
+   * for it, so a reply is posted while the workers still run, or its request
+   * stays for cluster_cancel_requests. */
   os_mutex_lock(&cp->mu);
-  if (slot >= cp->cap || cp->reqs[slot].seq != seq || seq == 0) {
-    os_mutex_unlock(&cp->mu); /* a late reply, after the timeout or a first reply */
+  if (atomic_load(&cl->muted) || slot >= cp->cap || cp->reqs[slot].seq != seq || seq == 0) {
+    os_mutex_unlock(&cp->mu); /* stopping, or a late reply (after the timeout or a first one) */
     return;
   }
   r = cp->reqs[slot];
   req_free(cp, (uint32_t)slot);
-  os_mutex_unlock(&cp->mu);
   post_reply(p, &r, m->no_responders ? -EHOSTUNREACH : 0, m->data, m->len);
+  os_mutex_unlock(&cp->mu);
 }
 
 /* Cluster thread: requests past their deadline get -ETIMEDOUT. */
@@ -639,13 +642,12 @@ static void expire_requests(cluster *cl, uint64_t now) {
   for (size_t i = 0; i < cl->h->nplugins; i++) {
     host_plugin *p = &cl->h->plugins[i];
     struct cluster_plugin *cp = p->bus;
-    os_mutex_lock(&cp->mu);
-    while (cp->dl_head != NIL && cp->reqs[cp->dl_head].deadline_ms <= now) {
+    os_mutex_lock(&cp->mu); /* as in inbox_msg */
+    while (!atomic_load(&cl->muted) && cp->dl_head != NIL &&
+           cp->reqs[cp->dl_head].deadline_ms <= now) {
       creq r = cp->reqs[cp->dl_head];
       req_free(cp, cp->dl_head);
-      os_mutex_unlock(&cp->mu);
       post_reply(p, &r, -ETIMEDOUT, NULL, 0);
-      os_mutex_lock(&cp->mu);
     }
     os_mutex_unlock(&cp->mu);
   }
@@ -936,7 +938,10 @@ static void claim_msg(void *arg, const bus_msg *m) {
   if (!m->reply || (m->len == strlen(cl->id) && memcmp(m->data, cl->id, m->len) == 0))
     return;
   (void)bus_publish(cl->b, m->reply, NULL, cl->id, strlen(cl->id));
-  log_warn("cluster: refused a second node named \"%s\"", cl->cfg->node);
+  os_mutex_lock(&cl->log_mu);
+  log_limited(&cl->claim_rl, LOG_WARN, "cluster: refused a second node named \"%s\"",
+              cl->cfg->node);
+  os_mutex_unlock(&cl->log_mu);
 }
 
 static int hold_name(cluster *cl) {
@@ -1117,8 +1122,18 @@ int cluster_run(host *h) {
 }
 
 void cluster_mute(host *h) {
-  if (h->cluster)
-    atomic_store(&h->cluster->muted, 1);
+  if (!h->cluster)
+    return;
+  atomic_store(&h->cluster->muted, 1);
+  /* A reply or timeout that saw muted clear is posted before this returns
+   * (inbox_msg, expire_requests): none reaches a worker that has stopped. */
+  for (size_t i = 0; i < h->nplugins; i++) {
+    struct cluster_plugin *cp = h->plugins[i].bus;
+    if (cp) {
+      os_mutex_lock(&cp->mu);
+      os_mutex_unlock(&cp->mu);
+    }
+  }
 }
 
 /* Main thread, the workers gone: requests still waiting get -ECANCELED,
