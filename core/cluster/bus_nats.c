@@ -105,10 +105,9 @@ static void closed_cb(natsConnection *nc, void *closure) {
   atomic_store(&b->closed, 1);
 }
 
-/* Slow consumers are counted above this layer (the client's own queue is
- * set larger than anything pier lets wait), so the library's error reports
- * only go to the debug log. */
-/* The client's own queue of one subscription (a safety net; see bus_subscribe). */
+/* Slow consumers are counted above this layer (cluster.max_pending); the
+ * client's own queue of one subscription is a safety net far above that (see
+ * bus_subscribe), and the one library error said at warn is that it dropped. */
 #define BUS_CLIENT_PENDING_MSGS (1 << 20)
 #define BUS_CLIENT_PENDING_BYTES (256 << 20)
 
