@@ -899,11 +899,15 @@ static void heartbeat(cluster *cl, const char *state) {
   (void)bus_publish(cl->b, cl->presence_subj, NULL, msg, (size_t)n);
 }
 
-/* Cluster thread: nodes unheard for node_timeout_ms are gone. */
-static void sweep_nodes(cluster *cl, uint64_t now) {
+/* Cluster thread: nodes unheard for node_timeout_ms are gone. The clock is
+ * read under cl->mu, where presence_msg sets last_ms: a presence that came
+ * after the loop's own reading is not older than now (which would wrap). */
+static void sweep_nodes(cluster *cl) {
   char gone[CLUSTER_NODES_MAX][33];
   size_t ngone = 0;
+  uint64_t now;
   os_mutex_lock(&cl->mu);
+  now = clock_ms();
   for (size_t i = 0; i < cl->nnodes; i++) {
     cnode *n = &cl->nodes[i];
     if (n->up && now - n->last_ms > cl->cfg->node_timeout_ms) {
@@ -977,7 +981,7 @@ static void *cluster_main(void *arg) {
       heartbeat(cl, "up");
       next_beat = now + cl->cfg->heartbeat_ms;
     }
-    sweep_nodes(cl, now);
+    sweep_nodes(cl);
     if (now >= next_slow_log) {
       log_slow_consumers(cl);
       next_slow_log = now + SLOW_LOG_MS;
