@@ -897,6 +897,18 @@ static void two_nodes(const char *backend, const char *threading, client *a, cli
   nats_start(&g_nats, 0);
   node_start(0, &oa, backend, 1);
   node_start(1, &ob, backend, 1);
+  /* Each plugin has been told of the other node before its clients connect,
+   * so no node event reaches them in the middle of a case. */
+  ck_assert_msg(test_daemon_wait_log(&g_node[0], "busprobe: node b up", 10000), "%s",
+                g_node[0].log);
+  ck_assert_msg(test_daemon_wait_log(&g_node[1], "busprobe: node a up", 10000), "%s",
+                g_node[1].log);
+  if (ao || bo) {
+    ck_assert_msg(test_daemon_wait_log(&g_node[0], "busother: node b up", 10000), "%s",
+                  g_node[0].log);
+    ck_assert_msg(test_daemon_wait_log(&g_node[1], "busother: node a up", 10000), "%s",
+                  g_node[1].log);
+  }
   *a = connect_client("a", g_node[0].ports[0]);
   *b = connect_client("b", g_node[1].ports[0]);
   if (ao)
