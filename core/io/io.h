@@ -106,6 +106,7 @@ typedef struct io_stats {
   _Atomic uint64_t enobufs;      /* multishot recvs re-armed after running out of buffers */
   _Atomic uint64_t rearms;       /* multishot ops re-armed after ending without F_MORE */
   uint64_t completions;
+  uint64_t waits; /* calls asking the kernel for events: epoll_wait, io_uring_enter, GQCSEx */
 } io_stats;
 
 struct io_backend {
@@ -145,9 +146,11 @@ struct io_loop {
   int wake_fd;           /* Linux: eventfd written by io_post from other threads; else -1 */
   _Atomic int sleeping;  /* the loop is (about to be) blocked in poll */
   int stop;
-  uint64_t now;          /* ms, refreshed each iteration */
-  os_mutex inbox_mu;
-  io_job *inbox_head, *inbox_tail;
+  uint64_t now;          /* ms: read before the wait and by the backend after it */
+  /* Jobs posted from other threads, newest first (a lock-free stack: a push
+   * is one compare-and-swap, the loop takes them all with one exchange and
+   * runs them oldest first). Checking it costs the loop one load. */
+  _Atomic(io_job *) inbox;
   io_timer **heap;
   size_t heap_len, heap_cap;
   void *data;            /* owner's pointer */

@@ -688,6 +688,7 @@ static int iocp_poll(io_loop *loop, int timeout_ms) {
     wait = 0;
   for (int round = 0; round < ROUNDS; round++) {
     ULONG n = 0;
+    loop->stats.waits++;
     if (!GetQueuedCompletionStatusEx(c->port, entries, BATCH, &n, wait, FALSE)) {
       DWORD err = GetLastError();
       if (err != WAIT_TIMEOUT)
@@ -730,6 +731,7 @@ static void drain(iocp_impl *c) {
     set_cancel(set);
   while (c->kernel_ops > 0 && clock_ms() < end) {
     ULONG n = 0;
+    loop->stats.waits++;
     if (!GetQueuedCompletionStatusEx(c->port, entries, BATCH, &n, 100, FALSE))
       continue;
     for (ULONG i = 0; i < n; i++) {

@@ -33,27 +33,21 @@ int io_loop_init(io_loop *loop, const io_backend *be, const io_opts *opts) {
   rc = io_wake_open(loop);
   if (rc < 0)
     return rc;
-  os_mutex_init(&loop->inbox_mu);
   rc = be->init(loop, &loop->opts);
   if (rc < 0) {
     io_wake_close(loop);
-    os_mutex_destroy(&loop->inbox_mu);
     return rc;
   }
   return 0;
 }
 
-void io_loop_done(io_loop *loop) {
-  io_job *job, *next;
+static int run_inbox(io_loop *loop);
 
+void io_loop_done(io_loop *loop) {
   loop->be->done(loop);
   io_wake_close(loop);
   /* Jobs nobody will run still own memory: run them so they can free it. */
-  for (job = loop->inbox_head; job; job = next) {
-    next = job->next;
-    job->fn(job);
-  }
-  os_mutex_destroy(&loop->inbox_mu);
+  run_inbox(loop);
   free(loop->heap);
 }
 
@@ -149,45 +143,38 @@ static void run_timers(io_loop *loop) {
 /* ---- cross-thread inbox ---- */
 
 void io_post(io_loop *loop, io_job *job) {
-  int was_empty;
-  job->next = NULL;
-  os_mutex_lock(&loop->inbox_mu);
-  was_empty = loop->inbox_head == NULL;
-  if (loop->inbox_tail)
-    loop->inbox_tail->next = job;
-  else
-    loop->inbox_head = job;
-  loop->inbox_tail = job;
-  os_mutex_unlock(&loop->inbox_mu);
+  io_job *old = atomic_load_explicit(&loop->inbox, memory_order_relaxed);
+  do
+    job->next = old;
+  while (!atomic_compare_exchange_weak(&loop->inbox, &old, job));
   /* Only the post that makes the inbox non-empty needs to wake the loop: it
-   * drains the whole inbox each iteration. */
-  if (was_empty && atomic_load(&loop->sleeping))
+   * takes the whole inbox each iteration. The push and this load are
+   * sequentially consistent, as are the loop's store to `sleeping` and its
+   * load of the inbox: one of the two sides sees the other. */
+  if (!old && atomic_load(&loop->sleeping))
     loop->be->wake(loop);
 }
 
 void io_loop_wake(io_loop *loop) { loop->be->wake(loop); }
 
 static int run_inbox(io_loop *loop) {
-  io_job *job, *next;
+  io_job *job, *next, *fifo = NULL;
   int n = 0;
-  os_mutex_lock(&loop->inbox_mu);
-  job = loop->inbox_head;
-  loop->inbox_head = loop->inbox_tail = NULL;
-  os_mutex_unlock(&loop->inbox_mu);
-  for (; job; job = next) {
+  if (!atomic_load_explicit(&loop->inbox, memory_order_relaxed))
+    return 0;
+  /* Acquire: the jobs' contents, written before their push, are visible. */
+  job = atomic_exchange_explicit(&loop->inbox, NULL, memory_order_acquire);
+  for (; job; job = next) { /* newest first: reverse into posting order */
+    next = job->next;
+    job->next = fifo;
+    fifo = job;
+  }
+  for (job = fifo; job; job = next) {
     next = job->next;
     job->fn(job);
     n++;
   }
   return n;
-}
-
-static int inbox_empty(io_loop *loop) {
-  int empty;
-  os_mutex_lock(&loop->inbox_mu);
-  empty = loop->inbox_head == NULL;
-  os_mutex_unlock(&loop->inbox_mu);
-  return empty;
 }
 
 /* ---- the iteration ---- */
@@ -208,12 +195,12 @@ int io_loop_once(io_loop *loop, int timeout_ms) {
     /* Announce the sleep before the last inbox check, so a post that lands
      * in between sees `sleeping` and writes the eventfd. */
     atomic_store(&loop->sleeping, 1);
-    if (!inbox_empty(loop))
+    if (atomic_load(&loop->inbox))
       timeout_ms = 0;
   }
   rc = loop->be->poll(loop, timeout_ms);
-  atomic_store(&loop->sleeping, 0);
-  loop->now = clock_ms();
+  /* The backend refreshed loop->now after its wait. */
+  atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
   run_inbox(loop);
   run_timers(loop);
   return rc;
