@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -33,16 +34,32 @@ typedef struct uring_impl {
   char *arena;
   size_t arena_len;
   io_ev *starved; /* recvs that ran out of buffers, re-armed after the batch */
+  int disabled;   /* created IORING_SETUP_R_DISABLED: enabled by the first enter */
 } uring_impl;
 
-static int setup_ring(struct io_uring *ring, unsigned entries) {
+/* A loop's ring has one thread, the loop's: IORING_SETUP_SINGLE_ISSUER |
+ * DEFER_TASKRUN (Linux 6.1) let the kernel run completion work in batches
+ * when that thread enters the ring, instead of interrupting it. The loop is
+ * made on another thread than the one that runs it, so the ring starts
+ * disabled (R_DISABLED) and the thread that first submits or waits, the
+ * loop's, enables it and becomes its issuer. Older kernels get the
+ * cooperative flags, or none. */
+static int setup_ring(struct io_uring *ring, unsigned entries, int *disabled) {
   struct io_uring_params p;
   int rc;
 
   memset(&p, 0, sizeof(p));
-  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
   p.cq_entries = entries * 8;
   rc = io_uring_queue_init_params(entries, ring, &p);
+  *disabled = rc == 0;
+  if (rc == -EINVAL) { /* before Linux 6.1 */
+    memset(&p, 0, sizeof(p));
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+    p.cq_entries = entries * 8;
+    rc = io_uring_queue_init_params(entries, ring, &p);
+  }
   if (rc == -EINVAL) { /* kernels before 5.19 lack COOP_TASKRUN / SUBMIT_ALL */
     memset(&p, 0, sizeof(p));
     p.flags = IORING_SETUP_CQSIZE;
@@ -96,12 +113,30 @@ static void recycle(uring_impl *u, unsigned bid) {
   io_uring_buf_ring_advance(u->br, 1);
 }
 
+/* Makes the calling thread the ring's issuer, once (see setup_ring). */
+static int enable(uring_impl *u) {
+  int rc;
+  if (!u->disabled)
+    return 0;
+  /* io_uring_enable_rings is declared by liburing 2.3 but not exported. */
+  rc = (int)syscall(__NR_io_uring_register, u->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+  if (rc < 0)
+    return -errno;
+  u->disabled = 0;
+  return 0;
+}
+
+static int submit(uring_impl *u) {
+  int rc = enable(u);
+  return rc < 0 ? rc : io_uring_submit(&u->ring);
+}
+
 /* An SQE, submitting what is queued first if the SQ is full; NULL if even
  * that fails (the caller's op then fails to submit). */
 static struct io_uring_sqe *get_sqe(uring_impl *u) {
   struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
   if (!sqe) {
-    io_uring_submit(&u->ring);
+    submit(u);
     sqe = io_uring_get_sqe(&u->ring);
   }
   return sqe;
@@ -113,7 +148,7 @@ static void *arena_alloc(uring_impl *u, size_t n) {
   if (n > ARENA_SIZE)
     return NULL;
   if (u->arena_len + n > ARENA_SIZE) {
-    io_uring_submit(&u->ring);
+    submit(u);
     if (io_uring_sq_ready(&u->ring) != 0)
       return NULL;
     u->arena_len = 0;
@@ -153,7 +188,7 @@ static int uring_init(io_loop *loop, const io_opts *opts) {
   if (!u)
     return -ENOMEM;
   loop->impl = u;
-  rc = setup_ring(&u->ring, opts->entries);
+  rc = setup_ring(&u->ring, opts->entries, &u->disabled);
   if (rc < 0) {
     free(u);
     loop->impl = NULL;
@@ -247,8 +282,7 @@ static int uring_cancel(io_loop *loop, io_ev *ev) {
 static void uring_close_fd(io_loop *loop, io_fd *fd) {}
 
 static int uring_submit(io_loop *loop) {
-  uring_impl *u = loop->impl;
-  int rc = io_uring_submit(&u->ring);
+  int rc = submit(loop->impl);
   return rc < 0 ? rc : 0;
 }
 
@@ -310,25 +344,46 @@ static void rearm_starved(io_loop *loop) {
   }
 }
 
+/* Submits what is queued and waits until wait_nr completions are there, or
+ * ts has passed (NULL: no limit): one io_uring_enter. liburing's wait calls
+ * peek the CQ before and after entering, which uring_poll does anyway.
+ * Entering with GETEVENTS also runs the completion work DEFER_TASKRUN keeps
+ * for this thread, so it enters even with nothing to submit or wait for. */
+static int enter(uring_impl *u, unsigned wait_nr, const struct __kernel_timespec *ts) {
+  struct io_uring_sq *sq = &u->ring.sq;
+  struct io_uring_getevents_arg arg;
+  unsigned tail = sq->sqe_tail;
+  long rc;
+
+  if (sq->sqe_head != tail) { /* publish the SQEs queued since the last enter */
+    sq->sqe_head = tail;
+    io_uring_smp_store_release(sq->ktail, tail);
+  }
+  memset(&arg, 0, sizeof(arg));
+  arg.ts = (uint64_t)(uintptr_t)ts;
+  rc = syscall(__NR_io_uring_enter, u->ring.ring_fd, tail - *sq->khead, wait_nr,
+               IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof(arg));
+  return rc < 0 ? -errno : 0;
+}
+
 static int uring_poll(io_loop *loop, int timeout_ms) {
   uring_impl *u = loop->impl;
-  struct io_uring_cqe *cqe, *cqes[BATCH];
   struct {
     uint64_t ud;
     int res;
     unsigned flags;
   } batch[BATCH];
   unsigned total = 0;
-  int rc;
+  int rc = enable(u);
 
-  if (timeout_ms == 0) {
-    rc = io_uring_submit(&u->ring);
-  } else if (timeout_ms < 0) {
-    rc = io_uring_submit_and_wait(&u->ring, 1);
-  } else {
-    struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
-                                   .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
-    rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+  if (rc == 0) {
+    struct __kernel_timespec ts;
+    if (timeout_ms > 0) {
+      ts.tv_sec = timeout_ms / 1000;
+      ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+    }
+    loop->stats.waits++;
+    rc = enter(u, timeout_ms == 0 ? 0 : 1, timeout_ms > 0 ? &ts : NULL);
   }
   if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
     return rc;
@@ -337,7 +392,17 @@ static int uring_poll(io_loop *loop, int timeout_ms) {
     u->arena_len = 0;
 
   for (;;) {
-    unsigned n = io_uring_peek_batch_cqe(&u->ring, cqes, BATCH);
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    /* Copy out and release the CQ slots before running callbacks, which may
+     * submit and so produce more completions. */
+    io_uring_for_each_cqe(&u->ring, head, cqe) {
+      batch[n].ud = cqe->user_data;
+      batch[n].res = cqe->res;
+      batch[n].flags = cqe->flags;
+      if (++n == BATCH)
+        break;
+    }
     if (n == 0) {
       if (!io_uring_cq_has_overflow(&u->ring))
         break;
@@ -345,13 +410,6 @@ static int uring_poll(io_loop *loop, int timeout_ms) {
       loop->stats.cq_overflows++;
       io_uring_get_events(&u->ring);
       continue;
-    }
-    /* Copy out and release the CQ slots before running callbacks, which may
-     * submit and so produce more completions. */
-    for (unsigned i = 0; i < n; i++) {
-      batch[i].ud = cqes[i]->user_data;
-      batch[i].res = cqes[i]->res;
-      batch[i].flags = cqes[i]->flags;
     }
     io_uring_cq_advance(&u->ring, n);
     for (unsigned i = 0; i < n; i++)
@@ -398,7 +456,7 @@ static int probe(char *why, size_t whylen) {
   unsigned saw_more = 0;
 
   memset(&u, 0, sizeof(u));
-  rc = setup_ring(&u.ring, 8);
+  rc = setup_ring(&u.ring, 8, &u.disabled);
   if (rc < 0) {
     snprintf(why, whylen, "io_uring_queue_init: %s", strerror(-rc));
     return rc;
@@ -421,7 +479,11 @@ static int probe(char *why, size_t whylen) {
     sqe->buf_group = BUF_GROUP;
     io_uring_sqe_set_data64(sqe, 42);
   }
-  io_uring_submit(&u.ring);
+  rc = submit(&u);
+  if (rc < 0) {
+    snprintf(why, whylen, "io_uring_submit: %s", strerror(-rc));
+    goto out;
+  }
   if (write(sv[1], "x", 1) != 1) {
     rc = -EIO;
     snprintf(why, whylen, "probe write failed");
