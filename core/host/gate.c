@@ -83,7 +83,9 @@ static void call(host_plugin *p, const ev *e) {
 /* call(), timed: its duration goes into this thread's latency histogram
  * (two clock reads and a bucket search; no lock, and on a worker no locked
  * add either). With slow_callback_ms the start time is also visible to the
- * watchdog thread while it runs, and a slow call is logged and counted. */
+ * watchdog thread while it runs, and a slow call is logged and counted. The
+ * slot's stores are plain (release) stores: the watchdog only needs to see
+ * them eventually, and to see the type that goes with a start time. */
 static void timed_call(host_plugin *p, const ev *e) {
   unsigned slow_ms = p->h->cfg->limits.slow_callback_ms;
   int w = net_current_worker(p->h->net);
@@ -93,15 +95,15 @@ static void timed_call(host_plugin *p, const ev *e) {
 
   t0 = os_clock_ns();
   if (slow_ms) {
-    atomic_store(&slot->type, (int)e->type);
-    atomic_store(&slot->start_us, t0 / 1000 ? t0 / 1000 : 1);
+    atomic_store_explicit(&slot->type, (int)e->type, memory_order_relaxed);
+    atomic_store_explicit(&slot->start_us, t0 / 1000 ? t0 / 1000 : 1, memory_order_release);
   }
   call(p, e);
   ns = os_clock_ns() - t0;
   stats_observe(&slot->lat[e->type], ns, shared);
   if (!slow_ms)
     return;
-  atomic_store(&slot->start_us, 0);
+  atomic_store_explicit(&slot->start_us, 0, memory_order_release);
   if (ns > (uint64_t)slow_ms * 1000000) {
     char why[160];
     atomic_fetch_add(&p->slow_calls, 1);

@@ -142,9 +142,10 @@ static void on_recv(void *ctx, session *s, const char *data, size_t len) {
 
 static void on_send(void *ctx, session *s, size_t bytes) {
   host_listener *l = ctx;
-  ev e = {.type = EV_SEND, .sid = session_sid(s), .s = s, .n = bytes};
-  if (atomic_load_explicit(&l->p->wants_send, memory_order_relaxed))
+  if (atomic_load_explicit(&l->p->wants_send, memory_order_relaxed)) {
+    ev e = {.type = EV_SEND, .sid = session_sid(s), .s = s, .n = bytes};
     gate_deliver(l->p, &e);
+  }
 }
 
 static void on_disconnected(void *ctx, session *s, pier_reason reason) {
@@ -320,13 +321,13 @@ static void *watchdog_main(void *arg) {
       host_plugin *p = &h->plugins[i];
       for (unsigned k = 0; k <= h->cfg->workers; k++) {
         cb_slot *s = &p->running[k];
-        uint64_t start = atomic_load(&s->start_us);
+        uint64_t start = atomic_load_explicit(&s->start_us, memory_order_acquire);
         /* start may be later than now: a callback began after now was read */
         if (start && start < now && start != s->reported &&
             now - start > (uint64_t)slow_ms * 1000) {
           s->reported = start;
           log_warn("plugin \"%s\": %s still running after %.0f ms on %s %u", p->cfg->name,
-                   host_ev_callback[atomic_load(&s->type)], (double)(now - start) / 1000.0,
+                   host_ev_callback[atomic_load_explicit(&s->type, memory_order_relaxed)], (double)(now - start) / 1000.0,
                    k < h->cfg->workers ? "worker" : "thread", k);
         }
       }
