@@ -7,7 +7,8 @@
  * or a Colyseus room's WebSocket protocol, for comparisons with other
  * servers. Chat connections may be spread over several ports, the nodes of a
  * cluster: then deliveries from other nodes (S_CHAT_REMOTE) are checked and
- * timed apart from those on the sender's node. */
+ * timed apart from those on the sender's node. Churn mode (tools/bench/churn.c)
+ * measures connection turnover instead: connect, one echo, close, again. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -20,6 +21,7 @@
 
 #include "base/log.h"
 #include "io/io.h"
+#include "bench/churn.h"
 #include "bench/hist.h"
 #include "bench/load.h"
 #include "bench/procstat.h"
@@ -39,8 +41,8 @@ typedef struct bench_opts {
   unsigned ports[LOAD_MAX_TARGETS], nports;
   char *nodes[LOAD_MAX_TARGETS];      /* --nodes, split; NULL: not given */
   unsigned nnodes;
-  unsigned conns, size, depth, rooms, workers;
-  int depth_given;
+  unsigned conns, size, depth, rooms, workers, sources;
+  int depth_given, rate_given, rooms_given, workers_given;
   double duration, warmup, rate, drain;
   const char *backend;
   int json;
@@ -64,13 +66,13 @@ static void on_stop(void) { g_stop = 1; }
 
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: pier-bench echo|chat|idle [options]\n"
+          "usage: pier-bench echo|chat|idle|churn [options]\n"
           "  --host ADDR        server address literal (default 127.0.0.1)\n"
           "  --port N[,N...]    server port (default 7777 echo/idle, 7778 chat); chat: up\n"
           "                     to 16, connection i to the (i mod count)th\n"
           "  --nodes NAME,...   chat with several ports: the cluster node name behind\n"
           "                     each port, to match S_CHAT_REMOTE packets to senders\n"
-          "  --conns N          connections (default 100)\n"
+          "  --conns N          connections (default 100); churn: concurrent churners\n"
           "  --size BYTES       echo: message size; chat: text bytes, 1..512 (default 128)\n"
           "  --depth N          messages in flight per connection (default 1; with --rate,\n"
           "                     the most allowed in flight, default 1024)\n"
@@ -92,11 +94,15 @@ static void usage(FILE *out) {
           "  --tls              TLS first (before the Upgrade, or before the plain traffic)\n"
           "  --ca FILE          with --tls: verify the server's certificate against FILE\n"
           "                     (PEM) and the --host address; default: no verification\n"
+          "  --sources N        churn: spread connections over source addresses 127.0.0.1\n"
+          "                     .. 127.0.0.N, 1..254 (default 1: the kernel picks)\n"
           "  --colyseus ROOM    chat through a Colyseus room: a matchmaking request\n"
           "                     (joinOrCreate ROOM) per connection, then its WebSocket\n"
           "                     protocol; packets travel as ROOM_DATA_BYTES, type = id\n"
           "modes: echo (raw bytes, verified), chat (the chat plugin's protocol),\n"
-          "       idle (connect, one verified echo each, then hold the connections)\n");
+          "       idle (connect, one verified echo each, then hold the connections),\n"
+          "       churn (each connection: connect, one verified echo, close, and again;\n"
+          "       plain sockets, Linux only)\n");
 }
 
 static int parse_uint(const char *name, const char *s, unsigned long min, unsigned long max,
@@ -177,20 +183,20 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       {"ws", required_argument, NULL, 'S'},       {"origin", required_argument, NULL, 'O'},
       {"tls", no_argument, NULL, 'T'},            {"ca", required_argument, NULL, 'A'},
       {"colyseus", required_argument, NULL, 'C'}, {"drain-timeout", required_argument, NULL, 'X'},
-      {"nodes", required_argument, NULL, 'N'},
+      {"nodes", required_argument, NULL, 'N'},    {"sources", required_argument, NULL, 'I'},
       {NULL, 0, NULL, 0}};
   unsigned pid = 0;
   int c, rc = 0;
 
   *o = (bench_opts){.host = "127.0.0.1", .conns = 100, .size = 128, .depth = 1, .rooms = 1,
                     .workers = 1, .duration = 5, .warmup = 1, .drain = 5, .backend = "auto",
-                    .port = -1};
+                    .port = -1, .sources = 1};
   if (argc < 2 || argv[1][0] == '-') {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
       usage(stdout);
       exit(0);
     }
-    fprintf(stderr, "pier-bench: expected a mode first: echo, chat or idle\n");
+    fprintf(stderr, "pier-bench: expected a mode first: echo, chat, idle or churn\n");
     usage(stderr);
     return -EINVAL;
   }
@@ -201,8 +207,11 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     o->mode = MODE_CHAT;
   else if (!strcmp(argv[1], "idle"))
     o->mode = MODE_IDLE;
+  else if (!strcmp(argv[1], "churn"))
+    o->mode = MODE_CHURN;
   else {
-    fprintf(stderr, "pier-bench: unknown mode \"%s\" (expected echo, chat or idle)\n", argv[1]);
+    fprintf(stderr, "pier-bench: unknown mode \"%s\" (expected echo, chat, idle or churn)\n",
+            argv[1]);
     return -EINVAL;
   }
   optind = 2;
@@ -216,9 +225,13 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     case 'd': rc = parse_uint("depth", optarg, 1, 65536, &o->depth); o->depth_given = 1; break;
     case 'D': rc = parse_double("duration", optarg, 0.1, MAX_DURATION_S, &o->duration); break;
     case 'W': rc = parse_double("warmup", optarg, 0, 60, &o->warmup); break;
-    case 'r': rc = parse_double("rate", optarg, 0, 1e9, &o->rate); break;
-    case 'R': rc = parse_uint("rooms", optarg, 1, 1000000, &o->rooms); break;
-    case 'w': rc = parse_uint("workers", optarg, 1, 64, &o->workers); break;
+    case 'r': rc = parse_double("rate", optarg, 0, 1e9, &o->rate); o->rate_given = 1; break;
+    case 'R': rc = parse_uint("rooms", optarg, 1, 1000000, &o->rooms); o->rooms_given = 1; break;
+    case 'w':
+      rc = parse_uint("workers", optarg, 1, 64, &o->workers);
+      o->workers_given = 1;
+      break;
+    case 'I': rc = parse_uint("sources", optarg, 1, 254, &o->sources); break;
     case 'b':
       o->backend = optarg;
       if (!io_backend_known(optarg)) {
@@ -271,6 +284,22 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     o->port = o->mode == MODE_CHAT ? 7778 : 7777;
     o->ports[0] = (unsigned)o->port;
     o->nports = 1;
+  }
+  if (o->mode == MODE_CHURN &&
+      (o->ws_path || o->tls || o->colyseus || o->nports > 1 || o->nnodes || o->depth_given ||
+       o->rate_given || o->rooms_given || o->workers_given || strcmp(o->backend, "auto"))) {
+    fprintf(stderr, "pier-bench: churn is one message per connection over plain TCP on one "
+                    "thread: --ws, --tls, --colyseus, --depth, --rate, --rooms, --workers, "
+                    "--io-backend and several ports do not apply\n");
+    return -EINVAL;
+  }
+  if (o->sources > 1 && o->mode != MODE_CHURN) {
+    fprintf(stderr, "pier-bench: --sources is for churn mode\n");
+    return -EINVAL;
+  }
+  if (o->mode == MODE_CHURN && o->size > 65536) {
+    fprintf(stderr, "pier-bench: --size: churn messages are 1..65536 bytes, got %u\n", o->size);
+    return -EINVAL;
   }
   if (o->nports > 1 && (o->mode != MODE_CHAT || o->ws_path || o->tls || o->colyseus)) {
     fprintf(stderr, "pier-bench: several ports are for chat over plain TCP\n");
@@ -620,6 +649,37 @@ static void run_idle(const bench_opts *o, load *l, result *r) {
                o->conns);
 }
 
+/* churn: on its own sockets (tools/bench/churn.c); host is the --host
+ * literal, freed here. Returns the exit status. */
+static int run_churn(const bench_opts *o, const net_addr *addr, char *host) {
+  churn_opts co;
+  char target[NET_ADDR_STRLEN];
+  int rc;
+
+  memset(&co, 0, sizeof(co));
+  co.addr = *addr;
+  co.target = net_addr_format(addr, target, sizeof(target));
+  co.conns = o->conns;
+  co.size = o->size;
+  co.sources = o->sources;
+  co.duration = o->duration;
+  co.warmup = o->warmup;
+  co.drain = o->drain;
+  co.server_pid = o->server_pid;
+  co.json = o->json;
+  co.stop = &g_stop;
+  if (co.sources > 1 && (addr->u.sa.sa_family != AF_INET ||
+                         (ntohl(addr->u.in4.sin_addr.s_addr) >> 24) != 127)) {
+    fprintf(stderr, "pier-bench: --sources is for an IPv4 loopback server (127.x.x.x), "
+                    "got %s\n", host);
+    free(host);
+    return 2;
+  }
+  free(host);
+  rc = churn_run(&co);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   bench_opts o;
   load_opts lo;
@@ -684,6 +744,8 @@ int main(int argc, char **argv) {
   }
   log_set_level(LOG_WARN);
   (void)os_interrupt_install(on_stop);
+  if (o.mode == MODE_CHURN)
+    return run_churn(&o, &lo.addr, host);
   /* Workers are created holding SIGINT/SIGTERM back: the main thread gets
    * them. */
   os_interrupt_hold();
