@@ -43,7 +43,7 @@ typedef struct bench_opts {
   unsigned nnodes;
   unsigned conns, size, depth, rooms, workers, sources;
   int depth_given, rate_given, rooms_given, workers_given;
-  double duration, warmup, rate, drain;
+  double duration, warmup, rate, drain, pause;
   const char *backend;
   int json;
   long server_pid; /* 0: none */
@@ -80,6 +80,9 @@ static void usage(FILE *out) {
           "  --warmup S         seconds of traffic before measuring (default 1)\n"
           "  --drain-timeout S  after the window, how long messages in flight may take to\n"
           "                     be answered before that is an error (default 5)\n"
+          "  --pause S          echo, chat: hold the open connections idle for S seconds\n"
+          "                     before the traffic and again after it has drained, with a\n"
+          "                     line on stderr at each (for a profiler to start and stop)\n"
           "  --rate R           open loop: R messages/s in total, spread over connections;\n"
           "                     latency counts from each message's scheduled time\n"
           "  --rooms N          chat: rooms, joined round-robin (default 1)\n"
@@ -184,6 +187,7 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       {"tls", no_argument, NULL, 'T'},            {"ca", required_argument, NULL, 'A'},
       {"colyseus", required_argument, NULL, 'C'}, {"drain-timeout", required_argument, NULL, 'X'},
       {"nodes", required_argument, NULL, 'N'},    {"sources", required_argument, NULL, 'I'},
+      {"pause", required_argument, NULL, 'Z'},
       {NULL, 0, NULL, 0}};
   unsigned pid = 0;
   int c, rc = 0;
@@ -232,6 +236,7 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       o->workers_given = 1;
       break;
     case 'I': rc = parse_uint("sources", optarg, 1, 254, &o->sources); break;
+    case 'Z': rc = parse_double("pause", optarg, 0, 600, &o->pause); break;
     case 'b':
       o->backend = optarg;
       if (!io_backend_known(optarg)) {
@@ -291,6 +296,10 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     fprintf(stderr, "pier-bench: churn is one message per connection over plain TCP on one "
                     "thread: --ws, --tls, --colyseus, --depth, --rate, --rooms, --workers, "
                     "--io-backend and several ports do not apply\n");
+    return -EINVAL;
+  }
+  if (o->pause > 0 && o->mode != MODE_ECHO && o->mode != MODE_CHAT) {
+    fprintf(stderr, "pier-bench: --pause is for echo and chat\n");
     return -EINVAL;
   }
   if (o->sources > 1 && o->mode != MODE_CHURN) {
@@ -394,6 +403,7 @@ typedef struct result {
   hist_snap lat;     /* latency in the window */
   long long rss_before, rss_connected, rss_after;
   unsigned connected;
+  uint64_t msgs_total; /* completed in all: warmup, window and drain */
   uint64_t unanswered;
   int ok;
 } result;
@@ -455,7 +465,7 @@ static void report(const bench_opts *o, load *l, const result *r) {
     fprintf(f, "\"rooms\": %u, ", o->mode == MODE_CHAT ? o->rooms : 0);
     json_num(f, "warmup_s", o->mode == MODE_IDLE ? 0 : o->warmup, 0);
     json_num(f, "duration_s", dt, 0);
-    fprintf(f, "\"msgs\": %" PRIu64 ", ", msgs);
+    fprintf(f, "\"msgs\": %" PRIu64 ", \"msgs_total\": %" PRIu64 ", ", msgs, r->msgs_total);
     json_num(f, "msgs_per_s", (double)msgs / dt, 0);
     json_num(f, "bytes_per_s", (double)bytes / dt, 0);
     fprintf(f, "\"deliveries\": %" PRIu64 ", ", o->mode == MODE_CHAT ? deliv : msgs);
@@ -554,7 +564,13 @@ static void run_traffic(const bench_opts *o, load *l, result *r) {
   uint64_t t0, t_meas, t_end, next;
   sample prev, cur;
   int measuring = 0;
+  load_totals tot;
 
+  if (o->pause > 0) {
+    fprintf(stderr, "pier-bench: %u connections open, traffic in %g s\n", load_open(l),
+            o->pause);
+    wait_until(now_ns() + (uint64_t)(o->pause * 1e9));
+  }
   load_start(l);
   t0 = now_ns();
   t_meas = t0 + (uint64_t)(o->warmup * 1e9);
@@ -606,6 +622,13 @@ static void run_traffic(const bench_opts *o, load *l, result *r) {
       load_error(l, "%" PRIu64 " messages were not answered within %.0f s after the run",
                  r->unanswered, o->drain);
   }
+  load_totals_get(l, &tot);
+  r->msgs_total = tot.msgs;
+  if (o->pause > 0 && !g_stop) {
+    fprintf(stderr, "pier-bench: traffic done, %" PRIu64 " messages in all, closing in %g s\n",
+            tot.msgs, o->pause);
+    wait_until(now_ns() + (uint64_t)(o->pause * 1e9));
+  }
 }
 
 /* idle: one verified echo per connection, then hold them all. */
@@ -643,6 +666,7 @@ static void run_idle(const bench_opts *o, load *l, result *r) {
   rss(o, &r->rss_after);
   take(l, o, &s);
   r->b = s;
+  r->msgs_total = s.tot.msgs;
   r->b.t_ns = r->a.t_ns + (s.t_ns - t0); /* report the hold time as the duration */
   if (load_open(l) < o->conns)
     load_error(l, "%u of %u connections were closed while idle", o->conns - load_open(l),
