@@ -7,7 +7,8 @@
  * or a Colyseus room's WebSocket protocol, for comparisons with other
  * servers. Chat connections may be spread over several ports, the nodes of a
  * cluster: then deliveries from other nodes (S_CHAT_REMOTE) are checked and
- * timed apart from those on the sender's node. */
+ * timed apart from those on the sender's node. Churn mode (tools/bench/churn.c)
+ * measures connection turnover instead: connect, one echo, close, again. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -20,6 +21,7 @@
 
 #include "base/log.h"
 #include "io/io.h"
+#include "bench/churn.h"
 #include "bench/hist.h"
 #include "bench/load.h"
 #include "bench/procstat.h"
@@ -39,9 +41,9 @@ typedef struct bench_opts {
   unsigned ports[LOAD_MAX_TARGETS], nports;
   char *nodes[LOAD_MAX_TARGETS];      /* --nodes, split; NULL: not given */
   unsigned nnodes;
-  unsigned conns, size, depth, rooms, workers;
-  int depth_given;
-  double duration, warmup, rate, drain;
+  unsigned conns, size, depth, rooms, workers, sources;
+  int depth_given, rate_given, rooms_given, workers_given;
+  double duration, warmup, rate, drain, pause;
   const char *backend;
   int json;
   long server_pid; /* 0: none */
@@ -64,13 +66,13 @@ static void on_stop(void) { g_stop = 1; }
 
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: pier-bench echo|chat|idle [options]\n"
+          "usage: pier-bench echo|chat|idle|churn [options]\n"
           "  --host ADDR        server address literal (default 127.0.0.1)\n"
           "  --port N[,N...]    server port (default 7777 echo/idle, 7778 chat); chat: up\n"
           "                     to 16, connection i to the (i mod count)th\n"
           "  --nodes NAME,...   chat with several ports: the cluster node name behind\n"
           "                     each port, to match S_CHAT_REMOTE packets to senders\n"
-          "  --conns N          connections (default 100)\n"
+          "  --conns N          connections (default 100); churn: concurrent churners\n"
           "  --size BYTES       echo: message size; chat: text bytes, 1..512 (default 128)\n"
           "  --depth N          messages in flight per connection (default 1; with --rate,\n"
           "                     the most allowed in flight, default 1024)\n"
@@ -78,6 +80,9 @@ static void usage(FILE *out) {
           "  --warmup S         seconds of traffic before measuring (default 1)\n"
           "  --drain-timeout S  after the window, how long messages in flight may take to\n"
           "                     be answered before that is an error (default 5)\n"
+          "  --pause S          echo, chat: hold the open connections idle for S seconds\n"
+          "                     before the traffic and again after it has drained, with a\n"
+          "                     line on stderr at each (for a profiler to start and stop)\n"
           "  --rate R           open loop: R messages/s in total, spread over connections;\n"
           "                     latency counts from each message's scheduled time\n"
           "  --rooms N          chat: rooms, joined round-robin (default 1)\n"
@@ -92,11 +97,15 @@ static void usage(FILE *out) {
           "  --tls              TLS first (before the Upgrade, or before the plain traffic)\n"
           "  --ca FILE          with --tls: verify the server's certificate against FILE\n"
           "                     (PEM) and the --host address; default: no verification\n"
+          "  --sources N        churn: spread connections over source addresses 127.0.0.1\n"
+          "                     .. 127.0.0.N, 1..254 (default 1: the kernel picks)\n"
           "  --colyseus ROOM    chat through a Colyseus room: a matchmaking request\n"
           "                     (joinOrCreate ROOM) per connection, then its WebSocket\n"
           "                     protocol; packets travel as ROOM_DATA_BYTES, type = id\n"
           "modes: echo (raw bytes, verified), chat (the chat plugin's protocol),\n"
-          "       idle (connect, one verified echo each, then hold the connections)\n");
+          "       idle (connect, one verified echo each, then hold the connections),\n"
+          "       churn (each connection: connect, one verified echo, close, and again;\n"
+          "       plain sockets, Linux only)\n");
 }
 
 static int parse_uint(const char *name, const char *s, unsigned long min, unsigned long max,
@@ -177,20 +186,21 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       {"ws", required_argument, NULL, 'S'},       {"origin", required_argument, NULL, 'O'},
       {"tls", no_argument, NULL, 'T'},            {"ca", required_argument, NULL, 'A'},
       {"colyseus", required_argument, NULL, 'C'}, {"drain-timeout", required_argument, NULL, 'X'},
-      {"nodes", required_argument, NULL, 'N'},
+      {"nodes", required_argument, NULL, 'N'},    {"sources", required_argument, NULL, 'I'},
+      {"pause", required_argument, NULL, 'Z'},
       {NULL, 0, NULL, 0}};
   unsigned pid = 0;
   int c, rc = 0;
 
   *o = (bench_opts){.host = "127.0.0.1", .conns = 100, .size = 128, .depth = 1, .rooms = 1,
                     .workers = 1, .duration = 5, .warmup = 1, .drain = 5, .backend = "auto",
-                    .port = -1};
+                    .port = -1, .sources = 1};
   if (argc < 2 || argv[1][0] == '-') {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
       usage(stdout);
       exit(0);
     }
-    fprintf(stderr, "pier-bench: expected a mode first: echo, chat or idle\n");
+    fprintf(stderr, "pier-bench: expected a mode first: echo, chat, idle or churn\n");
     usage(stderr);
     return -EINVAL;
   }
@@ -201,8 +211,11 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     o->mode = MODE_CHAT;
   else if (!strcmp(argv[1], "idle"))
     o->mode = MODE_IDLE;
+  else if (!strcmp(argv[1], "churn"))
+    o->mode = MODE_CHURN;
   else {
-    fprintf(stderr, "pier-bench: unknown mode \"%s\" (expected echo, chat or idle)\n", argv[1]);
+    fprintf(stderr, "pier-bench: unknown mode \"%s\" (expected echo, chat, idle or churn)\n",
+            argv[1]);
     return -EINVAL;
   }
   optind = 2;
@@ -216,9 +229,14 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     case 'd': rc = parse_uint("depth", optarg, 1, 65536, &o->depth); o->depth_given = 1; break;
     case 'D': rc = parse_double("duration", optarg, 0.1, MAX_DURATION_S, &o->duration); break;
     case 'W': rc = parse_double("warmup", optarg, 0, 60, &o->warmup); break;
-    case 'r': rc = parse_double("rate", optarg, 0, 1e9, &o->rate); break;
-    case 'R': rc = parse_uint("rooms", optarg, 1, 1000000, &o->rooms); break;
-    case 'w': rc = parse_uint("workers", optarg, 1, 64, &o->workers); break;
+    case 'r': rc = parse_double("rate", optarg, 0, 1e9, &o->rate); o->rate_given = 1; break;
+    case 'R': rc = parse_uint("rooms", optarg, 1, 1000000, &o->rooms); o->rooms_given = 1; break;
+    case 'w':
+      rc = parse_uint("workers", optarg, 1, 64, &o->workers);
+      o->workers_given = 1;
+      break;
+    case 'I': rc = parse_uint("sources", optarg, 1, 254, &o->sources); break;
+    case 'Z': rc = parse_double("pause", optarg, 0, 600, &o->pause); break;
     case 'b':
       o->backend = optarg;
       if (!io_backend_known(optarg)) {
@@ -271,6 +289,26 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     o->port = o->mode == MODE_CHAT ? 7778 : 7777;
     o->ports[0] = (unsigned)o->port;
     o->nports = 1;
+  }
+  if (o->mode == MODE_CHURN &&
+      (o->ws_path || o->tls || o->colyseus || o->nports > 1 || o->nnodes || o->depth_given ||
+       o->rate_given || o->rooms_given || o->workers_given || strcmp(o->backend, "auto"))) {
+    fprintf(stderr, "pier-bench: churn is one message per connection over plain TCP on one "
+                    "thread: --ws, --tls, --colyseus, --depth, --rate, --rooms, --workers, "
+                    "--io-backend and several ports do not apply\n");
+    return -EINVAL;
+  }
+  if (o->pause > 0 && o->mode != MODE_ECHO && o->mode != MODE_CHAT) {
+    fprintf(stderr, "pier-bench: --pause is for echo and chat\n");
+    return -EINVAL;
+  }
+  if (o->sources > 1 && o->mode != MODE_CHURN) {
+    fprintf(stderr, "pier-bench: --sources is for churn mode\n");
+    return -EINVAL;
+  }
+  if (o->mode == MODE_CHURN && o->size > 65536) {
+    fprintf(stderr, "pier-bench: --size: churn messages are 1..65536 bytes, got %u\n", o->size);
+    return -EINVAL;
   }
   if (o->nports > 1 && (o->mode != MODE_CHAT || o->ws_path || o->tls || o->colyseus)) {
     fprintf(stderr, "pier-bench: several ports are for chat over plain TCP\n");
@@ -365,6 +403,7 @@ typedef struct result {
   hist_snap lat;     /* latency in the window */
   long long rss_before, rss_connected, rss_after;
   unsigned connected;
+  uint64_t msgs_total; /* completed in all: warmup, window and drain */
   uint64_t unanswered;
   int ok;
 } result;
@@ -426,7 +465,7 @@ static void report(const bench_opts *o, load *l, const result *r) {
     fprintf(f, "\"rooms\": %u, ", o->mode == MODE_CHAT ? o->rooms : 0);
     json_num(f, "warmup_s", o->mode == MODE_IDLE ? 0 : o->warmup, 0);
     json_num(f, "duration_s", dt, 0);
-    fprintf(f, "\"msgs\": %" PRIu64 ", ", msgs);
+    fprintf(f, "\"msgs\": %" PRIu64 ", \"msgs_total\": %" PRIu64 ", ", msgs, r->msgs_total);
     json_num(f, "msgs_per_s", (double)msgs / dt, 0);
     json_num(f, "bytes_per_s", (double)bytes / dt, 0);
     fprintf(f, "\"deliveries\": %" PRIu64 ", ", o->mode == MODE_CHAT ? deliv : msgs);
@@ -525,7 +564,13 @@ static void run_traffic(const bench_opts *o, load *l, result *r) {
   uint64_t t0, t_meas, t_end, next;
   sample prev, cur;
   int measuring = 0;
+  load_totals tot;
 
+  if (o->pause > 0) {
+    fprintf(stderr, "pier-bench: %u connections open, traffic in %g s\n", load_open(l),
+            o->pause);
+    wait_until(now_ns() + (uint64_t)(o->pause * 1e9));
+  }
   load_start(l);
   t0 = now_ns();
   t_meas = t0 + (uint64_t)(o->warmup * 1e9);
@@ -577,6 +622,13 @@ static void run_traffic(const bench_opts *o, load *l, result *r) {
       load_error(l, "%" PRIu64 " messages were not answered within %.0f s after the run",
                  r->unanswered, o->drain);
   }
+  load_totals_get(l, &tot);
+  r->msgs_total = tot.msgs;
+  if (o->pause > 0 && !g_stop) {
+    fprintf(stderr, "pier-bench: traffic done, %" PRIu64 " messages in all, closing in %g s\n",
+            tot.msgs, o->pause);
+    wait_until(now_ns() + (uint64_t)(o->pause * 1e9));
+  }
 }
 
 /* idle: one verified echo per connection, then hold them all. */
@@ -614,10 +666,42 @@ static void run_idle(const bench_opts *o, load *l, result *r) {
   rss(o, &r->rss_after);
   take(l, o, &s);
   r->b = s;
+  r->msgs_total = s.tot.msgs;
   r->b.t_ns = r->a.t_ns + (s.t_ns - t0); /* report the hold time as the duration */
   if (load_open(l) < o->conns)
     load_error(l, "%u of %u connections were closed while idle", o->conns - load_open(l),
                o->conns);
+}
+
+/* churn: on its own sockets (tools/bench/churn.c); host is the --host
+ * literal, freed here. Returns the exit status. */
+static int run_churn(const bench_opts *o, const net_addr *addr, char *host) {
+  churn_opts co;
+  char target[NET_ADDR_STRLEN];
+  int rc;
+
+  memset(&co, 0, sizeof(co));
+  co.addr = *addr;
+  co.target = net_addr_format(addr, target, sizeof(target));
+  co.conns = o->conns;
+  co.size = o->size;
+  co.sources = o->sources;
+  co.duration = o->duration;
+  co.warmup = o->warmup;
+  co.drain = o->drain;
+  co.server_pid = o->server_pid;
+  co.json = o->json;
+  co.stop = &g_stop;
+  if (co.sources > 1 && (addr->u.sa.sa_family != AF_INET ||
+                         (ntohl(addr->u.in4.sin_addr.s_addr) >> 24) != 127)) {
+    fprintf(stderr, "pier-bench: --sources is for an IPv4 loopback server (127.x.x.x), "
+                    "got %s\n", host);
+    free(host);
+    return 2;
+  }
+  free(host);
+  rc = churn_run(&co);
+  return rc;
 }
 
 int main(int argc, char **argv) {
@@ -684,6 +768,8 @@ int main(int argc, char **argv) {
   }
   log_set_level(LOG_WARN);
   (void)os_interrupt_install(on_stop);
+  if (o.mode == MODE_CHURN)
+    return run_churn(&o, &lo.addr, host);
   /* Workers are created holding SIGINT/SIGTERM back: the main thread gets
    * them. */
   os_interrupt_hold();

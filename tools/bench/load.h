@@ -12,7 +12,8 @@
 #include "net/addr.h"
 #include "wire.h"
 
-typedef enum { MODE_ECHO, MODE_CHAT, MODE_IDLE } bench_mode;
+/* MODE_CHURN runs on its own sockets (churn.h), not through load. */
+typedef enum { MODE_ECHO, MODE_CHAT, MODE_IDLE, MODE_CHURN } bench_mode;
 
 /* PH_JOIN: chat connections are joining rooms; PH_RUN: traffic flows;
  * PH_DRAIN: no new messages, the ones in flight still count; PH_STOP: the
