@@ -608,7 +608,7 @@ void net_destroy(net *n) {
       session *s = &w->sessions[k];
       if (s->state != SS_FREE) {
         os_sock_close(s->iofd.fd);
-        sendq_clear(&s->q);
+        session_ext_free(s);
         framing_reset(&s->fr);
         if (s->xp)
           xport_free(s);
