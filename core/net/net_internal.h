@@ -130,6 +130,9 @@ struct net_worker {
   int stopping;
   int dead; /* loop torn down: queued jobs only free themselves */
   net_counters stats;
+  io_timer trim;          /* gives memory back once the worker has been quiet */
+  uint64_t trim_seen;     /* loop completions at the last look */
+  int trimmed;            /* nothing came since the last give-back */
   log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip, rl_send, rl_hs;
 };
 
