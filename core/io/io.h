@@ -54,17 +54,19 @@ typedef enum {
 #undef XX
 } io_op;
 
+/* Every session embeds one (its recv) and holds another while it sends,
+ * so the flags and the iovec count share one word: 40 bytes on Linux. */
 struct io_ev {
   io_cb cb;
   io_fd *fd;
-  uint8_t op;
-  uint8_t armed;     /* submitted, final completion not yet delivered */
-  uint8_t canceled;  /* io_cancel() was called on it */
-  uint8_t pending;   /* epoll, iocp: on the loop's completion list */
-  int pending_res;   /* epoll, iocp: result to deliver */
-  io_ev *next;       /* epoll, iocp: completion list link */
-  struct iovec *iov; /* epoll: a blocked send's copy of its iovec */
-  int iovcnt;
+  unsigned op : 4;       /* an io_op */
+  unsigned armed : 1;    /* submitted, final completion not yet delivered */
+  unsigned canceled : 1; /* io_cancel() was called on it */
+  unsigned pending : 1;  /* epoll, iocp: on the loop's completion list */
+  unsigned iovcnt : 16;  /* epoll: entries of iov (at most IOV_MAX, 1024) */
+  int pending_res;       /* epoll, iocp: result to deliver */
+  io_ev *next;           /* epoll, iocp: completion list link; io_uring: starved list */
+  struct iovec *iov;     /* epoll: a blocked send's copy of its iovec */
   IO_EV_OS_FIELDS
 };
 

@@ -31,6 +31,13 @@ typedef struct uring_impl {
   size_t br_bytes;
   char *bufs;
   unsigned buf_count, buf_size, mask;
+  /* Buffers go back to the ring a span at a time (64 KiB of them), once
+   * every buffer of the span has come back, and their pages are given back
+   * to the kernel first (MADV_DONTNEED): a buffer out of the ring is one the
+   * kernel cannot be writing, and a loop that was busy once does not keep
+   * the whole ring resident. 0: one at a time, pages kept. */
+  unsigned span;
+  uint16_t *span_back; /* per span: its buffers back from the kernel */
   char *arena;
   size_t arena_len;
   io_ev *starved; /* recvs that ran out of buffers, re-armed after the batch */
@@ -96,9 +103,20 @@ static int setup_bufs(uring_impl *u, unsigned count, unsigned size) {
   rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
   if (rc < 0)
     return rc;
-  u->bufs = malloc((size_t)count * size);
-  if (!u->bufs)
-    return -ENOMEM;
+  {
+    long page = sysconf(_SC_PAGESIZE);
+    size_t bytes = (size_t)count * size;
+    void *p = NULL;
+    u->span = 65536 / size;
+    if (page <= 0 || u->span < 1 || u->span > count || count % u->span ||
+        ((size_t)u->span * size) % (size_t)page || u->span > UINT16_MAX)
+      u->span = 0; /* spans would not be whole pages: keep them all */
+    if (posix_memalign(&p, u->span ? (size_t)page : 64, bytes) != 0)
+      return -ENOMEM;
+    u->bufs = p;
+    if (u->span && !(u->span_back = calloc(count / u->span, sizeof(*u->span_back))))
+      return -ENOMEM;
+  }
   io_uring_buf_ring_init(u->br);
   for (unsigned i = 0; i < count; i++)
     io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * size, size, (unsigned short)i, u->mask,
@@ -108,9 +126,28 @@ static int setup_bufs(uring_impl *u, unsigned count, unsigned size) {
 }
 
 static void recycle(uring_impl *u, unsigned bid) {
-  io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->buf_size, u->buf_size,
-                        (unsigned short)bid, u->mask, 0);
-  io_uring_buf_ring_advance(u->br, 1);
+  unsigned k, first;
+  char *base;
+
+  if (!u->span) {
+    io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->buf_size, u->buf_size,
+                          (unsigned short)bid, u->mask, 0);
+    io_uring_buf_ring_advance(u->br, 1);
+    return;
+  }
+  /* The kernel takes buffers in ring order and they were added a span at a
+   * time, so a span's buffers come back together. */
+  k = bid / u->span;
+  if (++u->span_back[k] < u->span)
+    return;
+  u->span_back[k] = 0;
+  first = k * u->span;
+  base = u->bufs + (size_t)first * u->buf_size;
+  (void)madvise(base, (size_t)u->span * u->buf_size, MADV_DONTNEED);
+  for (unsigned i = 0; i < u->span; i++)
+    io_uring_buf_ring_add(u->br, base + (size_t)i * u->buf_size, u->buf_size,
+                          (unsigned short)(first + i), u->mask, (int)i);
+  io_uring_buf_ring_advance(u->br, (int)u->span);
 }
 
 /* Makes the calling thread the ring's issuer, once (see setup_ring). */
@@ -176,6 +213,7 @@ static void uring_done(io_loop *loop) {
   if (u->br)
     munmap(u->br, u->br_bytes);
   free(u->bufs);
+  free(u->span_back);
   free(u->arena);
   free(u);
   loop->impl = NULL;
@@ -513,6 +551,7 @@ out:
   if (u.br)
     munmap(u.br, u.br_bytes);
   free(u.bufs);
+  free(u.span_back);
   return rc < 0 ? rc : 0;
 }
 

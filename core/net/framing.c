@@ -6,9 +6,8 @@
 #include <string.h>
 
 void framing_reset(framer *f) {
-  free(f->buf);
-  f->buf = NULL;
-  f->len = f->cap = 0;
+  free(f->held);
+  f->held = NULL;
 }
 
 static int check_size(unsigned size, unsigned max_packet) {
@@ -20,15 +19,18 @@ static int check_size(unsigned size, unsigned max_packet) {
 }
 
 static int hold(framer *f, const char *data, size_t len, uint32_t need) {
-  if (f->cap < need) {
-    char *p = realloc(f->buf, need);
-    if (!p)
+  frame_held *h = f->held;
+  if (!h || h->cap < need) {
+    h = realloc(h, sizeof(*h) + need);
+    if (!h)
       return -ENOMEM;
-    f->buf = p;
-    f->cap = need;
+    if (!f->held)
+      h->len = 0;
+    h->cap = need;
+    f->held = h;
   }
-  memcpy(f->buf + f->len, data, len);
-  f->len += (uint32_t)len;
+  memcpy(h->data + h->len, data, len);
+  h->len += (uint32_t)len;
   return 0;
 }
 
@@ -37,9 +39,9 @@ int framing_feed(framer *f, unsigned max_packet, const char *data, size_t len, f
   int rc;
 
   /* First complete a packet started by an earlier read. */
-  while (f->len > 0 && len > 0) {
+  while (f->held && len > 0) {
     uint32_t want;
-    if (f->len < 2) {
+    if (f->held->len < 2) {
       rc = hold(f, data, 1, FRAME_HEADER);
       if (rc < 0)
         goto fail;
@@ -47,27 +49,27 @@ int framing_feed(framer *f, unsigned max_packet, const char *data, size_t len, f
       len--;
       continue;
     }
-    want = frame_u16(f->buf);
+    want = frame_u16(f->held->data);
     if ((rc = check_size(want, max_packet)) < 0)
       goto fail;
     {
-      size_t take = want - f->len < len ? want - f->len : len;
+      size_t take = want - f->held->len < len ? want - f->held->len : len;
       if ((rc = hold(f, data, take, want)) < 0)
         goto fail;
       data += take;
       len -= take;
     }
-    if (f->len == want) {
-      int stop = cb(ctx, f->buf, want);
+    if (f->held->len == want) {
+      int stop = cb(ctx, f->held->data, want);
       framing_reset(f);
       if (stop)
         return 0;
     }
   }
-  if (f->len == 1)
+  if (f->held && f->held->len == 1)
     return 0;
-  if (f->len >= 2) {
-    if ((rc = check_size(frame_u16(f->buf), max_packet)) < 0)
+  if (f->held) {
+    if ((rc = check_size(frame_u16(f->held->data), max_packet)) < 0)
       goto fail;
     return 0;
   }

@@ -12,10 +12,16 @@
 
 #define FRAME_HEADER 4u
 
-typedef struct framer {
-  char *buf;      /* partial packet, NULL when none */
-  uint32_t len;   /* bytes held */
+/* The partial packet: one allocation, its sizes in front of the bytes. */
+typedef struct frame_held {
+  uint32_t len; /* bytes held */
   uint32_t cap;
+  char data[];
+} frame_held;
+
+/* One pointer, so that a session holding no partial packet pays 8 bytes. */
+typedef struct framer {
+  frame_held *held; /* NULL when no partial packet is held */
 } framer;
 
 /* Called once per whole packet (header included). Return non-zero to stop
@@ -28,6 +34,8 @@ typedef int (*frame_cb)(void *ctx, const char *packet, size_t len);
 int framing_feed(framer *f, unsigned max_packet, const char *data, size_t len, frame_cb cb,
                  void *ctx);
 void framing_reset(framer *f);
+/* Bytes of the partial packet held, 0 if none. */
+static inline uint32_t framing_held(const framer *f) { return f->held ? f->held->len : 0; }
 
 static inline uint16_t frame_u16(const char *p) {
   return (uint16_t)((uint8_t)p[0] | ((uint16_t)(uint8_t)p[1] << 8));

@@ -4,6 +4,9 @@
  * inbox, and orderly stop. */
 #include <errno.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 
 #include "net/net_internal.h"
@@ -226,13 +229,40 @@ static void on_accept(io_ev *ev, int res, unsigned flags, char *data) {
 /* Every worker accepts on each listener where the backend allows it; on
  * IOCP (shared_accept 0: a socket belongs to one completion port) worker 0
  * alone does, and least_loaded() hands the sessions to the others. */
+/* A burst leaves memory behind that a quiet worker does not need: the send
+ * buffers this thread cached and what the allocator keeps of the freed
+ * session exts. After a second without a completion it is given back, once
+ * per quiet spell (the next burst makes it all again, at the price of a few
+ * page faults). */
+#define TRIM_MS 1000
+
+static void on_trim(io_timer *t) {
+  net_worker *w = container_of(t, net_worker, trim);
+  uint64_t seen = w->loop.stats.completions;
+  if (seen != w->trim_seen) {
+    w->trim_seen = seen;
+    w->trimmed = 0;
+    return;
+  }
+  if (w->trimmed)
+    return;
+  w->trimmed = 1;
+  sbuf_cache_trim();
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
+
 static void *worker_main(void *arg) {
   net_worker *w = arg;
   net_tls_worker = w;
+  io_timer_init(&w->trim, on_trim);
+  io_timer_start(&w->loop, &w->trim, TRIM_MS, TRIM_MS);
   if (w->id == 0 || w->n->be->shared_accept)
     for (net_listener *l = w->n->listeners; l; l = l->next)
       arm_accept(&l->eps[w->id]);
   io_loop_run(&w->loop);
+  io_timer_stop(&w->loop, &w->trim);
   sbuf_cache_trim();
   return NULL;
 }
@@ -608,7 +638,7 @@ void net_destroy(net *n) {
       session *s = &w->sessions[k];
       if (s->state != SS_FREE) {
         os_sock_close(s->iofd.fd);
-        sendq_clear(&s->q);
+        session_ext_free(s);
         framing_reset(&s->fr);
         if (s->xp)
           xport_free(s);

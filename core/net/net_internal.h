@@ -19,38 +19,66 @@ typedef struct net_worker net_worker;
 
 typedef enum { SS_FREE, SS_CONNECTING, SS_OPEN, SS_CLOSING, SS_CLOSED } session_state;
 
+/* What a session needs only while it is busy: the send in flight (or the
+ * connect of a client session) and its queue, its place on the flush list,
+ * the send deadline, and input deferred while reading is held back. Made on
+ * demand and freed once none of it is in use (ext_release), so an idle
+ * session holds none. The first SESSION_RING entries of the queue live here;
+ * a longer queue allocates its own ring until it drains. */
+#define SESSION_RING 4
+typedef struct session_ext {
+  io_ev ev_send;        /* also the connect of a client session */
+  sendq q;
+  session *next_flush;
+  char *defer;          /* received while congested or paused, not yet delivered */
+  uint32_t defer_len, defer_cap;
+  uint32_t inflight;    /* bytes in the send in flight, 0 if none */
+  uint32_t last_tx;     /* loop time (ms, mod 2^32) a send was last submitted */
+  uint8_t flush_queued;
+  uint8_t send_timing;  /* send_timeout_ms runs (from a flush until it lapses) */
+  sendq_entry ring[SESSION_RING];
+} session_ext;
+
+/* The session itself: 192 bytes (session.c asserts it). One timer serves
+ * the four deadlines (close, send, packet, idle): it is due at the earliest,
+ * and each is worked out again from its own start time when it fires, so
+ * pushing a deadline back costs nothing but a store. Times are the loop
+ * clock in ms, kept mod 2^32: every difference taken is under 49 days. */
 struct session {
   io_fd iofd;
   io_ev ev_recv;
-  io_ev ev_send; /* also the connect of a client session */
   net_worker *w;
   const net_endpoint *ep;
   pier_sid sid;
-  sendq q;
+  io_timer timer;
+  session_ext *ext;    /* NULL while idle */
   framer fr;
-  io_timer close_timer; /* graceful close deadline */
-  io_timer idle_timer;  /* idle_timeout_ms; re-armed lazily from last_rx */
-  io_timer packet_timer; /* packet_timeout_ms; re-armed lazily from partial_since */
-  io_timer send_timer;   /* send_timeout_ms; re-armed lazily from last_tx */
-  uint64_t partial_since; /* loop time the held partial packet began, 0 if none */
-  uint64_t last_tx;     /* loop time a send was last submitted (after progress) */
-  uint64_t last_rx;     /* loop time of the last data received */
-  net_addr peer;
-  session *next_flush;
-  uint32_t inflight;  /* bytes in the send in flight, 0 if none */
-  uint16_t refs;      /* open state + each armed op + flush list */
-  uint8_t state;
-  uint8_t notified;   /* on_connected ran: on_disconnected is owed */
-  uint8_t flush_queued;
-  uint8_t accepted;   /* counts against max_sessions */
-  uint8_t reason;
-  uint8_t read_paused; /* the owner's backlog stopped reading; resume pending */
-  uint8_t congested;   /* its send queue is over half of max_send_queue: not read */
-  uint8_t eof_pending; /* the peer's FIN came while input was deferred */
-  uint32_t defer_len, defer_cap;
-  char *defer;         /* received while congested, not yet delivered */
   struct xport *xp;    /* TLS / WebSocket state; NULL for plain TCP */
+  net_addr peer;
+  uint32_t last_rx;    /* loop time of the last data received (idle_timeout_ms) */
+  union {
+    uint32_t partial_since; /* OPEN: when the held partial packet began, 0 if none */
+    uint32_t close_since;   /* CLOSING: when the graceful close began */
+  } t;
+  uint16_t refs;       /* open state + each armed op + flush list */
+  uint8_t reason;
+  uint8_t state : 3;   /* a session_state */
+  uint8_t notified : 1;    /* on_connected ran: on_disconnected is owed */
+  uint8_t accepted : 1;    /* counts against max_sessions */
+  uint8_t read_paused : 1; /* the owner's backlog stopped reading; resume pending */
+  uint8_t congested : 1;   /* its send queue is over half of max_send_queue: not read */
+  uint8_t eof_pending : 1; /* the peer's FIN came while input was deferred */
 };
+
+/* Bytes queued and in flight (0 while the session has no ext). */
+static inline size_t session_qbytes(const session *s) { return s->ext ? s->ext->q.bytes : 0; }
+static inline uint32_t session_inflight(const session *s) {
+  return s->ext ? s->ext->inflight : 0;
+}
+/* The session's ext, made if it has none; NULL when out of memory. */
+session_ext *session_ext_get(session *s);
+/* Frees the ext and what it holds (queued buffers, deferred input). */
+void session_ext_free(session *s);
 
 typedef struct net_counters {
   _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
@@ -102,6 +130,9 @@ struct net_worker {
   int stopping;
   int dead; /* loop torn down: queued jobs only free themselves */
   net_counters stats;
+  io_timer trim;          /* gives memory back once the worker has been quiet */
+  uint64_t trim_seen;     /* loop completions at the last look */
+  int trimmed;            /* nothing came since the last give-back */
   log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip, rl_send, rl_hs;
 };
 

@@ -19,6 +19,25 @@ static void gauge_add(sendq *q, size_t n, int sign) {
   atomic_store_explicit(q->gauge, sign > 0 ? v + n : v - n, memory_order_relaxed);
 }
 
+void sendq_init(sendq *q, sendq_entry *fixed, uint32_t cap, _Atomic uint64_t *gauge) {
+  memset(q, 0, sizeof(*q));
+  q->fixed = fixed;
+  q->fixed_cap = fixed ? cap : 0;
+  q->ring = fixed;
+  q->cap = q->fixed_cap;
+  q->gauge = gauge;
+}
+
+/* Empty again: back to the fixed storage, or to none. */
+static void drained(sendq *q) {
+  if (sendq_owns_ring(q))
+    free(q->ring);
+  q->ring = q->fixed;
+  q->cap = q->fixed_cap;
+  q->head = 0;
+}
+
+/* Fails with nothing changed. */
 static int grow(sendq *q) {
   uint32_t cap = q->cap ? q->cap * 2 : 8;
   sendq_entry *ring = malloc(cap * sizeof(*ring));
@@ -26,7 +45,8 @@ static int grow(sendq *q) {
     return -ENOMEM;
   for (uint32_t i = 0; i < q->count; i++)
     ring[i] = q->ring[(q->head + i) & (q->cap - 1)];
-  free(q->ring);
+  if (sendq_owns_ring(q))
+    free(q->ring);
   q->ring = ring;
   q->cap = cap;
   q->head = 0;
@@ -109,17 +129,17 @@ void sendq_consume(sendq *q, size_t n) {
     q->head = (q->head + 1) & (q->cap - 1);
     q->count--;
   }
+  if (q->count == 0)
+    drained(q);
 }
 
 void sendq_clear(sendq *q) {
-  _Atomic uint64_t *gauge = q->gauge;
   gauge_add(q, q->bytes, -1);
   while (q->count > 0) {
     sbuf_release(q->ring[q->head].buf);
     q->head = (q->head + 1) & (q->cap - 1);
     q->count--;
   }
-  free(q->ring);
-  memset(q, 0, sizeof(*q));
-  q->gauge = gauge;
+  q->bytes = 0;
+  drained(q);
 }

@@ -1,9 +1,11 @@
 /* A session's life on its worker: start (on_connected, then the first
  * multishot recv), framing of what arrives, the send queue and its one
- * scatter-gather send in flight, and close. A session is held by references:
- * one while it is open, one per armed operation, one while it waits on the
- * flush list. It is finished (fd closed, on_disconnected, slot released) only
- * when the last reference drops, so no completion can reach a reused slot. */
+ * scatter-gather send in flight, its deadlines, and close. A session is held
+ * by references: one while it is open, one per armed operation, one while it
+ * waits on the flush list. It is finished (fd closed, on_disconnected, slot
+ * released) only when the last reference drops, so no completion can reach a
+ * reused slot. What it needs only while busy (the send and its queue, input
+ * held back) lives in a session_ext made on demand and freed when idle. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,13 @@ _Static_assert(sizeof(reason_text) / sizeof(reason_text[0]) == NET_REASON_COUNT,
 _Static_assert(sizeof(reason_label) / sizeof(reason_label[0]) == NET_REASON_COUNT,
                "a reason without its label");
 
+/* An idle session costs this plus its slot's share of the tables (sid.c,
+ * the host's), which must stay within 256 bytes (docs/DESIGN.md). On
+ * Windows its io_ev carries an OVERLAPPED as well. */
+#ifndef _WIN32
+_Static_assert(sizeof(void *) != 8 || sizeof(session) <= 192, "struct session grew past 192 bytes");
+#endif
+
 const char *net_reason_label(pier_reason reason) {
   unsigned r = (unsigned)reason;
   return r < NET_REASON_COUNT ? reason_label[r] : "?";
@@ -41,22 +50,52 @@ const char *net_reason_text(pier_reason reason) {
   return r < sizeof(reason_text) / sizeof(reason_text[0]) && reason_text[r] ? reason_text[r] : "?";
 }
 
+/* ---- the session's ext ---- */
+
+session_ext *session_ext_get(session *s) {
+  session_ext *x = s->ext;
+  if (x)
+    return x;
+  x = malloc(sizeof(*x));
+  if (!x)
+    return NULL;
+  memset(x, 0, offsetof(session_ext, ring));
+  sendq_init(&x->q, x->ring, SESSION_RING, &s->w->stats.send_queue_bytes);
+  s->ext = x;
+  return x;
+}
+
+void session_ext_free(session *s) {
+  session_ext *x = s->ext;
+  if (!x)
+    return;
+  sendq_clear(&x->q);
+  free(x->defer);
+  free(x);
+  s->ext = NULL;
+}
+
+/* Frees the ext once nothing in it is in use: no send or connect armed,
+ * nothing queued or in flight, not on the flush list, no deferred input.
+ * Called where none of it is referenced further up the stack. */
+static void ext_release(session *s) {
+  session_ext *x = s->ext;
+  if (x && !x->ev_send.armed && !x->inflight && !x->q.count && !x->flush_queued && !x->defer)
+    session_ext_free(s);
+}
+
+static int deferred(const session *s) { return s->ext && s->ext->defer_len; }
+
 static void finish(session *s) {
   net_worker *w = s->w;
   const net_endpoint *ep = s->ep;
 
-  io_timer_stop(&w->loop, &s->close_timer);
-  io_timer_stop(&w->loop, &s->idle_timer);
-  io_timer_stop(&w->loop, &s->packet_timer);
-  io_timer_stop(&w->loop, &s->send_timer);
+  io_timer_stop(&w->loop, &s->timer);
   io_close_fd(&w->loop, &s->iofd);
   if (s->xp)
     xport_free(s);
-  sendq_clear(&s->q);
+  session_ext_free(s);
   framing_reset(&s->fr);
-  free(s->defer);
-  s->defer = NULL;
-  s->defer_len = s->defer_cap = 0;
   if (s->notified || s->accepted) { /* every session counted as open */
     STAT_ADD(w, disconnects, 1);
     STAT_ADD(w, closed_by_reason[s->reason < NET_REASON_COUNT ? s->reason : PIER_REASON_IO_ERROR],
@@ -83,83 +122,144 @@ static void unref(session *s) {
     finish(s);
 }
 
-static void on_close_timeout(io_timer *t) {
-  session *s = container_of(t, session, close_timer);
+/* ---- deadlines ----
+ *
+ * close_timeout_ms from a graceful close, send_timeout_ms from the last send
+ * submitted while one is in flight or queued, packet_timeout_ms from the
+ * first byte of a held partial packet, idle_timeout_ms from the last data
+ * received. Each keeps its own start time; the session's one timer is due at
+ * the earliest of those that apply, and when it fires the one due is handled
+ * and the timer set again for the rest. Moving a start time later (data came,
+ * a send made progress) leaves the timer early, which only costs a look. */
+
+enum { D_NONE, D_CLOSE, D_SEND, D_PACKET, D_IDLE };
+
+static uint32_t now32(const session *s) { return (uint32_t)s->w->loop.now; }
+
+/* A start time that is never 0 (0 means "no partial packet"). */
+static uint32_t stamp(const session *s) { return now32(s) ? now32(s) : 1; }
+
+static uint64_t ms_left(const session *s, uint32_t since, unsigned limit) {
+  uint32_t gone = now32(s) - since;
+  return gone < limit ? limit - gone : 0;
+}
+
+/* The deadline that comes first (ties: close, send, packet, idle) and the
+ * ms until it, or D_NONE. A send deadline with nothing left to send lapses
+ * here; the next flush starts it again. */
+static int next_deadline(session *s, uint64_t *ms) {
+  const net_opts *o = &s->w->n->opts;
+  session_ext *x = s->ext;
+  uint64_t m;
+  int which = D_NONE;
+
+  *ms = UINT64_MAX;
+  if (s->state == SS_CLOSING) {
+    *ms = ms_left(s, s->t.close_since, o->close_timeout_ms);
+    which = D_CLOSE;
+  }
+  if (x && x->send_timing && (s->state == SS_OPEN || s->state == SS_CLOSING)) {
+    if (!x->inflight && !x->q.bytes) {
+      x->send_timing = 0;
+    } else if ((m = ms_left(s, x->last_tx, o->send_timeout_ms)) < *ms) {
+      *ms = m;
+      which = D_SEND;
+    }
+  }
+  /* Held back by pier (paused or congested), a session is neither idle nor
+   * slow to finish a packet: both clocks start again when it is read again. */
+  if (s->state != SS_OPEN || s->read_paused || s->congested)
+    return which;
+  if (o->packet_timeout_ms && s->t.partial_since &&
+      (m = ms_left(s, s->t.partial_since, o->packet_timeout_ms)) < *ms) {
+    *ms = m;
+    which = D_PACKET;
+  }
+  if (o->idle_timeout_ms && (m = ms_left(s, s->last_rx, o->idle_timeout_ms)) < *ms) {
+    *ms = m;
+    which = D_IDLE;
+  }
+  return which;
+}
+
+/* A deadline now ms away has begun: the timer is due by then. */
+static void deadline_within(session *s, uint64_t ms) {
+  io_loop *loop = &s->w->loop;
+  if (io_timer_active(&s->timer) && s->timer.due <= loop->now + ms)
+    return;
+  io_timer_start(loop, &s->timer, ms, 0);
+}
+
+static void close_deadline(session *s) {
   char peer[NET_ADDR_STRLEN];
   log_info("session %016llx %s: %zu bytes not sent before the close deadline; resetting",
-           (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)), s->q.bytes);
+           (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
+           session_qbytes(s));
   /* The session is CLOSING with the reason the close was asked with; what
    * ends it now is the deadline, and that is what its owner is told. */
   s->reason = PIER_REASON_FLUSH_TIMEOUT;
   session_close(s, PIER_REASON_FLUSH_TIMEOUT, 1);
 }
 
-static void on_idle(io_timer *t) {
-  session *s = container_of(t, session, idle_timer);
-  io_loop *loop = &s->w->loop;
-  uint64_t idle = s->w->n->opts.idle_timeout_ms, quiet = loop->now - s->last_rx;
+static void send_deadline(session *s) {
   char peer[NET_ADDR_STRLEN];
-
-  if (s->state != SS_OPEN || s->read_paused || s->congested)
-    return; /* held back by pier, not idle: the resume restarts the timer */
-  if (quiet < idle) { /* data came since the timer was set: wait the rest */
-    io_timer_start(loop, &s->idle_timer, idle - quiet, 0);
-    return;
-  }
-  STAT_ADD(s->w, idle_timeouts, 1);
-  log_limited(&s->w->rl_idle, LOG_INFO, "session %016llx %s: idle for %llu ms; closing",
-              (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
-              (unsigned long long)quiet);
-  session_close(s, PIER_REASON_IDLE_TIMEOUT, 0);
-}
-
-static void on_packet_timeout(io_timer *t) {
-  session *s = container_of(t, session, packet_timer);
-  io_loop *loop = &s->w->loop;
-  uint64_t limit = s->w->n->opts.packet_timeout_ms, held;
-  char peer[NET_ADDR_STRLEN];
-
-  if (s->state != SS_OPEN || !s->partial_since || s->read_paused || s->congested)
-    return; /* no partial packet now (the next one re-arms), or held back by pier */
-  held = loop->now - s->partial_since;
-  if (held < limit) {
-    io_timer_start(loop, &s->packet_timer, limit - held, 0);
-    return;
-  }
-  STAT_ADD(s->w, packet_timeouts, 1);
-  log_limited(&s->w->rl_packet, LOG_WARN,
-              "session %016llx %s: %zu of a packet's bytes held for %llu ms (packet_timeout_ms); "
-              "closing",
-              (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
-              s->xp ? xport_held(s) : (size_t)s->fr.len, (unsigned long long)held);
-  /* A WebSocket client is told why (close 1008); a TCP one is reset. */
-  session_close(s, PIER_REASON_PACKET_TIMEOUT, s->xp == NULL);
-}
-
-/* send_timeout_ms: armed by a flush when not running, and re-armed from
- * here for what is left while sends keep completing; a session with nothing
- * to send lets it lapse (the next flush arms it again). */
-static void on_send_timeout(io_timer *t) {
-  session *s = container_of(t, session, send_timer);
-  io_loop *loop = &s->w->loop;
-  uint64_t limit = s->w->n->opts.send_timeout_ms, stuck;
-  char peer[NET_ADDR_STRLEN];
-
-  if ((s->state != SS_OPEN && s->state != SS_CLOSING) || (!s->inflight && !s->q.bytes))
-    return;
-  stuck = loop->now - s->last_tx;
-  if (stuck < limit) {
-    io_timer_start(loop, &s->send_timer, limit - stuck, 0);
-    return;
-  }
   STAT_ADD(s->w, send_timeouts, 1);
   log_limited(&s->w->rl_send, LOG_WARN,
               "session %016llx %s: no send progress for %llu ms (send_timeout_ms), %zu bytes "
               "queued; resetting",
               (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
-              (unsigned long long)stuck, s->q.bytes);
+              (unsigned long long)(uint32_t)(now32(s) - s->ext->last_tx), session_qbytes(s));
   s->reason = PIER_REASON_SEND_TIMEOUT; /* also over a graceful close's reason */
   session_close(s, PIER_REASON_SEND_TIMEOUT, 1);
+}
+
+static void packet_deadline(session *s) {
+  char peer[NET_ADDR_STRLEN];
+  STAT_ADD(s->w, packet_timeouts, 1);
+  log_limited(&s->w->rl_packet, LOG_WARN,
+              "session %016llx %s: %zu of a packet's bytes held for %llu ms (packet_timeout_ms); "
+              "closing",
+              (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
+              s->xp ? xport_held(s) : (size_t)framing_held(&s->fr),
+              (unsigned long long)(uint32_t)(now32(s) - s->t.partial_since));
+  /* A WebSocket client is told why (close 1008); a TCP one is reset. */
+  session_close(s, PIER_REASON_PACKET_TIMEOUT, s->xp == NULL);
+}
+
+static void idle_deadline(session *s) {
+  char peer[NET_ADDR_STRLEN];
+  STAT_ADD(s->w, idle_timeouts, 1);
+  log_limited(&s->w->rl_idle, LOG_INFO, "session %016llx %s: idle for %llu ms; closing",
+              (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
+              (unsigned long long)(uint32_t)(now32(s) - s->last_rx));
+  session_close(s, PIER_REASON_IDLE_TIMEOUT, 0);
+}
+
+static void on_timer(io_timer *t) {
+  session *s = container_of(t, session, timer);
+  uint64_t ms;
+  int which = next_deadline(s, &ms);
+
+  if (which != D_NONE && ms == 0) {
+    switch (which) {
+    case D_CLOSE:
+      close_deadline(s);
+      break;
+    case D_SEND:
+      send_deadline(s);
+      break;
+    case D_PACKET:
+      packet_deadline(s);
+      break;
+    default:
+      idle_deadline(s);
+      break;
+    }
+  }
+  /* What is left (a graceful close just begun, say) sets the timer again;
+   * another deadline already due runs in this same pass of the timers. */
+  if ((s->state == SS_OPEN || s->state == SS_CLOSING) && next_deadline(s, &ms) != D_NONE)
+    io_timer_start(&s->w->loop, &s->timer, ms, 0);
 }
 
 session *session_new(net_worker *w, int fd, const net_endpoint *ep, const net_addr *peer) {
@@ -170,17 +270,14 @@ session *session_new(net_worker *w, int fd, const net_endpoint *ep, const net_ad
     return NULL;
   s = &w->sessions[PIER_SID_SLOT(sid)];
   memset(s, 0, sizeof(*s));
-  s->q.gauge = &w->stats.send_queue_bytes;
   s->iofd.fd = fd;
   s->w = w;
   s->ep = ep;
   s->sid = sid;
   s->refs = 1;
   s->state = SS_OPEN;
-  io_timer_init(&s->close_timer, on_close_timeout);
-  io_timer_init(&s->idle_timer, on_idle);
-  io_timer_init(&s->packet_timer, on_packet_timeout);
-  io_timer_init(&s->send_timer, on_send_timeout);
+  io_timer_init(&s->timer, on_timer);
+  s->last_rx = now32(s);
   if (peer)
     s->peer = *peer;
   sid_publish(&w->sids, sid); /* from here other threads may read the peer */
@@ -205,18 +302,16 @@ static void enter_closed(session *s, int abortive) {
   io_loop *loop = &s->w->loop;
 
   s->state = SS_CLOSED;
-  io_timer_stop(loop, &s->close_timer);
-  io_timer_stop(loop, &s->idle_timer);
-  io_timer_stop(loop, &s->packet_timer);
-  io_timer_stop(loop, &s->send_timer);
+  io_timer_stop(loop, &s->timer);
   if (abortive) {
     os_sock_linger0(s->iofd.fd);
-    io_cancel(loop, &s->ev_send);
+    if (s->ext)
+      io_cancel(loop, &s->ext->ev_send);
   } else if (prev != SS_CONNECTING) {
     os_sock_shutdown_wr(s->iofd.fd);
   }
-  if (prev == SS_CONNECTING)
-    io_cancel(loop, &s->ev_send);
+  if (prev == SS_CONNECTING && s->ext)
+    io_cancel(loop, &s->ext->ev_send);
   io_cancel(loop, &s->ev_recv);
   unref(s); /* the open reference */
 }
@@ -242,12 +337,16 @@ void session_close(session *s, pier_reason reason, int abortive) {
   sid_mark_closing(&s->w->sids, s->sid);
   if (s->xp && !abortive)
     xport_close(s, reason); /* a close frame, close_notify */
-  if (abortive || (s->q.bytes == 0 && !s->inflight && !(s->xp && xport_pending(s)))) {
+  if (s->state != SS_OPEN)
+    return; /* closed by what the close frame's queueing ran into */
+  if (abortive ||
+      (session_qbytes(s) == 0 && !session_inflight(s) && !(s->xp && xport_pending(s)))) {
     enter_closed(s, abortive);
     return;
   }
   s->state = SS_CLOSING;
-  io_timer_start(&s->w->loop, &s->close_timer, s->w->n->opts.close_timeout_ms, 0);
+  s->t.close_since = now32(s); /* no partial packet is timed from here on */
+  deadline_within(s, s->w->n->opts.close_timeout_ms);
 }
 
 /* ---- receive ---- */
@@ -260,15 +359,15 @@ static int on_packet(void *ctx, const char *packet, size_t len) {
 }
 
 void session_partial(session *s, int holding) {
-  if (!s->w->n->opts.packet_timeout_ms)
+  if (!s->w->n->opts.packet_timeout_ms || s->state != SS_OPEN)
     return;
   /* Timed from the first byte of the packet now held, if any. */
-  if (!holding)
-    s->partial_since = 0;
-  else if (!s->partial_since)
-    s->partial_since = s->w->loop.now ? s->w->loop.now : 1;
-  if (s->partial_since && !io_timer_active(&s->packet_timer))
-    io_timer_start(&s->w->loop, &s->packet_timer, s->w->n->opts.packet_timeout_ms, 0);
+  if (!holding) {
+    s->t.partial_since = 0;
+  } else if (!s->t.partial_since) {
+    s->t.partial_since = stamp(s);
+    deadline_within(s, s->w->n->opts.packet_timeout_ms);
+  }
 }
 
 void session_app_input(session *s, const char *data, size_t len) {
@@ -282,7 +381,7 @@ void session_app_input(session *s, const char *data, size_t len) {
   }
   rc = framing_feed(&s->fr, ep->max_packet_size, data, len, on_packet, s);
   if (rc == 0)
-    session_partial(s, s->fr.len != 0);
+    session_partial(s, s->fr.held != NULL);
   if (rc < 0) {
     char peer[NET_ADDR_STRLEN];
     pier_reason r = rc == -EPROTO    ? PIER_REASON_PACKET_TOO_SMALL
@@ -311,7 +410,7 @@ static int arm_recv(session *s);
  * effect, or it ended with data or out of buffers after the cancel was
  * asked): if the owner resumed meanwhile, read again. */
 static void recv_paused_end(session *s) {
-  if (!s->read_paused && !s->congested && !s->defer_len)
+  if (!s->read_paused && !s->congested && !deferred(s))
     arm_recv(s);
 }
 
@@ -321,7 +420,7 @@ static void recv_paused_end(session *s) {
  * would reach max_send_queue and be cut off, though it reads: one batch of
  * completions can carry more than max_send_queue for one session (io_uring:
  * up to the whole buffer ring). So past half of max_send_queue the session
- * is no longer read; what was already received waits in s->defer (at most
+ * is no longer read; what was already received waits in ext->defer (at most
  * one buffer ring's worth) and is delivered, in order, once the queue is
  * below a quarter; then reading resumes, and the deferred buffer is freed.
  * A peer that does not read at all stays congested until send_timeout_ms
@@ -335,33 +434,39 @@ static size_t defer_cap_max(const session *s) {
 
 /* Keeps data for later; 0, or -ENOMEM (then the session is closed). */
 static int defer_input(session *s, const char *data, size_t len) {
-  if (s->defer_len + len > s->defer_cap) {
-    size_t cap = s->defer_cap ? s->defer_cap : 4096;
+  session_ext *x = session_ext_get(s);
+  if (x && x->defer_len + len > x->defer_cap) {
+    size_t cap = x->defer_cap ? x->defer_cap : 4096;
     char *n;
-    while (cap < s->defer_len + len)
+    while (cap < x->defer_len + len)
       cap *= 2;
     if (cap > defer_cap_max(s))
       cap = defer_cap_max(s);
-    n = s->defer_len + len <= cap ? realloc(s->defer, cap) : NULL;
-    if (!n) {
-      log_error("session %016llx: %zu bytes received while its send queue was full do not fit "
-                "in %zu; closing",
-                (unsigned long long)s->sid, (size_t)s->defer_len + len, defer_cap_max(s));
-      session_close(s, PIER_REASON_NO_MEMORY, 1);
-      return -ENOMEM;
+    n = x->defer_len + len <= cap ? realloc(x->defer, cap) : NULL;
+    if (!n)
+      x = NULL;
+    else {
+      x->defer = n;
+      x->defer_cap = (uint32_t)cap;
     }
-    s->defer = n;
-    s->defer_cap = (uint32_t)cap;
   }
-  memcpy(s->defer + s->defer_len, data, len);
-  s->defer_len += (uint32_t)len;
+  if (!x) {
+    log_error("session %016llx: %zu bytes received while its send queue was full do not fit "
+              "in %zu; closing",
+              (unsigned long long)s->sid,
+              (size_t)(s->ext ? s->ext->defer_len : 0) + len, defer_cap_max(s));
+    session_close(s, PIER_REASON_NO_MEMORY, 1);
+    return -ENOMEM;
+  }
+  memcpy(x->defer + x->defer_len, data, len);
+  x->defer_len += (uint32_t)len;
   return 0;
 }
 
 /* What waits to go out to s: its queue, the send in flight, and sends from
  * other threads still in the worker's inbox. */
 static size_t outgoing(const session *s) {
-  return s->q.bytes + s->inflight + (s->xp ? xport_pending(s) : 0) +
+  return session_qbytes(s) + session_inflight(s) + (s->xp ? xport_pending(s) : 0) +
          atomic_load_explicit(&s->w->sids.xsend[PIER_SID_SLOT(s->sid)], memory_order_relaxed);
 }
 
@@ -374,44 +479,46 @@ static void check_congestion(session *s) {
 }
 
 /* Delivers what was deferred, in order, until it is all out or the session
- * is paused or congested again; then reads again if nothing holds it. */
+ * is paused or congested again; then reads again if nothing holds it. The
+ * ext stays (its defer is set until the end), and is left for the caller to
+ * release. */
 static void replay_deferred(session *s) {
   size_t off = 0, chunk = s->w->loop.opts.buf_size;
-  io_loop *loop = &s->w->loop;
   const net_opts *o = &s->w->n->opts;
+  session_ext *x = s->ext;
 
-  while (off < s->defer_len && !s->congested && !s->read_paused && s->state == SS_OPEN) {
-    size_t n = s->defer_len - off < chunk ? s->defer_len - off : chunk;
-    deliver(s, s->defer + off, n);
+  while (x && off < x->defer_len && !s->congested && !s->read_paused && s->state == SS_OPEN) {
+    size_t n = x->defer_len - off < chunk ? x->defer_len - off : chunk;
+    deliver(s, x->defer + off, n);
     off += n;
     check_congestion(s);
   }
   if (s->state != SS_OPEN)
     return;
   if (off) {
-    memmove(s->defer, s->defer + off, s->defer_len - off);
-    s->defer_len -= (uint32_t)off;
+    memmove(x->defer, x->defer + off, x->defer_len - off);
+    x->defer_len -= (uint32_t)off;
   }
-  if (!s->defer_len && s->defer) { /* a quiet session keeps no buffer */
-    free(s->defer);
-    s->defer = NULL;
-    s->defer_cap = 0;
+  if (x && !x->defer_len && x->defer) { /* a quiet session keeps no buffer */
+    free(x->defer);
+    x->defer = NULL;
+    x->defer_cap = 0;
   }
-  if (!s->defer_len && s->eof_pending) { /* the peer's FIN came after all of it */
+  if (!deferred(s) && s->eof_pending) { /* the peer's FIN came after all of it */
     session_close(s, PIER_REASON_PEER_CLOSED, 0);
     return;
   }
-  if (s->congested || s->read_paused || s->defer_len)
+  if (s->congested || s->read_paused || deferred(s))
     return;
   /* Held back by pier, the session was neither idle nor slow: its clocks
    * start again now. */
   if (o->idle_timeout_ms) {
-    s->last_rx = loop->now;
-    io_timer_start(loop, &s->idle_timer, o->idle_timeout_ms, 0);
+    s->last_rx = now32(s);
+    deadline_within(s, o->idle_timeout_ms);
   }
-  if (s->partial_since && o->packet_timeout_ms) {
-    s->partial_since = loop->now ? loop->now : 1;
-    io_timer_start(loop, &s->packet_timer, o->packet_timeout_ms, 0);
+  if (s->t.partial_since && o->packet_timeout_ms) {
+    s->t.partial_since = stamp(s);
+    deadline_within(s, o->packet_timeout_ms);
   }
   /* A recv whose cancel has not completed yet re-arms from its final
    * completion; otherwise arm it now (on epoll this tries a read at once,
@@ -435,10 +542,10 @@ static void on_recv_done(io_ev *ev, int res, unsigned flags, char *data) {
   /* Data that came after a pause was asked but before the cancel took
    * effect is delivered like any other. */
   if (res > 0 && s->state == SS_OPEN) {
-    s->last_rx = s->w->loop.now;
+    s->last_rx = now32(s);
     /* Paused or congested: what the kernel had already handed over waits
      * here, so the owner never holds more than its limit for a session. */
-    if (s->congested || s->read_paused || s->defer_len)
+    if (s->congested || s->read_paused || deferred(s))
       defer_input(s, data, (size_t)res);
     else
       deliver(s, data, (size_t)res);
@@ -449,7 +556,7 @@ static void on_recv_done(io_ev *ev, int res, unsigned flags, char *data) {
   if (ev->canceled && s->state == SS_OPEN &&
       (res > 0 || res == -ECANCELED || res == -ENOBUFS))
     recv_paused_end(s); /* only a pause cancels the recv of an open session */
-  else if (res == 0 && s->defer_len && s->state == SS_OPEN)
+  else if (res == 0 && deferred(s) && s->state == SS_OPEN)
     s->eof_pending = 1; /* closed once what was deferred is delivered */
   else if (res == 0)
     session_close(s, PIER_REASON_PEER_CLOSED, 0); /* half-close: flush, then FIN */
@@ -483,8 +590,8 @@ static void start_transport(session *s) {
   }
   xport_start(s);
   if (s->w->n->opts.idle_timeout_ms) {
-    s->last_rx = s->w->loop.now;
-    io_timer_start(&s->w->loop, &s->idle_timer, s->w->n->opts.idle_timeout_ms, 0);
+    s->last_rx = now32(s);
+    deadline_within(s, s->w->n->opts.idle_timeout_ms);
   }
   arm_recv(s);
 }
@@ -511,13 +618,12 @@ void session_start(session *s) {
   }
   s->refs--;
   if (s->w->n->opts.idle_timeout_ms) {
-    s->last_rx = s->w->loop.now;
-    io_timer_start(&s->w->loop, &s->idle_timer, s->w->n->opts.idle_timeout_ms, 0);
+    s->last_rx = now32(s);
+    deadline_within(s, s->w->n->opts.idle_timeout_ms);
   }
   if (!s->read_paused && !s->congested) /* on_connected may have paused it already */
     arm_recv(s);
 }
-
 /* ---- read backpressure ---- */
 
 /* Stops reading s: the recv is cancelled (its final completion re-arms it
@@ -577,6 +683,7 @@ void session_resume_reading(session *s) {
   /* From a job: no armed op holds s, and what is replayed may close it. */
   s->refs++;
   replay_deferred(s);
+  ext_release(s);
   unref(s);
 }
 
@@ -586,44 +693,48 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data);
 
 static void flush(session *s) {
   struct iovec iov[SENDQ_IOV_MAX];
+  session_ext *x = s->ext;
   size_t bytes = 0;
   int n, rc;
 
-  if (s->inflight || (s->state != SS_OPEN && s->state != SS_CLOSING))
+  if (!x || x->inflight || (s->state != SS_OPEN && s->state != SS_CLOSING))
     return;
-  if (s->xp) { /* TLS seals what waits into s->q */
+  if (s->xp) { /* TLS seals what waits into the queue */
     xport_pre_flush(s);
     if (s->state != SS_OPEN && s->state != SS_CLOSING)
       return;
   }
-  if (s->q.bytes == 0)
+  if (x->q.bytes == 0)
     return;
-  n = sendq_iov(&s->q, iov, SENDQ_IOV_MAX);
+  n = sendq_iov(&x->q, iov, SENDQ_IOV_MAX);
   for (int i = 0; i < n; i++)
     bytes += iov[i].iov_len;
-  rc = io_send(&s->w->loop, &s->ev_send, &s->iofd, iov, n, on_send_done);
+  rc = io_send(&s->w->loop, &x->ev_send, &s->iofd, iov, n, on_send_done);
   if (rc < 0) {
     log_error("session %016llx: cannot submit send: %s", (unsigned long long)s->sid,
               os_strerror(-rc));
     session_close(s, PIER_REASON_IO_ERROR, 1);
     return;
   }
-  s->inflight = (uint32_t)bytes;
+  x->inflight = (uint32_t)bytes;
   s->refs++;
   if (s->w->n->opts.send_timeout_ms) {
     /* Submitted now, at the start or right after a completion: progress. */
-    s->last_tx = s->w->loop.now;
-    if (!io_timer_active(&s->send_timer))
-      io_timer_start(&s->w->loop, &s->send_timer, s->w->n->opts.send_timeout_ms, 0);
+    x->last_tx = now32(s);
+    if (!x->send_timing) {
+      x->send_timing = 1;
+      deadline_within(s, s->w->n->opts.send_timeout_ms);
+    }
   }
 }
 
 static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
-  session *s = container_of(ev, session, ev_send);
+  /* The ext holding ev may be freed below: only s is used from here. */
+  session *s = container_of(ev->fd, session, iofd);
 
-  s->inflight = 0;
+  s->ext->inflight = 0;
   if (res > 0) {
-    sendq_consume(&s->q, (size_t)res);
+    sendq_consume(&s->ext->q, (size_t)res);
     STAT_ADD(s->w, bytes_out, res);
     if (s->notified && s->ep->handler->on_send) {
       /* Through a transport, the plugin's own bytes, once they are out. */
@@ -638,12 +749,13 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
                   1);
   }
   if (s->state == SS_OPEN || s->state == SS_CLOSING) {
-    if (s->q.bytes || (s->xp && xport_pending(s)))
+    if (session_qbytes(s) || (s->xp && xport_pending(s)))
       flush(s);
-    if (s->state == SS_CLOSING && !s->inflight && !s->q.bytes &&
+    if (s->state == SS_CLOSING && !session_inflight(s) && !session_qbytes(s) &&
         !(s->xp && xport_pending(s)))
       enter_closed(s, 0);
   }
+  ext_release(s);
   unref(s);
 }
 
@@ -651,19 +763,28 @@ void worker_flush(io_loop *loop) {
   net_worker *w = loop->data;
   session *s;
   while ((s = w->flush_head)) {
-    w->flush_head = s->next_flush;
-    s->flush_queued = 0;
+    session_ext *x = s->ext; /* a session on the list keeps its ext */
+    w->flush_head = x->next_flush;
+    x->flush_queued = 0;
     flush(s);
+    ext_release(s);
     unref(s);
   }
 }
 
 void session_want_flush(session *s) {
-  if (s->flush_queued || s->inflight)
+  session_ext *x = session_ext_get(s);
+  if (!x) {
+    log_limited(&s->w->rl_full, LOG_ERROR, "session %016llx: out of memory for its send state; "
+                "closing", (unsigned long long)s->sid);
+    session_close(s, PIER_REASON_NO_MEMORY, 1);
     return;
-  s->flush_queued = 1;
+  }
+  if (x->flush_queued || x->inflight)
+    return;
+  x->flush_queued = 1;
   s->refs++;
-  s->next_flush = s->w->flush_head;
+  x->next_flush = s->w->flush_head;
   s->w->flush_head = s;
 }
 
@@ -674,9 +795,20 @@ int session_queue_full(session *s, size_t len) {
               "session %016llx %s: send queue full (%zu queued + %zu > max_send_queue %zu); "
               "disconnecting",
               (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
-              s->q.bytes, len, s->w->n->opts.max_send_queue);
+              session_qbytes(s), len, s->w->n->opts.max_send_queue);
   session_close(s, PIER_REASON_SEND_QUEUE_FULL, 1);
   return -ENOBUFS;
+}
+
+/* A send that could not be queued for want of memory (the queue's state,
+ * its ring, the buffer): nothing of it is queued, and the session is closed
+ * rather than left with a hole in its stream. Returns -ENOMEM. */
+static int queue_no_memory(session *s, size_t len) {
+  log_limited(&s->w->rl_full, LOG_ERROR,
+              "session %016llx: out of memory queueing %zu bytes; closing",
+              (unsigned long long)s->sid, len);
+  session_close(s, PIER_REASON_NO_MEMORY, 1);
+  return -ENOMEM;
 }
 
 /* A send that was queued (bytes, not a no-op) counts as one message out. */
@@ -686,39 +818,50 @@ static int sent_one(session *s, size_t len, int rc) {
   return rc;
 }
 
+/* What sendq_write or sendq_push returned, for a session without transport. */
+static int queued(session *s, size_t len, int rc) {
+  if (rc == 0 && len)
+    session_want_flush(s);
+  else
+    ext_release(s); /* made for this send, perhaps, and still empty */
+  if (rc == -ENOBUFS)
+    return session_queue_full(s, len);
+  if (rc == -ENOMEM)
+    return queue_no_memory(s, len);
+  return sent_one(s, len, rc);
+}
+
 int session_write(session *s, const void *data, size_t len) {
-  int rc;
+  session_ext *x;
   if (s->state != SS_OPEN)
     return -ENOTCONN;
   if (s->xp)
     return sent_one(s, len, xport_write(s, data, len));
-  rc = sendq_write(&s->q, data, len, s->w->n->opts.max_send_queue);
-  if (rc == -ENOBUFS)
-    return session_queue_full(s, len);
-  if (rc == 0)
-    session_want_flush(s);
-  return sent_one(s, len, rc);
+  if (len == 0)
+    return 0;
+  if (!(x = session_ext_get(s)))
+    return queue_no_memory(s, len);
+  return queued(s, len, sendq_write(&x->q, data, len, s->w->n->opts.max_send_queue));
 }
 
 int session_write_buf(session *s, sbuf *b) {
   size_t len = b->len - b->off;
-  int rc;
+  session_ext *x;
   if (s->state != SS_OPEN)
     return -ENOTCONN;
   if (s->xp)
     return sent_one(s, len, xport_write_buf(s, b));
-  rc = sendq_push(&s->q, b, b->off, (uint32_t)len, s->w->n->opts.max_send_queue);
-  if (rc == -ENOBUFS)
-    return session_queue_full(s, len);
-  if (rc == 0)
-    session_want_flush(s);
-  return sent_one(s, len, rc);
+  if (len == 0)
+    return 0;
+  if (!(x = session_ext_get(s)))
+    return queue_no_memory(s, len);
+  return queued(s, len, sendq_push(&x->q, b, b->off, (uint32_t)len, s->w->n->opts.max_send_queue));
 }
 
 /* ---- client side ---- */
 
 static void on_connect_done(io_ev *ev, int res, unsigned flags, char *data) {
-  session *s = container_of(ev, session, ev_send);
+  session *s = container_of(ev->fd, session, iofd); /* ev is in s->ext */
   const net_endpoint *ep = s->ep;
 
   if (res == 0 && s->state == SS_CONNECTING) {
@@ -733,13 +876,17 @@ static void on_connect_done(io_ev *ev, int res, unsigned flags, char *data) {
       unref(s); /* the open reference */
     }
   }
+  ext_release(s);
   unref(s);
 }
 
 int session_connect(session *s, const net_addr *addr) {
+  session_ext *x = session_ext_get(s);
   int rc;
   s->state = SS_CONNECTING;
-  rc = io_connect(&s->w->loop, &s->ev_send, &s->iofd, &addr->u.sa, net_addr_len(addr),
+  if (!x)
+    return -ENOMEM;
+  rc = io_connect(&s->w->loop, &x->ev_send, &s->iofd, &addr->u.sa, net_addr_len(addr),
                   on_connect_done);
   if (rc < 0)
     return rc;
@@ -755,4 +902,4 @@ void *session_user(const session *s) {
 void session_set_user(session *s, void *user) {
   atomic_store_explicit(&s->w->sids.user[PIER_SID_SLOT(s->sid)], user, memory_order_relaxed);
 }
-size_t session_queued(const session *s) { return s->q.bytes; }
+size_t session_queued(const session *s) { return session_qbytes(s); }

@@ -38,7 +38,7 @@ enum { XP_TLS, XP_HTTP, XP_REPLY, XP_OPEN };
 /* TLS state, only on TLS listeners. */
 typedef struct xtls {
   tls_conn *conn;
-  sendq pq;           /* plaintext not yet sealed into s->q */
+  sendq pq;           /* plaintext not yet sealed into the session's queue */
   uint8_t shut_owed;  /* close_notify goes out once pq is empty */
   uint8_t shut_done;
   uint8_t sealing;    /* inside xport_pre_flush: the flush is already running */
@@ -140,19 +140,28 @@ int net_tls_check(const char *cert, const char *key, char *err, size_t errlen) {
 
 /* ---- output ---- */
 
-static sendq *plain_q(session *s) { return s->xp->tls ? &s->xp->tls->pq : &s->q; }
+/* Where the plugin's bytes queue: ahead of TLS, or the session's own queue
+ * (made on demand: NULL when out of memory). */
+static sendq *plain_q(session *s) {
+  session_ext *x;
+  if (s->xp->tls)
+    return &s->xp->tls->pq;
+  x = session_ext_get(s);
+  return x ? &x->q : NULL;
+}
 
 /* The limit for q such that everything s has queued stays within
  * max_send_queue (with TLS, plaintext and sealed bytes together). */
 static size_t q_limit(session *s, const sendq *q) {
   size_t max = s->w->n->opts.max_send_queue,
-         other = s->q.bytes + (s->xp->tls ? s->xp->tls->pq.bytes : 0) - q->bytes;
+         other = session_qbytes(s) + (s->xp->tls ? s->xp->tls->pq.bytes : 0) - q->bytes;
   return other >= max ? 0 : max - other;
 }
 
 /* Queues bytes ahead of TLS: 0, -ENOBUFS over the limit, -ENOMEM. */
 static int put(session *s, const void *data, size_t len, size_t limit) {
-  int rc = sendq_write(plain_q(s), data, len, limit);
+  sendq *q = plain_q(s);
+  int rc = q ? sendq_write(q, data, len, limit) : -ENOMEM;
   if (rc == 0)
     session_want_flush(s);
   return rc;
@@ -176,9 +185,15 @@ static int put_control(session *s, int op, const char *payload, size_t len) {
   return rc;
 }
 
+/* Out of memory for the queue itself: closed, as when a buffer fails. */
+static int no_queue(session *s) {
+  session_close(s, PIER_REASON_NO_MEMORY, 1);
+  return -ENOMEM;
+}
+
 int xport_write(session *s, const void *data, size_t len) {
   xport *xp = s->xp;
-  sendq *q = plain_q(s);
+  sendq *q;
   char h[WS_HEADER_MAX];
   size_t hl = 0, limit;
   int rc;
@@ -187,6 +202,8 @@ int xport_write(session *s, const void *data, size_t len) {
     return -ENOTCONN;
   if (len == 0)
     return 0;
+  if (!(q = plain_q(s)))
+    return no_queue(s);
   if (SITE(s)->websocket)
     hl = ws_frame_header(h, WS_OP_BINARY, len);
   limit = q_limit(s, q);
@@ -206,7 +223,7 @@ int xport_write(session *s, const void *data, size_t len) {
 
 int xport_write_buf(session *s, sbuf *b) {
   xport *xp = s->xp;
-  sendq *q = plain_q(s);
+  sendq *q;
   size_t len = b->len - b->off, hl = 0, limit;
   char h[WS_HEADER_MAX];
   int rc = 0;
@@ -215,6 +232,8 @@ int xport_write_buf(session *s, sbuf *b) {
     return -ENOTCONN;
   if (len == 0)
     return 0;
+  if (!(q = plain_q(s)))
+    return no_queue(s);
   limit = q_limit(s, q);
   if (SITE(s)->websocket && b->ws_hlen) { /* the frame shared by a broadcast */
     hl = b->ws_hlen;
@@ -243,7 +262,7 @@ int xport_write_buf(session *s, sbuf *b) {
 size_t xport_sent(session *s) {
   xport *xp = s->xp;
   size_t n = xp->unreported;
-  if (s->q.bytes || (xp->tls && xp->tls->pq.bytes) || s->inflight)
+  if (session_qbytes(s) || (xp->tls && xp->tls->pq.bytes) || session_inflight(s))
     return 0;
   xp->unreported = 0;
   return n;
@@ -251,7 +270,8 @@ size_t xport_sent(session *s) {
 
 size_t xport_held(const session *s) {
   const xport *xp = s->xp;
-  return xp->head_len + ws_held(&xp->ws) + s->fr.len + (xp->tls ? tls_conn_held(xp->tls->conn) : 0);
+  return xp->head_len + ws_held(&xp->ws) + framing_held(&s->fr) +
+         (xp->tls ? tls_conn_held(xp->tls->conn) : 0);
 }
 
 sbuf *xport_shared_frame(const void *data, size_t len) {
@@ -273,10 +293,11 @@ sbuf *xport_shared_frame(const void *data, size_t len) {
 
 static int tls_wire(void *ctx, const char *data, size_t len) {
   session *s = ctx;
+  session_ext *x = session_ext_get(s);
   /* Not capped here: TLS writes in answer to input (handshake, alerts,
    * key updates) or to plaintext already counted in pq, and a session
    * whose queue is over half of max_send_queue is no longer read. */
-  if (sendq_write(&s->q, data, len, SIZE_MAX) < 0) {
+  if (!x || sendq_write(&x->q, data, len, SIZE_MAX) < 0) {
     session_close(s, PIER_REASON_NO_MEMORY, 1);
     return 1;
   }
@@ -295,7 +316,7 @@ static void opened(session *s) {
   STAT_ADD(s->w, handshakes, 1);
   io_timer_stop(loop, &xp->timer);
   if (SITE(s)->websocket && SITE(s)->ping_ms) {
-    s->last_rx = loop->now;
+    s->last_rx = (uint32_t)loop->now;
     io_timer_start(loop, &xp->timer, SITE(s)->ping_ms, 0);
   }
   session_ready(s);
@@ -354,7 +375,7 @@ void xport_pre_flush(session *s) {
   if (!t || t->dead || !tls_conn_ready(t->conn))
     return;
   t->sealing = 1;
-  while (t->pq.bytes && s->q.bytes < SEAL_STEP && rc == 0) {
+  while (t->pq.bytes && session_qbytes(s) < SEAL_STEP && rc == 0) {
     struct iovec iov[SENDQ_IOV_MAX];
     int n = sendq_iov(&t->pq, iov, SENDQ_IOV_MAX), k = 0;
     size_t total = 0;
@@ -624,7 +645,7 @@ void xport_input(session *s, const char *data, size_t len) {
   /* A record, frame, message or packet started and not finished. */
   if (s->state == SS_OPEN && xp->phase == XP_OPEN)
     session_partial(s, (xp->tls && tls_conn_partial(xp->tls->conn)) || ws_partial(&xp->ws) ||
-                           s->fr.len);
+                           s->fr.held != NULL);
 }
 
 /* ---- session life ---- */
@@ -648,7 +669,7 @@ static void on_timer(io_timer *t) {
     session_close(s, PIER_REASON_HANDSHAKE_TIMEOUT, 1);
     return;
   }
-  quiet = loop->now - s->last_rx;
+  quiet = (uint32_t)((uint32_t)loop->now - s->last_rx); /* session times are mod 2^32 */
   if (s->read_paused || s->congested) { /* not read by pier: no answer can come */
     xp->ping_out = 0;
     io_timer_start(loop, &xp->timer, iv, 0);
@@ -686,7 +707,7 @@ int xport_attach(session *s) {
       free(xp);
       return -ENOMEM;
     }
-    xp->tls->pq.gauge = s->q.gauge; /* plaintext waiting counts as queued too */
+    xp->tls->pq.gauge = &s->w->stats.send_queue_bytes; /* plaintext waiting counts as queued too */
   }
   xp->phase = xp->tls ? XP_TLS : site->websocket ? XP_HTTP : XP_OPEN;
   s->xp = xp;
@@ -694,7 +715,7 @@ int xport_attach(session *s) {
 }
 
 void xport_start(session *s) {
-  s->last_rx = s->w->loop.now;
+  s->last_rx = (uint32_t)s->w->loop.now;
   io_timer_start(&s->w->loop, &s->xp->timer, SITE(s)->handshake_ms, 0);
 }
 

@@ -124,7 +124,7 @@ int FUZZ_ENTRY(const uint8_t *data, size_t size) {
 
     if (m.stopped) {
       FUZZ_CHECK(rc == 0, "framing_feed returned %d after a stop", rc);
-      FUZZ_CHECK(f.len == 0 && f.buf == NULL, "framer holds %u bytes after a stop", f.len);
+      FUZZ_CHECK(f.held == NULL, "framer holds %u bytes after a stop", framing_held(&f));
       break;
     }
     if (m.err && m.err_at < m.fed) {
@@ -132,19 +132,20 @@ int FUZZ_ENTRY(const uint8_t *data, size_t size) {
                  "read [%zu, %zu))", rc, m.err, m.err_at - 1, before, m.fed);
       FUZZ_CHECK(m.delivered == whole_until(&m, m.fed), "delivered %zu bytes, expected %zu",
                  m.delivered, whole_until(&m, m.fed));
-      FUZZ_CHECK(f.len == 0 && f.buf == NULL, "framer holds %u bytes after an error", f.len);
+      FUZZ_CHECK(f.held == NULL, "framer holds %u bytes after an error", framing_held(&f));
       break;
     }
     FUZZ_CHECK(rc == 0, "framing_feed returned %d for read [%zu, %zu)", rc, before, m.fed);
     FUZZ_CHECK(m.delivered == whole_until(&m, m.fed),
                "after read [%zu, %zu): delivered %zu bytes, expected %zu", before, m.fed,
                m.delivered, whole_until(&m, m.fed));
-    FUZZ_CHECK(m.delivered + f.len == m.fed, "delivered %zu + held %u != fed %zu", m.delivered,
-               f.len, m.fed);
-    FUZZ_CHECK(f.len <= f.cap && (f.len == 0 || f.buf != NULL), "held %u, cap %u", f.len,
-               f.cap);
-    if (f.len > 0)
-      FUZZ_CHECK(memcmp(f.buf, m.stream + m.delivered, f.len) == 0,
+    FUZZ_CHECK(m.delivered + framing_held(&f) == m.fed, "delivered %zu + held %u != fed %zu",
+               m.delivered, framing_held(&f), m.fed);
+    /* Nothing held means nothing allocated. */
+    FUZZ_CHECK(!f.held || (f.held->len > 0 && f.held->len <= f.held->cap), "held %u, cap %u",
+               framing_held(&f), f.held ? f.held->cap : 0);
+    if (f.held)
+      FUZZ_CHECK(memcmp(f.held->data, m.stream + m.delivered, f.held->len) == 0,
                  "held bytes differ from the stream at offset %zu", m.delivered);
   }
   framing_reset(&f);

@@ -71,8 +71,8 @@ START_TEST(test_framing_whole_packets_from_one_buffer) {
   ck_assert_uint_eq(frame_u16(s.bytes + 9 + 2), 0x0202);
   ck_assert_uint_eq(frame_u16(s.bytes + 13 + 2), 0x0303);
   /* Nothing was held back. */
-  ck_assert_ptr_null(f.buf);
-  ck_assert_uint_eq(f.len, 0);
+  ck_assert_ptr_null(f.held);
+  ck_assert_uint_eq(framing_held(&f), 0);
   framing_reset(&f);
 }
 END_TEST
@@ -91,8 +91,8 @@ START_TEST(test_framing_one_byte_at_a_time) {
   }
   ck_assert_int_eq(rc_bad, 0);
   ck_assert_msg(same_as_stream(&s, stream, len), "got %d packets, %zu bytes", s.n, s.nbytes);
-  ck_assert_ptr_null(f.buf);
-  ck_assert_uint_eq(f.len, 0);
+  ck_assert_ptr_null(f.held);
+  ck_assert_uint_eq(framing_held(&f), 0);
 }
 END_TEST
 
@@ -110,7 +110,7 @@ START_TEST(test_framing_every_split_point) {
       int rc = framing_feed(&f, MAXP, stream, i, on_packet, &s);
       rc |= framing_feed(&f, MAXP, stream + i, j - i, on_packet, &s);
       rc |= framing_feed(&f, MAXP, stream + j, len - j, on_packet, &s);
-      if (rc != 0 || !same_as_stream(&s, stream, len) || f.buf != NULL || f.len != 0) {
+      if (rc != 0 || !same_as_stream(&s, stream, len) || f.held != NULL || framing_held(&f) != 0) {
         failed = 1;
         fail_i = i;
         fail_j = j;
@@ -130,14 +130,14 @@ START_TEST(test_framing_size_below_header_is_eproto) {
 
     ck_assert_int_eq(framing_feed(&f, MAXP, pkt, 4, on_packet, &s), -EPROTO);
     ck_assert_int_eq(s.n, 0);
-    ck_assert_ptr_null(f.buf);
-    ck_assert_uint_eq(f.len, 0);
+    ck_assert_ptr_null(f.held);
+    ck_assert_uint_eq(framing_held(&f), 0);
     /* Split after the first size byte. */
     ck_assert_int_eq(framing_feed(&f, MAXP, pkt, 1, on_packet, &s), 0);
     ck_assert_int_eq(framing_feed(&f, MAXP, pkt + 1, 3, on_packet, &s), -EPROTO);
     ck_assert_int_eq(s.n, 0);
-    ck_assert_ptr_null(f.buf);
-    ck_assert_uint_eq(f.len, 0);
+    ck_assert_ptr_null(f.held);
+    ck_assert_uint_eq(framing_held(&f), 0);
   }
 }
 END_TEST
@@ -153,17 +153,17 @@ START_TEST(test_framing_size_above_max_is_emsgsize) {
   ck_assert_int_eq(framing_feed(&f, 100, stream, 4, on_packet, &s), -EMSGSIZE);
   ck_assert_int_eq(framing_feed(&f, 100, stream, 2, on_packet, &s), -EMSGSIZE);
   ck_assert_int_eq(s.n, 0);
-  ck_assert_ptr_null(f.buf);
+  ck_assert_ptr_null(f.held);
 
   /* The header split across two feeds: the second one reports it. */
   ck_assert_int_eq(framing_feed(&f, 100, stream, 1, on_packet, &s), 0);
   ck_assert_int_eq(framing_feed(&f, 100, stream + 1, 1, on_packet, &s), -EMSGSIZE);
-  ck_assert_ptr_null(f.buf);
-  ck_assert_uint_eq(f.len, 0);
+  ck_assert_ptr_null(f.held);
+  ck_assert_uint_eq(framing_held(&f), 0);
   /* ... and with more bytes after it in the second feed. */
   ck_assert_int_eq(framing_feed(&f, 100, stream, 1, on_packet, &s), 0);
   ck_assert_int_eq(framing_feed(&f, 100, stream + 1, 3, on_packet, &s), -EMSGSIZE);
-  ck_assert_ptr_null(f.buf);
+  ck_assert_ptr_null(f.held);
   ck_assert_int_eq(s.n, 0);
 
   /* A good packet first is delivered, then the bad size stops the feed. */
@@ -173,8 +173,8 @@ START_TEST(test_framing_size_above_max_is_emsgsize) {
   stream[n + 1] = (char)0xff;
   ck_assert_int_eq(framing_feed(&f, 100, stream, n + 2, on_packet, &s), -EMSGSIZE);
   ck_assert_int_eq(s.n, 2);
-  ck_assert_ptr_null(f.buf);
-  ck_assert_uint_eq(f.len, 0);
+  ck_assert_ptr_null(f.held);
+  ck_assert_uint_eq(framing_held(&f), 0);
 }
 END_TEST
 
@@ -187,8 +187,8 @@ START_TEST(test_framing_callback_stop_drops_rest) {
   ck_assert_int_eq(framing_feed(&f, MAXP, stream, len, on_packet, &s), 0);
   ck_assert_int_eq(s.n, 2);
   ck_assert_uint_eq(s.nbytes, 13);
-  ck_assert_ptr_null(f.buf);
-  ck_assert_uint_eq(f.len, 0);
+  ck_assert_ptr_null(f.held);
+  ck_assert_uint_eq(framing_held(&f), 0);
 }
 END_TEST
 
@@ -206,8 +206,8 @@ START_TEST(test_framing_callback_stop_on_completed_partial) {
   ck_assert_int_eq(s.n, 1);
   ck_assert_uint_eq(s.lens[0], 9);
   ck_assert_int_eq(memcmp(s.bytes, stream, 9), 0);
-  ck_assert_ptr_null(f.buf);
-  ck_assert_uint_eq(f.len, 0);
+  ck_assert_ptr_null(f.held);
+  ck_assert_uint_eq(framing_held(&f), 0);
 }
 END_TEST
 
@@ -219,24 +219,24 @@ START_TEST(test_framing_partial_storage_freed_on_completion) {
   put_packet(stream, 0, 40, 9);
   ck_assert_int_eq(framing_feed(&f, MAXP, stream, 17, on_packet, &s), 0);
   ck_assert_int_eq(s.n, 0);
-  ck_assert_ptr_nonnull(f.buf);
-  ck_assert_uint_eq(f.len, 17);
+  ck_assert_ptr_nonnull(f.held);
+  ck_assert_uint_eq(framing_held(&f), 17);
   ck_assert_int_eq(framing_feed(&f, MAXP, stream + 17, 10, on_packet, &s), 0);
-  ck_assert_ptr_nonnull(f.buf);
-  ck_assert_uint_eq(f.len, 27);
+  ck_assert_ptr_nonnull(f.held);
+  ck_assert_uint_eq(framing_held(&f), 27);
   ck_assert_int_eq(framing_feed(&f, MAXP, stream + 27, 13, on_packet, &s), 0);
   ck_assert_int_eq(s.n, 1);
   ck_assert_int_eq(memcmp(s.bytes, stream, 40), 0);
-  ck_assert_ptr_null(f.buf);
-  ck_assert_uint_eq(f.len, 0);
-  ck_assert_uint_eq(f.cap, 0);
+  ck_assert_ptr_null(f.held);
+  ck_assert_uint_eq(framing_held(&f), 0);
+  ck_assert_ptr_null(f.held); /* nothing allocated */
 
   /* A held partial is dropped by framing_reset. */
   ck_assert_int_eq(framing_feed(&f, MAXP, stream, 3, on_packet, &s), 0);
-  ck_assert_ptr_nonnull(f.buf);
+  ck_assert_ptr_nonnull(f.held);
   framing_reset(&f);
-  ck_assert_ptr_null(f.buf);
-  ck_assert_uint_eq(f.len, 0);
+  ck_assert_ptr_null(f.held);
+  ck_assert_uint_eq(framing_held(&f), 0);
   ck_assert_int_eq(framing_feed(&f, MAXP, stream, 40, on_packet, &s), 0);
   ck_assert_int_eq(s.n, 2);
 }
@@ -263,7 +263,7 @@ START_TEST(test_framing_empty_body_and_exact_max_accepted) {
   ck_assert_int_eq(s.n, 3);
   ck_assert_uint_eq(s.lens[2], 100);
   ck_assert_int_eq(memcmp(s.bytes + 104, big, 100), 0);
-  ck_assert_ptr_null(f.buf);
+  ck_assert_ptr_null(f.held);
 }
 END_TEST
 
@@ -282,10 +282,10 @@ START_TEST(test_framing_largest_u16_packet) {
   ck_assert_int_eq(framing_feed(&f, 65535, big, 1, count_only, &sum), 0);
   ck_assert_int_eq(framing_feed(&f, 65535, big + 1, 60000, count_only, &sum), 0);
   ck_assert_uint_eq(sum, 0);
-  ck_assert_uint_eq(f.len, 60001);
+  ck_assert_uint_eq(framing_held(&f), 60001);
   ck_assert_int_eq(framing_feed(&f, 65535, big + 60001, 65535 - 60001, count_only, &sum), 0);
   ck_assert_uint_eq(sum, 65535);
-  ck_assert_ptr_null(f.buf);
+  ck_assert_ptr_null(f.held);
 }
 END_TEST
 

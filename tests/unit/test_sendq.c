@@ -380,11 +380,57 @@ START_TEST(test_sendq_clear_releases_all) {
 }
 END_TEST
 
+/* A queue that drains holds no ring, and works again on the next write,
+ * byte for byte; one with fixed storage goes back to it, and frees the
+ * larger ring it grew into. */
+START_TEST(test_sendq_drained_ring_is_freed) {
+  sendq q = {0};
+  sendq_entry fixed[4];
+  struct iovec iov[SENDQ_IOV_MAX];
+  sbuf *b[6];
+
+  ck_assert_int_eq(sendq_write(&q, "hello", 5, 1 << 20), 0);
+  ck_assert_ptr_nonnull(q.ring);
+  sendq_consume(&q, 5);
+  ck_assert_ptr_null(q.ring);
+  ck_assert_uint_eq(q.cap, 0);
+  ck_assert_int_eq(sendq_write(&q, "again", 5, 1 << 20), 0);
+  ck_assert_int_eq(sendq_iov(&q, iov, SENDQ_IOV_MAX), 1);
+  ck_assert_uint_eq(iov[0].iov_len, 5);
+  ck_assert_mem_eq(iov[0].iov_base, "again", 5);
+  sendq_consume(&q, 2);
+  ck_assert_ptr_nonnull(q.ring); /* not drained yet */
+  sendq_consume(&q, 3);
+  ck_assert_ptr_null(q.ring);
+
+  sendq_init(&q, fixed, 4, NULL);
+  for (int i = 0; i < 6; i++) { /* shared buffers: one entry each */
+    b[i] = sbuf_from("x", 1);
+    ck_assert_int_eq(sendq_push(&q, b[i], 0, 1, 1 << 20), 0);
+  }
+  ck_assert(q.ring != fixed); /* outgrew it */
+  ck_assert(sendq_owns_ring(&q));
+  sendq_consume(&q, 6);
+  ck_assert(q.ring == fixed);
+  ck_assert_uint_eq(q.cap, 4);
+  ck_assert(!sendq_owns_ring(&q));
+  ck_assert_int_eq(sendq_write(&q, "ok", 2, 1 << 20), 0);
+  ck_assert(q.ring == fixed);
+  sendq_clear(&q);
+  ck_assert(q.ring == fixed);
+  for (int i = 0; i < 6; i++) {
+    ck_assert_uint_eq(atomic_load(&b[i]->refs), 1);
+    sbuf_release(b[i]);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("sendq");
   TCase *tc = tcase_create("sendq");
 
   tcase_add_test(tc, test_sendq_push_consume_accounting);
+  tcase_add_test(tc, test_sendq_drained_ring_is_freed);
   tcase_add_test(tc, test_sendq_gauge_sums_queues);
   tcase_add_test(tc, test_sendq_cap_refuses_over_limit);
   tcase_add_test(tc, test_sendq_write_coalesces_unshared_tail);
