@@ -138,6 +138,9 @@ struct io_backend {
   /* Returns 0 when the backend can run on this system, else a negative
    * errno and a reason in why; NULL when it always can. */
   int (*probe)(char *why, size_t whylen);
+  /* Gives memory the loop keeps for traffic back to the system (it is made
+   * again on use); NULL where there is none. */
+  void (*trim)(io_loop *loop);
 };
 
 struct io_loop {
@@ -208,6 +211,11 @@ int io_cancel(io_loop *loop, io_ev *ev);
  * One syscall on io_uring; nothing on epoll. Loop thread only; returns 0 or
  * a negative errno (the ops stay queued and go at the next poll). */
 int io_submit_now(io_loop *loop);
+
+/* For a loop that has been quiet a while: gives back the pages of memory it
+ * keeps for traffic (io_uring: the provided receive buffers, when no
+ * completion can be writing to them). Loop thread only. */
+void io_loop_trim(io_loop *loop);
 /* Forgets the fd (no op may be armed on it) and closes it. */
 void io_close_fd(io_loop *loop, io_fd *fd);
 

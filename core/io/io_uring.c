@@ -30,18 +30,13 @@ typedef struct uring_impl {
   struct io_uring_buf_ring *br;
   size_t br_bytes;
   char *bufs;
+  size_t bufs_bytes;
   unsigned buf_count, buf_size, mask;
-  /* Buffers go back to the ring a span at a time (64 KiB of them), once
-   * every buffer of the span has come back, and their pages are given back
-   * to the kernel first (MADV_DONTNEED): a buffer out of the ring is one the
-   * kernel cannot be writing, and a loop that was busy once does not keep
-   * the whole ring resident. 0: one at a time, pages kept. */
-  unsigned span;
-  uint16_t *span_back; /* per span: its buffers back from the kernel */
   char *arena;
   size_t arena_len;
   io_ev *starved; /* recvs that ran out of buffers, re-armed after the batch */
   int disabled;   /* created IORING_SETUP_R_DISABLED: enabled by the first enter */
+  int deferred;   /* DEFER_TASKRUN: the kernel fills buffers only inside our enter */
 } uring_impl;
 
 /* A loop's ring has one thread, the loop's: IORING_SETUP_SINGLE_ISSUER |
@@ -103,19 +98,12 @@ static int setup_bufs(uring_impl *u, unsigned count, unsigned size) {
   rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
   if (rc < 0)
     return rc;
-  {
-    long page = sysconf(_SC_PAGESIZE);
-    size_t bytes = (size_t)count * size;
-    void *p = NULL;
-    u->span = 65536 / size;
-    if (page <= 0 || u->span < 1 || u->span > count || count % u->span ||
-        ((size_t)u->span * size) % (size_t)page || u->span > UINT16_MAX)
-      u->span = 0; /* spans would not be whole pages: keep them all */
-    if (posix_memalign(&p, u->span ? (size_t)page : 64, bytes) != 0)
-      return -ENOMEM;
-    u->bufs = p;
-    if (u->span && !(u->span_back = calloc(count / u->span, sizeof(*u->span_back))))
-      return -ENOMEM;
+  /* Its own mapping, so that uring_trim can give its pages back. */
+  u->bufs_bytes = (size_t)count * size;
+  u->bufs = mmap(NULL, u->bufs_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (u->bufs == MAP_FAILED) {
+    u->bufs = NULL;
+    return -errno;
   }
   io_uring_buf_ring_init(u->br);
   for (unsigned i = 0; i < count; i++)
@@ -126,28 +114,9 @@ static int setup_bufs(uring_impl *u, unsigned count, unsigned size) {
 }
 
 static void recycle(uring_impl *u, unsigned bid) {
-  unsigned k, first;
-  char *base;
-
-  if (!u->span) {
-    io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->buf_size, u->buf_size,
-                          (unsigned short)bid, u->mask, 0);
-    io_uring_buf_ring_advance(u->br, 1);
-    return;
-  }
-  /* The kernel takes buffers in ring order and they were added a span at a
-   * time, so a span's buffers come back together. */
-  k = bid / u->span;
-  if (++u->span_back[k] < u->span)
-    return;
-  u->span_back[k] = 0;
-  first = k * u->span;
-  base = u->bufs + (size_t)first * u->buf_size;
-  (void)madvise(base, (size_t)u->span * u->buf_size, MADV_DONTNEED);
-  for (unsigned i = 0; i < u->span; i++)
-    io_uring_buf_ring_add(u->br, base + (size_t)i * u->buf_size, u->buf_size,
-                          (unsigned short)(first + i), u->mask, (int)i);
-  io_uring_buf_ring_advance(u->br, (int)u->span);
+  io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->buf_size, u->buf_size,
+                        (unsigned short)bid, u->mask, 0);
+  io_uring_buf_ring_advance(u->br, 1);
 }
 
 /* Makes the calling thread the ring's issuer, once (see setup_ring). */
@@ -212,8 +181,8 @@ static void uring_done(io_loop *loop) {
   io_uring_queue_exit(&u->ring);
   if (u->br)
     munmap(u->br, u->br_bytes);
-  free(u->bufs);
-  free(u->span_back);
+  if (u->bufs)
+    munmap(u->bufs, u->bufs_bytes);
   free(u->arena);
   free(u);
   loop->impl = NULL;
@@ -227,6 +196,7 @@ static int uring_init(io_loop *loop, const io_opts *opts) {
     return -ENOMEM;
   loop->impl = u;
   rc = setup_ring(&u->ring, opts->entries, &u->disabled);
+  u->deferred = u->disabled;
   if (rc < 0) {
     free(u);
     loop->impl = NULL;
@@ -318,6 +288,20 @@ static int uring_cancel(io_loop *loop, io_ev *ev) {
 }
 
 static void uring_close_fd(io_loop *loop, io_fd *fd) {}
+
+/* Gives the receive buffers' pages back (MADV_DONTNEED: the next write into
+ * one maps a fresh zeroed page). Only when none holds data not yet handled
+ * and none can be filled meanwhile: with DEFER_TASKRUN the kernel copies
+ * received bytes into a provided buffer only while this thread is inside
+ * io_uring_enter; a handled completion's buffer is back in the ring by now;
+ * and a completion not yet read (checked here) names a buffer with data. */
+static void uring_trim(io_loop *loop) {
+  uring_impl *u = loop->impl;
+  if (!u->deferred || u->disabled || io_uring_cq_ready(&u->ring) ||
+      io_uring_cq_has_overflow(&u->ring))
+    return;
+  (void)madvise(u->bufs, u->bufs_bytes, MADV_DONTNEED);
+}
 
 static int uring_submit(io_loop *loop) {
   int rc = submit(loop->impl);
@@ -550,8 +534,8 @@ out:
   io_uring_queue_exit(&ring);
   if (u.br)
     munmap(u.br, u.br_bytes);
-  free(u.bufs);
-  free(u.span_back);
+  if (u.bufs)
+    munmap(u.bufs, u.bufs_bytes);
   return rc < 0 ? rc : 0;
 }
 
@@ -570,4 +554,5 @@ const io_backend io_uring_backend = {
     .submit = uring_submit,
     .wake = io_eventfd_wake,
     .probe = io_uring_probe,
+    .trim = uring_trim,
 };

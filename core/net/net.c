@@ -226,14 +226,12 @@ static void on_accept(io_ev *ev, int res, unsigned flags, char *data) {
   arm_accept(le);
 }
 
-/* Every worker accepts on each listener where the backend allows it; on
- * IOCP (shared_accept 0: a socket belongs to one completion port) worker 0
- * alone does, and least_loaded() hands the sessions to the others. */
 /* A burst leaves memory behind that a quiet worker does not need: the send
- * buffers this thread cached and what the allocator keeps of the freed
- * session exts. After a second without a completion it is given back, once
- * per quiet spell (the next burst makes it all again, at the price of a few
- * page faults). */
+ * buffers and session exts this thread keeps for reuse, the pages of the
+ * loop's receive buffers, and what the allocator keeps of what was freed.
+ * After a second without a completion it is given back, once per quiet
+ * spell (the next burst makes it all again, at the price of a few page
+ * faults); nothing of it is on the path of a message. */
 #define TRIM_MS 1000
 
 static void on_trim(io_timer *t) {
@@ -248,11 +246,16 @@ static void on_trim(io_timer *t) {
     return;
   w->trimmed = 1;
   sbuf_cache_trim();
+  session_ext_cache_trim(w);
+  io_loop_trim(&w->loop);
 #ifdef __GLIBC__
   malloc_trim(0);
 #endif
 }
 
+/* Every worker accepts on each listener where the backend allows it; on
+ * IOCP (shared_accept 0: a socket belongs to one completion port) worker 0
+ * alone does, and least_loaded() hands the sessions to the others. */
 static void *worker_main(void *arg) {
   net_worker *w = arg;
   net_tls_worker = w;
@@ -646,6 +649,7 @@ void net_destroy(net *n) {
     }
     w->dead = 1;
     io_loop_done(&w->loop);
+    session_ext_cache_trim(w); /* after the jobs io_loop_done ran */
     sid_table_free(&w->sids);
     free(w->sessions);
   }

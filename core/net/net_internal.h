@@ -29,7 +29,10 @@ typedef enum { SS_FREE, SS_CONNECTING, SS_OPEN, SS_CLOSING, SS_CLOSED } session_
 typedef struct session_ext {
   io_ev ev_send;        /* also the connect of a client session */
   sendq q;
-  session *next_flush;
+  union {
+    session *next_flush;
+    struct session_ext *next_free; /* in its worker's cache of unused exts */
+  };
   char *defer;          /* received while congested or paused, not yet delivered */
   uint32_t defer_len, defer_cap;
   uint32_t inflight;    /* bytes in the send in flight, 0 if none */
@@ -77,8 +80,11 @@ static inline uint32_t session_inflight(const session *s) {
 }
 /* The session's ext, made if it has none; NULL when out of memory. */
 session_ext *session_ext_get(session *s);
-/* Frees the ext and what it holds (queued buffers, deferred input). */
+/* Frees the ext and what it holds (queued buffers, deferred input); the
+ * ext itself goes to its worker's cache for reuse (at most EXT_CACHE). */
 void session_ext_free(session *s);
+/* Frees the worker's cache of unused exts (its quiet-spell trim, the end). */
+void session_ext_cache_trim(net_worker *w);
 
 typedef struct net_counters {
   _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
@@ -131,6 +137,8 @@ struct net_worker {
   int dead; /* loop torn down: queued jobs only free themselves */
   net_counters stats;
   io_timer trim;          /* gives memory back once the worker has been quiet */
+  struct session_ext *ext_free; /* unused exts kept for reuse (session.c) */
+  unsigned ext_nfree;
   uint64_t trim_seen;     /* loop completions at the last look */
   int trimmed;            /* nothing came since the last give-back */
   log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip, rl_send, rl_hs;

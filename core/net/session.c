@@ -52,13 +52,23 @@ const char *net_reason_text(pier_reason reason) {
 
 /* ---- the session's ext ---- */
 
+/* Exts a worker keeps for reuse: a busy session makes one per send and lets
+ * it go when the send completes, which must not cost a malloc and a free
+ * each time. The cache is bounded, and freed when the worker is quiet. */
+#define EXT_CACHE 1024
+
 session_ext *session_ext_get(session *s) {
+  net_worker *w = s->w;
   session_ext *x = s->ext;
   if (x)
     return x;
-  x = malloc(sizeof(*x));
-  if (!x)
+  if (w->ext_free) {
+    x = w->ext_free;
+    w->ext_free = x->next_free;
+    w->ext_nfree--;
+  } else if (!(x = malloc(sizeof(*x)))) {
     return NULL;
+  }
   memset(x, 0, offsetof(session_ext, ring));
   sendq_init(&x->q, x->ring, SESSION_RING, &s->w->stats.send_queue_bytes);
   s->ext = x;
@@ -71,8 +81,23 @@ void session_ext_free(session *s) {
     return;
   sendq_clear(&x->q);
   free(x->defer);
-  free(x);
   s->ext = NULL;
+  if (s->w->ext_nfree < EXT_CACHE) {
+    x->next_free = s->w->ext_free;
+    s->w->ext_free = x;
+    s->w->ext_nfree++;
+  } else {
+    free(x);
+  }
+}
+
+void session_ext_cache_trim(net_worker *w) {
+  while (w->ext_free) {
+    session_ext *x = w->ext_free;
+    w->ext_free = x->next_free;
+    free(x);
+  }
+  w->ext_nfree = 0;
 }
 
 /* Frees the ext once nothing in it is in use: no send or connect armed,
