@@ -731,7 +731,6 @@ static void drain(iocp_impl *c) {
     set_cancel(set);
   while (c->kernel_ops > 0 && clock_ms() < end) {
     ULONG n = 0;
-    loop->stats.waits++;
     if (!GetQueuedCompletionStatusEx(c->port, entries, BATCH, &n, 100, FALSE))
       continue;
     for (ULONG i = 0; i < n; i++) {

@@ -240,8 +240,10 @@ static void on_trim(io_timer *t) {
   if (seen != w->trim_seen) {
     w->trim_seen = seen;
     w->trimmed = 0;
+    session_ext_sweep(w, 0);
     return;
   }
+  session_ext_sweep(w, 1);
   if (w->trimmed)
     return;
   w->trimmed = 1;
@@ -649,7 +651,8 @@ void net_destroy(net *n) {
     }
     w->dead = 1;
     io_loop_done(&w->loop);
-    session_ext_cache_trim(w); /* after the jobs io_loop_done ran */
+    session_ext_sweep(w, 1); /* after the jobs io_loop_done ran */
+    session_ext_cache_trim(w);
     sid_table_free(&w->sids);
     free(w->sessions);
   }

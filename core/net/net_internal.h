@@ -39,6 +39,10 @@ typedef struct session_ext {
   uint32_t last_tx;     /* loop time (ms, mod 2^32) a send was last submitted */
   uint8_t flush_queued;
   uint8_t send_timing;  /* send_timeout_ms runs (from a flush until it lapses) */
+  uint8_t parked;       /* on its worker's parked list (see ext_release) */
+  uint32_t parked_at;   /* the worker's trim tick when it was last let go */
+  struct session_ext *next_parked;
+  session *owner;       /* NULL once its session let go of it while parked */
   sendq_entry ring[SESSION_RING];
 } session_ext;
 
@@ -64,7 +68,8 @@ struct session {
     uint32_t close_since;   /* CLOSING: when the graceful close began */
   } t;
   uint16_t refs;       /* open state + each armed op + flush list */
-  uint8_t reason;
+  uint8_t reason : 6;  /* a pier_reason (NET_REASON_COUNT <= 64, asserted) */
+  uint8_t rel_tick : 2; /* trim tick (mod 4) its ext was last let go (ext_release) */
   uint8_t state : 3;   /* a session_state */
   uint8_t notified : 1;    /* on_connected ran: on_disconnected is owed */
   uint8_t accepted : 1;    /* counts against max_sessions */
@@ -85,6 +90,9 @@ session_ext *session_ext_get(session *s);
 void session_ext_free(session *s);
 /* Frees the worker's cache of unused exts (its quiet-spell trim, the end). */
 void session_ext_cache_trim(net_worker *w);
+/* Takes the exts back that their sessions have not used since the last
+ * tick (all of them that are unused with all set), then starts a new tick. */
+void session_ext_sweep(net_worker *w, int all);
 
 typedef struct net_counters {
   _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
@@ -139,6 +147,8 @@ struct net_worker {
   io_timer trim;          /* gives memory back once the worker has been quiet */
   struct session_ext *ext_free; /* unused exts kept for reuse (session.c) */
   unsigned ext_nfree;
+  struct session_ext *parked;   /* exts let go by their sessions, taken back a tick later */
+  uint32_t tick;                /* trim ticks so far */
   uint64_t trim_seen;     /* loop completions at the last look */
   int trimmed;            /* nothing came since the last give-back */
   log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip, rl_send, rl_hs;

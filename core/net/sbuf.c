@@ -86,7 +86,10 @@ sbuf *sbuf_from(const void *data, size_t len) {
 }
 
 void sbuf_release(sbuf *b) {
-  if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+  /* The last reference (the common case: a queue's own buffer) needs no
+   * locked decrement: no other holder is left to take one concurrently. */
+  if (atomic_load_explicit(&b->refs, memory_order_acquire) != 1 &&
+      atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
     return;
   if (b->cls == SBUF_UNPOOLED ||
       (cache.count[b->cls] + 1) * class_size[b->cls] > CACHE_BYTES_PER_CLASS) {

@@ -53,22 +53,32 @@ static int grow(sendq *q) {
   return 0;
 }
 
-int sendq_push(sendq *q, sbuf *b, uint32_t off, uint32_t len, size_t limit) {
+/* Appends an entry that takes over one reference to b; fails with nothing
+ * changed. */
+static int push_owned(sendq *q, sbuf *b, uint32_t off, uint32_t len) {
   sendq_entry *e;
-  if (q->bytes + len > limit)
-    return -ENOBUFS;
-  if (len == 0)
-    return 0;
   if (q->count == q->cap && grow(q) < 0)
     return -ENOMEM;
   e = &q->ring[(q->head + q->count) & (q->cap - 1)];
-  e->buf = sbuf_ref(b);
+  e->buf = b;
   e->off = off;
   e->end = off + len;
   q->count++;
   q->bytes += len;
   gauge_add(q, len, 1);
   return 0;
+}
+
+int sendq_push(sendq *q, sbuf *b, uint32_t off, uint32_t len, size_t limit) {
+  int rc;
+  if (q->bytes + len > limit)
+    return -ENOBUFS;
+  if (len == 0)
+    return 0;
+  rc = push_owned(q, sbuf_ref(b), off, len);
+  if (rc < 0)
+    sbuf_release(b);
+  return rc;
 }
 
 int sendq_write(sendq *q, const void *data, size_t len, size_t limit) {
@@ -99,8 +109,9 @@ int sendq_write(sendq *q, const void *data, size_t len, size_t limit) {
   memcpy(b->data, data, len);
   b->len = (uint32_t)len;
   b->appendable = 1;
-  rc = sendq_push(q, b, 0, (uint32_t)len, limit);
-  sbuf_release(b);
+  rc = push_owned(q, b, 0, (uint32_t)len); /* the queue keeps the one reference */
+  if (rc < 0)
+    sbuf_release(b);
   return rc;
 }
 

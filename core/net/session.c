@@ -28,6 +28,7 @@ static const char *const reason_label[] = {
     "invalid_text", "ping_timeout", "tls_error", "handshake_failed", "handshake_timeout",
 };
 
+_Static_assert(NET_REASON_COUNT <= 64, "session.reason is 6 bits");
 _Static_assert(sizeof(reason_text) / sizeof(reason_text[0]) == NET_REASON_COUNT,
                "NET_REASON_COUNT must follow PIER_REASON_MAP");
 _Static_assert(sizeof(reason_label) / sizeof(reason_label[0]) == NET_REASON_COUNT,
@@ -71,24 +72,39 @@ session_ext *session_ext_get(session *s) {
   }
   memset(x, 0, offsetof(session_ext, ring));
   sendq_init(&x->q, x->ring, SESSION_RING, &s->w->stats.send_queue_bytes);
+  x->owner = s;
   s->ext = x;
   return x;
+}
+
+/* An ext no session holds goes to the worker's cache, or is freed. */
+static void ext_recycle(net_worker *w, session_ext *x) {
+  if (w->ext_nfree < EXT_CACHE) {
+    x->next_free = w->ext_free;
+    w->ext_free = x;
+    w->ext_nfree++;
+  } else {
+    free(x);
+  }
+}
+
+static void ext_clear(session_ext *x) {
+  sendq_clear(&x->q);
+  free(x->defer);
+  x->defer = NULL;
+  x->defer_len = x->defer_cap = 0;
 }
 
 void session_ext_free(session *s) {
   session_ext *x = s->ext;
   if (!x)
     return;
-  sendq_clear(&x->q);
-  free(x->defer);
+  ext_clear(x);
   s->ext = NULL;
-  if (s->w->ext_nfree < EXT_CACHE) {
-    x->next_free = s->w->ext_free;
-    s->w->ext_free = x;
-    s->w->ext_nfree++;
-  } else {
-    free(x);
-  }
+  if (x->parked) /* the sweep takes it off the parked list */
+    x->owner = NULL;
+  else
+    ext_recycle(s->w, x);
 }
 
 void session_ext_cache_trim(net_worker *w) {
@@ -100,13 +116,57 @@ void session_ext_cache_trim(net_worker *w) {
   w->ext_nfree = 0;
 }
 
-/* Frees the ext once nothing in it is in use: no send or connect armed,
+static int ext_unused(const session_ext *x) {
+  return !x->ev_send.armed && !x->inflight && !x->q.count && !x->flush_queued && !x->defer;
+}
+
+void session_ext_sweep(net_worker *w, int all) {
+  session_ext **pp = &w->parked;
+  while (*pp) {
+    session_ext *x = *pp;
+    int unused = x->owner && ext_unused(x);
+    if (unused && !all && x->parked_at == w->tick) {
+      pp = &x->next_parked; /* let go during this tick: it may well be used again */
+      continue;
+    }
+    *pp = x->next_parked;
+    x->parked = 0;
+    if (!x->owner) {
+      ext_recycle(w, x);
+    } else if (unused) {
+      x->owner->ext = NULL;
+      ext_clear(x);
+      ext_recycle(w, x);
+    } /* else in use again: ext_release parks it anew when it is let go */
+  }
+  w->tick++;
+}
+
+/* Lets the ext go once nothing in it is in use: no send or connect armed,
  * nothing queued or in flight, not on the flush list, no deferred input.
- * Called where none of it is referenced further up the stack. */
+ * A session that let one go in this trim tick or the last (a busy one, that
+ * sends on every message) keeps it, parked, until a tick passes without its
+ * use (session_ext_sweep), instead of making it anew each time; any other
+ * gives it back at once, so a burst of sessions that each sent once leaves
+ * nothing behind. Called where none of it is referenced further up the
+ * stack. */
 static void ext_release(session *s) {
   session_ext *x = s->ext;
-  if (x && !x->ev_send.armed && !x->inflight && !x->q.count && !x->flush_queued && !x->defer)
+  unsigned now = s->w->tick & 3u;
+  if (!x || !ext_unused(x))
+    return;
+  if (!x->parked && s->rel_tick != now && s->rel_tick != ((now - 1u) & 3u)) {
+    s->rel_tick = now & 3u;
     session_ext_free(s);
+    return;
+  }
+  s->rel_tick = now & 3u;
+  x->parked_at = s->w->tick;
+  if (!x->parked) {
+    x->parked = 1;
+    x->next_parked = s->w->parked;
+    s->w->parked = x;
+  }
 }
 
 static int deferred(const session *s) { return s->ext && s->ext->defer_len; }
@@ -297,6 +357,7 @@ session *session_new(net_worker *w, int fd, const net_endpoint *ep, const net_ad
   memset(s, 0, sizeof(*s));
   s->iofd.fd = fd;
   s->w = w;
+  s->rel_tick = (w->tick + 2u) & 3u; /* not recent: its first ext goes back at once */
   s->ep = ep;
   s->sid = sid;
   s->refs = 1;
@@ -351,14 +412,14 @@ void session_close(session *s, pier_reason reason, int abortive) {
       enter_closed(s, 1);
     return;
   case SS_CONNECTING:
-    s->reason = (uint8_t)reason;
+    s->reason = (unsigned)reason & 63u;
     sid_mark_closing(&s->w->sids, s->sid);
     enter_closed(s, 1);
     return;
   default:
     break;
   }
-  s->reason = (uint8_t)reason;
+  s->reason = (unsigned)reason & 63u;
   sid_mark_closing(&s->w->sids, s->sid);
   if (s->xp && !abortive)
     xport_close(s, reason); /* a close frame, close_notify */
