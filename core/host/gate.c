@@ -85,7 +85,9 @@ static void call(host_plugin *p, const ev *e) {
  * add either). With slow_callback_ms the start time is also visible to the
  * watchdog thread while it runs, and a slow call is logged and counted. The
  * slot's stores are plain (release) stores: the watchdog only needs to see
- * them eventually, and to see the type that goes with a start time. */
+ * them eventually. (It reads the type after the start time, so a callback
+ * that began meanwhile can lend its type to the older start it logs: a log
+ * line's detail, as before.) */
 static void timed_call(host_plugin *p, const ev *e) {
   unsigned slow_ms = p->h->cfg->limits.slow_callback_ms;
   int w = net_current_worker(p->h->net);

@@ -139,8 +139,9 @@ struct io_backend {
    * errno and a reason in why; NULL when it always can. */
   int (*probe)(char *why, size_t whylen);
   /* Gives memory the loop keeps for traffic back to the system (it is made
-   * again on use); NULL where there is none. */
-  void (*trim)(io_loop *loop);
+   * again on use): 1 if it did, 0 if it could not now; NULL where there is
+   * none. */
+  int (*trim)(io_loop *loop);
 };
 
 struct io_loop {
@@ -213,9 +214,10 @@ int io_cancel(io_loop *loop, io_ev *ev);
 int io_submit_now(io_loop *loop);
 
 /* For a loop that has been quiet a while: gives back the pages of memory it
- * keeps for traffic (io_uring: the provided receive buffers, when no
- * completion can be writing to them). Loop thread only. */
-void io_loop_trim(io_loop *loop);
+ * keeps for traffic (io_uring: the provided receive buffers, on a
+ * DEFER_TASKRUN ring with no completion unread, so that none can be written
+ * meanwhile). Returns 1 if it gave any back. Loop thread only. */
+int io_loop_trim(io_loop *loop);
 /* Forgets the fd (no op may be armed on it) and closes it. */
 void io_close_fd(io_loop *loop, io_fd *fd);
 

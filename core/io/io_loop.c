@@ -275,10 +275,7 @@ int io_cancel(io_loop *loop, io_ev *ev) {
 
 int io_submit_now(io_loop *loop) { return loop->be->submit ? loop->be->submit(loop) : 0; }
 
-void io_loop_trim(io_loop *loop) {
-  if (loop->be->trim)
-    loop->be->trim(loop);
-}
+int io_loop_trim(io_loop *loop) { return loop->be->trim ? loop->be->trim(loop) : 0; }
 
 void io_close_fd(io_loop *loop, io_fd *fd) {
   if (fd->fd < 0)

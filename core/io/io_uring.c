@@ -295,12 +295,12 @@ static void uring_close_fd(io_loop *loop, io_fd *fd) {}
  * received bytes into a provided buffer only while this thread is inside
  * io_uring_enter; a handled completion's buffer is back in the ring by now;
  * and a completion not yet read (checked here) names a buffer with data. */
-static void uring_trim(io_loop *loop) {
+static int uring_trim(io_loop *loop) {
   uring_impl *u = loop->impl;
   if (!u->deferred || u->disabled || io_uring_cq_ready(&u->ring) ||
       io_uring_cq_has_overflow(&u->ring))
-    return;
-  (void)madvise(u->bufs, u->bufs_bytes, MADV_DONTNEED);
+    return 0;
+  return madvise(u->bufs, u->bufs_bytes, MADV_DONTNEED) == 0;
 }
 
 static int uring_submit(io_loop *loop) {

@@ -291,7 +291,8 @@ typedef struct net_job {
   job_op op;
   pier_sid sid;
   sbuf *buf;
-  size_t len; /* JOB_SEND: bytes counted in xsend; JOB_QUEUE_FULL: the refused send */
+  size_t len; /* JOB_SEND: what it counts in xsend (bytes + XSEND_OVERHEAD); JOB_QUEUE_FULL:
+                the refused send */
   pier_reason reason;
   net_addr addr;
   const net_endpoint *ep;
@@ -722,28 +723,32 @@ static int refuse_send(net_worker *w, pier_sid sid, size_t len) {
   return -ENOBUFS;
 }
 
+/* What a posted send holds besides its bytes: the job, the buffer's header
+ * and the allocator's share of each. */
+#define XSEND_OVERHEAD (sizeof(net_job) + sizeof(sbuf) + 32)
+
 /* Posts a send of b (a reference the job takes over) to the session's
- * worker. The bytes posted to one slot and not yet run are capped like its
- * queue: a plugin thread cannot grow a worker's inbox past max_send_queue
- * per session. */
+ * worker. The memory posted to one slot and not yet run, its bytes and each
+ * job's own, is capped like its queue: a plugin thread cannot grow a
+ * worker's inbox past max_send_queue per session, in one-byte sends either. */
 static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
   _Atomic size_t *pending = &w->sids.xsend[PIER_SID_SLOT(sid)];
-  size_t len = b->len - b->off, before;
+  size_t len = b->len - b->off, cost = len + XSEND_OVERHEAD, before;
   net_job *j;
 
   if (len == 0) { /* nothing to send or to keep in order */
     sbuf_release(b);
     return 0;
   }
-  before = atomic_fetch_add(pending, len);
-  if (len > w->n->opts.max_send_queue || before + len > w->n->opts.max_send_queue) {
-    atomic_fetch_sub(pending, len);
+  before = atomic_fetch_add(pending, cost);
+  if (cost > w->n->opts.max_send_queue || before + cost > w->n->opts.max_send_queue) {
+    atomic_fetch_sub(pending, cost);
     sbuf_release(b);
-    return refuse_send(w, sid, before + len);
+    return refuse_send(w, sid, before + cost);
   }
   j = calloc(1, sizeof(*j));
   if (!j) {
-    atomic_fetch_sub(pending, len);
+    atomic_fetch_sub(pending, cost);
     sbuf_release(b);
     return -ENOMEM;
   }
@@ -752,7 +757,7 @@ static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
   j->op = JOB_SEND;
   j->sid = sid;
   j->buf = b;
-  j->len = len;
+  j->len = cost;
   io_post(&w->loop, &j->job);
   return 0;
 }

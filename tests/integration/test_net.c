@@ -527,9 +527,10 @@ static void block_worker(io_job *job) {
 }
 
 /* While the worker is busy, sends from another thread wait in its inbox:
- * no more than max_send_queue bytes of them per session. The one that would
- * pass the cap is refused and the session disconnected; what was accepted
- * before it is still what the session had queued. */
+ * no more than max_send_queue of memory per session, their bytes and each
+ * job's own. The one that would pass the cap is refused and the session
+ * disconnected; what was accepted before it is still what the session had
+ * queued. */
 START_TEST(test_net_cross_thread_inbox_capped_per_session) {
   const size_t cap = 64u << 10;
   srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, cap, NET_FRAMING_RAW);
@@ -549,8 +550,41 @@ START_TEST(test_net_cross_thread_inbox_capped_per_session) {
       accepted += sizeof(chunk);
   }
   ck_assert_int_eq(rc, -ENOBUFS);
-  ck_assert_uint_eq(accepted, cap);
+  /* Each send's job counts too: all but the last chunk or two fit. */
+  ck_assert_msg(accepted <= cap && accepted >= cap - 2 * sizeof(chunk),
+                "accepted %zu bytes of sends under a cap of %zu", accepted, cap);
   ck_assert_int_eq(net_send(v->n, v->sids[0], "x", 1), -ENOTCONN);
+  atomic_store(&b.release, 1);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
+  os_sock_close(fd);
+  srv_free(v);
+}
+END_TEST
+
+/* One-byte sends from another thread cost a job each: the cap holds the
+ * memory they take, not only their bytes, so a plugin thread cannot queue a
+ * million of them under a 64 KiB cap. */
+START_TEST(test_net_cross_thread_tiny_sends_capped_by_memory) {
+  const size_t cap = 64u << 10;
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, cap, NET_FRAMING_RAW);
+  int fd = test_connect(v->port), rc = 0;
+  blocker b;
+  size_t sends = 0;
+
+  ck_assert(wait_for(&v->connected, 1));
+  memset(&b, 0, sizeof(b));
+  b.job.fn = block_worker;
+  net_post(v->n, 0, &b.job);
+  ck_assert(wait_for(&b.running, 1));
+  for (size_t i = 0; i < cap && rc == 0; i++) {
+    rc = net_send(v->n, v->sids[0], "x", 1);
+    if (rc == 0)
+      sends++;
+  }
+  ck_assert_int_eq(rc, -ENOBUFS);
+  ck_assert_msg(sends > 0 && sends <= cap / 64, "%zu one-byte sends accepted under a cap of %zu",
+                sends, cap);
   atomic_store(&b.release, 1);
   ck_assert(wait_for(&v->disconnected, 1));
   ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
@@ -1562,6 +1596,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_send_cap_disconnects_non_reader, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_oversize_send_disconnects, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_inbox_capped_per_session, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_cross_thread_tiny_sends_capped_by_memory, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_send_timeout_resets_non_reader, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_read_backpressure_pauses_and_resumes, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_backlog_stale_release_ignored_close_while_paused, 0, TEST_NBACKENDS);

@@ -20,6 +20,7 @@
 #define MSG_NOSIGNAL 0
 #else
 #include <fcntl.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 #endif
 
@@ -843,7 +844,12 @@ static void recv_stream(int i, const io_opts *opts, io_stats *stats_out, int *ca
   recv_stream_on(NULL, i, opts, stats_out, callbacks);
 }
 
+/* Resident memory in KiB; -1 where /proc is not there (Windows, whose
+ * backend has nothing to trim). */
 static long rss_kib(void) {
+#ifdef _WIN32
+  return -1;
+#else
   long pages = -1, res = -1;
   FILE *f = fopen("/proc/self/statm", "r");
   if (f) {
@@ -852,22 +858,41 @@ static long rss_kib(void) {
     fclose(f);
   }
   return res < 0 ? -1 : res * (sysconf(_SC_PAGESIZE) / 1024);
+#endif
 }
 
 /* A quiet loop's trim gives the receive buffers' pages back (io_uring: 1024
  * x 2 KiB, all touched by the stream), and receiving works as before. */
+/* Linux only: is the running kernel at least major.minor? */
+static int kernel_at_least(int major, int minor) {
+#ifdef _WIN32
+  (void)major;
+  (void)minor;
+  return 0;
+#else
+  struct utsname u;
+  int ma = 0, mi = 0;
+  if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+    return 0;
+  return ma > major || (ma == major && mi >= minor);
+#endif
+}
+
 START_TEST(test_io_trim_gives_back_receive_buffers) {
   io_loop loop;
   long before, after;
+  int gave;
 
   loop_setup(&loop, _i, NULL);
   for (int k = 0; k < 8; k++) /* 2 MiB in 1..4096-byte writes: each buffer of the ring used */
     recv_stream_on(&loop, _i, NULL, NULL, NULL);
   run_for(&loop, 20);
   before = rss_kib();
-  io_loop_trim(&loop);
+  gave = io_loop_trim(&loop);
   after = rss_kib();
-  if (strcmp(test_io_backend(_i), "io_uring") == 0 && before > 0)
+  if (strcmp(test_io_backend(_i), "io_uring") == 0 && kernel_at_least(6, 1))
+    ck_assert_msg(gave == 1, "io_loop_trim gave nothing back on a DEFER_TASKRUN kernel");
+  if (gave && before > 0)
     ck_assert_msg(before - after >= 1536, "resident %ld KiB before the trim, %ld after", before,
                   after);
   recv_stream_on(&loop, _i, NULL, NULL, NULL); /* byte for byte after the trim */
