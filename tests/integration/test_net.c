@@ -526,6 +526,23 @@ static void block_worker(io_job *job) {
     os_sleep_ms(1);
 }
 
+/* Lets worker 0 go again and expects the session to end as send_queue_full. */
+static void release_and_expect_queue_full(srv *v, blocker *b, int fd) {
+  atomic_store(&b->release, 1);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
+  os_sock_close(fd);
+  srv_free(v);
+}
+
+/* Keeps worker 0 busy in a job until b->release is set. */
+static void block_worker_0(srv *v, blocker *b) {
+  memset(b, 0, sizeof(*b));
+  b->job.fn = block_worker;
+  net_post(v->n, 0, &b->job);
+  ck_assert(wait_for(&b->running, 1));
+}
+
 /* While the worker is busy, sends from another thread wait in its inbox:
  * no more than max_send_queue of memory per session, their bytes and each
  * job's own. The one that would pass the cap is refused and the session
@@ -540,10 +557,7 @@ START_TEST(test_net_cross_thread_inbox_capped_per_session) {
   size_t accepted = 0;
 
   ck_assert(wait_for(&v->connected, 1));
-  memset(&b, 0, sizeof(b));
-  b.job.fn = block_worker;
-  net_post(v->n, 0, &b.job);
-  ck_assert(wait_for(&b.running, 1));
+  block_worker_0(v, &b);
   for (int i = 0; i < 1000 && rc == 0; i++) {
     rc = net_send(v->n, v->sids[0], chunk, sizeof(chunk));
     if (rc == 0)
@@ -554,11 +568,7 @@ START_TEST(test_net_cross_thread_inbox_capped_per_session) {
   ck_assert_msg(accepted <= cap && accepted >= cap - 2 * sizeof(chunk),
                 "accepted %zu bytes of sends under a cap of %zu", accepted, cap);
   ck_assert_int_eq(net_send(v->n, v->sids[0], "x", 1), -ENOTCONN);
-  atomic_store(&b.release, 1);
-  ck_assert(wait_for(&v->disconnected, 1));
-  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
-  os_sock_close(fd);
-  srv_free(v);
+  release_and_expect_queue_full(v, &b, fd);
 }
 END_TEST
 
@@ -573,10 +583,7 @@ START_TEST(test_net_cross_thread_tiny_sends_capped_by_memory) {
   size_t sends = 0;
 
   ck_assert(wait_for(&v->connected, 1));
-  memset(&b, 0, sizeof(b));
-  b.job.fn = block_worker;
-  net_post(v->n, 0, &b.job);
-  ck_assert(wait_for(&b.running, 1));
+  block_worker_0(v, &b);
   for (size_t i = 0; i < cap && rc == 0; i++) {
     rc = net_send(v->n, v->sids[0], "x", 1);
     if (rc == 0)
@@ -585,11 +592,7 @@ START_TEST(test_net_cross_thread_tiny_sends_capped_by_memory) {
   ck_assert_int_eq(rc, -ENOBUFS);
   ck_assert_msg(sends > 0 && sends <= cap / 64, "%zu one-byte sends accepted under a cap of %zu",
                 sends, cap);
-  atomic_store(&b.release, 1);
-  ck_assert(wait_for(&v->disconnected, 1));
-  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
-  os_sock_close(fd);
-  srv_free(v);
+  release_and_expect_queue_full(v, &b, fd);
 }
 END_TEST
 
