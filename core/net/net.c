@@ -4,9 +4,6 @@
  * inbox, and orderly stop. */
 #include <errno.h>
 #include <stdlib.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <string.h>
 
 #include "net/net_internal.h"
@@ -250,9 +247,7 @@ static void on_trim(io_timer *t) {
   sbuf_cache_trim();
   session_ext_cache_trim(w);
   io_loop_trim(&w->loop);
-#ifdef __GLIBC__
-  malloc_trim(0);
-#endif
+  os_heap_trim();
 }
 
 /* Every worker accepts on each listener where the backend allows it; on

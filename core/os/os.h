@@ -43,6 +43,14 @@ void os_key_set(os_key key, void *value);
 void *os_aligned_alloc(size_t align, size_t size);
 void os_aligned_free(void *p);
 
+/* Gives back to the system what the C library's allocator keeps of freed
+ * memory (glibc's malloc_trim), from any thread. Only where malloc is the C
+ * library's own: an allocator in front of it (a sanitizer, a preloaded
+ * jemalloc) leaves that heap unused and uninitialised, and trimming it from
+ * two threads at once crashes in its lazy setup. Returns 1 if it trimmed,
+ * 0 where there is no such heap (other allocators, other systems). */
+int os_heap_trim(void);
+
 /* ---- time ---- */
 
 /* Monotonic milliseconds (arbitrary origin). */

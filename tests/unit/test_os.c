@@ -79,6 +79,39 @@ START_TEST(test_os_once_runs_once_across_threads) {
 }
 END_TEST
 
+/* Where malloc is glibc's own, os_heap_trim trims; behind a sanitizer's
+ * allocator (whose glibc heap is never set up) or off glibc it does nothing,
+ * from however many threads it is first called at once. */
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define HEAP_TRIMS 1
+#else
+#define HEAP_TRIMS 0
+#endif
+
+static atomic_int heap_trims, heap_ready, heap_go;
+
+static void *trim_heap(void *arg) {
+  atomic_fetch_add(&heap_ready, 1);
+  while (!atomic_load(&heap_go))
+    os_yield();
+  atomic_fetch_add(&heap_trims, os_heap_trim());
+  return arg;
+}
+
+START_TEST(test_os_heap_trim_only_where_malloc_is_the_c_librarys) {
+  os_thread t[COUNT_THREADS];
+  for (int i = 0; i < COUNT_THREADS; i++)
+    ck_assert_int_eq(os_thread_create(&t[i], trim_heap, NULL), 0);
+  while (atomic_load(&heap_ready) < COUNT_THREADS)
+    os_yield();
+  atomic_store(&heap_go, 1);
+  for (int i = 0; i < COUNT_THREADS; i++)
+    os_thread_join(t[i]);
+  ck_assert_int_eq(atomic_load(&heap_trims), COUNT_THREADS * HEAP_TRIMS);
+  ck_assert_int_eq(os_heap_trim(), HEAP_TRIMS);
+}
+END_TEST
+
 static os_key key;
 static atomic_int dtor_runs;
 static void *dtor_value;
@@ -193,6 +226,7 @@ static Suite *os_suite(void) {
   tcase_add_test(tc, test_os_thread_self_tells_threads_apart);
   tcase_add_test(tc, test_os_once_runs_once_across_threads);
   tcase_add_test(tc, test_os_key_destructor_runs_when_a_thread_that_set_it_exits);
+  tcase_add_test(tc, test_os_heap_trim_only_where_malloc_is_the_c_librarys);
   tcase_add_test(tc, test_os_clocks);
   tcase_add_test(tc, test_os_socket_errors_are_errno_values);
   tcase_add_test(tc, test_os_strerror_names_socket_errors);

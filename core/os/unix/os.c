@@ -2,6 +2,11 @@
 #include "os/os.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <dlfcn.h>
+#include <gnu/lib-names.h>
+#include <malloc.h>
+#endif
 #include <fcntl.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -28,6 +33,31 @@ void *os_aligned_alloc(size_t align, size_t size) {
 }
 
 void os_aligned_free(void *p) { free(p); }
+
+#ifdef __GLIBC__
+static os_once_t heap_once = OS_ONCE_INIT;
+static int heap_is_libc;
+
+/* malloc as the program resolves it against the C library's own. */
+static void heap_probe(void) {
+  void *libc = dlopen(LIBC_SO, RTLD_LAZY | RTLD_NOLOAD);
+  if (!libc)
+    return;
+  void *own = dlsym(libc, "malloc");
+  heap_is_libc = own && own == dlsym(RTLD_DEFAULT, "malloc");
+  dlclose(libc);
+}
+
+int os_heap_trim(void) {
+  os_once(&heap_once, heap_probe);
+  if (!heap_is_libc)
+    return 0;
+  malloc_trim(0);
+  return 1;
+}
+#else
+int os_heap_trim(void) { return 0; }
+#endif
 
 uint64_t os_clock_ms(void) {
   struct timespec ts;

@@ -85,6 +85,8 @@ void *os_aligned_alloc(size_t align, size_t size) { return _aligned_malloc(size,
 
 void os_aligned_free(void *p) { _aligned_free(p); }
 
+int os_heap_trim(void) { return 0; }
+
 /* ---- time ---- */
 
 static uint64_t qpc_scaled(uint64_t per_second) {
