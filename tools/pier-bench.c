@@ -23,6 +23,7 @@
 #include "io/io.h"
 #include "bench/churn.h"
 #include "bench/hist.h"
+#include "bench/jsonout.h"
 #include "bench/load.h"
 #include "bench/procstat.h"
 #include "os/signals.h"
@@ -408,13 +409,6 @@ typedef struct result {
   int ok;
 } result;
 
-static void json_num(FILE *f, const char *key, double v, int last) {
-  if (v < 0 || !isfinite(v))
-    fprintf(f, "\"%s\": null%s", key, last ? "" : ", ");
-  else
-    fprintf(f, "\"%s\": %.6g%s", key, v, last ? "" : ", ");
-}
-
 /* {"count": N, "p50": ...} of a delivery histogram (µs), null when empty. */
 static void json_hist(FILE *f, const hist_snap *h) {
   if (hist_count(h) == 0) {
@@ -497,14 +491,7 @@ static void report(const bench_opts *o, load *l, const result *r) {
     fprintf(f, "}, \"errors\": %" PRIu64 ", \"mismatched_bytes\": %" PRIu64
                ", \"unanswered\": %" PRIu64 ", ",
             load_errors(l), r->b.tot.mismatched, r->unanswered);
-    json_num(f, "client_cpu_s", ccpu, 0);
-    json_num(f, "client_cpu_util", ccpu / dt, 0);
-    if (o->server_pid)
-      fprintf(f, "\"server_pid\": %ld, ", o->server_pid);
-    else
-      fprintf(f, "\"server_pid\": null, ");
-    json_num(f, "server_cpu_s", scpu, 0);
-    json_num(f, "server_cpu_util", scpu >= 0 ? scpu / dt : -1, 0);
+    json_cpu(f, ccpu, o->server_pid, scpu, dt);
     json_num(f, "server_cpu_us_per_msg", scpu >= 0 && msgs ? scpu * 1e6 / (double)msgs : -1, 0);
     json_num(f, "server_cpu_us_per_delivery",
              scpu >= 0 && o->mode == MODE_CHAT && deliv ? scpu * 1e6 / (double)deliv : -1, 0);

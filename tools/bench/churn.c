@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "hist.h"
+#include "jsonout.h"
 #include "procstat.h"
 
 #ifdef __linux__
@@ -282,13 +283,6 @@ static void run_until(churn *c, uint64_t until) {
 
 static double us(uint64_t ns) { return (double)ns / 1000.0; }
 
-static void json_num(FILE *f, const char *key, double v, int last) {
-  if (v < 0 || !isfinite(v))
-    fprintf(f, "\"%s\": null%s", key, last ? "" : ", ");
-  else
-    fprintf(f, "\"%s\": %.6g%s", key, v, last ? "" : ", ");
-}
-
 static void json_hist(FILE *f, const char *key, const hist *h) {
   hist_snap s;
   memset(&s, 0, sizeof(s));
@@ -326,14 +320,7 @@ static void report(const churn *c, const csample *a, const csample *b, int ok) {
     json_hist(f, "latency_us", &c->lat);
     json_hist(f, "session_us", &c->life);
     fprintf(f, "\"errors\": %" PRIu64 ", ", c->errors);
-    json_num(f, "client_cpu_s", ccpu, 0);
-    json_num(f, "client_cpu_util", ccpu / dt, 0);
-    if (o->server_pid)
-      fprintf(f, "\"server_pid\": %ld, ", o->server_pid);
-    else
-      fprintf(f, "\"server_pid\": null, ");
-    json_num(f, "server_cpu_s", scpu, 0);
-    json_num(f, "server_cpu_util", scpu >= 0 ? scpu / dt : -1, 0);
+    json_cpu(f, ccpu, o->server_pid, scpu, dt);
     json_num(f, "server_cpu_us_per_session", scpu >= 0 && n ? scpu * 1e6 / (double)n : -1, 0);
     fprintf(f, "\"ok\": %s}\n", ok ? "true" : "false");
     return;
