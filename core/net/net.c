@@ -287,13 +287,18 @@ typedef struct net_job {
   pier_sid sid;
   sbuf *buf;
   size_t len; /* JOB_SEND: what it counts in xsend (bytes + XSEND_OVERHEAD); JOB_QUEUE_FULL:
-                the refused send */
+                the refused send's bytes */
+  size_t posted; /* JOB_QUEUE_FULL: the memory posted before it and not yet run */
   pier_reason reason;
   net_addr addr;
   const net_endpoint *ep;
   net_listener *listener;
   int fd;
 } net_job;
+
+/* What a posted send holds besides its bytes: the job, the buffer's header
+ * and the allocator's share of each. */
+#define XSEND_OVERHEAD (sizeof(net_job) + sizeof(sbuf) + 32)
 
 static void do_connect(net_worker *w, const net_addr *addr, const net_endpoint *ep) {
   int fd = os_sock_stream(addr->u.sa.sa_family);
@@ -366,8 +371,12 @@ static void run_job(io_job *job) {
     break;
   case JOB_QUEUE_FULL:
     s = session_lookup(w, j->sid);
-    if (s && (s->state == SS_OPEN || s->state == SS_CLOSING))
-      session_queue_full(s, j->len);
+    if (s && (s->state == SS_OPEN || s->state == SS_CLOSING)) {
+      if (j->posted)
+        session_posted_full(s, j->len + XSEND_OVERHEAD, j->posted);
+      else
+        session_queue_full(s, j->len);
+    }
     break;
   case JOB_CLOSE:
   case JOB_ABORT:
@@ -697,10 +706,11 @@ static int send_direct(net_worker *w, pier_sid sid) {
          atomic_load_explicit(&w->sids.xsend[PIER_SID_SLOT(sid)], memory_order_acquire) == 0;
 }
 
-/* A send from another thread that would pass max_send_queue: the session
- * is disconnected as the contract says, on its worker (which logs it with
- * its rate limit), and stops taking sends from other threads at once. */
-static int refuse_send(net_worker *w, pier_sid sid, size_t len) {
+/* A send of len bytes from another thread that would pass max_send_queue,
+ * alone or behind the memory already posted: the session is disconnected
+ * as the contract says, on its worker (which logs it with its rate limit),
+ * and stops taking sends from other threads at once. */
+static int refuse_send(net_worker *w, pier_sid sid, size_t len, size_t posted) {
   net_job *j;
   sid_mark_closing(&w->sids, sid);
   j = calloc(1, sizeof(*j));
@@ -714,21 +724,22 @@ static int refuse_send(net_worker *w, pier_sid sid, size_t len) {
   j->op = JOB_QUEUE_FULL;
   j->sid = sid;
   j->len = len;
+  j->posted = posted;
   io_post(&w->loop, &j->job);
   return -ENOBUFS;
 }
 
-/* What a posted send holds besides its bytes: the job, the buffer's header
- * and the allocator's share of each. */
-#define XSEND_OVERHEAD (sizeof(net_job) + sizeof(sbuf) + 32)
-
 /* Posts a send of b (a reference the job takes over) to the session's
  * worker. The memory posted to one slot and not yet run, its bytes and each
  * job's own, is capped like its queue: a plugin thread cannot grow a
- * worker's inbox past max_send_queue per session, in one-byte sends either. */
+ * worker's inbox past max_send_queue per session, in one-byte sends either.
+ * A send with nothing posted before it fits whenever its bytes do, as on
+ * the session's own worker, so the inbox holds at most max_send_queue plus
+ * one job's overhead. */
 static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
   _Atomic size_t *pending = &w->sids.xsend[PIER_SID_SLOT(sid)];
   size_t len = b->len - b->off, cost = len + XSEND_OVERHEAD, before;
+  size_t cap = w->n->opts.max_send_queue;
   net_job *j;
 
   if (len == 0) { /* nothing to send or to keep in order */
@@ -736,10 +747,10 @@ static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
     return 0;
   }
   before = atomic_fetch_add(pending, cost);
-  if (cost > w->n->opts.max_send_queue || before + cost > w->n->opts.max_send_queue) {
+  if (len > cap || (before && before + cost > cap)) {
     atomic_fetch_sub(pending, cost);
     sbuf_release(b);
-    return refuse_send(w, sid, before + cost);
+    return refuse_send(w, sid, len, before);
   }
   j = calloc(1, sizeof(*j));
   if (!j) {
@@ -770,7 +781,7 @@ int net_send(net *n, pier_sid sid, const void *data, size_t len) {
   if (!sid_live(&w->sids, sid))
     return -ENOTCONN;
   if (len > n->opts.max_send_queue)
-    return refuse_send(w, sid, len);
+    return refuse_send(w, sid, len, 0);
   b = sbuf_from(data, len);
   if (!b)
     return -ENOMEM;

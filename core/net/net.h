@@ -157,10 +157,13 @@ int net_connect(net *n, const net_addr *addr, const net_endpoint *ep);
  * SEND_QUEUE_FULL). From a thread other than the session's worker the
  * staleness check is made at once and the rest happens on the worker; a
  * session that closes in between drops the data. Such sends wait in the
- * worker's inbox, and those are capped too: when the bytes posted to the
- * session and not yet run plus len would exceed max_send_queue (or len
- * alone does), the call returns -ENOBUFS and the session is disconnected
- * with SEND_QUEUE_FULL in the same way. */
+ * worker's inbox, and those are capped too, by the memory they hold: each
+ * counts its bytes and its job's bookkeeping (about 180 bytes). When len
+ * alone exceeds max_send_queue, or sends posted to the session and not yet
+ * run are waiting and their memory plus this one's would exceed it, the
+ * call returns -ENOBUFS and the session is disconnected with
+ * SEND_QUEUE_FULL in the same way. A send with nothing waiting before it
+ * fits whenever its bytes do, as on the session's worker. */
 int net_send(net *n, pier_sid sid, const void *data, size_t len);
 /* Any thread. Queues a reference to b (the caller keeps its own). */
 int net_send_buf(net *n, pier_sid sid, sbuf *b);

@@ -186,6 +186,9 @@ void session_close(session *s, pier_reason reason, int abortive);
 /* Counts, logs (rate-limited) and disconnects s with SEND_QUEUE_FULL for a
  * send of len bytes that did not fit; returns -ENOBUFS. */
 int session_queue_full(session *s, size_t len);
+/* The same for a send from another thread (cost: its bytes and its job's
+ * bookkeeping) refused behind posted bytes of such sends not yet run. */
+int session_posted_full(session *s, size_t cost, size_t posted);
 /* Runs the resume posted by net_backlog_done: reading restarts unless the
  * backlog is over recv_backlog again (then it stays paused). */
 void session_resume_reading(session *s);
@@ -195,8 +198,10 @@ session *session_lookup(net_worker *w, pier_sid sid);
 void session_app_input(session *s, const char *data, size_t len);
 /* The handshakes are done: on_connected. */
 void session_ready(session *s);
-/* s has something to send: flush it at the end of this loop iteration. */
-void session_want_flush(session *s);
+/* s has something to send: flush it at the end of this loop iteration.
+ * Returns 0, or -ENOMEM when there is no memory for its send state (the
+ * session is then closed with NO_MEMORY). */
+int session_want_flush(session *s);
 /* Whether a partial packet or message is held (starts/ends packet_timeout_ms). */
 void session_partial(session *s, int holding);
 void worker_flush(io_loop *loop);

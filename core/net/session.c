@@ -858,20 +858,21 @@ void worker_flush(io_loop *loop) {
   }
 }
 
-void session_want_flush(session *s) {
+int session_want_flush(session *s) {
   session_ext *x = session_ext_get(s);
   if (!x) {
     log_limited(&s->w->rl_full, LOG_ERROR, "session %016llx: out of memory for its send state; "
                 "closing", (unsigned long long)s->sid);
     session_close(s, PIER_REASON_NO_MEMORY, 1);
-    return;
+    return -ENOMEM;
   }
   if (x->flush_queued || x->inflight)
-    return;
+    return 0;
   x->flush_queued = 1;
   s->refs++;
   x->next_flush = s->w->flush_head;
   s->w->flush_head = s;
+  return 0;
 }
 
 int session_queue_full(session *s, size_t len) {
@@ -882,6 +883,19 @@ int session_queue_full(session *s, size_t len) {
               "disconnecting",
               (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
               session_qbytes(s), len, s->w->n->opts.max_send_queue);
+  session_close(s, PIER_REASON_SEND_QUEUE_FULL, 1);
+  return -ENOBUFS;
+}
+
+int session_posted_full(session *s, size_t cost, size_t posted) {
+  char peer[NET_ADDR_STRLEN];
+  STAT_ADD(s->w, send_queue_full, 1);
+  log_limited(&s->w->rl_full, LOG_WARN,
+              "session %016llx %s: send queue full (sends from other threads waiting for the "
+              "worker: %zu bytes with their bookkeeping + %zu > max_send_queue %zu); "
+              "disconnecting",
+              (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)), posted,
+              cost, s->w->n->opts.max_send_queue);
   session_close(s, PIER_REASON_SEND_QUEUE_FULL, 1);
   return -ENOBUFS;
 }
@@ -906,9 +920,10 @@ static int sent_one(session *s, size_t len, int rc) {
 
 /* What sendq_write or sendq_push returned, for a session without transport. */
 static int queued(session *s, size_t len, int rc) {
-  if (rc == 0 && len)
-    session_want_flush(s);
-  else
+  if (rc == 0 && len) {
+    if (session_want_flush(s) < 0)
+      return -ENOMEM; /* closed */
+  } else
     ext_release(s); /* made for this send, perhaps, and still empty */
   if (rc == -ENOBUFS)
     return session_queue_full(s, len);

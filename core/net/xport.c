@@ -163,7 +163,7 @@ static int put(session *s, const void *data, size_t len, size_t limit) {
   sendq *q = plain_q(s);
   int rc = q ? sendq_write(q, data, len, limit) : -ENOMEM;
   if (rc == 0)
-    session_want_flush(s);
+    rc = session_want_flush(s);
   return rc;
 }
 
@@ -217,8 +217,7 @@ int xport_write(session *s, const void *data, size_t len) {
     return rc;
   }
   xp->unreported += len;
-  session_want_flush(s);
-  return 0;
+  return session_want_flush(s); /* -ENOMEM: closed */
 }
 
 int xport_write_buf(session *s, sbuf *b) {
@@ -255,8 +254,7 @@ int xport_write_buf(session *s, sbuf *b) {
     return rc;
   }
   xp->unreported += len;
-  session_want_flush(s);
-  return 0;
+  return session_want_flush(s); /* -ENOMEM: closed */
 }
 
 size_t xport_sent(session *s) {
@@ -301,8 +299,8 @@ static int tls_wire(void *ctx, const char *data, size_t len) {
     session_close(s, PIER_REASON_NO_MEMORY, 1);
     return 1;
   }
-  if (!s->xp->tls->sealing)
-    session_want_flush(s);
+  if (!s->xp->tls->sealing && session_want_flush(s) < 0)
+    return 1; /* closed */
   return 0;
 }
 
@@ -732,7 +730,7 @@ void xport_close(session *s, pier_reason reason) {
   }
   if (xp->tls && tls_conn_ready(xp->tls->conn) && !xp->tls->shut_done) {
     xp->tls->shut_owed = 1;
-    session_want_flush(s);
+    (void)session_want_flush(s); /* inside session_close: it goes on either way */
   }
 }
 

@@ -237,7 +237,9 @@ struct pier_host {
   uint16_t abi_major, abi_minor;
 
   /* Copies len bytes into the session's send queue. -ENOBUFS: the queue was
-   * over max_send_queue and the session is being disconnected. */
+   * over max_send_queue and the session is being disconnected (from a
+   * thread other than the session's worker, sends waiting for that worker
+   * count against it too, their bytes and about 180 bytes each). */
   int (*send)(const pier_host *h, pier_sid sid, const void *data, size_t len);
   /* Sends one u16_size_id packet: header (size = len + 4, id) then body.
    * -EMSGSIZE if len > 65531 (whatever len is: no wrap-around). */

@@ -596,6 +596,32 @@ START_TEST(test_net_cross_thread_tiny_sends_capped_by_memory) {
 }
 END_TEST
 
+/* A send from another thread with nothing waiting before it fits whenever
+ * its bytes do, as on the session's worker: max_send_queue bytes at once
+ * arrive whole and the session stays. Behind it, while the worker is busy,
+ * even one more byte would pass the cap: refused, and the session ends. */
+START_TEST(test_net_cross_thread_send_of_the_whole_cap_fits) {
+  const size_t cap = 64u << 10;
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, cap, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  static char data[64u << 10], got[64u << 10];
+  blocker b;
+
+  for (size_t k = 0; k < cap; k++)
+    data[k] = (char)(k * 7 + 3);
+  ck_assert(wait_for(&v->connected, 1));
+  ck_assert_int_eq(net_send(v->n, v->sids[0], data, cap), 0);
+  ck_assert_int_eq(test_recv_exact(fd, got, cap), 0);
+  ck_assert_int_eq(memcmp(got, data, cap), 0);
+  ck_assert_int_eq(atomic_load(&v->disconnected), 0);
+
+  block_worker_0(v, &b);
+  ck_assert_int_eq(net_send(v->n, v->sids[0], data, cap), 0);
+  ck_assert_int_eq(net_send(v->n, v->sids[0], "x", 1), -ENOBUFS);
+  release_and_expect_queue_full(v, &b, fd);
+}
+END_TEST
+
 /* A peer that stops reading while data is on its way to it is reset once no
  * send has completed for send_timeout_ms, though everything fits in the
  * send queue; a peer that reads slowly but steadily over a much longer
@@ -1600,6 +1626,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_cross_thread_oversize_send_disconnects, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_inbox_capped_per_session, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_tiny_sends_capped_by_memory, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_cross_thread_send_of_the_whole_cap_fits, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_send_timeout_resets_non_reader, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_read_backpressure_pauses_and_resumes, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_backlog_stale_release_ignored_close_while_paused, 0, TEST_NBACKENDS);
