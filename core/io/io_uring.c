@@ -293,7 +293,9 @@ static void uring_close_fd(io_loop *loop, io_fd *fd) {}
  * one maps a fresh zeroed page). Only when none holds data not yet handled
  * and none can be filled meanwhile: with DEFER_TASKRUN the kernel copies
  * received bytes into a provided buffer only while this thread is inside
- * io_uring_enter; a handled completion's buffer is back in the ring by now;
+ * io_uring_enter (the recvs are on sockets, which are driven by poll and
+ * their task work, never handed to io-wq's threads: no SQE here is
+ * IOSQE_ASYNC); a handled completion's buffer is back in the ring by now;
  * and a completion not yet read (checked here) names a buffer with data. */
 static int uring_trim(io_loop *loop) {
   uring_impl *u = loop->impl;
