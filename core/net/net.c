@@ -746,8 +746,12 @@ static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
     sbuf_release(b);
     return 0;
   }
+  if (len > cap) {
+    sbuf_release(b);
+    return refuse_send(w, sid, len, 0);
+  }
   before = atomic_fetch_add(pending, cost);
-  if (len > cap || (before && before + cost > cap)) {
+  if (before && before + cost > cap) {
     atomic_fetch_sub(pending, cost);
     sbuf_release(b);
     return refuse_send(w, sid, len, before);
