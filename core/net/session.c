@@ -875,29 +875,32 @@ int session_want_flush(session *s) {
   return 0;
 }
 
+/* Counts and disconnects s once its refusal is logged. */
+static int disconnect_full(session *s) {
+  STAT_ADD(s->w, send_queue_full, 1);
+  session_close(s, PIER_REASON_SEND_QUEUE_FULL, 1);
+  return -ENOBUFS;
+}
+
 int session_queue_full(session *s, size_t len) {
   char peer[NET_ADDR_STRLEN];
-  STAT_ADD(s->w, send_queue_full, 1);
   log_limited(&s->w->rl_full, LOG_WARN,
               "session %016llx %s: send queue full (%zu queued + %zu > max_send_queue %zu); "
               "disconnecting",
               (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)),
               session_qbytes(s), len, s->w->n->opts.max_send_queue);
-  session_close(s, PIER_REASON_SEND_QUEUE_FULL, 1);
-  return -ENOBUFS;
+  return disconnect_full(s);
 }
 
 int session_posted_full(session *s, size_t cost, size_t posted) {
   char peer[NET_ADDR_STRLEN];
-  STAT_ADD(s->w, send_queue_full, 1);
   log_limited(&s->w->rl_full, LOG_WARN,
               "session %016llx %s: send queue full (sends from other threads waiting for the "
               "worker: %zu bytes with their bookkeeping + %zu > max_send_queue %zu); "
               "disconnecting",
               (unsigned long long)s->sid, net_addr_format(&s->peer, peer, sizeof(peer)), posted,
               cost, s->w->n->opts.max_send_queue);
-  session_close(s, PIER_REASON_SEND_QUEUE_FULL, 1);
-  return -ENOBUFS;
+  return disconnect_full(s);
 }
 
 /* A send that could not be queued for want of memory (the queue's state,

@@ -29,7 +29,6 @@
 #ifdef __linux__
 
 #include <inttypes.h>
-#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
