@@ -80,17 +80,28 @@ static void call(host_plugin *p, const ev *e) {
   }
 }
 
-/* call(), timed: its duration goes into this thread's latency histogram
- * (two clock reads and a bucket search; no lock, and on a worker no locked
- * add either). With slow_callback_ms the start time is also visible to the
- * watchdog thread while it runs, and a slow call is logged and counted. The
- * slot's stores are plain (release) stores: the watchdog only needs to see
- * them eventually. (It reads the type after the start time, so a callback
- * that began meanwhile can lend its type to the older start it logs: a log
+/* A callback that ran past slow_callback_ms: logged and counted as a
+ * failure. Out of line, so the common path keeps a small frame. */
+static __attribute__((noinline)) void slow_call(host_plugin *p, const ev *e, uint64_t ns,
+                                                unsigned slow_ms) {
+  char why[160];
+  atomic_fetch_add(&p->slow_calls, 1);
+  snprintf(why, sizeof(why), "%s took %.1f ms (slow_callback_ms %u)", host_ev_callback[e->type],
+           (double)ns / 1e6, slow_ms);
+  gate_failed(p, why);
+}
+
+/* call(), timed, on worker w (or, w < 0, on a thread that is no worker's):
+ * its duration goes into this thread's latency histogram (two clock reads
+ * and a bucket search; no lock, and on a worker no locked add either). With
+ * slow_callback_ms the start time is also visible to the watchdog thread
+ * while it runs, and a slow call is logged and counted. The slot's stores
+ * are plain (release) stores: the watchdog only needs to see them
+ * eventually. (It reads the type after the start time, so a callback that
+ * began meanwhile can lend its type to the older start it logs: a log
  * line's detail, as before.) */
-static void timed_call(host_plugin *p, const ev *e) {
+static void timed_call(host_plugin *p, const ev *e, int w) {
   unsigned slow_ms = p->h->cfg->limits.slow_callback_ms;
-  int w = net_current_worker(p->h->net);
   int shared = w < 0;
   cb_slot *slot = &p->running[shared ? p->h->nworkers : (unsigned)w];
   uint64_t t0, ns;
@@ -106,20 +117,20 @@ static void timed_call(host_plugin *p, const ev *e) {
   if (!slow_ms)
     return;
   atomic_store_explicit(&slot->start_us, 0, memory_order_release);
-  if (ns > (uint64_t)slow_ms * 1000000) {
-    char why[160];
-    atomic_fetch_add(&p->slow_calls, 1);
-    snprintf(why, sizeof(why), "%s took %.1f ms (slow_callback_ms %u)", host_ev_callback[e->type],
-             (double)ns / 1e6, slow_ms);
-    gate_failed(p, why);
-  }
+  if (ns > (uint64_t)slow_ms * 1000000)
+    slow_call(p, e, ns, slow_ms);
 }
 
 /* A quarantined plugin gets no callback until it is reloaded; an unloaded
- * one (leftover work at shutdown) none at all. */
-static void invoke(host_plugin *p, const ev *e) {
+ * one (leftover work at shutdown) none at all. w: as for timed_call. */
+static void invoke(host_plugin *p, const ev *e, int w) {
   if (p->loaded && !atomic_load_explicit(&p->quarantined, memory_order_relaxed))
-    timed_call(p, e);
+    timed_call(p, e, w);
+}
+
+/* invoke() where the caller does not know its thread. */
+static void invoke_here(host_plugin *p, const ev *e) {
+  invoke(p, e, net_current_worker(p->h->net));
 }
 
 /* ---- jobs: events kept for later ---- */
@@ -182,7 +193,7 @@ static void run_job(strand_job *job) {
   ev_job *j = (ev_job *)job;
   ev e;
   job_to_ev(j, &e);
-  invoke(j->p, &e);
+  invoke_here(j->p, &e);
   release_job(j);
 }
 
@@ -267,7 +278,7 @@ static void drain_run(io_job *job) {
       q->tail = NULL;
     job_to_ev(j, &e);
     if (!p->h->stopped) {
-      invoke(p, &e);
+      invoke_here(p, &e);
       atomic_fetch_sub(&p->active, 1);
     }
     release_job(j);
@@ -279,14 +290,14 @@ static int deliver_session(host_plugin *p, const ev *e) {
   held_q *q;
 
   if (w < 0) { /* no worker thread (the workers are gone): nothing to order with */
-    invoke(p, e);
+    invoke(p, e, w);
     return 0;
   }
   q = &p->held[w];
   if (!q->head) { /* else older events wait on this worker: keep the order */
     atomic_fetch_add(&p->active, 1);
     if (!atomic_load(&p->paused)) {
-      invoke(p, e);
+      invoke(p, e, w);
       atomic_fetch_sub(&p->active, 1);
       return 0;
     }
@@ -300,7 +311,7 @@ static int deliver_session(host_plugin *p, const ev *e) {
 static int deliver_serial(host_plugin *p, const ev *e) {
   ev_job *j;
   if (strand_try_enter(&p->st)) {
-    invoke(p, e);
+    invoke_here(p, e);
     strand_run(&p->st);
     return 0;
   }
