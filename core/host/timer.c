@@ -11,7 +11,7 @@
 #include "host/host_internal.h"
 
 struct host_timer {
-  host_timer *next;
+  host_timer *next, *prev; /* host.timers, under host.timer_mu */
   host_plugin *p;
   uint64_t id;
   pier_timer_fn fn; /* NULL: the plugin's tick */
@@ -49,12 +49,13 @@ int timer_live(host_timer *t) {
 static int unlist(host *h, host_timer *t) {
   if (!t->listed)
     return 0;
-  for (host_timer **pp = &h->timers; *pp; pp = &(*pp)->next) {
-    if (*pp == t) {
-      *pp = t->next;
-      break;
-    }
-  }
+  if (t->prev)
+    t->prev->next = t->next;
+  else
+    h->timers = t->next;
+  if (t->next)
+    t->next->prev = t->prev;
+  t->next = t->prev = NULL;
   t->listed = 0;
   return 1;
 }
@@ -141,6 +142,7 @@ int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn,
               uint64_t *id) {
   host *h = p->h;
   host_timer *t;
+  uint64_t tid;
   int rc;
 
   if (h->stopped || !h->net)
@@ -166,8 +168,13 @@ int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn,
   io_timer_init(&t->t, timer_fire);
   os_mutex_lock(&h->timer_mu);
   t->next = h->timers;
+  if (t->next)
+    t->next->prev = t;
   h->timers = t;
   os_mutex_unlock(&h->timer_mu);
+  /* Posted, a once-timer can fire on worker 0 and be freed before this
+   * thread runs again: its id is read before. */
+  tid = t->id;
   rc = timer_post(h, t, 0);
   if (rc < 0) {
     int listed;
@@ -180,7 +187,7 @@ int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn,
     return rc;
   }
   if (id)
-    *id = t->id;
+    *id = tid;
   return 0;
 }
 

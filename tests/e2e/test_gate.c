@@ -557,6 +557,29 @@ START_TEST(test_gate_cancel_reaches_a_queued_once_timer) {
 }
 END_TEST
 
+/* timer_start from a thread of the plugin's own while worker 0 fires and
+ * frees the once-timers started before: every one fires, each with its own
+ * id (the id was once read after the timer could be gone: ASan's pass). */
+START_TEST(test_gate_timers_started_off_the_workers_fire_with_their_ids) {
+  test_daemon d;
+  test_rec r;
+  char cfg[1024];
+
+  test_rec_init(&r);
+  ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 2, "session",
+                                                      TP "/probe.so", &r,
+                                                      ", \"timer_burst\": 5000"),
+                                     test_backend(_i)),
+                   0);
+  ck_assert_msg(test_rec_wait(&r, "timer burst: 5000 started, 5000 fired, 0 bad ids", 1, 20000),
+                "probe recorded: %s", test_rec_read(&r));
+  echo_check(d.ports[0], "alive");
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  test_rec_free(&r);
+}
+END_TEST
+
 START_TEST(test_gate_timers_refuse_past_their_cap) {
   test_daemon d;
   test_rec r;
@@ -629,6 +652,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_gate_post_refuses_past_its_cap, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_cancel_reaches_a_queued_once_timer, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_timers_refuse_past_their_cap, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_gate_timers_started_off_the_workers_fire_with_their_ids, 0,
+                      TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_send_packet_refuses_a_huge_length, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_held_events_run_on_the_sessions_worker, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_held_events_pass_the_watchdog, 0, TEST_NBACKENDS);

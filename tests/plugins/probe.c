@@ -18,6 +18,13 @@
  *                       the result; the timer records if it still fires
  *   "timer_flood":N     on_load starts N one-hour timers and records how
  *                       many were taken
+ *   "timer_burst":N     on_load starts a thread of its own that starts N 1 ms
+ *                       once-timers, 100 at a time, then waits for them and
+ *                       records how many started and fired and how many of
+ *                       the ids it was given were 0 or given twice; two more
+ *                       threads spin meanwhile, so that the scheduler takes
+ *                       the CPU from it at any point now and then (not on
+ *                       Windows)
  *   "stall":1           on_load starts a 1 ms repeating timer; on_recv of
  *                       data starting with 'w' stalls 300 ms, then records
  *                       how often the timer ran in the 100 ms after
@@ -48,6 +55,10 @@
 #endif
 
 #include "pier/plugin.h"
+
+#ifndef _WIN32
+#include <pthread.h>
+#endif
 
 #if !defined(O_CLOEXEC) && defined(O_NOINHERIT)
 #define O_CLOEXEC O_NOINHERIT /* Windows' C runtime */
@@ -137,6 +148,55 @@ __attribute__((unused)) static void flood(const char *what, int n, int (*take)(v
   record("%s: %d taken, %d refused with EAGAIN, %d other", what, ok, again, other);
 }
 
+#ifndef _WIN32
+static int burst_n;
+static pthread_t burst_thread;
+static int burst_started_thread;
+static pthread_t burst_spinner[2];
+static int burst_nspin;
+static atomic_int burst_fired, burst_done;
+
+__attribute__((unused)) static void *burst_spin(void *arg) {
+  while (!atomic_load(&burst_done))
+    ;
+  return NULL;
+}
+
+__attribute__((unused)) static void burst_timer(void *arg) { atomic_fetch_add(&burst_fired, 1); }
+
+__attribute__((unused)) static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* From a thread that is no worker, as a plugin's own thread would. */
+__attribute__((unused)) static void *burst_run(void *arg) {
+  uint64_t *ids = calloc((size_t)burst_n, sizeof(*ids));
+  int started = 0, bad = 0, tries = 0;
+  if (!ids) {
+    atomic_store(&burst_done, 1);
+    return NULL;
+  }
+  while (started < burst_n && tries < 2 * burst_n) { /* refused: shutting down */
+    for (int i = 0; i < 100 && started < burst_n; i++, tries++)
+      if (host->timer_start(host, 1, 0, burst_timer, NULL, &ids[started]) == 0)
+        started++;
+    sleep_us(2000);
+  }
+  atomic_store(&burst_done, 1);
+  for (int i = 0; i < 500 && atomic_load(&burst_fired) < started; i++)
+    sleep_us(10000);
+  qsort(ids, (size_t)started, sizeof(*ids), cmp_u64);
+  for (int i = 0; i < started; i++)
+    if (ids[i] == 0 || (i && ids[i] == ids[i - 1]))
+      bad++;
+  record("timer burst: %d started, %d fired, %d bad ids", started, atomic_load(&burst_fired),
+         bad);
+  free(ids);
+  return NULL;
+}
+#endif
+
 static int probe_load(const pier_load_args *a) {
   host = a->host;
   open_out(a->config_json);
@@ -164,6 +224,15 @@ static int probe_load(const pier_load_args *a) {
     int rc = host->timer_start(host, 20, 0, canceled_timer, NULL, &id);
     record("timer_start %d, timer_cancel %d", rc, host->timer_cancel(host, id));
   }
+#ifndef _WIN32
+  burst_n = json_int(a->config_json, "timer_burst");
+  if (burst_n > 0 && pthread_create(&burst_thread, NULL, burst_run, NULL) == 0) {
+    burst_started_thread = 1;
+    for (int i = 0; i < 2; i++)
+      if (pthread_create(&burst_spinner[burst_nspin], NULL, burst_spin, NULL) == 0)
+        burst_nspin++;
+  }
+#endif
   if (json_int(a->config_json, "timer_flood"))
     flood("timers", json_int(a->config_json, "timer_flood"), start_hour_timer);
   if (json_int(a->config_json, "post_flood")) {
@@ -175,6 +244,14 @@ static int probe_load(const pier_load_args *a) {
 }
 
 static void probe_unload(pier_state *out) {
+#ifndef _WIN32
+  if (burst_started_thread) {
+    pthread_join(burst_thread, NULL);
+    burst_started_thread = 0;
+  }
+  while (burst_nspin > 0)
+    pthread_join(burst_spinner[--burst_nspin], NULL);
+#endif
   record("unload");
 }
 
