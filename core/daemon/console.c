@@ -110,7 +110,7 @@ int console_exec(console *c, const char *line, FILE *out) {
     fprintf(out, "kicked %016llx\n", sid);
     log_info("kick %016llx (%s): done", sid, c->source);
   } else if (strcmp(cmd, "reload") == 0 && n == 2) {
-    char msg[1536];
+    char msg[HOST_MSG_MAX];
     int rc = host_reload(c->h, arg, NULL, msg, sizeof(msg));
     fprintf(out, "%s%s\n", rc < 0 ? "error: " : "", msg);
     if (rc < 0) {

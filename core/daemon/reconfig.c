@@ -43,7 +43,7 @@ static void refuse(const char *what) {
 int reconfig_apply(host *h, const cfg_server *cur) {
   cfg_server *nc;
   static char err[CFG_ERR_LEN]; /* main thread only */
-  char msg[1536];
+  char msg[HOST_MSG_MAX];
   int rc = cfg_load_file(cur->path, &nc, err, sizeof(err));
   int plugins_same, listeners_same;
 

@@ -91,7 +91,7 @@ void watch_read(watch *w) {
 
 void watch_run_due(watch *w, host *h) {
   uint64_t now = clock_ms();
-  char msg[1536];
+  char msg[HOST_MSG_MAX];
   if (!w)
     return;
   for (size_t i = 0; i < w->n; i++) {

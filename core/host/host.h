@@ -64,6 +64,10 @@ size_t host_crash_modules(host *h, os_crash_module *m, size_t max);
  * the new on_load gets. One line for the operator goes to msg. Main thread;
  * one reload at a time. Returns 0 or a negative errno. */
 int host_reload(host *h, const char *name, const char *config_json, char *msg, size_t len);
+/* Room for any line host_reload writes to msg (the reason names the
+ * plugin's path): what callers give it, and what `plugins` keeps of the
+ * last failure. */
+#define HOST_MSG_MAX 1536
 /* Whether the plugin's file on disk differs from the one loaded. */
 int host_plugin_file_changed(host *h, const char *name);
 /* Main thread, started host. Re-reads the certificate and key of listener

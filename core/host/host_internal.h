@@ -149,7 +149,7 @@ struct host_plugin {
   int loaded;        /* on_load succeeded */
   char *config_json; /* what the running version's on_load got */
   os_file_id file;   /* identity of the file the image came from */
-  char last_failure[256]; /* the last failed reload, "" after a good one */
+  char last_failure[HOST_MSG_MAX]; /* the last failed reload, "" after a good one */
   strand st;
   /* The reload gate of a "session" plugin: callbacks count themselves in
    * `active`; a reload sets `paused`, waits for active == 0; events arriving

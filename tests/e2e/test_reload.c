@@ -57,7 +57,7 @@ static void copy_file(const char *src, const char *dst, size_t part) {
 typedef struct site {
   int workers;
   char dir[64];
-  char so[128];
+  char so[512];
   char config[1024];
 } site;
 
@@ -71,6 +71,20 @@ static void site_init(site *s, int watch) {
            "{\"workers\": %d, \"plugins\": [{\"name\": \"echo\", \"path\": \"%s\", \"watch\": %s}],"
            " \"listeners\": [{\"port\": 0, \"plugin\": \"echo\"}]}",
            s->workers, s->so, watch ? "true" : "false");
+}
+
+/* Moves the site's echo.so into a directory with a 200-character name, so
+ * that a message naming its path is long. */
+static void site_long_path(site *s) {
+  char sub[300];
+  snprintf(sub, sizeof(sub), "%s/%0200d", s->dir, 0);
+  ck_assert_int_eq(mkdir(sub, 0755), 0);
+  snprintf(s->so, sizeof(s->so), "%s/echo.so", sub);
+  copy_file(PLUG "/echo.so", s->so, 0);
+  snprintf(s->config, sizeof(s->config),
+           "{\"workers\": %d, \"plugins\": [{\"name\": \"echo\", \"path\": \"%s\"}],"
+           " \"listeners\": [{\"port\": 0, \"plugin\": \"echo\"}]}",
+           s->workers, s->so);
 }
 
 static void site_free(site *s) {
@@ -269,6 +283,7 @@ START_TEST(test_reload_failures_keep_old_version) {
   size_t len;
   free(slurp(PLUG "/echo.so", &len));
   site_init(&s, 0);
+  site_long_path(&s);
   ck_assert_int_eq(test_daemon_start(&d, s.config, test_backend(_i)), 0);
   int fd = test_connect(d.ports[0]);
   echo_once(d.ports[0], fd);
@@ -284,6 +299,18 @@ START_TEST(test_reload_failures_keep_old_version) {
   test_daemon_command(&d, "reload echo");
   ck_assert(test_daemon_wait_log(&d, "built for ABI 2.3, host ABI is 1.3: major versions differ", 10000));
   echo_once(d.ports[0], fd);
+  {
+    /* `plugins` keeps the whole reason, the path and what keeps serving. */
+    char want[1024];
+    snprintf(want, sizeof(want),
+             "plugin echo: last reload failed: reload echo failed at load: plugin \"echo\" (%s): "
+             "built for ABI 2.3, host ABI is 1.3: major versions differ; rebuild the plugin "
+             "against this host's include/pier; generation 1 keeps serving",
+             s.so);
+    ck_assert_uint_gt(strlen(want), 300);
+    test_daemon_command(&d, "plugins");
+    ck_assert_msg(test_daemon_wait_log(&d, want, 10000), "no line: %s", want);
+  }
 
   copy_file(TP "/failload.so", s.so, 0); /* another plugin's file */
   test_daemon_command(&d, "reload echo");
