@@ -17,7 +17,22 @@ static int same_callbacks(const cfg_callbacks *a, const cfg_callbacks *b) {
   return same_str(a->on_load, b->on_load) && same_str(a->on_unload, b->on_unload) &&
          same_str(a->on_connected, b->on_connected) && same_str(a->on_recv, b->on_recv) &&
          same_str(a->on_send, b->on_send) && same_str(a->on_disconnected, b->on_disconnected) &&
-         same_str(a->on_tick, b->on_tick);
+         same_str(a->on_tick, b->on_tick) && same_str(a->on_message, b->on_message) &&
+         same_str(a->on_node, b->on_node);
+}
+
+static int same_cluster(const cfg_cluster *a, const cfg_cluster *b) {
+  if (!a || !b)
+    return !a && !b;
+  if (a->nnats != b->nnats || !same_str(a->node, b->node) ||
+      !same_str(a->subject_prefix, b->subject_prefix) || a->heartbeat_ms != b->heartbeat_ms ||
+      a->node_timeout_ms != b->node_timeout_ms || a->max_pending != b->max_pending ||
+      a->max_pending_bytes != b->max_pending_bytes || a->reconnect_buffer != b->reconnect_buffer)
+    return 0;
+  for (size_t i = 0; i < a->nnats; i++)
+    if (!same_str(a->nats[i], b->nats[i]))
+      return 0;
+  return 1;
 }
 
 /* Whether two listener entries are the same but for their TLS files (a
@@ -76,6 +91,12 @@ int reconfig_apply(host *h, const cfg_server *cur) {
     refuse("metrics");
   if (memcmp(&nc->limits, &cur->limits, sizeof(nc->limits)) != 0)
     refuse("limits");
+  if (nc->drain_timeout_ms != cur->drain_timeout_ms)
+    refuse("drain_timeout_ms");
+  if (!same_str(nc->user, cur->user) || !same_str(nc->group, cur->group))
+    refuse("user or group");
+  if (!same_cluster(nc->cluster, cur->cluster))
+    refuse("cluster");
   if (nc->nlisteners != cur->nlisteners) {
     refuse("listeners");
   } else {

@@ -415,9 +415,12 @@ START_TEST(test_reload_sighup_applies_or_refuses) {
   ck_assert(test_daemon_wait_log(&d, "; keeping the running configuration", 10000));
   echo_once(d.ports[0], fd);
 
-  /* Valid: log_level applies live, workers needs a restart, a new plugin file reloads. */
+  /* Valid: log_level applies live; workers, drain_timeout_ms, user and
+   * cluster need a restart; a new plugin file reloads. */
   snprintf(text, sizeof(text),
-           "{\"workers\": 1, \"log_level\": \"debug\", \"plugins\": [{\"name\": \"echo\", "
+           "{\"workers\": 1, \"log_level\": \"debug\", \"drain_timeout_ms\": 30000, "
+           "\"user\": \"nobody\", \"cluster\": {\"nats\": [\"nats://127.0.0.1:4222\"], "
+           "\"node\": \"a\"}, \"plugins\": [{\"name\": \"echo\", "
            "\"path\": \"%s\"}], \"listeners\": [{\"port\": 0, \"plugin\": \"echo\"}]}",
            s.so);
   rewrite(d.config, text);
@@ -425,6 +428,12 @@ START_TEST(test_reload_sighup_applies_or_refuses) {
   copy_file(PLUG "/echo.so", s.so, 0);
   kill(d.pid, SIGHUP);
   ck_assert(test_daemon_wait_log(&d, "SIGHUP: workers changed: needs a restart; not applied", 10000));
+  ck_assert(test_daemon_wait_log(&d, "SIGHUP: drain_timeout_ms changed: needs a restart; not applied",
+                                 10000));
+  ck_assert(test_daemon_wait_log(&d, "SIGHUP: user or group changed: needs a restart; not applied",
+                                 10000));
+  ck_assert(test_daemon_wait_log(&d, "SIGHUP: cluster changed: needs a restart; not applied",
+                                 10000));
   ck_assert(test_daemon_wait_log(&d, "SIGHUP: log_level is now debug", 10000));
   ck_assert(test_daemon_wait_log(&d, "SIGHUP: reloaded echo: generation 2,", 10000));
   echo_once(d.ports[0], fd);
