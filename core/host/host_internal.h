@@ -178,7 +178,8 @@ struct host_plugin {
   reg_list *reg; /* one per worker */
   /* Its metrics (pmetrics.c): kept here, not in the image, so a reload
    * finds them again. Appended under h->metrics_mu, published by nmetrics
-   * (release), freed by host_destroy only. */
+   * (release), freed by host_destroy, or after a failed reload hid them
+   * (pmetrics_rollback) once no rendering can still read them. */
   pier_metric *metrics[PIER_METRICS_MAX];
   _Atomic size_t nmetrics;
   struct cluster_plugin *bus; /* its subscriptions and requests (cluster.c); NULL alone */
@@ -214,6 +215,11 @@ struct host {
   cluster *cluster;    /* NULL without "cluster" (cluster.c) */
   os_mutex metrics_mu; /* declaring plugin metrics and their series */
   log_rate metrics_rl; /* their refusals, under metrics_mu */
+  /* What a failed reload declared, hidden from /metrics but freed only
+   * while no rendering runs (it reads without the lock): under metrics_mu. */
+  pier_metric *dead_metrics;
+  pier_series *dead_series;
+  _Atomic int metrics_renders; /* host_render_plugin_metrics calls under way */
 };
 
 extern const char *const host_ev_callback[];
@@ -272,6 +278,16 @@ int pmetrics_add(const pier_host *api, pier_series *s, double v);
 int pmetrics_set(const pier_host *api, pier_series *s, double v);
 int pmetrics_observe(const pier_host *api, pier_series *s, double v);
 void pmetrics_free(host_plugin *p);
+/* The metrics and series a plugin has, taken before a new version's
+ * on_load; pmetrics_rollback (its on_load failed) hides what was declared
+ * and created since, so /metrics and the limits are as before the attempt
+ * (values the attempt added to series that were there stay). Main thread. */
+typedef struct pmetrics_mark {
+  size_t nmetrics;
+  size_t nseries[PIER_METRICS_MAX];
+} pmetrics_mark;
+void pmetrics_mark_take(host_plugin *p, pmetrics_mark *mk);
+void pmetrics_rollback(host_plugin *p, const pmetrics_mark *mk);
 
 /* host.c: the plugin's session list. */
 size_t host_plugin_sids(host_plugin *p, pier_sid *out, size_t max);

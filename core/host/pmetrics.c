@@ -5,7 +5,9 @@
  * metrics_mu (and its one log_rate); updating a series is a few relaxed
  * atomics; rendering takes no lock at all: every metric and series is
  * complete before the count that publishes it is stored (release), and none
- * is freed before host_destroy. */
+ * is freed before host_destroy, but for those a failed reload made: hidden
+ * by lowering the counts, they are freed once no rendering is under way (a
+ * rendering that starts later reads the lower counts). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 
 struct pier_series {
   const pier_metric *m;
+  pier_series *dead_next; /* on host.dead_series */
   /* counter, gauge: the value; histogram: the sum. Bits of a double. */
   _Atomic uint64_t value;
   const char *values[PIER_METRIC_LABELS_MAX]; /* into the same block */
@@ -37,6 +40,7 @@ struct pier_metric {
   double bounds[PIER_METRIC_BOUNDS_MAX];
   _Atomic size_t nseries;
   pier_series *series[PIER_METRIC_SERIES_MAX];
+  pier_metric *dead_next; /* on host.dead_metrics */
 };
 
 static const char *const type_name[] = {"counter", "gauge", "histogram"};
@@ -307,6 +311,59 @@ static pier_metric *metric_new(host_plugin *p, const pier_metric_spec *s, const 
   return m;
 }
 
+/* Frees what failed reloads hid, unless a rendering is under way (it may
+ * have read the counts from before). Under metrics_mu, after the counts
+ * were lowered: a rendering that begins after the check reads them lower
+ * (both sides are sequentially consistent). */
+static void sweep_dead(host *h) {
+  if (atomic_load(&h->metrics_renders) != 0)
+    return;
+  while (h->dead_series) {
+    pier_series *s = h->dead_series;
+    h->dead_series = s->dead_next;
+    free(s);
+  }
+  while (h->dead_metrics) {
+    pier_metric *m = h->dead_metrics;
+    h->dead_metrics = m->dead_next;
+    free(m);
+  }
+}
+
+void pmetrics_mark_take(host_plugin *p, pmetrics_mark *mk) {
+  os_mutex_lock(&p->h->metrics_mu);
+  mk->nmetrics = atomic_load(&p->nmetrics);
+  for (size_t k = 0; k < mk->nmetrics; k++)
+    mk->nseries[k] = atomic_load(&p->metrics[k]->nseries);
+  os_mutex_unlock(&p->h->metrics_mu);
+}
+
+static void bury_series(host *h, pier_metric *m, size_t from) {
+  size_t n = atomic_load(&m->nseries);
+  atomic_store(&m->nseries, from);
+  for (size_t j = from; j < n; j++) {
+    m->series[j]->dead_next = h->dead_series;
+    h->dead_series = m->series[j];
+  }
+}
+
+void pmetrics_rollback(host_plugin *p, const pmetrics_mark *mk) {
+  host *h = p->h;
+  size_t n;
+  os_mutex_lock(&h->metrics_mu);
+  n = atomic_load(&p->nmetrics);
+  atomic_store(&p->nmetrics, mk->nmetrics);
+  for (size_t k = 0; k < mk->nmetrics; k++)
+    bury_series(h, p->metrics[k], mk->nseries[k]);
+  for (size_t k = mk->nmetrics; k < n; k++) {
+    bury_series(h, p->metrics[k], 0);
+    p->metrics[k]->dead_next = h->dead_metrics;
+    h->dead_metrics = p->metrics[k];
+  }
+  sweep_dead(h);
+  os_mutex_unlock(&h->metrics_mu);
+}
+
 static int declare_locked(host_plugin *p, const pier_metric_spec *s, pier_metric **out) {
   size_t n = atomic_load_explicit(&p->nmetrics, memory_order_relaxed);
   char family[FAMILY_MAX], clash[OWNED_MAX], why[1024];
@@ -316,6 +373,7 @@ static int declare_locked(host_plugin *p, const pier_metric_spec *s, pier_metric
   pier_series *unused;
   int rc;
 
+  sweep_dead(p->h);
   if ((rc = check_spec(p, s)) < 0)
     return rc;
   for (size_t i = 0; i < n; i++) {
@@ -469,21 +527,24 @@ static void render_series(FILE *out, const host_plugin *p, const pier_metric *m,
 }
 
 void host_render_plugin_metrics(host *h, FILE *out) {
+  atomic_fetch_add(&h->metrics_renders, 1); /* before the counts are read: see sweep_dead */
   for (size_t i = 0; i < h->nplugins; i++) {
     const host_plugin *p = &h->plugins[i];
-    size_t n = atomic_load_explicit(&p->nmetrics, memory_order_acquire);
+    size_t n = atomic_load(&p->nmetrics);
     for (size_t k = 0; k < n; k++) {
       const pier_metric *m = p->metrics[k];
-      size_t ns = atomic_load_explicit(&m->nseries, memory_order_acquire);
+      size_t ns = atomic_load(&m->nseries);
       prom_family(out, m->family, type_name[m->type], m->help);
       for (size_t j = 0; j < ns; j++)
         render_series(out, p, m, m->series[j]);
     }
   }
+  atomic_fetch_sub_explicit(&h->metrics_renders, 1, memory_order_release);
 }
 
 void pmetrics_free(host_plugin *p) {
   size_t n = atomic_load(&p->nmetrics);
+  sweep_dead(p->h); /* host_destroy: nothing renders any more */
   for (size_t k = 0; k < n; k++) {
     pier_metric *m = p->metrics[k];
     size_t ns = atomic_load(&m->nseries);

@@ -52,9 +52,10 @@ static const char *rc_text(int rc) { return rc < 0 ? os_strerror(-rc) : "error";
 /* Step 4 (failure): the old version and its config text come back. Returns
  * the old on_load's result. */
 static int rollback(host_plugin *p, plugin_image *fresh, const plugin_image *old,
-                    char *old_config, const pier_state *st) {
+                    char *old_config, const pier_state *st, const pmetrics_mark *mk) {
   timer_cancel_match(p->h, p, TIMERS_OF_CODE); /* what the failed on_load started */
   cluster_reload_rollback(p); /* and the subscriptions it (or on_unload) changed */
+  pmetrics_rollback(p, mk);   /* and the metrics and series it declared */
   os_mutex_lock(&p->h->img_mu);
   p->img = *old;
   os_mutex_unlock(&p->h->img_mu);
@@ -70,6 +71,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
   host_plugin *p = host_find_plugin(h, name);
   plugin_image fresh, old;
   pier_state state = {NULL, 0};
+  pmetrics_mark mk;
   char err[1024], oldver[64];
   char *old_config, *new_config = NULL;
   unsigned old_gen, gen;
@@ -142,9 +144,10 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
   p->img = fresh;
   os_mutex_unlock(&h->img_mu);
   gen = ++p->last_gen;
+  pmetrics_mark_take(p, &mk);
   rc = call_on_load(p, gen, &state);
   if (rc != 0) {
-    rc2 = rollback(p, &fresh, &old, old_config, &state);
+    rc2 = rollback(p, &fresh, &old, old_config, &state, &mk);
     free(state.data);
     if (rc2 != 0) {
       char why[160];

@@ -293,6 +293,30 @@ START_TEST(test_pmetrics_reload_keeps_values) {
   ck_assert_ptr_nonnull(strstr(t, "meter_1_sessions" L "} 1\n"));
   ck_assert_ptr_nonnull(strstr(t, "meter_1_generation" L "} 5\n"));
   ck_assert_int_eq(test_count(t, "# TYPE "), 6);
+
+  /* What a failed version declared is gone with it, so 64 failed attempts,
+   * each with a metric of its own, leave the 64-metric limit as it was: a
+   * good version after them still declares a new one. */
+  for (int i = 0; i < 64; i++) {
+    char cfg[512];
+    snprintf(cfg, sizeof(cfg), "{\"out\":\"%s\",\"refuse\":1,\"extra\":\"attempt%d\"}",
+             f.rec.path, i);
+    ck_assert_int_eq(host_reload(f.h, "meter-1", cfg, msg, sizeof(msg)), -EINVAL);
+  }
+  ck_assert_ptr_nonnull(strstr(test_rec_read(&f.rec), "declare attempt63: 0\n"));
+  t = render(&f);
+  ck_assert_ptr_null(strstr(t, "attempt"));
+  ck_assert_int_eq(test_count(t, "# TYPE "), 6);
+  {
+    char cfg[512];
+    snprintf(cfg, sizeof(cfg), "{\"out\":\"%s\",\"extra\":\"after_all\"}", f.rec.path);
+    ck_assert_msg(host_reload(f.h, "meter-1", cfg, msg, sizeof(msg)) == 0, "%s", msg);
+  }
+  ck_assert_ptr_nonnull(strstr(test_rec_read(&f.rec), "declare after_all: 0\n"));
+  t = render(&f);
+  ck_assert_ptr_nonnull(strstr(t, "# TYPE meter_1_after_all gauge\n"));
+  ck_assert_ptr_nonnull(strstr(t, "meter_1_messages_total" L ",kind=\"ping\"} 4\n"));
+  ck_assert_int_eq(test_count(t, "# TYPE "), 7);
   close(fd);
   finish(&f);
 }
