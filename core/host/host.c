@@ -243,6 +243,7 @@ int host_create(const cfg_server *cfg, const char *backend_override, int check_o
       return rc;
     }
     (void)os_file_id_get(p->cfg->resolved_path, &p->file);
+    stats_show_serving(p);
     atomic_store(&p->wants_send, p->img.cb.on_send != NULL);
     log_info("plugin \"%s\": %s %s from %s (%s)", p->cfg->name, p->img.name, p->img.version,
              p->cfg->resolved_path, p->serial ? "serial" : "session");

@@ -145,6 +145,11 @@ struct host_plugin {
   plugin_image img;
   _Atomic unsigned generation; /* of the code that serves now */
   unsigned last_gen;           /* highest generation handed out (main thread) */
+  /* What stats (so /metrics) show as serving, under h->img_mu: set when a
+   * version has loaded, so a version whose on_load is running, and may be
+   * refused, is never shown as the one serving. */
+  char shown_version[64];
+  unsigned shown_gen;
   int serial;
   int loaded;        /* on_load succeeded */
   char *config_json; /* what the running version's on_load got */
@@ -200,8 +205,8 @@ struct host {
   uint64_t **conn_ms; /* per worker, per slot: clock_ms() at connect, for the log */
   log_rate *close_rl; /* per worker: the abnormal-close log lines */
   os_mutex timer_mu;
-  /* Held by the main thread while it swaps a plugin's image in a reload, and by
-   * readers on other threads (/metrics) while they copy from one. */
+  /* Held by the main thread while it sets a plugin's shown version and
+   * generation, and by readers on other threads (/metrics) copying them. */
   os_mutex img_mu;
   host_timer *timers;
   _Atomic uint64_t next_timer_id;
@@ -248,6 +253,8 @@ void gate_quarantine(host_plugin *p, const char *why);
 /* stats.c. Counts one sample of ns nanoseconds in hist; shared: other
  * threads may write hist at the same time (else only the caller's does). */
 void stats_observe(lat_hist *hist, uint64_t ns, int shared);
+/* p's image and generation become what stats show as serving (main thread). */
+void stats_show_serving(host_plugin *p);
 
 /* timer.c. Timers run on worker 0; a canceled timer is reaped there. */
 int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn, void *arg,

@@ -53,18 +53,19 @@ static const char *rc_text(int rc) { return rc < 0 ? os_strerror(-rc) : "error";
  * the old on_load's result. */
 static int rollback(host_plugin *p, plugin_image *fresh, const plugin_image *old,
                     char *old_config, const pier_state *st, const pmetrics_mark *mk) {
+  int rc;
   timer_cancel_match(p->h, p, TIMERS_OF_CODE); /* what the failed on_load started */
   cluster_reload_rollback(p); /* and the subscriptions it (or on_unload) changed */
   pmetrics_rollback(p, mk);   /* and the metrics and series it declared */
-  os_mutex_lock(&p->h->img_mu);
   p->img = *old;
-  os_mutex_unlock(&p->h->img_mu);
   if (old_config != p->config_json) {
     free(p->config_json);
     p->config_json = old_config;
   }
   loader_close(fresh);
-  return call_on_load(p, ++p->last_gen, st);
+  rc = call_on_load(p, ++p->last_gen, st);
+  stats_show_serving(p);
+  return rc;
 }
 
 int host_reload(host *h, const char *name, const char *config_json, char *msg, size_t len) {
@@ -140,9 +141,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
   old_config = p->config_json;
   if (new_config)
     p->config_json = new_config;
-  os_mutex_lock(&h->img_mu);
-  p->img = fresh;
-  os_mutex_unlock(&h->img_mu);
+  p->img = fresh; /* shown as serving once its on_load has returned 0 */
   gen = ++p->last_gen;
   pmetrics_mark_take(p, &mk);
   rc = call_on_load(p, gen, &state);
@@ -167,6 +166,7 @@ int host_reload(host *h, const char *name, const char *config_json, char *msg, s
     return rc < 0 ? rc : -EINVAL;
   }
   cluster_reload_commit(p);
+  stats_show_serving(p);
   if (old_config != p->config_json)
     free(old_config);
   loader_close(&old);

@@ -53,15 +53,22 @@ const char *host_cb_label(unsigned type) { return type < HOST_CB_TYPES ? cb_labe
 size_t host_plugin_count(const host *h) { return h->nplugins; }
 size_t host_listener_count(const host *h) { return h->nlisteners; }
 
+void stats_show_serving(host_plugin *p) {
+  os_mutex_lock(&p->h->img_mu);
+  snprintf(p->shown_version, sizeof(p->shown_version), "%s", p->img.version);
+  p->shown_gen = atomic_load(&p->generation);
+  os_mutex_unlock(&p->h->img_mu);
+}
+
 void host_get_plugin_stats(host *h, size_t i, host_plugin_stats *out) {
   host_plugin *p = &h->plugins[i];
   memset(out, 0, sizeof(*out));
   out->name = p->cfg->name;
   os_mutex_lock(&h->img_mu);
-  snprintf(out->version, sizeof(out->version), "%s", p->img.version);
+  snprintf(out->version, sizeof(out->version), "%s", p->shown_version);
+  out->generation = p->shown_gen;
   os_mutex_unlock(&h->img_mu);
   snprintf(out->file, sizeof(out->file), "%s", p->cfg->resolved_path);
-  out->generation = atomic_load(&p->generation);
   out->quarantined = atomic_load(&p->quarantined);
   out->failures = atomic_load(&p->failures);
   out->slow_calls = atomic_load(&p->slow_calls);

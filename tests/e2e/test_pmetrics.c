@@ -5,6 +5,7 @@
  * and, in a real pierd, its log line; a plugin built for ABI 1.1 loads and
  * serves beside them. Each case runs once per backend. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -322,6 +323,80 @@ START_TEST(test_pmetrics_reload_keeps_values) {
 }
 END_TEST
 
+/* A reload run on a thread of its own, so the test can look on while the
+ * new version's on_load holds. */
+typedef struct reload_call {
+  host *h;
+  char cfg[512];
+  int rc;
+  char msg[HOST_MSG_MAX];
+} reload_call;
+
+static void *reload_thread(void *arg) {
+  reload_call *c = arg;
+  c->rc = host_reload(c->h, "meter-1", c->cfg, c->msg, sizeof(c->msg));
+  return NULL;
+}
+
+/* Starts a reload of f's plugin with cfg + "hold", waits until its on_load
+ * holds, and returns the version and generation stats (and so /metrics'
+ * pier_plugin_info) show as serving meanwhile; *rc and msg get the reload's
+ * outcome once the hold is released. */
+static void reload_held(fixture *f, const char *cfg, host_plugin_stats *during, int *rc,
+                        char *msg, size_t len) {
+  reload_call c = {.h = f->h};
+  char go[320];
+  pthread_t t;
+  int before = test_count(test_rec_read(&f->rec), "holding\n");
+  snprintf(go, sizeof(go), "%s/go", f->dir);
+  (void)unlink(go);
+  snprintf(c.cfg, sizeof(c.cfg), "{\"out\":\"%s\",\"hold\":\"%s\"%s}", f->rec.path, go, cfg);
+  ck_assert_int_eq(pthread_create(&t, NULL, reload_thread, &c), 0);
+  ck_assert(test_rec_wait(&f->rec, "holding\n", before + 1, 10000));
+  host_get_plugin_stats(f->h, 0, during);
+  fclose(fopen(go, "w"));
+  ck_assert_int_eq(pthread_join(t, NULL), 0);
+  *rc = c.rc;
+  snprintf(msg, len, "%s", c.msg);
+}
+
+/* While a new version's on_load runs, the version shown as serving is the
+ * one that serves: a version its own on_load then refuses is never shown,
+ * the restored one shows under its new generation, and a good version shows
+ * once its on_load has returned. */
+START_TEST(test_pmetrics_info_shows_the_serving_version_during_on_load) {
+  fixture f;
+  host_plugin_stats ps;
+  char msg[HOST_MSG_MAX];
+  int rc;
+
+  start(&f, test_backend(_i), "metered.so");
+  host_get_plugin_stats(f.h, 0, &ps);
+  ck_assert_str_eq(ps.version, "1.0.0");
+  ck_assert_uint_eq(ps.generation, 1);
+
+  copy_file(TP "/metered_v2.so", f.plugin);
+  reload_held(&f, ",\"refuse\":1", &ps, &rc, msg, sizeof(msg));
+  ck_assert_str_eq(ps.version, "1.0.0");
+  ck_assert_uint_eq(ps.generation, 1);
+  ck_assert_int_eq(rc, -EINVAL);
+  ck_assert_msg(strstr(msg, "(version 1.0.0) restored as generation 3") != NULL, "%s", msg);
+  host_get_plugin_stats(f.h, 0, &ps);
+  ck_assert_str_eq(ps.version, "1.0.0");
+  ck_assert_uint_eq(ps.generation, 3);
+
+  reload_held(&f, "", &ps, &rc, msg, sizeof(msg));
+  ck_assert_str_eq(ps.version, "1.0.0");
+  ck_assert_uint_eq(ps.generation, 3);
+  ck_assert_msg(rc == 0, "%s", msg);
+  ck_assert_msg(strstr(msg, "reloaded meter-1: generation 4, version 2.0.0") != NULL, "%s", msg);
+  host_get_plugin_stats(f.h, 0, &ps);
+  ck_assert_str_eq(ps.version, "2.0.0");
+  ck_assert_uint_eq(ps.generation, 4);
+  finish(&f);
+}
+END_TEST
+
 /* A plugin built for ABI 1.1 loads and serves: it sees the host's 1.3 table
  * (and never the entries it does not know), and declares nothing. */
 START_TEST(test_pmetrics_abi_1_1_plugin_still_loads) {
@@ -606,6 +681,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_pmetrics_rendered_under_the_plugin_name, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_concurrent_updates_exact, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_reload_keeps_values, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_pmetrics_info_shows_the_serving_version_during_on_load, 0,
+                      TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_abi_1_1_plugin_still_loads, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_limits_refused_and_logged, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_pmetrics_chat_counts_packets, 0, TEST_NBACKENDS);

@@ -9,7 +9,9 @@
  * It records to the file named by its config ("out") one line per on_load,
  * with what each declaration returned; with "refuse":1 in its config,
  * on_load declares them and then fails; with "extra":"NAME" it also
- * declares a gauge NAME. Built three ways:
+ * declares a gauge NAME; with "hold":"PATH", on_load records "holding" and
+ * then waits (up to 30 s) for PATH to exist before it returns. Built three
+ * ways:
  *   metered.so      as above; with "caps":1 in its config, on_load instead
  *                   runs into every limit and records each result; with
  *                   "audit":1, into the misuses, the histogram suffix
@@ -248,7 +250,7 @@ static void run_audit(void) {
 
 static int metered_load(const pier_load_args *a) {
 #ifndef METERED_OLD_ABI
-  char extra[80];
+  char extra[80], hold[256];
 #endif
   host = a->host;
   open_out(a->config_json);
@@ -267,6 +269,12 @@ static int metered_load(const pier_load_args *a) {
     pier_metric *m;
     record("declare %s: %d", extra,
            declare(PIER_METRIC_GAUGE, extra, "Extra.", NULL, 0, NULL, 0, &m));
+  }
+  json_str(a->config_json, "hold", hold, sizeof(hold));
+  if (*hold) {
+    record("holding");
+    for (int i = 0; i < 3000 && access(hold, F_OK) != 0; i++)
+      usleep(10000);
   }
   if (strstr(a->config_json, "\"refuse\":1"))
     return -EINVAL; /* after declaring: a rollback must find them as they were */
