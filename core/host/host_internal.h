@@ -28,6 +28,8 @@
 /* Timers a plugin may have (started, not yet ended): timer_start answers
  * -EAGAIN past this. */
 #define HOST_TIMER_MAX 65536u
+/* Chains of the id index of the host's timers (a power of two). */
+#define HOST_TIMER_BUCKETS 4096u
 /* How long a reload waits for a running callback to return. */
 #define QUIESCE_TIMEOUT_MS 2000
 
@@ -208,7 +210,8 @@ struct host {
   /* Held by the main thread while it sets a plugin's shown version and
    * generation, and by readers on other threads (/metrics) copying them. */
   os_mutex img_mu;
-  host_timer *timers;
+  host_timer *timers;                        /* every listed timer, under timer_mu */
+  host_timer *timer_ids[HOST_TIMER_BUCKETS]; /* the same, chained by id, under timer_mu */
   _Atomic uint64_t next_timer_id;
   uint64_t started_ms;
   int started;

@@ -12,6 +12,8 @@
 
 struct host_timer {
   host_timer *next, *prev; /* host.timers, under host.timer_mu */
+  host_timer *idnext, **idprev; /* its chain of host.timer_ids, under host.timer_mu */
+  host_timer *cnext;            /* the one canceller's list of what it canceled */
   host_plugin *p;
   uint64_t id;
   pier_timer_fn fn; /* NULL: the plugin's tick */
@@ -56,8 +58,17 @@ static int unlist(host *h, host_timer *t) {
   if (t->next)
     t->next->prev = t->prev;
   t->next = t->prev = NULL;
+  *t->idprev = t->idnext;
+  if (t->idnext)
+    t->idnext->idprev = t->idprev;
+  t->idnext = NULL;
+  t->idprev = NULL;
   t->listed = 0;
   return 1;
+}
+
+static host_timer **id_chain(host *h, uint64_t id) {
+  return &h->timer_ids[id & (HOST_TIMER_BUCKETS - 1)];
 }
 
 /* A firing of t ran or was dropped. A once-timer is done then and leaves
@@ -171,6 +182,11 @@ int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn,
   if (t->next)
     t->next->prev = t;
   h->timers = t;
+  t->idprev = id_chain(h, t->id);
+  t->idnext = *t->idprev;
+  if (t->idnext)
+    t->idnext->idprev = &t->idnext;
+  *t->idprev = t;
   os_mutex_unlock(&h->timer_mu);
   /* Posted, a once-timer can fire on worker 0 and be freed before this
    * thread runs again: its id is read before. */
@@ -191,31 +207,39 @@ int timer_add(host_plugin *p, uint64_t after, uint64_t repeat, pier_timer_fn fn,
   return 0;
 }
 
+/* Marks t canceled and puts it on *hits with a reference (under timer_mu). */
+static void cancel_one(host_timer *t, host_timer **hits) {
+  t->canceled = 1;
+  timer_ref(t);
+  t->cnext = *hits;
+  *hits = t;
+}
+
 int timer_cancel_match(host *h, host_plugin *p, uint64_t id) {
-  host_timer *hit[64];
-  int n, total = 0;
-  do {
-    n = 0;
-    os_mutex_lock(&h->timer_mu);
-    for (host_timer *t = h->timers; t && n < 64; t = t->next) {
-      if (t->p == p && !t->canceled &&
-          (id == 0 || t->id == id || (id == TIMERS_OF_CODE && t->fn))) {
-        t->canceled = 1;
-        timer_ref(t);
-        hit[n++] = t;
-      }
+  host_timer *hits = NULL, *t;
+  int total = 0;
+  os_mutex_lock(&h->timer_mu);
+  if (id != 0 && id != TIMERS_OF_CODE) { /* one: found by its id */
+    for (t = *id_chain(h, id); t && t->id != id; t = t->idnext) {
     }
-    os_mutex_unlock(&h->timer_mu);
-    for (int i = 0; i < n; i++) {
-      /* Canceled now (it never fires again); reaped where its heap is. */
-      if (h->stopped)
-        timer_reap(h, hit[i]);
-      else
-        timer_post(h, hit[i], 1); /* no memory: listed, canceled, until timer_reap_all */
-      timer_unref(hit[i]);
-    }
-    total += n;
-  } while (n == 64);
+    if (t && t->p == p && !t->canceled)
+      cancel_one(t, &hits);
+  } else {
+    for (t = h->timers; t; t = t->next)
+      if (t->p == p && !t->canceled && (id == 0 || t->fn))
+        cancel_one(t, &hits);
+  }
+  os_mutex_unlock(&h->timer_mu);
+  while ((t = hits) != NULL) {
+    hits = t->cnext;
+    /* Canceled now (it never fires again); reaped where its heap is. */
+    if (h->stopped)
+      timer_reap(h, t);
+    else
+      timer_post(h, t, 1); /* no memory: listed, canceled, until timer_reap_all */
+    timer_unref(t);
+    total++;
+  }
   return total;
 }
 

@@ -601,6 +601,30 @@ START_TEST(test_gate_timers_refuse_past_their_cap) {
 }
 END_TEST
 
+/* Each of 65,536 timers (the cap) cancelled by its id finds its own timer,
+ * and a second cancel of the same id finds none. */
+START_TEST(test_gate_timers_cancelled_one_by_one_by_id) {
+  test_daemon d;
+  test_rec r;
+  char cfg[1024];
+
+  test_rec_init(&r);
+  ck_assert_int_eq(test_daemon_start(&d, probe_config(cfg, sizeof(cfg), 1, "session",
+                                                      TP "/probe.so", &r,
+                                                      ", \"timer_flood\": 65536, "
+                                                      "\"timer_flood_cancel\": 1"),
+                                     test_backend(_i)),
+                   0);
+  ck_assert_msg(test_rec_wait(&r, "cancel by id: 65536 ok, 0 other; again: 65536 ENOENT", 1,
+                              20000),
+                "probe recorded: %s", test_rec_read(&r));
+  echo_check(d.ports[0], "alive");
+  ck_assert_int_eq(test_daemon_signal_wait(&d, SIGTERM, 10000), 0);
+  test_daemon_cleanup(&d);
+  test_rec_free(&r);
+}
+END_TEST
+
 START_TEST(test_gate_post_refuses_past_its_cap) {
   test_daemon d;
   test_rec r;
@@ -652,6 +676,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_gate_post_refuses_past_its_cap, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_cancel_reaches_a_queued_once_timer, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_timers_refuse_past_their_cap, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_gate_timers_cancelled_one_by_one_by_id, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_timers_started_off_the_workers_fire_with_their_ids, 0,
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_gate_send_packet_refuses_a_huge_length, 0, TEST_NBACKENDS);

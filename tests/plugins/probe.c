@@ -17,7 +17,9 @@
  *                       then waits on the strand), cancels it and records
  *                       the result; the timer records if it still fires
  *   "timer_flood":N     on_load starts N one-hour timers and records how
- *                       many were taken
+ *                       many were taken; with "timer_flood_cancel":1 it then
+ *                       cancels each by its id (every second one first) and
+ *                       each once more, and records the results
  *   "timer_burst":N     on_load starts a thread of its own that starts N 1 ms
  *                       once-timers, 100 at a time, then waits for them and
  *                       records how many started and fired and how many of
@@ -128,8 +130,26 @@ __attribute__((unused)) static void report_stall(void *arg) {
          atomic_load(&timer_runs) - atomic_load(&runs_at_stall_end));
 }
 
+static uint64_t flood_ids[70000];
+static int flood_nids;
 __attribute__((unused)) static int start_hour_timer(void) {
-  return host->timer_start(host, 3600000, 0, count_timer, NULL, NULL);
+  uint64_t id = 0;
+  int rc = host->timer_start(host, 3600000, 0, count_timer, NULL, &id);
+  if (rc == 0 && flood_nids < (int)(sizeof(flood_ids) / sizeof(flood_ids[0])))
+    flood_ids[flood_nids++] = id;
+  return rc;
+}
+
+/* Cancels the flood's timers by id, the odd places first, and each again. */
+__attribute__((unused)) static void flood_cancel(void) {
+  int ok = 0, other = 0, gone = 0;
+  for (int pass = 1; pass >= 0; pass--)
+    for (int i = pass; i < flood_nids; i += 2)
+      host->timer_cancel(host, flood_ids[i]) == 0 ? ok++ : other++;
+  for (int i = 0; i < flood_nids; i++)
+    if (host->timer_cancel(host, flood_ids[i]) == -ENOENT)
+      gone++;
+  record("cancel by id: %d ok, %d other; again: %d ENOENT", ok, other, gone);
 }
 __attribute__((unused)) static int post_counted(void) { return host->post(host, counted_job, NULL); }
 
@@ -235,6 +255,8 @@ static int probe_load(const pier_load_args *a) {
 #endif
   if (json_int(a->config_json, "timer_flood"))
     flood("timers", json_int(a->config_json, "timer_flood"), start_hour_timer);
+  if (json_int(a->config_json, "timer_flood_cancel"))
+    flood_cancel();
   if (json_int(a->config_json, "post_flood")) {
     flood("posts", json_int(a->config_json, "post_flood"), post_counted);
     host->timer_start(host, 300, 0, report_posts, NULL, NULL);
