@@ -828,6 +828,15 @@ static int close_any(net *n, pier_sid sid, pier_reason reason, int abortive) {
     session *s = session_lookup(w, sid);
     if (!s || (s->state != SS_OPEN && s->state != SS_CONNECTING && s->state != SS_CLOSING))
       return -ENOTCONN;
+    /* Sends from other threads still on their way through the inbox were
+     * accepted before this close: a graceful one goes in behind them, so
+     * they are queued, and flushed, first. */
+    if (!abortive && atomic_load_explicit(&w->sids.xsend[PIER_SID_SLOT(sid)],
+                                          memory_order_acquire) != 0) {
+      sid_mark_closing(&w->sids, sid);
+      if (post(w, JOB_CLOSE, sid, NULL, reason) == 0)
+        return 0;
+    }
     session_close(s, reason, abortive);
     return 0;
   }

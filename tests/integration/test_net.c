@@ -543,6 +543,53 @@ static void block_worker_0(srv *v, blocker *b) {
   ck_assert(wait_for(&b->running, 1));
 }
 
+/* A job that holds worker 0 like block_worker, then closes sid there. */
+typedef struct closer {
+  blocker b; /* first: the job block_worker sees */
+  net *n;
+  pier_sid sid;
+  _Atomic int rc;
+} closer;
+
+static void block_then_close(io_job *job) {
+  closer *c = (closer *)job;
+  block_worker(job);
+  atomic_store(&c->rc, net_close(c->n, c->sid, PIER_REASON_CLOSED));
+}
+
+/* A send from another thread is accepted (0) while the session's worker is
+ * busy, and the worker then closes the session gracefully: the send, still
+ * in the inbox when the close was called, arrives before the FIN. */
+START_TEST(test_net_close_on_the_worker_flushes_sends_from_other_threads) {
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  char got[8] = {0};
+  size_t more = 1;
+  closer c;
+
+  ck_assert(wait_for(&v->connected, 1));
+  memset(&c, 0, sizeof(c));
+  c.b.job.fn = block_then_close;
+  c.n = v->n;
+  c.sid = v->sids[0];
+  atomic_store(&c.rc, 99);
+  net_post(v->n, 0, &c.b.job);
+  ck_assert(wait_for(&c.b.running, 1));
+  ck_assert_int_eq(net_send(v->n, c.sid, "bye\n", 4), 0);
+  atomic_store(&c.b.release, 1);
+  ck_assert_int_eq(test_recv_exact(fd, got, 4), 0);
+  ck_assert_str_eq(got, "bye\n");
+  ck_assert_int_eq(test_recv_until_close(fd, &more), 0);
+  ck_assert_uint_eq(more, 0);
+  ck_assert_int_eq(atomic_load(&c.rc), 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_CLOSED]), 1);
+  ck_assert_int_eq(net_send(v->n, c.sid, "late", 4), -ENOTCONN);
+  os_sock_close(fd);
+  srv_free(v);
+}
+END_TEST
+
 /* While the worker is busy, sends from another thread wait in its inbox:
  * no more than max_send_queue of memory per session, their bytes and each
  * job's own. The one that would pass the cap is refused and the session
@@ -1624,6 +1671,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_max_sessions_refuses_extra, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_send_cap_disconnects_non_reader, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_oversize_send_disconnects, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_close_on_the_worker_flushes_sends_from_other_threads, 0,
+                      TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_inbox_capped_per_session, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_tiny_sends_capped_by_memory, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_send_of_the_whole_cap_fits, 0, TEST_NBACKENDS);
