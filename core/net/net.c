@@ -492,14 +492,19 @@ int net_create(const net_opts *opts, net **out) {
     w->id = i;
     rc = sid_table_init(&w->sids, i, opts->max_sessions);
     if (rc == 0) {
-      w->sessions = calloc(opts->max_sessions, sizeof(*w->sessions));
+      /* calloc, so the pages of slots never used are never touched; on a
+       * cache line's start, so a session spans no more lines than it must. */
+      w->sessions_mem = calloc(1, (size_t)opts->max_sessions * sizeof(*w->sessions) + 63);
+      w->sessions = w->sessions_mem
+                        ? (session *)(((uintptr_t)w->sessions_mem + 63) & ~(uintptr_t)63)
+                        : NULL;
       rc = w->sessions ? io_loop_init(&w->loop, n->be, &io) : -ENOMEM;
     }
     if (rc < 0) {
       log_error("worker %u: cannot create its %s loop: %s", i, n->be->name, os_strerror(-rc));
       sid_table_free(&w->sids);
-      free(w->sessions);
-      w->sessions = NULL;
+      free(w->sessions_mem);
+      w->sessions = w->sessions_mem = NULL;
       n->nworkers = i;
       net_destroy(n);
       return rc;
@@ -659,7 +664,7 @@ void net_destroy(net *n) {
     session_ext_sweep(w, 1); /* after the jobs io_loop_done ran */
     session_ext_cache_trim(w);
     sid_table_free(&w->sids);
-    free(w->sessions);
+    free(w->sessions_mem);
   }
   for (l = n->listeners; l; l = next) { /* after the sessions that use their sites */
     next = l->next;

@@ -52,21 +52,17 @@ typedef struct session_ext {
  * pushing a deadline back costs nothing but a store. Times are the loop
  * clock in ms, kept mod 2^32: every difference taken is under 49 days. */
 struct session {
+  /* What a read and its reply touch, in the first two cache lines (the
+   * sessions array starts on a line, net.c). */
   io_fd iofd;
   io_ev ev_recv;
   net_worker *w;
   const net_endpoint *ep;
   pier_sid sid;
-  io_timer timer;
   session_ext *ext;    /* NULL while idle */
   framer fr;
   struct xport *xp;    /* TLS / WebSocket state; NULL for plain TCP */
-  net_addr peer;
   uint32_t last_rx;    /* loop time of the last data received (idle_timeout_ms) */
-  union {
-    uint32_t partial_since; /* OPEN: when the held partial packet began, 0 if none */
-    uint32_t close_since;   /* CLOSING: when the graceful close began */
-  } t;
   uint16_t refs;       /* open state + each armed op + flush list */
   uint8_t reason : 6;  /* a pier_reason (NET_REASON_COUNT <= 64, asserted) */
   uint8_t rel_tick : 2; /* trim tick (mod 4) its ext was last let go (ext_release) */
@@ -76,6 +72,13 @@ struct session {
   uint8_t read_paused : 1; /* the owner's backlog stopped reading; resume pending */
   uint8_t congested : 1;   /* its send queue is over half of max_send_queue: not read */
   uint8_t eof_pending : 1; /* the peer's FIN came while input was deferred */
+  /* The deadlines and the peer's address, in the third. */
+  io_timer timer;
+  net_addr peer;
+  union {
+    uint32_t partial_since; /* OPEN: when the held partial packet began, 0 if none */
+    uint32_t close_since;   /* CLOSING: when the graceful close began */
+  } t;
 };
 
 /* Bytes queued and in flight (0 while the session has no ext). */
@@ -137,7 +140,8 @@ struct net_worker {
   os_thread thread;
   int thread_started;
   sid_table sids;
-  session *sessions; /* sids.cap slots */
+  session *sessions; /* sids.cap slots, from a cache line's start */
+  void *sessions_mem; /* what was allocated for them */
   uint32_t nsessions;
   _Atomic int load;  /* sessions plus connections handed to it, for balancing */
   session *flush_head;

@@ -39,6 +39,8 @@ _Static_assert(sizeof(reason_label) / sizeof(reason_label[0]) == NET_REASON_COUN
  * Windows its io_ev carries an OVERLAPPED as well. */
 #ifndef _WIN32
 _Static_assert(sizeof(void *) != 8 || sizeof(session) <= 192, "struct session grew past 192 bytes");
+_Static_assert(sizeof(void *) != 8 || offsetof(session, timer) == 128,
+               "what a read touches grew past the session's first two cache lines");
 #endif
 
 const char *net_reason_label(pier_reason reason) {
