@@ -381,6 +381,15 @@ static void run_job(io_job *job) {
   case JOB_CLOSE:
   case JOB_ABORT:
     s = session_lookup(w, j->sid);
+    /* A send accepted before the close may reach the inbox after it: a
+     * graceful close waits, a loop iteration at a time, until the sends
+     * counted for the slot have run (none is counted once the mark is seen,
+     * so the wait ends). */
+    if (s && j->op == JOB_CLOSE &&
+        atomic_load_explicit(&w->sids.xsend[PIER_SID_SLOT(j->sid)], memory_order_acquire)) {
+      io_post(&w->loop, &j->job);
+      return;
+    }
     if (s)
       session_close(s, j->reason, j->op == JOB_ABORT);
     break;
@@ -761,6 +770,15 @@ static int post_send(net_worker *w, pier_sid sid, sbuf *b) {
     sbuf_release(b);
     return refuse_send(w, sid, len, before);
   }
+  /* A close marks the sid, then reads the slot's count: either it sees this
+   * send there and closes behind it (JOB_CLOSE waits), or this sees its mark
+   * and refuses, never accepting what a close already ended. */
+  atomic_thread_fence(memory_order_seq_cst);
+  if (!sid_live(&w->sids, sid)) {
+    atomic_fetch_sub(pending, cost);
+    sbuf_release(b);
+    return -ENOTCONN;
+  }
   j = calloc(1, sizeof(*j));
   if (!j) {
     atomic_fetch_sub(pending, cost);
@@ -835,11 +853,13 @@ static int close_any(net *n, pier_sid sid, pier_reason reason, int abortive) {
       return -ENOTCONN;
     /* Sends from other threads still on their way through the inbox were
      * accepted before this close: a graceful one goes in behind them, so
-     * they are queued, and flushed, first. */
-    if (!abortive && atomic_load_explicit(&w->sids.xsend[PIER_SID_SLOT(sid)],
-                                          memory_order_acquire) != 0) {
+     * they are queued, and flushed, first (see post_send for the order of
+     * the mark and the count). */
+    if (!abortive) {
       sid_mark_closing(&w->sids, sid);
-      if (post(w, JOB_CLOSE, sid, NULL, reason) == 0)
+      atomic_thread_fence(memory_order_seq_cst);
+      if (atomic_load_explicit(&w->sids.xsend[PIER_SID_SLOT(sid)], memory_order_relaxed) &&
+          post(w, JOB_CLOSE, sid, NULL, reason) == 0)
         return 0;
     }
     session_close(s, reason, abortive);
@@ -847,9 +867,11 @@ static int close_any(net *n, pier_sid sid, pier_reason reason, int abortive) {
   }
   if (!sid_live(&w->sids, sid))
     return -ENOTCONN;
-  /* Sends from other threads fail from now on; those already posted are
-   * queued before the close and so still flushed by a graceful close. */
+  /* Sends from other threads fail from now on; those accepted before are
+   * queued before the close (JOB_CLOSE waits for them), so still flushed by
+   * a graceful close. */
   sid_mark_closing(&w->sids, sid);
+  atomic_thread_fence(memory_order_seq_cst); /* before the wait reads the count */
   return post(w, abortive ? JOB_ABORT : JOB_CLOSE, sid, NULL, reason);
 }
 

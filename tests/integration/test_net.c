@@ -590,6 +590,81 @@ START_TEST(test_net_close_on_the_worker_flushes_sends_from_other_threads) {
 }
 END_TEST
 
+/* A send and a graceful close made at once from two threads other than the
+ * session's worker. */
+typedef struct racer {
+  net *n;
+  pier_sid sid;
+  _Atomic int go, ready;
+  int rc;
+} racer;
+
+static void race_start(racer *r) {
+  atomic_fetch_add(&r->ready, 1);
+  while (!atomic_load(&r->go)) {
+  }
+}
+
+static void *race_send(void *arg) {
+  racer *r = arg;
+  race_start(r);
+  r->rc = net_send(r->n, r->sid, "bye\n", 4);
+  return NULL;
+}
+
+static void *race_close(void *arg) {
+  racer *r = arg;
+  race_start(r);
+  ck_assert_int_eq(net_close(r->n, r->sid, PIER_REASON_CLOSED), 0);
+  return NULL;
+}
+
+/* Whatever order they land in, a send that returned 0 arrives before the
+ * FIN, and one refused (-ENOTCONN) sends nothing: never accepted and lost. */
+START_TEST(test_net_send_racing_a_close_is_sent_or_refused) {
+  srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int sent = 0, refused = 0;
+
+  for (int round = 0; round < 300; round++) {
+    int fd = test_connect(v->port);
+    racer r;
+    os_thread a, b;
+    char got[8] = {0};
+    size_t rest = 1;
+
+    ck_assert(wait_for(&v->connected, round + 1));
+    memset(&r, 0, sizeof(r));
+    r.n = v->n;
+    os_mutex_lock(&v->mu);
+    r.sid = v->sids[round];
+    os_mutex_unlock(&v->mu);
+    ck_assert_int_eq(os_thread_create(&a, race_send, &r), 0);
+    ck_assert_int_eq(os_thread_create(&b, race_close, &r), 0);
+    while (atomic_load(&r.ready) < 2) {
+    }
+    atomic_store(&r.go, 1);
+    os_thread_join(a);
+    os_thread_join(b);
+    if (r.rc == 0) {
+      sent++;
+      ck_assert_msg(test_recv_exact(fd, got, 4) == 0, "round %d: a send that returned 0 was lost",
+                    round);
+      ck_assert_str_eq(got, "bye\n");
+    } else {
+      refused++;
+      ck_assert_int_eq(r.rc, -ENOTCONN);
+    }
+    ck_assert_int_eq(test_recv_until_close(fd, &rest), 0);
+    ck_assert_uint_eq(rest, 0);
+    ck_assert(wait_for(&v->disconnected, round + 1));
+    os_sock_close(fd);
+  }
+  ck_assert_int_eq(sent + refused, 300);
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_CLOSED]), 300);
+  srv_free(v);
+}
+END_TEST
+
 /* While the worker is busy, sends from another thread wait in its inbox:
  * no more than max_send_queue of memory per session, their bytes and each
  * job's own. The one that would pass the cap is refused and the session
@@ -1673,6 +1748,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_cross_thread_oversize_send_disconnects, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_close_on_the_worker_flushes_sends_from_other_threads, 0,
                       TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_send_racing_a_close_is_sent_or_refused, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_inbox_capped_per_session, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_tiny_sends_capped_by_memory, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_send_of_the_whole_cap_fits, 0, TEST_NBACKENDS);
