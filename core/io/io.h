@@ -124,6 +124,10 @@ struct io_backend {
   int (*accept)(io_loop *loop, io_ev *ev);  /* multishot */
   int (*recv)(io_loop *loop, io_ev *ev);    /* multishot, loop-owned buffers */
   int (*send)(io_loop *loop, io_ev *ev, const struct iovec *iov, int iovcnt);
+  /* Sends what the socket takes now, without blocking and without a
+   * completion (see io_try_send); NULL where sends are better left to the
+   * queue (io_uring batches them into the wait's syscall; IOCP). */
+  int (*try_send)(io_loop *loop, io_fd *fd, const struct iovec *iov, int iovcnt);
   int (*connect)(io_loop *loop, io_ev *ev, const struct sockaddr *sa, socklen_t len);
   int (*cancel)(io_loop *loop, io_ev *ev);
   void (*close_fd)(io_loop *loop, io_fd *fd);
@@ -203,6 +207,14 @@ int io_accept(io_loop *loop, io_ev *ev, io_fd *fd, io_cb cb);
 int io_recv(io_loop *loop, io_ev *ev, io_fd *fd, io_cb cb);
 int io_send(io_loop *loop, io_ev *ev, io_fd *fd, const struct iovec *iov, int iovcnt, io_cb cb);
 int io_connect(io_loop *loop, io_ev *ev, io_fd *fd, const struct sockaddr *sa, socklen_t len, io_cb cb);
+/* Sends what the socket takes at once, outside the completion model: no
+ * callback follows. Returns the bytes sent (perhaps fewer than given),
+ * -EAGAIN when the socket takes nothing now, another negative errno when the
+ * send failed, -EBUSY while a send or connect is armed on fd, or -ENOTSUP on
+ * a backend whose own sends cost less (io_uring, IOCP): then, as after
+ * -EAGAIN or a short count, io_send is the way for the rest. A send that
+ * went out counts as a completion in the loop's stats. */
+int io_try_send(io_loop *loop, io_fd *fd, const struct iovec *iov, int iovcnt);
 /* Asks an armed operation to end; its final completion (often -ECANCELED)
  * still arrives later. Returns 0, or -EALREADY if it is not armed. */
 int io_cancel(io_loop *loop, io_ev *ev);

@@ -146,12 +146,12 @@ static int epoll_recv(io_loop *loop, io_ev *ev) {
   return rc;
 }
 
-static int try_send(io_ev *ev, const struct iovec *iov, int iovcnt) {
+static int try_send(int fd, const struct iovec *iov, int iovcnt) {
   struct msghdr msg;
   ssize_t n;
   if (iovcnt == 1) { /* the common case: send() skips the msghdr and iovec import */
     do {
-      n = send(ev->fd->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+      n = send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     return n < 0 ? -errno : (int)n;
   }
@@ -159,7 +159,7 @@ static int try_send(io_ev *ev, const struct iovec *iov, int iovcnt) {
   msg.msg_iov = (struct iovec *)iov;
   msg.msg_iovlen = (size_t)iovcnt;
   do {
-    n = sendmsg(ev->fd->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (n < 0 && errno == EINTR);
   return n < 0 ? -errno : (int)n;
 }
@@ -167,7 +167,7 @@ static int try_send(io_ev *ev, const struct iovec *iov, int iovcnt) {
 static int epoll_send(io_loop *loop, io_ev *ev, const struct iovec *iov, int iovcnt) {
   epoll_impl *e = loop->impl;
   blocked_send *b;
-  int rc = try_send(ev, iov, iovcnt);
+  int rc = try_send(ev->fd->fd, iov, iovcnt);
   if (rc != -EAGAIN) {
     push_done(e, ev, rc);
     return 0;
@@ -188,6 +188,14 @@ static int epoll_send(io_loop *loop, io_ev *ev, const struct iovec *iov, int iov
   ev->iov = b->iov;
   ev->iovcnt = iovcnt;
   return 0;
+}
+
+/* A send that goes out at once needs no completion. A socket that was
+ * never registered (no recv armed on it) is registered on the first
+ * -EAGAIN, by the io_send that follows. */
+static int epoll_try_send(io_loop *loop, io_fd *fd, const struct iovec *iov, int iovcnt) {
+  (void)loop;
+  return try_send(fd->fd, iov, iovcnt);
 }
 
 static int epoll_connect(io_loop *loop, io_ev *ev, const struct sockaddr *sa, socklen_t len) {
@@ -295,7 +303,7 @@ static void do_write(epoll_impl *e, io_fd *fd) {
     push_done(e, ev, -err);
     return;
   }
-  rc = try_send(ev, ev->iov, ev->iovcnt);
+  rc = try_send(fd->fd, ev->iov, ev->iovcnt);
   if (rc == -EAGAIN)
     return;
   push_done(e, ev, rc);
@@ -401,6 +409,7 @@ const io_backend io_epoll_backend = {
     .accept = epoll_accept,
     .recv = epoll_recv,
     .send = epoll_send,
+    .try_send = epoll_try_send,
     .connect = epoll_connect,
     .cancel = epoll_cancel,
     .close_fd = epoll_close_fd,

@@ -258,6 +258,18 @@ int io_send(io_loop *loop, io_ev *ev, io_fd *fd, const struct iovec *iov, int io
   return rc < 0 ? rc : disarm_on_error(ev, &fd->wr, loop->be->send(loop, ev, iov, iovcnt));
 }
 
+int io_try_send(io_loop *loop, io_fd *fd, const struct iovec *iov, int iovcnt) {
+  int rc;
+  if (!loop->be->try_send)
+    return -ENOTSUP;
+  if (fd->wr)
+    return -EBUSY; /* bytes sent now would overtake the armed send's */
+  rc = loop->be->try_send(loop, fd, iov, iovcnt);
+  if (rc >= 0)
+    loop->stats.completions++;
+  return rc;
+}
+
 int io_connect(io_loop *loop, io_ev *ev, io_fd *fd, const struct sockaddr *sa, socklen_t len,
                io_cb cb) {
   int rc = arm(ev, fd, cb, IO_OP_CONNECT, &fd->wr);

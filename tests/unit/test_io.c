@@ -49,6 +49,12 @@ static int tsend_nb(int fd, const void *buf, size_t len) {
   return n < 0 ? -os_sock_errno() : n;
 }
 
+/* A recv on a nonblocking socket: bytes, 0 at EOF, or -errno (-EAGAIN). */
+static int trecv_nb(int fd, void *buf, size_t len) {
+  int n = trecv(fd, buf, len);
+  return n < 0 ? -os_sock_errno() : n;
+}
+
 static void set_mode(int fd, int nonblocking) {
 #ifdef _WIN32
   u_long on = (u_long)nonblocking;
@@ -1133,6 +1139,70 @@ START_TEST(test_io_send_three_iovecs_one_completion) {
 }
 END_TEST
 
+/* io_try_send on epoll: the bytes go out at once, no callback follows, and
+ * the send counts as a completion; on a full socket -EAGAIN, and while a
+ * send is armed -EBUSY (bytes sent now would overtake it). Where queued
+ * sends cost less (io_uring, IOCP) it says -ENOTSUP and sends nothing. */
+START_TEST(test_io_try_send_sends_at_once_or_says_why_not) {
+  io_loop loop;
+  io_fd fd = {0};
+  tx t = {0};
+  int sv[2], rc;
+  char a[] = "hello ", b[] = "pier ", c[] = "world", got[32] = {0};
+  struct iovec iov[3] = {IOV(a, 6), IOV(b, 5), IOV(c, 5)};
+  static char filler[4096];
+  struct iovec fill = IOV(filler, sizeof(filler));
+  uint64_t before, end;
+  size_t filled = 0;
+
+  loop_setup(&loop, _i, NULL);
+  make_pair(sv);
+  fd.fd = sv[0];
+  before = loop.stats.completions;
+  rc = io_try_send(&loop, &fd, iov, 3);
+  if (strcmp(test_io_backend(_i), "epoll") != 0) {
+    ck_assert_int_eq(rc, -ENOTSUP);
+    ck_assert_uint_eq(loop.stats.completions, before);
+    ck_assert_int_eq(trecv_nb(sv[1], got, sizeof(got)), -EAGAIN);
+    goto out;
+  }
+  ck_assert_int_eq(rc, 16);
+  ck_assert_uint_eq(loop.stats.completions - before, 1);
+  ck_assert_int_eq(trecv(sv[1], got, sizeof(got)), 16);
+  ck_assert_str_eq(got, "hello pier world");
+
+  memset(filler, 'f', sizeof(filler));
+  while ((rc = io_try_send(&loop, &fd, &fill, 1)) > 0 && filled < (64u << 20))
+    filled += (size_t)rc;
+  ck_assert_int_eq(rc, -EAGAIN);
+  ck_assert_uint_gt(filled, 0);
+  ck_assert_int_eq(io_send(&loop, &t.ev, &fd, iov, 3, on_tx), 0);
+  ck_assert_int_eq(io_try_send(&loop, &fd, iov, 3), -EBUSY);
+  /* The peer drains the filler; the armed send then completes, whole. */
+  end = now_ms() + DEADLINE_MS;
+  while (filled > 0 && now_ms() < end) {
+    int n = trecv_nb(sv[1], filler, filled < sizeof(filler) ? filled : sizeof(filler));
+    if (n > 0)
+      filled -= (size_t)n;
+    else
+      io_loop_once(&loop, 10);
+  }
+  ck_assert_uint_eq(filled, 0);
+  end = now_ms() + DEADLINE_MS;
+  while (t.calls == 0 && now_ms() < end)
+    io_loop_once(&loop, 10);
+  ck_assert_int_eq(t.calls, 1);
+  ck_assert_int_eq(t.res, 16);
+  memset(got, 0, sizeof(got));
+  ck_assert_int_eq(trecv(sv[1], got, 16), 16);
+  ck_assert_str_eq(got, "hello pier world");
+out:
+  io_close_fd(&loop, &fd);
+  tclose(sv[1]);
+  io_loop_done(&loop);
+}
+END_TEST
+
 START_TEST(test_io_send_on_full_socket_completes_when_drained) {
   io_loop loop;
   io_fd fd = {0};
@@ -1993,6 +2063,7 @@ int main(void) {
                       TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_cancel_before_first_poll, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_send_three_iovecs_one_completion, 0, TEST_IO_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_try_send_sends_at_once_or_says_why_not, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_send_on_full_socket_completes_when_drained, 0,
                       TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_send_while_send_armed_is_ebusy, 0, TEST_IO_NBACKENDS);
