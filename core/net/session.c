@@ -778,8 +778,14 @@ void session_resume_reading(session *s) {
 /* ---- send ---- */
 
 static void on_send_done(io_ev *ev, int res, unsigned flags, char *data);
+static void send_done(session *s, int res, int at_once);
 
-static void flush(session *s) {
+/* What waits in s's queue goes out: at once where the backend can send
+ * without a completion (epoll: the send a completion would only report
+ * later, a loop iteration and another pass over the session on), else, or
+ * for what the socket did not take, as a send whose completion follows.
+ * With `now` 0 it is the latter in any case (see send_done). */
+static void flush_now(session *s, int now) {
   struct iovec iov[SENDQ_IOV_MAX];
   session_ext *x = s->ext;
   size_t bytes = 0;
@@ -797,6 +803,17 @@ static void flush(session *s) {
   n = sendq_iov(&x->q, iov, SENDQ_IOV_MAX);
   for (int i = 0; i < n; i++)
     bytes += iov[i].iov_len;
+  if (now && (rc = io_try_send(&s->w->loop, &s->iofd, iov, n)) != -EAGAIN && rc != -ENOTSUP) {
+    /* Done as a completion would be: send_done drops this reference and
+     * may let the ext go; x is not used after it. Bytes out are progress
+     * for a send deadline that a send which had to wait started. */
+    if (rc > 0 && x->send_timing)
+      x->last_tx = now32(s);
+    x->inflight = (uint32_t)bytes;
+    s->refs++;
+    send_done(s, rc, 1);
+    return;
+  }
   rc = io_send(&s->w->loop, &x->ev_send, &s->iofd, iov, n, on_send_done);
   if (rc < 0) {
     log_error("session %016llx: cannot submit send: %s", (unsigned long long)s->sid,
@@ -816,9 +833,16 @@ static void flush(session *s) {
   }
 }
 
-static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
-  /* The ext holding ev may be freed below: only s is used from here. */
-  session *s = container_of(ev->fd, session, iofd);
+static void flush(session *s) { flush_now(s, 1); }
+
+/* A send of x->inflight bytes ended with res: from its completion, or
+ * at_once in flush_now. Drops the send's reference. What was queued
+ * meanwhile (by on_send, say) goes out next; after a send made at once, or
+ * a short one, as a send with a completion, so that a plugin sending again
+ * from each on_send neither recurses once per send the socket takes nor
+ * holds the worker for as long as the socket keeps taking them. */
+static void send_done(session *s, int res, int at_once) {
+  int whole = res > 0 && (uint32_t)res == s->ext->inflight;
 
   s->ext->inflight = 0;
   if (res > 0) {
@@ -838,13 +862,18 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
   }
   if (s->state == SS_OPEN || s->state == SS_CLOSING) {
     if (session_qbytes(s) || (s->xp && xport_pending(s)))
-      flush(s);
+      flush_now(s, whole && !at_once);
     if (s->state == SS_CLOSING && !session_inflight(s) && !session_qbytes(s) &&
         !(s->xp && xport_pending(s)))
       enter_closed(s, 0);
   }
   ext_release(s);
   unref(s);
+}
+
+static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
+  /* The ext holding ev may be freed in send_done: only s is used. */
+  send_done(container_of(ev->fd, session, iofd), res, 0);
 }
 
 void worker_flush(io_loop *loop) {

@@ -18,7 +18,7 @@
 #endif
 #include "testlib.h"
 
-enum { MODE_ECHO, MODE_RELAY, MODE_FLOOD, MODE_SILENT };
+enum { MODE_ECHO, MODE_RELAY, MODE_FLOOD, MODE_SILENT, MODE_STREAM };
 
 #define MAX_TRACK 1024
 
@@ -28,6 +28,8 @@ typedef struct srv {
   int mode;
   net_endpoint ep;
   _Atomic int connected, disconnected, recvs, sends;
+  _Atomic size_t send_bytes; /* what on_send reported */
+  size_t streamed;           /* MODE_STREAM: bytes handed to net_send (the worker's) */
   _Atomic int reasons[32];
   _Atomic int flood_rc;
   _Atomic size_t flood_queued;
@@ -39,8 +41,25 @@ typedef struct srv {
   _Atomic int per_sid_disconnects[MAX_TRACK];
 } srv;
 
+/* MODE_STREAM: the stream is STREAM_TOTAL bytes of test_pattern(7, ·) in
+ * pieces of STREAM_PIECE, each sent from the on_send of the one before. */
+#define STREAM_PIECE 64
+#define STREAM_TOTAL (8u << 20)
+
+static void stream_next(srv *v, session *s) {
+  char piece[STREAM_PIECE];
+  if (v->streamed >= STREAM_TOTAL)
+    return;
+  for (size_t k = 0; k < sizeof(piece); k++)
+    piece[k] = (char)test_pattern(7, v->streamed + k);
+  v->streamed += sizeof(piece);
+  ck_assert_int_eq(net_send(v->n, session_sid(s), piece, sizeof(piece)), 0);
+}
+
 static void on_connected(void *ctx, session *s) {
   srv *v = ctx;
+  if (v->mode == MODE_STREAM && atomic_load(&v->connected) == 0)
+    stream_next(v, s); /* the first session gets the stream; others echo */
   os_mutex_lock(&v->mu);
   if (v->mode != MODE_RELAY && v->nsids < MAX_TRACK)
     v->sids[v->nsids++] = session_sid(s);
@@ -68,7 +87,7 @@ static void relay(srv *v, session *s, const char *pkt, size_t len) {
 static void on_recv(void *ctx, session *s, const char *data, size_t len) {
   srv *v = ctx;
   atomic_fetch_add(&v->recvs, 1);
-  if (v->mode == MODE_ECHO) {
+  if (v->mode == MODE_ECHO || v->mode == MODE_STREAM) {
     net_send(v->n, session_sid(s), data, len);
   } else if (v->mode == MODE_RELAY) {
     relay(v, s, data, len);
@@ -87,6 +106,9 @@ static void on_recv(void *ctx, session *s, const char *data, size_t len) {
 static void on_send(void *ctx, session *s, size_t bytes) {
   srv *v = ctx;
   atomic_fetch_add(&v->sends, 1);
+  atomic_fetch_add(&v->send_bytes, bytes);
+  if (v->mode == MODE_STREAM && session_sid(s) == v->sids[0])
+    stream_next(v, s);
 }
 
 static void on_disconnected(void *ctx, session *s, pier_reason reason) {
@@ -300,6 +322,59 @@ START_TEST(test_net_graceful_close_flushes_then_fin) {
   ck_assert(wait_for(&v->disconnected, 1));
   ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_CLOSED]), 1);
   os_sock_close(fd);
+  srv_free(v);
+}
+END_TEST
+
+/* A plugin that sends its next piece from each on_send: on epoll a send
+ * mostly goes out at once, and its on_send then comes before the flush has
+ * returned. The stream arrives whole and in order, on_send reports every
+ * byte, and the worker keeps serving another session meanwhile (one that
+ * echoes), rather than recursing or looping for as long as the socket takes
+ * pieces. */
+START_TEST(test_net_stream_sent_from_on_send_arrives_in_order) {
+  srv *v = srv_start(test_backend(_i), MODE_STREAM, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port), other;
+  static char buf[65536];
+  size_t got = 0;
+  int echoes = 0;
+  time_t deadline = time(NULL) + 120;
+
+  ck_assert(wait_for(&v->connected, 1));
+  other = test_connect(v->port);
+  ck_assert(wait_for(&v->connected, 2));
+  ck_assert_int_eq(test_sock_nonblock(fd), 0);
+  while (got < STREAM_TOTAL) {
+    long r;
+    ck_assert_msg(time(NULL) < deadline, "stream timed out at %zu of %u bytes", got,
+                  STREAM_TOTAL);
+    if (echoes < 3 && got >= (size_t)(echoes + 1) * (STREAM_TOTAL / 4)) {
+      /* Mid-stream, the other session is still answered. */
+      char reply[4];
+      ck_assert_int_eq(test_sock_send(other, "ping", 4), 4);
+      ck_assert_int_eq(test_recv_exact(other, reply, 4), 0);
+      ck_assert_int_eq(memcmp(reply, "ping", 4), 0);
+      echoes++;
+    }
+    r = test_sock_recv(fd, buf, sizeof(buf));
+    if (r == -EAGAIN) {
+      struct pollfd p = {.fd = fd, .events = POLLIN};
+      ck_assert_int_ge(test_poll(&p, 1, 1000), 0);
+      continue;
+    }
+    ck_assert_msg(r > 0, "recv %ld at %zu bytes", r, got);
+    for (long k = 0; k < r; k++)
+      if ((uint8_t)buf[k] != test_pattern(7, got + (size_t)k))
+        ck_abort_msg("byte %zu differs", got + (size_t)k);
+    got += (size_t)r;
+  }
+  ck_assert_int_eq(echoes, 3);
+  ck_assert_uint_eq(got, STREAM_TOTAL);
+  os_sock_close(fd);
+  os_sock_close(other);
+  ck_assert(wait_for(&v->disconnected, 2));
+  /* Every byte on_send reported is the stream's, or the other's 12 echoed. */
+  ck_assert_uint_eq(atomic_load(&v->send_bytes), (size_t)STREAM_TOTAL + 12);
   srv_free(v);
 }
 END_TEST
@@ -785,6 +860,84 @@ START_TEST(test_net_send_timeout_resets_non_reader) {
   net_get_stats(v->n, &st);
   ck_assert_uint_eq(st.send_timeouts, 1);
   os_sock_close(slow);
+  srv_free(v);
+}
+END_TEST
+
+/* A session whose peer was slow once (a send waited for room, and the send
+ * deadline started) and then keeps up: its replies, now sent at once on
+ * epoll, are progress too, and it is never reset for want of it however
+ * long it goes on after the last send that had to wait. */
+START_TEST(test_net_send_timeout_spares_a_peer_that_caught_up) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 32u << 20, .close_timeout_ms = 3000,
+                .send_timeout_ms = 300};
+  srv *v = srv_start_o(&o, MODE_ECHO, NET_FRAMING_RAW);
+  int fd = test_connect_rcvbuf(v->port, 4096);
+  static char out[65536], in[65536];
+  const size_t burst = 8u << 20;
+  size_t sent = 0, got = 0;
+  uint64_t end, now, talk_until = 0;
+  net_stats st;
+
+  ck_assert(wait_for(&v->connected, 1));
+  ck_assert_int_eq(test_sock_nonblock(fd), 0);
+  /* 8 MiB sent without reading for 200 ms: the echo fills the socket. */
+  end = os_clock_ms() + 200;
+  while (sent < burst || os_clock_ms() < end) {
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    size_t n = burst - sent < sizeof(out) ? burst - sent : sizeof(out);
+    long w;
+    if (sent == burst) {
+      os_sleep_ms(10);
+      continue;
+    }
+    for (size_t k = 0; k < n; k++)
+      out[k] = (char)test_pattern(3, sent + k);
+    w = test_sock_send(fd, out, n);
+    if (w > 0)
+      sent += (size_t)w;
+    else
+      ck_assert_int_ge(test_poll(&p, 1, 100), 0);
+  }
+  /* Then it reads all of it back while it goes on sending, pipelined, until
+   * 1.5 s (five send deadlines) after it has caught up: the server always
+   * has input, so at any moment a reply is likely queued behind it. */
+  end = os_clock_ms() + 60000;
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN | (sent - got < (256u << 10) ? POLLOUT : 0)};
+    long r;
+    now = os_clock_ms();
+    ck_assert_msg(now < end, "echo stalled at %zu of %zu bytes", got, sent);
+    if (!talk_until && got >= burst)
+      talk_until = now + 1500;
+    if (talk_until && now >= talk_until && got == sent)
+      break;
+    ck_assert_int_ge(test_poll(&p, 1, 100), 0);
+    if ((p.revents & POLLOUT) && (!talk_until || now < talk_until)) {
+      size_t n = 8192; /* the server always has input, so replies queue behind it */
+      for (size_t k = 0; k < n; k++)
+        out[k] = (char)test_pattern(3, sent + k);
+      long w = test_sock_send(fd, out, n);
+      if (w > 0)
+        sent += (size_t)w;
+    }
+    r = test_sock_recv(fd, in, sizeof(in));
+    ck_assert_msg(r > 0 || r == -EAGAIN, "recv %ld at %zu of %zu bytes (%d disconnects)", r, got,
+                  sent, atomic_load(&v->disconnected));
+    for (long k = 0; k < r; k++)
+      if ((uint8_t)in[k] != test_pattern(3, got + (size_t)k))
+        ck_abort_msg("byte %zu differs", got + (size_t)k);
+    if (r > 0)
+      got += (size_t)r;
+  }
+  ck_assert_uint_gt(sent, burst);
+  ck_assert_int_eq(atomic_load(&v->disconnected), 0);
+  net_get_stats(v->n, &st);
+  ck_assert_uint_eq(st.send_timeouts, 0);
+  os_sock_close(fd);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_PEER_CLOSED]), 1);
   srv_free(v);
 }
 END_TEST
@@ -1740,6 +1893,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_client_close_notifies_once, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_reset_mid_stream_notifies_once, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_graceful_close_flushes_then_fin, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_stream_sent_from_on_send_arrives_in_order, 0,
+                      TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_abort_resets_peer, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_half_close_still_gets_echo, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_close_deadline_reports_flush_timeout, 0, TEST_NBACKENDS);
@@ -1753,6 +1908,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_cross_thread_tiny_sends_capped_by_memory, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_cross_thread_send_of_the_whole_cap_fits, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_send_timeout_resets_non_reader, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_send_timeout_spares_a_peer_that_caught_up, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_read_backpressure_pauses_and_resumes, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_backlog_stale_release_ignored_close_while_paused, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stale_sid_fails_cleanly, 0, TEST_NBACKENDS);
