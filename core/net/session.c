@@ -803,7 +803,8 @@ static void flush_now(session *s, int now) {
   n = sendq_iov(&x->q, iov, SENDQ_IOV_MAX);
   for (int i = 0; i < n; i++)
     bytes += iov[i].iov_len;
-  if (now && (rc = io_try_send(&s->w->loop, &s->iofd, iov, n)) != -EAGAIN && rc != -ENOTSUP) {
+  if (now && s->w->loop.be->try_send && /* else io_try_send says -ENOTSUP: no call */
+      (rc = io_try_send(&s->w->loop, &s->iofd, iov, n)) != -EAGAIN) {
     /* Done as a completion would be: send_done drops this reference and
      * may let the ext go; x is not used after it. Bytes out are progress
      * for a send deadline that a send which had to wait started. */
