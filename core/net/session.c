@@ -804,7 +804,7 @@ static void flush_now(session *s, int now) {
   for (int i = 0; i < n; i++)
     bytes += iov[i].iov_len;
   if (now && s->w->loop.be->try_send && /* else io_try_send says -ENOTSUP: no call */
-      (rc = io_try_send(&s->w->loop, &s->iofd, iov, n)) != -EAGAIN) {
+      (rc = io_try_send(&s->w->loop, &s->iofd, iov, n)) != -EAGAIN && rc != -EBUSY) {
     /* Done as a completion would be: send_done drops this reference and
      * may let the ext go; x is not used after it. Bytes out are progress
      * for a send deadline that a send which had to wait started. */
@@ -833,8 +833,6 @@ static void flush_now(session *s, int now) {
     }
   }
 }
-
-static void flush(session *s) { flush_now(s, 1); }
 
 /* A send of x->inflight bytes ended with res: from its completion, or
  * at_once in flush_now. Drops the send's reference. What was queued
@@ -877,14 +875,30 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
   send_done(container_of(ev->fd, session, iofd), res, 0);
 }
 
+/* The sessions on the list when the pass begins are sent at once where the
+ * backend can; those that join it during the pass (from an on_send such a
+ * send called, for another session, say) go as sends with completions, so
+ * sessions that send to each other from on_send take turns with the rest
+ * of the loop instead of holding it for as long as their sockets take. */
 void worker_flush(io_loop *loop) {
   net_worker *w = loop->data;
-  session *s;
-  while ((s = w->flush_head)) {
-    session_ext *x = s->ext; /* a session on the list keeps its ext */
-    w->flush_head = x->next_flush;
+  session *s, *batch = w->flush_head;
+  int now = 1;
+
+  w->flush_head = NULL;
+  for (;;) {
+    session_ext *x;
+    if (!batch) {
+      if (!(batch = w->flush_head))
+        return;
+      w->flush_head = NULL;
+      now = 0;
+    }
+    s = batch;
+    x = s->ext; /* a session on the list keeps its ext */
+    batch = x->next_flush;
     x->flush_queued = 0;
-    flush(s);
+    flush_now(s, now);
     ext_release(s);
     unref(s);
   }

@@ -18,7 +18,7 @@
 #endif
 #include "testlib.h"
 
-enum { MODE_ECHO, MODE_RELAY, MODE_FLOOD, MODE_SILENT, MODE_STREAM };
+enum { MODE_ECHO, MODE_RELAY, MODE_FLOOD, MODE_SILENT, MODE_STREAM, MODE_PINGPONG };
 
 #define MAX_TRACK 1024
 
@@ -29,7 +29,8 @@ typedef struct srv {
   net_endpoint ep;
   _Atomic int connected, disconnected, recvs, sends;
   _Atomic size_t send_bytes; /* what on_send reported */
-  size_t streamed;           /* MODE_STREAM: bytes handed to net_send (the worker's) */
+  size_t streamed;           /* MODE_STREAM, MODE_PINGPONG: bytes handed to net_send (the worker's) */
+  _Atomic size_t progress;   /* the same, for the test's thread */
   _Atomic int reasons[32];
   _Atomic int flood_rc;
   _Atomic size_t flood_queued;
@@ -56,6 +57,20 @@ static void stream_next(srv *v, session *s) {
   ck_assert_int_eq(net_send(v->n, session_sid(s), piece, sizeof(piece)), 0);
 }
 
+/* MODE_PINGPONG: the second and third sessions; each one's on_send sends
+ * the next piece to the other, PP_TOTAL bytes in all. The first echoes. */
+#define PP_TOTAL (8u << 20)
+
+static void pingpong_next(srv *v, pier_sid to) {
+  char piece[STREAM_PIECE];
+  if (v->streamed >= PP_TOTAL)
+    return;
+  memset(piece, 'p', sizeof(piece));
+  v->streamed += sizeof(piece);
+  atomic_store(&v->progress, v->streamed);
+  ck_assert_int_eq(net_send(v->n, to, piece, sizeof(piece)), 0);
+}
+
 static void on_connected(void *ctx, session *s) {
   srv *v = ctx;
   if (v->mode == MODE_STREAM && atomic_load(&v->connected) == 0)
@@ -65,6 +80,8 @@ static void on_connected(void *ctx, session *s) {
     v->sids[v->nsids++] = session_sid(s);
   os_mutex_unlock(&v->mu);
   atomic_fetch_add(&v->connected, 1);
+  if (v->mode == MODE_PINGPONG && v->nsids == 3 && session_sid(s) == v->sids[2])
+    pingpong_next(v, v->sids[1]);
 }
 
 static void relay(srv *v, session *s, const char *pkt, size_t len) {
@@ -87,7 +104,7 @@ static void relay(srv *v, session *s, const char *pkt, size_t len) {
 static void on_recv(void *ctx, session *s, const char *data, size_t len) {
   srv *v = ctx;
   atomic_fetch_add(&v->recvs, 1);
-  if (v->mode == MODE_ECHO || v->mode == MODE_STREAM) {
+  if (v->mode == MODE_ECHO || v->mode == MODE_STREAM || v->mode == MODE_PINGPONG) {
     net_send(v->n, session_sid(s), data, len);
   } else if (v->mode == MODE_RELAY) {
     relay(v, s, data, len);
@@ -109,6 +126,9 @@ static void on_send(void *ctx, session *s, size_t bytes) {
   atomic_fetch_add(&v->send_bytes, bytes);
   if (v->mode == MODE_STREAM && session_sid(s) == v->sids[0])
     stream_next(v, s);
+  if (v->mode == MODE_PINGPONG && v->nsids == 3 &&
+      (session_sid(s) == v->sids[1] || session_sid(s) == v->sids[2]))
+    pingpong_next(v, session_sid(s) == v->sids[1] ? v->sids[2] : v->sids[1]);
 }
 
 static void on_disconnected(void *ctx, session *s, pier_reason reason) {
@@ -375,6 +395,62 @@ START_TEST(test_net_stream_sent_from_on_send_arrives_in_order) {
   ck_assert(wait_for(&v->disconnected, 2));
   /* Every byte on_send reported is the stream's, or the other's 12 echoed. */
   ck_assert_uint_eq(atomic_load(&v->send_bytes), (size_t)STREAM_TOTAL + 12);
+  srv_free(v);
+}
+END_TEST
+
+/* Two sessions whose on_send each sends the next piece to the other, with
+ * peers that keep reading: the worker still answers a third session while
+ * they go on. A ping sent once the pieces flow is echoed before half of the
+ * stream has been handed over, not after the whole of it. */
+START_TEST(test_net_sessions_sending_to_each_other_from_on_send_share_the_worker) {
+  srv *v = srv_start(test_backend(_i), MODE_PINGPONG, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int c = test_connect(v->port), a, b;
+  static char buf[65536];
+  size_t got = 0, at_ping = 0, at_echo = 0;
+  time_t deadline = time(NULL) + 120;
+
+  ck_assert(wait_for(&v->connected, 1));
+  a = test_connect(v->port);
+  ck_assert(wait_for(&v->connected, 2));
+  b = test_connect(v->port); /* its on_connected starts the pieces, to a */
+  ck_assert_int_eq(test_sock_nonblock(a), 0);
+  ck_assert_int_eq(test_sock_nonblock(b), 0);
+  ck_assert_int_eq(test_sock_nonblock(c), 0);
+  while (got < PP_TOTAL || !at_echo) {
+    struct pollfd p[3] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN},
+                          {.fd = c, .events = POLLIN}};
+    ck_assert_msg(time(NULL) < deadline, "stalled at %zu of %u bytes", got, PP_TOTAL);
+    ck_assert_int_ge(test_poll(p, 3, 100), 0);
+    for (int k = 0; k < 2; k++) {
+      long r = test_sock_recv(p[k].fd, buf, sizeof(buf));
+      ck_assert_msg(r > 0 || r == -EAGAIN, "recv %ld at %zu bytes", r, got);
+      for (long i = 0; i < r; i++)
+        if (buf[i] != 'p')
+          ck_abort_msg("byte %zu is not the stream's", got + (size_t)i);
+      if (r > 0)
+        got += (size_t)r;
+    }
+    if (!at_ping && got > 0) {
+      at_ping = atomic_load(&v->progress);
+      ck_assert_int_eq(test_sock_send(c, "ping", 4), 4);
+    } else if (at_ping && !at_echo) {
+      char reply[4];
+      long r = test_sock_recv(c, reply, sizeof(reply));
+      ck_assert_msg(r == 4 || r == -EAGAIN, "echo recv %ld", r);
+      if (r == 4) {
+        ck_assert_int_eq(memcmp(reply, "ping", 4), 0);
+        at_echo = atomic_load(&v->progress);
+      }
+    }
+  }
+  ck_assert_msg(at_echo - at_ping < PP_TOTAL / 2,
+                "the echo came after %zu of the stream's %u bytes", at_echo - at_ping, PP_TOTAL);
+  ck_assert_uint_eq(got, PP_TOTAL);
+  os_sock_close(a);
+  os_sock_close(b);
+  os_sock_close(c);
+  ck_assert(wait_for(&v->disconnected, 3));
   srv_free(v);
 }
 END_TEST
@@ -1895,6 +1971,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_graceful_close_flushes_then_fin, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_stream_sent_from_on_send_arrives_in_order, 0,
                       TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_sessions_sending_to_each_other_from_on_send_share_the_worker,
+                      0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_abort_resets_peer, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_half_close_still_gets_echo, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_close_deadline_reports_flush_timeout, 0, TEST_NBACKENDS);

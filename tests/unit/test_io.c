@@ -1196,6 +1196,29 @@ START_TEST(test_io_try_send_sends_at_once_or_says_why_not) {
   memset(got, 0, sizeof(got));
   ck_assert_int_eq(trecv(sv[1], got, 16), 16);
   ck_assert_str_eq(got, "hello pier world");
+
+  /* A connect armed on an fd holds its write side the same way. */
+  {
+    int l = tlisten(1), cs = os_sock_stream(AF_INET);
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(local_port(l))};
+    io_fd cfd = {0};
+    tx ct = {0};
+    ck_assert_int_ge(cs, 0);
+    set_mode(cs, 1);
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cfd.fd = cs;
+    ck_assert_int_eq(io_connect(&loop, &ct.ev, &cfd, (struct sockaddr *)&in, sizeof(in), on_tx), 0);
+    ck_assert_int_eq(io_try_send(&loop, &cfd, iov, 3), -EBUSY);
+    end = now_ms() + DEADLINE_MS;
+    while (ct.calls == 0 && now_ms() < end)
+      io_loop_once(&loop, 10);
+    ck_assert_int_eq(ct.calls, 1);
+    ck_assert_int_eq(ct.res, 0);
+    ck_assert_int_eq(io_try_send(&loop, &cfd, iov, 3), 16); /* connected: it goes */
+    io_close_fd(&loop, &cfd);
+    tclose(cs);
+    tclose(l);
+  }
 out:
   io_close_fd(&loop, &fd);
   tclose(sv[1]);
