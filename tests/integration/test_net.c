@@ -42,30 +42,21 @@ typedef struct srv {
   _Atomic int per_sid_disconnects[MAX_TRACK];
 } srv;
 
-/* MODE_STREAM: the stream is STREAM_TOTAL bytes of test_pattern(7, ·) in
- * pieces of STREAM_PIECE, each sent from the on_send of the one before. */
+/* MODE_STREAM: STREAM_TOTAL bytes of test_pattern(7, ·) to the first
+ * session, in pieces of STREAM_PIECE, each sent from the on_send of the one
+ * before; others echo. MODE_PINGPONG: as many bytes of 'p' between the
+ * second and third sessions, each one's on_send sending the next piece to
+ * the other; the first echoes. */
 #define STREAM_PIECE 64
 #define STREAM_TOTAL (8u << 20)
 
-static void stream_next(srv *v, session *s) {
+/* The next piece to `to`; fill 0: the pattern, else that byte. */
+static void stream_next(srv *v, pier_sid to, char fill) {
   char piece[STREAM_PIECE];
   if (v->streamed >= STREAM_TOTAL)
     return;
   for (size_t k = 0; k < sizeof(piece); k++)
-    piece[k] = (char)test_pattern(7, v->streamed + k);
-  v->streamed += sizeof(piece);
-  ck_assert_int_eq(net_send(v->n, session_sid(s), piece, sizeof(piece)), 0);
-}
-
-/* MODE_PINGPONG: the second and third sessions; each one's on_send sends
- * the next piece to the other, PP_TOTAL bytes in all. The first echoes. */
-#define PP_TOTAL (8u << 20)
-
-static void pingpong_next(srv *v, pier_sid to) {
-  char piece[STREAM_PIECE];
-  if (v->streamed >= PP_TOTAL)
-    return;
-  memset(piece, 'p', sizeof(piece));
+    piece[k] = fill ? fill : (char)test_pattern(7, v->streamed + k);
   v->streamed += sizeof(piece);
   atomic_store(&v->progress, v->streamed);
   ck_assert_int_eq(net_send(v->n, to, piece, sizeof(piece)), 0);
@@ -74,14 +65,14 @@ static void pingpong_next(srv *v, pier_sid to) {
 static void on_connected(void *ctx, session *s) {
   srv *v = ctx;
   if (v->mode == MODE_STREAM && atomic_load(&v->connected) == 0)
-    stream_next(v, s); /* the first session gets the stream; others echo */
+    stream_next(v, session_sid(s), 0); /* the first session gets the stream */
   os_mutex_lock(&v->mu);
   if (v->mode != MODE_RELAY && v->nsids < MAX_TRACK)
     v->sids[v->nsids++] = session_sid(s);
   os_mutex_unlock(&v->mu);
   atomic_fetch_add(&v->connected, 1);
   if (v->mode == MODE_PINGPONG && v->nsids == 3 && session_sid(s) == v->sids[2])
-    pingpong_next(v, v->sids[1]);
+    stream_next(v, v->sids[1], 'p');
 }
 
 static void relay(srv *v, session *s, const char *pkt, size_t len) {
@@ -125,10 +116,10 @@ static void on_send(void *ctx, session *s, size_t bytes) {
   atomic_fetch_add(&v->sends, 1);
   atomic_fetch_add(&v->send_bytes, bytes);
   if (v->mode == MODE_STREAM && session_sid(s) == v->sids[0])
-    stream_next(v, s);
+    stream_next(v, session_sid(s), 0);
   if (v->mode == MODE_PINGPONG && v->nsids == 3 &&
       (session_sid(s) == v->sids[1] || session_sid(s) == v->sids[2]))
-    pingpong_next(v, session_sid(s) == v->sids[1] ? v->sids[2] : v->sids[1]);
+    stream_next(v, session_sid(s) == v->sids[1] ? v->sids[2] : v->sids[1], 'p');
 }
 
 static void on_disconnected(void *ctx, session *s, pier_reason reason) {
@@ -349,9 +340,8 @@ END_TEST
 /* A plugin that sends its next piece from each on_send: on epoll a send
  * mostly goes out at once, and its on_send then comes before the flush has
  * returned. The stream arrives whole and in order, on_send reports every
- * byte, and the worker keeps serving another session meanwhile (one that
- * echoes), rather than recursing or looping for as long as the socket takes
- * pieces. */
+ * byte (the flush does not recurse once per piece), and another session is
+ * echoed mid-stream. */
 START_TEST(test_net_stream_sent_from_on_send_arrives_in_order) {
   srv *v = srv_start(test_backend(_i), MODE_STREAM, 1, 100, 1u << 20, NET_FRAMING_RAW);
   int fd = test_connect(v->port), other;
@@ -417,10 +407,10 @@ START_TEST(test_net_sessions_sending_to_each_other_from_on_send_share_the_worker
   ck_assert_int_eq(test_sock_nonblock(a), 0);
   ck_assert_int_eq(test_sock_nonblock(b), 0);
   ck_assert_int_eq(test_sock_nonblock(c), 0);
-  while (got < PP_TOTAL || !at_echo) {
+  while (got < STREAM_TOTAL || !at_echo) {
     struct pollfd p[3] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN},
                           {.fd = c, .events = POLLIN}};
-    ck_assert_msg(time(NULL) < deadline, "stalled at %zu of %u bytes", got, PP_TOTAL);
+    ck_assert_msg(time(NULL) < deadline, "stalled at %zu of %u bytes", got, STREAM_TOTAL);
     ck_assert_int_ge(test_poll(p, 3, 100), 0);
     for (int k = 0; k < 2; k++) {
       long r = test_sock_recv(p[k].fd, buf, sizeof(buf));
@@ -444,9 +434,9 @@ START_TEST(test_net_sessions_sending_to_each_other_from_on_send_share_the_worker
       }
     }
   }
-  ck_assert_msg(at_echo - at_ping < PP_TOTAL / 2,
-                "the echo came after %zu of the stream's %u bytes", at_echo - at_ping, PP_TOTAL);
-  ck_assert_uint_eq(got, PP_TOTAL);
+  ck_assert_msg(at_echo - at_ping < STREAM_TOTAL / 2,
+                "the echo came after %zu of the stream's %u bytes", at_echo - at_ping, STREAM_TOTAL);
+  ck_assert_uint_eq(got, STREAM_TOTAL);
   os_sock_close(a);
   os_sock_close(b);
   os_sock_close(c);
