@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -146,12 +148,29 @@ static int epoll_recv(io_loop *loop, io_ev *ev) {
   return rc;
 }
 
+/* The per-message system calls go through syscall(), not libc's recv, send
+ * and sendmsg: in a process with more than one thread each of those is a
+ * cancellation point, which marks the thread cancellable before the call and
+ * not after it, two atomic read-modify-writes per call. pier cancels no
+ * thread. */
+static ssize_t sys_recv(int fd, void *buf, size_t len) {
+  return syscall(SYS_recvfrom, fd, buf, len, 0, NULL, NULL);
+}
+
+static ssize_t sys_send(int fd, const void *buf, size_t len, int flags) {
+  return syscall(SYS_sendto, fd, buf, len, flags, NULL, 0);
+}
+
+static ssize_t sys_sendmsg(int fd, const struct msghdr *msg, int flags) {
+  return syscall(SYS_sendmsg, fd, msg, flags);
+}
+
 static int try_send(int fd, const struct iovec *iov, int iovcnt) {
   struct msghdr msg;
   ssize_t n;
   if (iovcnt == 1) { /* the common case: send() skips the msghdr and iovec import */
     do {
-      n = send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+      n = sys_send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     return n < 0 ? -errno : (int)n;
   }
@@ -159,7 +178,7 @@ static int try_send(int fd, const struct iovec *iov, int iovcnt) {
   msg.msg_iov = (struct iovec *)iov;
   msg.msg_iovlen = (size_t)iovcnt;
   do {
-    n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    n = sys_sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (n < 0 && errno == EINTR);
   return n < 0 ? -errno : (int)n;
 }
@@ -266,7 +285,7 @@ static void do_accept(io_loop *loop, epoll_impl *e, io_fd *fd) {
 static void do_read(io_loop *loop, epoll_impl *e, io_fd *fd, int more) {
   io_ev *ev = fd->rd;
   for (int i = 0; i < READS_PER_WAKE; i++) {
-    ssize_t n = recv(fd->fd, e->scratch, e->scratch_size, 0);
+    ssize_t n = sys_recv(fd->fd, e->scratch, e->scratch_size);
     if (n > 0) {
       loop->stats.completions++;
       io_complete(ev, (int)n, IO_F_MORE, e->scratch);
