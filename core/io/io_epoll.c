@@ -151,8 +151,29 @@ static int epoll_recv(io_loop *loop, io_ev *ev) {
 /* The per-message system calls go through syscall(), not libc's recv, send
  * and sendmsg: in a process with more than one thread each of those is a
  * cancellation point, which marks the thread cancellable before the call and
- * not after it, two atomic read-modify-writes per call. pier cancels no
- * thread. */
+ * not after it, two atomic read-modify-writes per call (glibc 2.36). pier
+ * cancels no thread. Sanitizer builds keep libc's calls, which the
+ * sanitizers intercept to check the buffers. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define PIER_LIBC_SOCKET_CALLS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define PIER_LIBC_SOCKET_CALLS 1
+#endif
+#endif
+
+#ifdef PIER_LIBC_SOCKET_CALLS
+static ssize_t sys_recv(int fd, void *buf, size_t len) { return recv(fd, buf, len, 0); }
+
+static ssize_t sys_send(int fd, const void *buf, size_t len, int flags) {
+  return send(fd, buf, len, flags);
+}
+
+static ssize_t sys_sendmsg(int fd, const struct msghdr *msg, int flags) {
+  return sendmsg(fd, msg, flags);
+}
+#else
 static ssize_t sys_recv(int fd, void *buf, size_t len) {
   return syscall(SYS_recvfrom, fd, buf, len, 0, NULL, NULL);
 }
@@ -164,6 +185,7 @@ static ssize_t sys_send(int fd, const void *buf, size_t len, int flags) {
 static ssize_t sys_sendmsg(int fd, const struct msghdr *msg, int flags) {
   return syscall(SYS_sendmsg, fd, msg, flags);
 }
+#endif
 
 static int try_send(int fd, const struct iovec *iov, int iovcnt) {
   struct msghdr msg;
