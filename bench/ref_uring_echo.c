@@ -53,8 +53,9 @@ static struct io_uring_sqe *sqe_for(int kind, int fd) {
     io_uring_submit(&ring);
     sqe = io_uring_get_sqe(&ring);
   }
-  if (sqe)
-    io_uring_sqe_set_data64(sqe, ((uint64_t)kind << 32) | (uint32_t)fd);
+  if (!sqe)
+    fprintf(stderr, "ref_uring_echo: the submission queue stays full\n"), exit(1);
+  io_uring_sqe_set_data64(sqe, ((uint64_t)kind << 32) | (uint32_t)fd);
   return sqe;
 }
 
@@ -124,8 +125,11 @@ static void on_recv(conn *c, int fd, const struct io_uring_cqe *cqe) {
   if (cqe->flags & IORING_CQE_F_MORE)
     return;
   c->armed = 0;
-  if (c->closing || cqe->res == 0 || (cqe->res < 0 && cqe->res != -ECANCELED && cqe->res != -ENOBUFS))
+  if (c->closing || cqe->res == 0 ||
+      (cqe->res < 0 && cqe->res != -ECANCELED && cqe->res != -ENOBUFS))
     drop(fd);
+  else if (c->next.len > CAP)
+    c->paused = 1; /* re-armed once what waits is out */
   else if (!c->paused)
     arm_recv(fd); /* out of buffers, or the multishot ended */
 }
