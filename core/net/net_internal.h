@@ -144,7 +144,7 @@ struct net_worker {
   void *sessions_mem; /* what was allocated for them */
   uint32_t nsessions;
   _Atomic int load;  /* sessions plus connections handed to it, for balancing */
-  session *flush_head;
+  session *flush_head, *flush_tail; /* sessions to flush, in the order they asked */
   int stopping;
   int dead; /* loop torn down: queued jobs only free themselves */
   net_counters stats;

@@ -879,19 +879,21 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
  * backend can; those that join it during the pass (from an on_send such a
  * send called, for another session, say) go as sends with completions, so
  * sessions that send to each other from on_send take turns with the rest
- * of the loop instead of holding it for as long as their sockets take. */
+ * of the loop instead of holding it for as long as their sockets take.
+ * Either way in the order the sessions joined the list: replies leave in
+ * the order their requests were read, and none waits for all the others. */
 void worker_flush(io_loop *loop) {
   net_worker *w = loop->data;
   session *s, *batch = w->flush_head;
   int now = 1;
 
-  w->flush_head = NULL;
+  w->flush_head = w->flush_tail = NULL;
   for (;;) {
     session_ext *x;
     if (!batch) {
       if (!(batch = w->flush_head))
         return;
-      w->flush_head = NULL;
+      w->flush_head = w->flush_tail = NULL;
       now = 0;
     }
     s = batch;
@@ -916,8 +918,12 @@ int session_want_flush(session *s) {
     return 0;
   x->flush_queued = 1;
   s->refs++;
-  x->next_flush = s->w->flush_head;
-  s->w->flush_head = s;
+  x->next_flush = NULL;
+  if (s->w->flush_head) /* a session on the list keeps its ext */
+    s->w->flush_tail->ext->next_flush = s;
+  else
+    s->w->flush_head = s;
+  s->w->flush_tail = s;
   return 0;
 }
 

@@ -18,7 +18,7 @@
 #endif
 #include "testlib.h"
 
-enum { MODE_ECHO, MODE_RELAY, MODE_FLOOD, MODE_SILENT, MODE_STREAM, MODE_PINGPONG };
+enum { MODE_ECHO, MODE_RELAY, MODE_FLOOD, MODE_SILENT, MODE_STREAM, MODE_PINGPONG, MODE_FANOUT };
 
 #define MAX_TRACK 1024
 
@@ -40,6 +40,8 @@ typedef struct srv {
   _Atomic int registered;
   _Atomic int cross_worker;
   _Atomic int per_sid_disconnects[MAX_TRACK];
+  pier_sid sent_to[MAX_TRACK]; /* MODE_FANOUT: the sessions on_send named, in order */
+  int nsent_to;
 } srv;
 
 /* MODE_STREAM: STREAM_TOTAL bytes of test_pattern(7, ·) to the first
@@ -99,6 +101,12 @@ static void on_recv(void *ctx, session *s, const char *data, size_t len) {
     net_send(v->n, session_sid(s), data, len);
   } else if (v->mode == MODE_RELAY) {
     relay(v, s, data, len);
+  } else if (v->mode == MODE_FANOUT) { /* a byte to every session, in connection order */
+    os_mutex_lock(&v->mu);
+    int n = v->nsids;
+    os_mutex_unlock(&v->mu);
+    for (int i = 0; i < n; i++)
+      ck_assert_int_eq(net_send(v->n, v->sids[i], "x", 1), 0);
   } else if (v->mode == MODE_FLOOD) {
     /* Queue 64 KiB blocks until the cap refuses one. */
     static char block[65536];
@@ -115,6 +123,12 @@ static void on_send(void *ctx, session *s, size_t bytes) {
   srv *v = ctx;
   atomic_fetch_add(&v->sends, 1);
   atomic_fetch_add(&v->send_bytes, bytes);
+  if (v->mode == MODE_FANOUT) {
+    os_mutex_lock(&v->mu);
+    if (v->nsent_to < MAX_TRACK)
+      v->sent_to[v->nsent_to++] = session_sid(s);
+    os_mutex_unlock(&v->mu);
+  }
   if (v->mode == MODE_STREAM && session_sid(s) == v->sids[0])
     stream_next(v, session_sid(s), 0);
   if (v->mode == MODE_PINGPONG && v->nsids == 3 &&
@@ -441,6 +455,41 @@ START_TEST(test_net_sessions_sending_to_each_other_from_on_send_share_the_worker
   os_sock_close(b);
   os_sock_close(c);
   ck_assert(wait_for(&v->disconnected, 3));
+  srv_free(v);
+}
+END_TEST
+
+/* Sends a callback makes to many sessions go out in the order it made them:
+ * the first session it answered does not wait for all the others. */
+#define FANOUT_CONNS 16
+
+START_TEST(test_net_sends_to_many_sessions_leave_in_the_order_made) {
+  srv *v = srv_start(test_backend(_i), MODE_FANOUT, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd[FANOUT_CONNS];
+  char c;
+
+  for (int i = 0; i < FANOUT_CONNS; i++) {
+    fd[i] = test_connect(v->port);
+    ck_assert(wait_for(&v->connected, i + 1)); /* sids[] in connection order */
+  }
+  ck_assert_int_eq(test_sock_send(fd[FANOUT_CONNS - 1], "g", 1), 1);
+  for (int i = 0; i < FANOUT_CONNS; i++) {
+    ck_assert_int_eq(test_sock_recv(fd[i], &c, 1), 1);
+    ck_assert_int_eq(c, 'x');
+  }
+  ck_assert(wait_for(&v->sends, FANOUT_CONNS));
+  os_mutex_lock(&v->mu);
+  ck_assert_int_eq(v->nsent_to, FANOUT_CONNS);
+  for (int i = 0; i < FANOUT_CONNS; i++) {
+    int at = 0;
+    while (at < FANOUT_CONNS && v->sent_to[at] != v->sids[i])
+      at++;
+    ck_assert_msg(at == i, "send %d of the callback went out as number %d", i, at);
+  }
+  os_mutex_unlock(&v->mu);
+  for (int i = 0; i < FANOUT_CONNS; i++)
+    os_sock_close(fd[i]);
+  ck_assert(wait_for(&v->disconnected, FANOUT_CONNS));
   srv_free(v);
 }
 END_TEST
@@ -1963,6 +2012,8 @@ int main(void) {
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_sessions_sending_to_each_other_from_on_send_share_the_worker,
                       0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_sends_to_many_sessions_leave_in_the_order_made, 0,
+                      TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_abort_resets_peer, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_half_close_still_gets_echo, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_close_deadline_reports_flush_timeout, 0, TEST_NBACKENDS);
