@@ -1,6 +1,6 @@
-/* CPU time and memory of processes as Linux reports them: another process's
- * user+system time and resident set from /proc/<pid>, and this process's own
- * CPU time from getrusage. pier-bench samples these at the edges of its
+/* CPU time and memory of processes as the system reports them: another
+ * process's user+system time and resident set, and this process's own CPU
+ * time from getrusage. pier-bench samples these at the edges of its
  * measured interval. */
 #ifndef PIER_BENCH_PROCSTAT_H
 #define PIER_BENCH_PROCSTAT_H
@@ -8,8 +8,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* utime+stime of every thread of pid, in seconds (clock-tick resolution).
- * Returns 0 or a negative errno. */
+/* User+system time of every thread of pid, in seconds: to the nanosecond
+ * on Linux (the process's CPU-time clock; clock ticks from /proc/<pid>/stat
+ * where that clock is not available), in 100 ns units on Windows. Returns 0
+ * or a negative errno. */
 int proc_cpu_seconds(pid_t pid, double *out);
 /* VmRSS of pid in KiB. Returns 0 or a negative errno. */
 int proc_rss_kib(pid_t pid, uint64_t *out);
