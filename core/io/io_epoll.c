@@ -18,6 +18,7 @@
 
 #include "base/log.h"
 #include "io/io.h"
+#include "io/io_sock_linux.h"
 
 #define MAX_EVENTS 256
 #define READS_PER_WAKE 16
@@ -148,67 +149,10 @@ static int epoll_recv(io_loop *loop, io_ev *ev) {
   return rc;
 }
 
-/* The per-message system calls go through syscall(), not libc's recv, send
- * and sendmsg: in a process with more than one thread each of those is a
- * cancellation point, which marks the thread cancellable before the call and
- * not after it, two atomic read-modify-writes per call (glibc 2.36). pier
- * cancels no thread. Sanitizer builds keep libc's calls, which the
- * sanitizers intercept to check the buffers. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define PIER_LIBC_SOCKET_CALLS 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define PIER_LIBC_SOCKET_CALLS 1
-#endif
-#endif
-
-#ifdef PIER_LIBC_SOCKET_CALLS
-static ssize_t sys_recv(int fd, void *buf, size_t len) { return recv(fd, buf, len, 0); }
-
-static ssize_t sys_send(int fd, const void *buf, size_t len, int flags) {
-  return send(fd, buf, len, flags);
-}
-
-static ssize_t sys_sendmsg(int fd, const struct msghdr *msg, int flags) {
-  return sendmsg(fd, msg, flags);
-}
-#else
-static ssize_t sys_recv(int fd, void *buf, size_t len) {
-  return syscall(SYS_recvfrom, fd, buf, len, 0, NULL, NULL);
-}
-
-static ssize_t sys_send(int fd, const void *buf, size_t len, int flags) {
-  return syscall(SYS_sendto, fd, buf, len, flags, NULL, 0);
-}
-
-static ssize_t sys_sendmsg(int fd, const struct msghdr *msg, int flags) {
-  return syscall(SYS_sendmsg, fd, msg, flags);
-}
-#endif
-
-static int try_send(int fd, const struct iovec *iov, int iovcnt) {
-  struct msghdr msg;
-  ssize_t n;
-  if (iovcnt == 1) { /* the common case: send() skips the msghdr and iovec import */
-    do {
-      n = sys_send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
-    return n < 0 ? -errno : (int)n;
-  }
-  memset(&msg, 0, sizeof(msg));
-  msg.msg_iov = (struct iovec *)iov;
-  msg.msg_iovlen = (size_t)iovcnt;
-  do {
-    n = sys_sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
-  return n < 0 ? -errno : (int)n;
-}
-
 static int epoll_send(io_loop *loop, io_ev *ev, const struct iovec *iov, int iovcnt) {
   epoll_impl *e = loop->impl;
   blocked_send *b;
-  int rc = try_send(ev->fd->fd, iov, iovcnt);
+  int rc = io_sock_try_send(ev->fd->fd, iov, iovcnt);
   if (rc != -EAGAIN) {
     push_done(e, ev, rc);
     return 0;
@@ -236,7 +180,7 @@ static int epoll_send(io_loop *loop, io_ev *ev, const struct iovec *iov, int iov
  * -EAGAIN, by the io_send that follows. */
 static int epoll_try_send(io_loop *loop, io_fd *fd, const struct iovec *iov, int iovcnt) {
   (void)loop;
-  return try_send(fd->fd, iov, iovcnt);
+  return io_sock_try_send(fd->fd, iov, iovcnt);
 }
 
 static int epoll_connect(io_loop *loop, io_ev *ev, const struct sockaddr *sa, socklen_t len) {
@@ -344,7 +288,7 @@ static void do_write(epoll_impl *e, io_fd *fd) {
     push_done(e, ev, -err);
     return;
   }
-  rc = try_send(fd->fd, ev->iov, ev->iovcnt);
+  rc = io_sock_try_send(fd->fd, ev->iov, ev->iovcnt);
   if (rc == -EAGAIN)
     return;
   push_done(e, ev, rc);
@@ -412,7 +356,7 @@ static int epoll_poll(io_loop *loop, int timeout_ms) {
   if (e->done_head || e->ready_head)
     timeout_ms = 0;
   e->waited = 1;
-  loop->stats.waits++;
+  IO_STAT_BUMP(loop, waits);
   n = epoll_wait(e->epfd, events, MAX_EVENTS, timeout_ms);
   loop->now = clock_ms(); /* timers set by the callbacks below count from now */
   if (n < 0) {
