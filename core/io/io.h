@@ -100,16 +100,24 @@ typedef struct io_opts {
   unsigned buf_size;    /* bytes each; also the epoll and iocp scratch buffer size */
 } io_opts;
 
-/* Written by the loop's thread. The rare-event counters are atomics because
- * net_get_stats reads them from other threads (for /metrics); completions,
- * bumped on every completion, is for the loop's own thread only. */
+/* Written by the loop's thread. The rare-event counters and waits are
+ * atomics because net_get_stats reads them from other threads; waits is
+ * bumped with a relaxed load and store (IO_STAT_BUMP: no locked add), as only
+ * its loop writes it. completions, bumped on every completion, is for the
+ * loop's own thread only. */
 typedef struct io_stats {
   _Atomic uint64_t cq_overflows; /* times the CQ overflowed and was flushed */
   _Atomic uint64_t enobufs;      /* multishot recvs re-armed after running out of buffers */
   _Atomic uint64_t rearms;       /* multishot ops re-armed after ending without F_MORE */
   uint64_t completions;
-  uint64_t waits; /* calls asking the kernel for events: epoll_wait, io_uring_enter, GQCSEx */
+  _Atomic uint64_t waits; /* calls asking the kernel for events: epoll_wait, io_uring_enter,
+                           * GQCSEx */
 } io_stats;
+
+#define IO_STAT_BUMP(loop, field)                                                      \
+  atomic_store_explicit(&(loop)->stats.field,                                          \
+                        atomic_load_explicit(&(loop)->stats.field, memory_order_relaxed) + 1, \
+                        memory_order_relaxed)
 
 struct io_backend {
   const char *name;
@@ -126,8 +134,13 @@ struct io_backend {
   int (*send)(io_loop *loop, io_ev *ev, const struct iovec *iov, int iovcnt);
   /* Sends what the socket takes now, without blocking and without a
    * completion (see io_try_send); NULL where sends are better left to the
-   * queue (io_uring batches them into the wait's syscall; IOCP). */
+   * queue (IOCP). */
   int (*try_send)(io_loop *loop, io_fd *fd, const struct iovec *iov, int iovcnt);
+  /* 1 when try_send pays only for a lone send: io_uring submits many sends
+   * in the one system call it waits in, so there a send is made at once
+   * only when it would be the only one (net's flush with one session, and
+   * no send SQE already waiting: try_send says -EBUSY then). */
+  uint8_t try_send_lone;
   int (*connect)(io_loop *loop, io_ev *ev, const struct sockaddr *sa, socklen_t len);
   int (*cancel)(io_loop *loop, io_ev *ev);
   void (*close_fd)(io_loop *loop, io_fd *fd);
@@ -210,10 +223,12 @@ int io_connect(io_loop *loop, io_ev *ev, io_fd *fd, const struct sockaddr *sa, s
 /* Sends what the socket takes at once, outside the completion model: no
  * callback follows. Returns the bytes sent (perhaps fewer than given),
  * -EAGAIN when the socket takes nothing now, another negative errno when the
- * send failed, -EBUSY while a send or connect is armed on fd, or -ENOTSUP on
- * a backend whose own sends cost less (io_uring, IOCP): then, as after
- * -EAGAIN or a short count, io_send is the way for the rest. A send that
- * went out counts as a completion in the loop's stats. */
+ * send failed, -EBUSY while a send or connect is armed on fd (or, on
+ * io_uring, while a send of any fd waits in the ring for the loop's next
+ * enter, which will return at once with it), or -ENOTSUP where the backend
+ * has no such send (IOCP): then, as after -EAGAIN or a short count, io_send
+ * is the way for the rest. A send that went out counts as a completion in
+ * the loop's stats. */
 int io_try_send(io_loop *loop, io_fd *fd, const struct iovec *iov, int iovcnt);
 /* Asks an armed operation to end; its final completion (often -ECANCELED)
  * still arrives later. Returns 0, or -EALREADY if it is not armed. */

@@ -688,7 +688,7 @@ static int iocp_poll(io_loop *loop, int timeout_ms) {
     wait = 0;
   for (int round = 0; round < ROUNDS; round++) {
     ULONG n = 0;
-    loop->stats.waits++;
+    IO_STAT_BUMP(loop, waits);
     if (!GetQueuedCompletionStatusEx(c->port, entries, BATCH, &n, wait, FALSE)) {
       DWORD err = GetLastError();
       if (err != WAIT_TIMEOUT)

@@ -19,6 +19,7 @@
 
 #include "base/log.h"
 #include "io/io.h"
+#include "io/io_sock_linux.h"
 
 #define BUF_GROUP 1
 #define WAKE_TAG 1u /* user_data of the eventfd poll; 0 marks CQEs to ignore */
@@ -35,6 +36,7 @@ typedef struct uring_impl {
   char *arena;
   size_t arena_len;
   io_ev *starved; /* recvs that ran out of buffers, re-armed after the batch */
+  int sends_queued; /* a send SQE made since the last poll's enter */
   int disabled;   /* created IORING_SETUP_R_DISABLED: enabled by the first enter */
   int deferred;   /* DEFER_TASKRUN: the kernel fills buffers only inside our enter */
 } uring_impl;
@@ -258,7 +260,19 @@ static int uring_send(io_loop *loop, io_ev *ev, const struct iovec *iov, int iov
     io_uring_prep_sendmsg(sqe, ev->fd->fd, msg, MSG_NOSIGNAL);
   }
   io_uring_sqe_set_data(sqe, ev);
+  u->sends_queued = 1;
   return 0;
+}
+
+/* A send made at once, outside the ring (see io_backend.try_send_lone):
+ * alone, it costs one system call either way, and needs no completion (nor
+ * a second pass of the loop for it). With a send SQE already made for the
+ * loop's next enter, that enter returns at once with its completion anyway:
+ * -EBUSY then, and this send goes with it. */
+static int uring_try_send(io_loop *loop, io_fd *fd, const struct iovec *iov, int iovcnt) {
+  if (((uring_impl *)loop->impl)->sends_queued)
+    return -EBUSY;
+  return io_sock_try_send(fd->fd, iov, iovcnt);
 }
 
 static int uring_connect(io_loop *loop, io_ev *ev, const struct sockaddr *sa, socklen_t len) {
@@ -406,14 +420,16 @@ static int uring_poll(io_loop *loop, int timeout_ms) {
       ts.tv_sec = timeout_ms / 1000;
       ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
     }
-    loop->stats.waits++;
+    IO_STAT_BUMP(loop, waits);
     rc = enter(u, timeout_ms == 0 ? 0 : 1, timeout_ms > 0 ? &ts : NULL);
   }
   if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
     return rc;
   loop->now = clock_ms(); /* timers set by the callbacks below count from now */
-  if (io_uring_sq_ready(&u->ring) == 0)
+  if (io_uring_sq_ready(&u->ring) == 0) {
     u->arena_len = 0;
+    u->sends_queued = 0;
+  }
 
   for (;;) {
     struct io_uring_cqe *cqe;
@@ -549,6 +565,8 @@ const io_backend io_uring_backend = {
     .accept = uring_accept,
     .recv = uring_recv,
     .send = uring_send,
+    .try_send = uring_try_send,
+    .try_send_lone = 1,
     .connect = uring_connect,
     .cancel = uring_cancel,
     .close_fd = uring_close_fd,

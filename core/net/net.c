@@ -941,10 +941,11 @@ unsigned net_workers(const net *n) { return n->nworkers; }
 /* The io loop's rare-event counters: relaxed atomic reads, never a lock or a
  * wait on the worker. */
 static void io_stats_read(io_loop *loop, uint64_t *cq_overflows, uint64_t *enobufs,
-                          uint64_t *rearms) {
+                          uint64_t *rearms, uint64_t *waits) {
   *cq_overflows += atomic_load_explicit(&loop->stats.cq_overflows, memory_order_relaxed);
   *enobufs += atomic_load_explicit(&loop->stats.enobufs, memory_order_relaxed);
   *rearms += atomic_load_explicit(&loop->stats.rearms, memory_order_relaxed);
+  *waits += atomic_load_explicit(&loop->stats.waits, memory_order_relaxed);
 }
 
 void net_get_stats(net *n, net_stats *out) {
@@ -977,7 +978,8 @@ void net_get_stats(net *n, net_stats *out) {
     for (unsigned r = 0; r < NET_REASON_COUNT; r++)
       out->closed_by_reason[r] += atomic_load_explicit(&w->stats.closed_by_reason[r],
                                                        memory_order_relaxed);
-    io_stats_read(&w->loop, &out->io_cq_overflows, &out->io_enobufs, &out->io_rearms);
+    io_stats_read(&w->loop, &out->io_cq_overflows, &out->io_enobufs, &out->io_rearms,
+                  &out->io_waits);
   }
 #undef SUM
   out->sessions = out->accepted + out->connected_out - out->disconnects;

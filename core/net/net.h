@@ -110,8 +110,9 @@ typedef struct net_stats {
                                * counts per recipient) */
   uint64_t send_queue_bytes;  /* bytes queued now, all sessions together (a gauge): not yet
                                * confirmed sent, TLS plaintext not yet sealed included */
-  /* The workers' io loops (io_stats summed). */
-  uint64_t io_cq_overflows, io_enobufs, io_rearms;
+  /* The workers' io loops (io_stats summed). io_waits: the times they asked
+   * the kernel for events (epoll_wait, io_uring_enter, GetQueuedCompletionStatusEx). */
+  uint64_t io_cq_overflows, io_enobufs, io_rearms, io_waits;
 } net_stats;
 
 /* Creates the workers' loops (no threads yet). Logs which backend was chosen,

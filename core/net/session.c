@@ -781,10 +781,11 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data);
 static void send_done(session *s, int res, int at_once);
 
 /* What waits in s's queue goes out: at once where the backend can send
- * without a completion (epoll: the send a completion would only report
- * later, a loop iteration and another pass over the session on), else, or
- * for what the socket did not take, as a send whose completion follows.
- * With `now` 0 it is the latter in any case (see send_done). */
+ * without a completion (epoll, and io_uring for a flush of one session: the
+ * send a completion would only report later, a loop iteration and another
+ * pass over the session on), else, or for what the socket did not take, as
+ * a send whose completion follows. With `now` 0 it is the latter in any
+ * case (see send_done and worker_flush). */
 static void flush_now(session *s, int now) {
   struct iovec iov[SENDQ_IOV_MAX];
   session_ext *x = s->ext;
@@ -861,7 +862,7 @@ static void send_done(session *s, int res, int at_once) {
   }
   if (s->state == SS_OPEN || s->state == SS_CLOSING) {
     if (session_qbytes(s) || (s->xp && xport_pending(s)))
-      flush_now(s, whole && !at_once);
+      flush_now(s, whole && !at_once && !s->w->loop.be->try_send_lone);
     if (s->state == SS_CLOSING && !session_inflight(s) && !session_qbytes(s) &&
         !(s->xp && xport_pending(s)))
       enter_closed(s, 0);
@@ -881,11 +882,13 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
  * sessions that send to each other from on_send take turns with the rest
  * of the loop instead of holding it for as long as their sockets take.
  * Either way in the order the sessions joined the list: replies leave in
- * the order their requests were read, and none waits for all the others. */
+ * the order their requests were read, and none waits for all the others.
+ * On io_uring only a pass of one session sends at once (more go as sends
+ * submitted together, in the system call the loop waits in). */
 void worker_flush(io_loop *loop) {
   net_worker *w = loop->data;
   session *s, *batch = w->flush_head;
-  int now = 1;
+  int now = !loop->be->try_send_lone || batch == w->flush_tail;
 
   w->flush_head = w->flush_tail = NULL;
   for (;;) {

@@ -494,6 +494,86 @@ START_TEST(test_net_sends_to_many_sessions_leave_in_the_order_made) {
 }
 END_TEST
 
+/* One client, one request at a time: on the backends that can send at once
+ * (epoll, and io_uring when only one session has something to send) the
+ * reply goes out in the same loop iteration as its request came in, so a
+ * round trip costs the worker one wait for events, not a second one for the
+ * send's completion. Every reply comes back whole. */
+#define ROUND_TRIPS 2000
+START_TEST(test_net_a_lone_round_trip_costs_one_wait) {
+  srv *v = srv_start(test_backend(_i), MODE_ECHO, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  char req[64], rep[64];
+  net_stats before, after;
+  uint64_t waits;
+
+  for (int r = 0; r <= ROUND_TRIPS; r++) {
+    size_t got = 0;
+    if (r == 1)
+      net_get_stats(v->n, &before); /* the connection and a first echo are done */
+    for (size_t k = 0; k < sizeof(req); k++)
+      req[k] = (char)test_pattern((uint32_t)r, k);
+    ck_assert_int_eq(test_sock_send(fd, req, sizeof(req)), (long)sizeof(req));
+    while (got < sizeof(rep)) {
+      long n = test_sock_recv(fd, rep + got, sizeof(rep) - got);
+      ck_assert_msg(n > 0, "round trip %d: recv %ld after %zu bytes", r, n, got);
+      got += (size_t)n;
+    }
+    ck_assert_msg(memcmp(req, rep, sizeof(req)) == 0, "round trip %d: the reply differs", r);
+  }
+  net_get_stats(v->n, &after);
+  waits = after.io_waits - before.io_waits;
+  if (strcmp(test_backend(_i), "epoll") == 0 || strcmp(test_backend(_i), "io_uring") == 0)
+    ck_assert_msg(waits <= ROUND_TRIPS + ROUND_TRIPS / 4, "%llu waits for %d round trips",
+                  (unsigned long long)waits, ROUND_TRIPS);
+  ck_assert_uint_ge(waits, ROUND_TRIPS / 2); /* the worker did wait for the requests */
+  os_sock_close(fd);
+  ck_assert(wait_for(&v->disconnected, 1));
+  srv_free(v);
+}
+END_TEST
+
+/* A callback that sends to many sessions: on io_uring those sends go as
+ * SQEs submitted together in the loop's next enter, which then returns with
+ * their completions (two waits for each trigger); epoll sends each at once
+ * (one wait). Every session gets every byte either way. */
+#define FANOUT_TRIGGERS 200
+START_TEST(test_net_sends_to_many_sessions_ride_the_ring_on_io_uring) {
+  srv *v = srv_start(test_backend(_i), MODE_FANOUT, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd[FANOUT_CONNS];
+  net_stats before, after;
+  uint64_t waits;
+  char c;
+
+  for (int i = 0; i < FANOUT_CONNS; i++) {
+    fd[i] = test_connect(v->port);
+    ck_assert(wait_for(&v->connected, i + 1));
+  }
+  net_get_stats(v->n, &before);
+  for (int r = 0; r < FANOUT_TRIGGERS; r++) {
+    ck_assert_int_eq(test_sock_send(fd[r % FANOUT_CONNS], "g", 1), 1);
+    for (int i = 0; i < FANOUT_CONNS; i++) {
+      ck_assert_int_eq(test_sock_recv(fd[i], &c, 1), 1);
+      ck_assert_int_eq(c, 'x');
+    }
+  }
+  net_get_stats(v->n, &after);
+  waits = after.io_waits - before.io_waits;
+  if (strcmp(test_backend(_i), "io_uring") == 0)
+    ck_assert_msg(waits >= 2 * FANOUT_TRIGGERS - FANOUT_TRIGGERS / 4,
+                  "%llu waits for %d triggers: the sends did not ride the ring",
+                  (unsigned long long)waits, FANOUT_TRIGGERS);
+  else if (strcmp(test_backend(_i), "epoll") == 0)
+    ck_assert_msg(waits <= FANOUT_TRIGGERS + FANOUT_TRIGGERS / 4, "%llu waits for %d triggers",
+                  (unsigned long long)waits, FANOUT_TRIGGERS);
+  ck_assert_uint_ge(after.bytes_out - before.bytes_out, (uint64_t)FANOUT_TRIGGERS * FANOUT_CONNS);
+  for (int i = 0; i < FANOUT_CONNS; i++)
+    os_sock_close(fd[i]);
+  ck_assert(wait_for(&v->disconnected, FANOUT_CONNS));
+  srv_free(v);
+}
+END_TEST
+
 START_TEST(test_net_abort_resets_peer) {
   srv *v = srv_start(test_backend(_i), MODE_SILENT, 1, 100, 1u << 20, NET_FRAMING_RAW);
   int fd = test_connect(v->port);
@@ -2013,6 +2093,9 @@ int main(void) {
   tcase_add_loop_test(tc, test_net_sessions_sending_to_each_other_from_on_send_share_the_worker,
                       0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_sends_to_many_sessions_leave_in_the_order_made, 0,
+                      TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_a_lone_round_trip_costs_one_wait, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_sends_to_many_sessions_ride_the_ring_on_io_uring, 0,
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_abort_resets_peer, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_half_close_still_gets_echo, 0, TEST_NBACKENDS);

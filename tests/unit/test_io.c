@@ -1139,10 +1139,12 @@ START_TEST(test_io_send_three_iovecs_one_completion) {
 }
 END_TEST
 
-/* io_try_send on epoll: the bytes go out at once, no callback follows, and
- * the send counts as a completion; on a full socket -EAGAIN, and while a
- * send is armed -EBUSY (bytes sent now would overtake it). Where queued
- * sends cost less (io_uring, IOCP) it says -ENOTSUP and sends nothing. */
+/* io_try_send on epoll and io_uring: the bytes go out at once, no callback
+ * follows, and the send counts as a completion; on a full socket -EAGAIN,
+ * and while a send is armed -EBUSY (bytes sent now would overtake it).
+ * io_uring says it is worth it only for a lone send (try_send_lone), epoll
+ * for any. Where there is no such send (IOCP) it says -ENOTSUP and sends
+ * nothing. */
 START_TEST(test_io_try_send_sends_at_once_or_says_why_not) {
   io_loop loop;
   io_fd fd = {0};
@@ -1160,7 +1162,8 @@ START_TEST(test_io_try_send_sends_at_once_or_says_why_not) {
   fd.fd = sv[0];
   before = loop.stats.completions;
   rc = io_try_send(&loop, &fd, iov, 3);
-  if (strcmp(test_io_backend(_i), "epoll") != 0) {
+  ck_assert_int_eq(loop.be->try_send_lone, strcmp(test_io_backend(_i), "io_uring") == 0);
+  if (strcmp(test_io_backend(_i), "epoll") != 0 && strcmp(test_io_backend(_i), "io_uring") != 0) {
     ck_assert_int_eq(rc, -ENOTSUP);
     ck_assert_uint_eq(loop.stats.completions, before);
     ck_assert_int_eq(trecv_nb(sv[1], got, sizeof(got)), -EAGAIN);
@@ -1222,6 +1225,57 @@ START_TEST(test_io_try_send_sends_at_once_or_says_why_not) {
 out:
   io_close_fd(&loop, &fd);
   tclose(sv[1]);
+  io_loop_done(&loop);
+}
+END_TEST
+
+/* On io_uring a send made at once has to be the only one: while another
+ * fd's send waits in the ring for the loop's next enter (which will return
+ * at once with its completion anyway), io_try_send says -EBUSY and sends
+ * nothing; once the loop has entered, it sends. epoll sends a queued send
+ * when it is made, so there the second send goes at once either way. */
+START_TEST(test_io_try_send_waits_behind_a_queued_send_on_io_uring) {
+  io_loop loop;
+  io_fd fa = {0}, fb = {0};
+  tx t = {0};
+  int a[2], b[2];
+  char x[] = "queued", y[] = "at once", got[16] = {0};
+  struct iovec ix = IOV(x, 6), iy = IOV(y, 7);
+  int uring = strcmp(test_io_backend(_i), "io_uring") == 0;
+  uint64_t end;
+
+  loop_setup(&loop, _i, NULL);
+  if (!loop.be->try_send) { /* IOCP: no send at once */
+    io_loop_done(&loop);
+    return;
+  }
+  make_pair(a);
+  make_pair(b);
+  fa.fd = a[0];
+  fb.fd = b[0];
+  ck_assert_int_eq(io_send(&loop, &t.ev, &fa, &ix, 1, on_tx), 0);
+  if (uring) {
+    ck_assert_int_eq(io_try_send(&loop, &fb, &iy, 1), -EBUSY);
+    ck_assert_int_eq(trecv_nb(b[1], got, sizeof(got)), -EAGAIN);
+  } else {
+    ck_assert_int_eq(io_try_send(&loop, &fb, &iy, 1), 7);
+  }
+  end = now_ms() + DEADLINE_MS;
+  while (t.calls == 0 && now_ms() < end)
+    io_loop_once(&loop, 10);
+  ck_assert_int_eq(t.calls, 1);
+  ck_assert_int_eq(t.res, 6);
+  ck_assert_int_eq(trecv(a[1], got, 6), 6);
+  ck_assert(memcmp(got, "queued", 6) == 0);
+  if (uring) /* the enter is behind it now */
+    ck_assert_int_eq(io_try_send(&loop, &fb, &iy, 1), 7);
+  memset(got, 0, sizeof(got));
+  ck_assert_int_eq(trecv(b[1], got, 7), 7);
+  ck_assert_str_eq(got, "at once");
+  io_close_fd(&loop, &fa);
+  io_close_fd(&loop, &fb);
+  tclose(a[1]);
+  tclose(b[1]);
   io_loop_done(&loop);
 }
 END_TEST
@@ -2087,6 +2141,8 @@ int main(void) {
   tcase_add_loop_test(tc, test_io_cancel_before_first_poll, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_send_three_iovecs_one_completion, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_try_send_sends_at_once_or_says_why_not, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_io_try_send_waits_behind_a_queued_send_on_io_uring, 0,
+                      TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_io_send_on_full_socket_completes_when_drained, 0,
                       TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_send_while_send_armed_is_ebusy, 0, TEST_IO_NBACKENDS);
