@@ -840,7 +840,10 @@ static void flush_now(session *s, int now) {
  * meanwhile (by on_send, say) goes out next; after a send made at once, or
  * a short one, as a send with a completion, so that a plugin sending again
  * from each on_send neither recurses once per send the socket takes nor
- * holds the worker for as long as the socket keeps taking them. */
+ * holds the worker for as long as the socket keeps taking them. On io_uring
+ * (try_send_lone) after any completion too: completions come in batches,
+ * and their sends cost one enter together where at once they would cost a
+ * system call each. */
 static void send_done(session *s, int res, int at_once) {
   int whole = res > 0 && (uint32_t)res == s->ext->inflight;
 
