@@ -459,19 +459,31 @@ START_TEST(test_net_sessions_sending_to_each_other_from_on_send_share_the_worker
 }
 END_TEST
 
-/* Sends a callback makes to many sessions go out in the order it made them:
- * the first session it answered does not wait for all the others. */
 #define FANOUT_CONNS 16
 
+/* FANOUT_CONNS clients, one at a time, so that sids[] is in their order. */
+static void fanout_open(srv *v, int *fd) {
+  for (int i = 0; i < FANOUT_CONNS; i++) {
+    fd[i] = test_connect(v->port);
+    ck_assert(wait_for(&v->connected, i + 1));
+  }
+}
+
+static void fanout_close(srv *v, const int *fd) {
+  for (int i = 0; i < FANOUT_CONNS; i++)
+    os_sock_close(fd[i]);
+  ck_assert(wait_for(&v->disconnected, FANOUT_CONNS));
+  srv_free(v);
+}
+
+/* Sends a callback makes to many sessions go out in the order it made them:
+ * the first session it answered does not wait for all the others. */
 START_TEST(test_net_sends_to_many_sessions_leave_in_the_order_made) {
   srv *v = srv_start(test_backend(_i), MODE_FANOUT, 1, 100, 1u << 20, NET_FRAMING_RAW);
   int fd[FANOUT_CONNS];
   char c;
 
-  for (int i = 0; i < FANOUT_CONNS; i++) {
-    fd[i] = test_connect(v->port);
-    ck_assert(wait_for(&v->connected, i + 1)); /* sids[] in connection order */
-  }
+  fanout_open(v, fd);
   ck_assert_int_eq(test_sock_send(fd[FANOUT_CONNS - 1], "g", 1), 1);
   for (int i = 0; i < FANOUT_CONNS; i++) {
     ck_assert_int_eq(test_sock_recv(fd[i], &c, 1), 1);
@@ -487,10 +499,7 @@ START_TEST(test_net_sends_to_many_sessions_leave_in_the_order_made) {
     ck_assert_msg(at == i, "send %d of the callback went out as number %d", i, at);
   }
   os_mutex_unlock(&v->mu);
-  for (int i = 0; i < FANOUT_CONNS; i++)
-    os_sock_close(fd[i]);
-  ck_assert(wait_for(&v->disconnected, FANOUT_CONNS));
-  srv_free(v);
+  fanout_close(v, fd);
 }
 END_TEST
 
@@ -545,10 +554,7 @@ START_TEST(test_net_sends_to_many_sessions_ride_the_ring_on_io_uring) {
   uint64_t waits;
   char c;
 
-  for (int i = 0; i < FANOUT_CONNS; i++) {
-    fd[i] = test_connect(v->port);
-    ck_assert(wait_for(&v->connected, i + 1));
-  }
+  fanout_open(v, fd);
   net_get_stats(v->n, &before);
   for (int r = 0; r < FANOUT_TRIGGERS; r++) {
     ck_assert_int_eq(test_sock_send(fd[r % FANOUT_CONNS], "g", 1), 1);
@@ -567,10 +573,7 @@ START_TEST(test_net_sends_to_many_sessions_ride_the_ring_on_io_uring) {
     ck_assert_msg(waits <= FANOUT_TRIGGERS + FANOUT_TRIGGERS / 4, "%llu waits for %d triggers",
                   (unsigned long long)waits, FANOUT_TRIGGERS);
   ck_assert_uint_ge(after.bytes_out - before.bytes_out, (uint64_t)FANOUT_TRIGGERS * FANOUT_CONNS);
-  for (int i = 0; i < FANOUT_CONNS; i++)
-    os_sock_close(fd[i]);
-  ck_assert(wait_for(&v->disconnected, FANOUT_CONNS));
-  srv_free(v);
+  fanout_close(v, fd);
 }
 END_TEST
 
