@@ -34,8 +34,8 @@ static int read_text(const char *path, char *buf, size_t len) {
 
 /* The kernel keeps a process's CPU time in nanoseconds and hands it out
  * through the process's CPU-time clock; /proc/<pid>/stat rounds the same
- * figure down to clock ticks (10 ms), a tenth of what a one-connection run
- * of two seconds measures in. The tick figure is the fallback. */
+ * figure down to clock ticks (10 ms), 1.3 % of what a one-connection server
+ * uses in a 2 s run. The tick figure is the fallback. */
 int proc_cpu_seconds(pid_t pid, double *out) {
   char path[64], buf[4096], *p;
   unsigned long long ut, st;
