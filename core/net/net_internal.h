@@ -63,7 +63,7 @@ struct session {
   framer fr;
   struct xport *xp;    /* TLS / WebSocket state; NULL for plain TCP */
   uint32_t last_rx;    /* loop time of the last data received (idle_timeout_ms) */
-  uint16_t refs;       /* open state + each armed op + flush list */
+  uint16_t refs;       /* open state + each armed op + flush list + the stage */
   uint8_t reason : 6;  /* a pier_reason (NET_REASON_COUNT <= 64, asserted) */
   uint8_t rel_tick : 2; /* trim tick (mod 4) its ext was last let go (ext_release) */
   uint8_t state : 3;   /* a session_state */
@@ -81,8 +81,6 @@ struct session {
   } t;
 };
 
-/* Bytes queued and in flight (0 while the session has no ext). */
-static inline size_t session_qbytes(const session *s) { return s->ext ? s->ext->q.bytes : 0; }
 static inline uint32_t session_inflight(const session *s) {
   return s->ext ? s->ext->inflight : 0;
 }
@@ -96,6 +94,9 @@ void session_ext_cache_trim(net_worker *w);
 /* Takes the exts back that their sessions have not used since the last
  * tick (all of them that are unused with all set), then starts a new tick. */
 void session_ext_sweep(net_worker *w, int all);
+
+/* The most a worker stages for one session's reply; a longer one is queued. */
+#define NET_STAGE_MAX 4096
 
 typedef struct net_counters {
   _Atomic uint64_t accepted, refused_full, connected_out, disconnects, bytes_in, bytes_out,
@@ -145,6 +146,12 @@ struct net_worker {
   uint32_t nsessions;
   _Atomic int load;  /* sessions plus connections handed to it, for balancing */
   session *flush_head, *flush_tail; /* sessions to flush, in the order they asked */
+  /* The staged reply (session.c, "the staged reply"): bytes written to one
+   * session with nothing else to send, held in stage (at the end) instead of
+   * in its queue until the worker's next flush. */
+  session *staged;        /* whose bytes stage holds (with a reference), or NULL */
+  uint32_t staged_len;
+  uint8_t flushing;       /* worker_flush runs: nothing is staged meanwhile */
   int stopping;
   int dead; /* loop torn down: queued jobs only free themselves */
   net_counters stats;
@@ -156,6 +163,7 @@ struct net_worker {
   uint64_t trim_seen;     /* loop completions at the last look */
   int trimmed;            /* nothing came since the last give-back */
   log_rate rl_packet, rl_full, rl_accept, rl_idle, rl_ip, rl_send, rl_hs;
+  char stage[NET_STAGE_MAX];
 };
 
 struct net {
@@ -173,6 +181,12 @@ struct net {
   size_t ip_buckets;
   int started, stopped;
 };
+
+/* Bytes queued and in flight, with any staged for it (0 while the session has
+ * no ext and nothing staged). */
+static inline size_t session_qbytes(const session *s) {
+  return (s->ext ? s->ext->q.bytes : 0) + (s->w->staged == s ? s->w->staged_len : 0);
+}
 
 extern _Thread_local net_worker *net_tls_worker;
 

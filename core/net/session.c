@@ -2,10 +2,11 @@
  * multishot recv), framing of what arrives, the send queue and its one
  * scatter-gather send in flight, its deadlines, and close. A session is held
  * by references: one while it is open, one per armed operation, one while it
- * waits on the flush list. It is finished (fd closed, on_disconnected, slot
- * released) only when the last reference drops, so no completion can reach a
- * reused slot. What it needs only while busy (the send and its queue, input
- * held back) lives in a session_ext made on demand and freed when idle. */
+ * waits on the flush list, one while its worker's stage holds its reply. It
+ * is finished (fd closed, on_disconnected, slot released) only when the last
+ * reference drops, so no completion can reach a reused slot. What it needs
+ * only while busy (the send and its queue, input held back) lives in a
+ * session_ext made on demand and freed when idle. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,9 +155,10 @@ void session_ext_sweep(net_worker *w, int all) {
  * stack. */
 static void ext_release(session *s) {
   session_ext *x = s->ext;
-  unsigned now = s->w->tick & 3u;
+  unsigned now;
   if (!x || !ext_unused(x))
     return;
+  now = s->w->tick & 3u;
   if (!x->parked && s->rel_tick != now && s->rel_tick != ((now - 1u) & 3u)) {
     s->rel_tick = now & 3u;
     session_ext_free(s);
@@ -208,6 +210,8 @@ static void unref(session *s) {
   if (--s->refs == 0)
     finish(s);
 }
+
+static int stage_to_flush(session *s);
 
 /* ---- deadlines ----
  *
@@ -420,6 +424,12 @@ void session_close(session *s, pier_reason reason, int abortive) {
     return;
   default:
     break;
+  }
+  if (s->w->staged == s) { /* what is staged goes out first, or, in an abort, nowhere */
+    if (abortive)
+      s->w->staged_len = 0;
+    else if (stage_to_flush(s) < 0)
+      return; /* closed for want of memory */
   }
   s->reason = (unsigned)reason & 63u;
   sid_mark_closing(&s->w->sids, s->sid);
@@ -879,6 +889,152 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
   send_done(container_of(ev->fd, session, iofd), res, 0);
 }
 
+/* ---- the staged reply ----
+ *
+ * A write to a session with nothing queued, in flight or on the flush list,
+ * while no other session waits for the flush and the backend can send at
+ * once, is copied into its worker's stage (w->stage, NET_STAGE_MAX bytes)
+ * instead of its queue: the usual reply to a request, one write or a few
+ * from one callback. The flush sends it with one system call and reports it
+ * (on_send) without the queue's buffer, ring and ext. Whatever could see the
+ * stage behind the queue's back moves it into the queue first: a write that
+ * does not fit, a shared buffer, a graceful close, other sessions in an
+ * io_uring flush (their sends go together as SQEs), a send the socket does
+ * not take whole. Staged bytes count in session_queued and against
+ * max_send_queue as queued ones do; the send_queue_bytes gauge, which they
+ * leave within the loop iteration, does not hold them. */
+
+static int queue_no_memory(session *s, size_t len);
+
+static int stage_idle(const session *s) {
+  const session_ext *x = s->ext;
+  return !x || (!x->q.count && !x->inflight && !x->flush_queued);
+}
+
+/* Appends data to the stage, s's already or taken now (with a reference)
+ * if it may be; 1 if it did, 0 if the write is for the queue. */
+static int stage_write(session *s, const void *data, size_t len) {
+  net_worker *w = s->w;
+  int take = w->staged != s;
+  size_t have = take ? 0 : w->staged_len;
+
+  if (take && (w->staged || w->flush_head || w->flushing || !w->loop.be->try_send ||
+               !stage_idle(s)))
+    return 0;
+  if (have + len > NET_STAGE_MAX || have + len > w->n->opts.max_send_queue)
+    return 0;
+  if (take) {
+    w->staged = s;
+    s->refs++;
+  }
+  memcpy(w->stage + have, data, len);
+  w->staged_len = (uint32_t)(have + len);
+  return 1;
+}
+
+/* Moves what is staged for s from byte off on into its queue. Returns 0,
+ * the stage free again and its reference now the caller's; or -ENOMEM with
+ * s closed for want of memory and the stage left s's but empty, holding the
+ * reference for the flush to drop. */
+static int stage_spill(session *s, uint32_t off) {
+  net_worker *w = s->w;
+  size_t len = w->staged_len - off;
+  session_ext *x = session_ext_get(s);
+
+  if (!x || sendq_write(&x->q, w->stage + off, len, SIZE_MAX) < 0) {
+    w->staged_len = 0;
+    ext_release(s);
+    return queue_no_memory(s, len);
+  }
+  w->staged = NULL;
+  w->staged_len = 0;
+  return 0;
+}
+
+/* Puts s, with its queue, at the head of a flush list (first at *head),
+ * which takes the stage's reference: s joined no list while staged, and it
+ * was staged while the list was empty, so its bytes still go out before
+ * those of any session there. */
+static void stage_join(session *s, session **head) {
+  session_ext *x = s->ext;
+  x->flush_queued = 1;
+  x->next_flush = *head;
+  *head = s;
+}
+
+/* What is staged for s goes into its queue and s to the head of the flush
+ * list: a write that would pass the stage, a shared buffer, a graceful
+ * close. */
+static int stage_to_flush(session *s) {
+  net_worker *w = s->w;
+
+  if (stage_spill(s, 0) < 0)
+    return -ENOMEM;
+  stage_join(s, &w->flush_head);
+  if (!w->flush_tail)
+    w->flush_tail = s;
+  return 0;
+}
+
+/* The stage goes out at the start of a flush pass, whose sessions (those on
+ * the list when it began) are *batch: with them as SQEs on io_uring, when
+ * there are any (s then heads the batch); else at once, as flush_now sends
+ * (see there), what the socket does not take as a send with a completion. */
+static void flush_staged(net_worker *w, session **batch) {
+  session *s = w->staged;
+  uint32_t len = w->staged_len, sent;
+  struct iovec iov;
+  int rc;
+
+  if (s->state != SS_OPEN || !len) { /* aborted meanwhile: nothing to send */
+    w->staged = NULL;
+    w->staged_len = 0;
+    unref(s);
+    return;
+  }
+  if (*batch && w->loop.be->try_send_lone) {
+    if (stage_spill(s, 0) < 0) {
+      w->staged = NULL;
+      unref(s);
+    } else {
+      stage_join(s, batch);
+    }
+    return;
+  }
+  iov.iov_base = w->stage;
+  iov.iov_len = len;
+  rc = io_try_send(&w->loop, &s->iofd, &iov, 1);
+  if (rc < 0 && rc != -EAGAIN && rc != -EBUSY) { /* a send that failed: nothing to queue */
+    w->staged = NULL;
+    w->staged_len = 0;
+    session_close(s, rc == -ECONNRESET || rc == -EPIPE ? PIER_REASON_PEER_RESET
+                                                        : PIER_REASON_IO_ERROR,
+                  1);
+    unref(s);
+    return;
+  }
+  sent = rc > 0 ? (uint32_t)rc : 0;
+  if (sent) { /* out: counted, and progress for a send deadline */
+    STAT_ADD(w, bytes_out, sent);
+    if (s->ext && s->ext->send_timing)
+      s->ext->last_tx = now32(s);
+  }
+  if (sent == len) {
+    w->staged = NULL;
+    w->staged_len = 0;
+  } else if (stage_spill(s, sent) < 0) { /* else the rest is queued, and sent below */
+    w->staged = NULL; /* s is closed for want of memory; what went out is still reported */
+  }
+  if (sent && s->notified && s->ep->handler->on_send)
+    s->ep->handler->on_send(s->ep->ctx, s, sent);
+  if (sent)
+    relieve_congestion(s);
+  if (session_qbytes(s))
+    flush_now(s, 0);
+  ext_release(s);
+  unref(s);
+}
+
 /* The sessions on the list when the pass begins are sent at once where the
  * backend can; those that join it during the pass (from an on_send such a
  * send called, for another session, say) go as sends with completions, so
@@ -887,18 +1043,23 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
  * Either way in the order the sessions joined the list: replies leave in
  * the order their requests were read, and none waits for all the others.
  * On io_uring only a pass of one session sends at once (more go as sends
- * submitted together, in the system call the loop waits in). */
+ * submitted together, in the system call the loop waits in). A staged reply
+ * goes first: it was made before any session joined the list. */
 void worker_flush(io_loop *loop) {
   net_worker *w = loop->data;
-  session *s, *batch = w->flush_head;
-  int now = !loop->be->try_send_lone || batch == w->flush_tail;
+  session *s, *batch = w->flush_head, *tail = w->flush_tail;
+  int now;
 
   w->flush_head = w->flush_tail = NULL;
+  w->flushing = 1;
+  if (w->staged)
+    flush_staged(w, &batch);
+  now = !loop->be->try_send_lone || batch == tail;
   for (;;) {
     session_ext *x;
     if (!batch) {
       if (!(batch = w->flush_head))
-        return;
+        break;
       w->flush_head = w->flush_tail = NULL;
       now = 0;
     }
@@ -910,6 +1071,7 @@ void worker_flush(io_loop *loop) {
     ext_release(s);
     unref(s);
   }
+  w->flushing = 0;
 }
 
 int session_want_flush(session *s) {
@@ -1001,6 +1163,10 @@ int session_write(session *s, const void *data, size_t len) {
     return sent_one(s, len, xport_write(s, data, len));
   if (len == 0)
     return 0;
+  if (stage_write(s, data, len))
+    return sent_one(s, len, 0);
+  if (s->w->staged == s && stage_to_flush(s) < 0)
+    return -ENOMEM;
   if (!(x = session_ext_get(s)))
     return queue_no_memory(s, len);
   return queued(s, len, sendq_write(&x->q, data, len, s->w->n->opts.max_send_queue));
@@ -1015,6 +1181,8 @@ int session_write_buf(session *s, sbuf *b) {
     return sent_one(s, len, xport_write_buf(s, b));
   if (len == 0)
     return 0;
+  if (s->w->staged == s && stage_to_flush(s) < 0)
+    return -ENOMEM;
   if (!(x = session_ext_get(s)))
     return queue_no_memory(s, len);
   return queued(s, len, sendq_push(&x->q, b, b->off, (uint32_t)len, s->w->n->opts.max_send_queue));

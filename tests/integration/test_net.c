@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "net/framing.h"
+#include "net/net_internal.h"
 #ifndef _WIN32
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -18,7 +19,8 @@
 #endif
 #include "testlib.h"
 
-enum { MODE_ECHO, MODE_RELAY, MODE_FLOOD, MODE_SILENT, MODE_STREAM, MODE_PINGPONG, MODE_FANOUT };
+enum { MODE_ECHO, MODE_RELAY, MODE_FLOOD, MODE_SILENT, MODE_STREAM, MODE_PINGPONG, MODE_FANOUT,
+       MODE_REPLY };
 
 #define MAX_TRACK 1024
 
@@ -42,6 +44,12 @@ typedef struct srv {
   _Atomic int per_sid_disconnects[MAX_TRACK];
   pier_sid sent_to[MAX_TRACK]; /* MODE_FANOUT: the sessions on_send named, in order */
   int nsent_to;
+  _Atomic size_t queued_seen[5]; /* MODE_REPLY 'o': session_queued after each write */
+  _Atomic int reply_rc[2];       /* MODE_REPLY 'q': what the two writes returned */
+  uint32_t replies;      /* MODE_REPLY 'r': replies made */
+  int sndbuf;            /* MODE_REPLY: the sessions' SO_SNDBUF, if not 0 */
+  int relay_pending;     /* MODE_REPLY 'p': the reply's on_send writes to the second session */
+  _Atomic int relayed, relayed_in_pass; /* its on_sends, and those inside the flush pass */
 } srv;
 
 /* MODE_STREAM: STREAM_TOTAL bytes of test_pattern(7, ·) to the first
@@ -66,6 +74,8 @@ static void stream_next(srv *v, pier_sid to, char fill) {
 
 static void on_connected(void *ctx, session *s) {
   srv *v = ctx;
+  if (v->mode == MODE_REPLY && v->sndbuf)
+    ck_assert_int_eq(test_sock_sndbuf(s->iofd.fd, v->sndbuf), 0);
   if (v->mode == MODE_STREAM && atomic_load(&v->connected) == 0)
     stream_next(v, session_sid(s), 0); /* the first session gets the stream */
   os_mutex_lock(&v->mu);
@@ -94,8 +104,67 @@ static void relay(srv *v, session *s, const char *pkt, size_t len) {
   ck_assert_int_eq(net_send(v->n, to, pkt, len), 0);
 }
 
+/* MODE_REPLY: what one callback writes back for a command byte, each a
+ * reply its worker may stage or has to queue (session.c, "the staged
+ * reply"). */
+#define REPLY_PIECE 1000
+#define R_REPLY 4000
+static void reply(srv *v, session *s, char cmd) {
+  pier_sid sid = session_sid(s);
+  char piece[R_REPLY];
+  sbuf *b;
+
+  switch (cmd) {
+  case 'o': /* five writes of 1000 bytes: past the 4096 a stage holds */
+    for (int i = 0; i < 5; i++) {
+      memset(piece, 'a' + i, REPLY_PIECE);
+      ck_assert_int_eq(net_send(v->n, sid, piece, REPLY_PIECE), 0);
+      atomic_store(&v->queued_seen[i], session_queued(s));
+    }
+    break;
+  case 'b': /* a write, a shared buffer, a write */
+    ck_assert_int_eq(net_send(v->n, sid, "x1", 2), 0);
+    ck_assert_ptr_nonnull(b = sbuf_from("--shared--", 10));
+    ck_assert_int_eq(net_send_buf(v->n, sid, b), 0);
+    sbuf_release(b);
+    ck_assert_int_eq(net_send(v->n, sid, "y2", 2), 0);
+    break;
+  case 'c':
+    ck_assert_int_eq(net_send(v->n, sid, "bye", 3), 0);
+    ck_assert_int_eq(net_close(v->n, sid, PIER_REASON_CLOSED), 0);
+    break;
+  case 'a':
+    ck_assert_int_eq(net_send(v->n, sid, "lost", 4), 0);
+    ck_assert_int_eq(net_abort(v->n, sid, PIER_REASON_KICKED), 0);
+    break;
+  case 'q': /* 600 + 600 bytes against a max_send_queue of 1000 */
+    memset(piece, 'q', 600);
+    atomic_store(&v->reply_rc[0], net_send(v->n, sid, piece, 600));
+    atomic_store(&v->reply_rc[1], net_send(v->n, sid, piece, 600));
+    break;
+  case 'p': /* a reply whose on_send writes to the second session */
+    v->relay_pending = 1;
+    ck_assert_int_eq(net_send(v->n, sid, "1", 1), 0);
+    break;
+  case 'r': /* R_REPLY bytes of pattern, numbered */
+    for (size_t k = 0; k < R_REPLY; k++)
+      piece[k] = (char)test_pattern(v->replies, k);
+    v->replies++;
+    ck_assert_int_eq(net_send(v->n, sid, piece, R_REPLY), 0);
+    break;
+  default:
+    break;
+  }
+}
+
 static void on_recv(void *ctx, session *s, const char *data, size_t len) {
   srv *v = ctx;
+  if (v->mode == MODE_REPLY) {
+    for (size_t i = 0; i < len; i++)
+      reply(v, s, data[i]);
+    atomic_fetch_add(&v->recvs, 1);
+    return;
+  }
   atomic_fetch_add(&v->recvs, 1);
   if (v->mode == MODE_ECHO || v->mode == MODE_STREAM || v->mode == MODE_PINGPONG) {
     net_send(v->n, session_sid(s), data, len);
@@ -123,6 +192,14 @@ static void on_send(void *ctx, session *s, size_t bytes) {
   srv *v = ctx;
   atomic_fetch_add(&v->sends, 1);
   atomic_fetch_add(&v->send_bytes, bytes);
+  if (v->mode == MODE_REPLY && session_sid(s) == v->sids[0] && v->relay_pending) {
+    v->relay_pending = 0;
+    ck_assert_int_eq(net_send(v->n, v->sids[1], "2", 1), 0);
+  } else if (v->mode == MODE_REPLY && session_sid(s) == v->sids[1]) {
+    if (s->w->flushing)
+      atomic_fetch_add(&v->relayed_in_pass, 1);
+    atomic_fetch_add(&v->relayed, 1);
+  }
   if (v->mode == MODE_FANOUT) {
     os_mutex_lock(&v->mu);
     if (v->nsent_to < MAX_TRACK)
@@ -593,6 +670,142 @@ START_TEST(test_net_sends_to_many_sessions_ride_the_ring_on_io_uring) {
   /* Every byte is reported sent, perhaps a moment after the client read it. */
   ck_assert(wait_send_bytes(v, sent0 + (size_t)FANOUT_TRIGGERS * FANOUT_CONNS));
   fanout_close(v, fd);
+}
+END_TEST
+
+/* ---- the staged reply ----
+ * A reply a worker holds in its stage instead of the session's queue is
+ * the same to the peer and to the plugin as one queued. */
+
+/* Writes from one callback arrive whole and in order, past the stage's
+ * 4096 bytes and around a shared buffer, and count as queued until sent. */
+START_TEST(test_net_a_reply_of_many_writes_arrives_in_order) {
+  srv *v = srv_start(test_backend(_i), MODE_REPLY, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  char buf[3 * 5 * REPLY_PIECE];
+
+  ck_assert_int_eq(test_sock_send(fd, "o", 1), 1);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 5 * REPLY_PIECE), 0);
+  for (int i = 0; i < 5 * REPLY_PIECE; i++)
+    ck_assert_msg(buf[i] == 'a' + i / REPLY_PIECE, "byte %d is %c", i, buf[i]);
+  for (int i = 0; i < 5; i++)
+    ck_assert_uint_eq(atomic_load(&v->queued_seen[i]), (size_t)(i + 1) * REPLY_PIECE);
+  ck_assert(wait_send_bytes(v, 5 * REPLY_PIECE));
+  ck_assert_int_eq(test_sock_send(fd, "b", 1), 1);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 14), 0);
+  ck_assert_int_eq(memcmp(buf, "x1--shared--y2", 14), 0);
+  ck_assert_int_eq(test_sock_send(fd, "ooo", 3), 3);
+  ck_assert_int_eq(test_recv_exact(fd, buf, sizeof(buf)), 0);
+  for (size_t i = 0; i < sizeof(buf); i++)
+    ck_assert_msg(buf[i] == 'a' + (char)(i % (5 * REPLY_PIECE) / REPLY_PIECE), "byte %zu is %c",
+                  i, buf[i]);
+  ck_assert(wait_send_bytes(v, 5 * REPLY_PIECE + 14 + sizeof(buf)));
+  os_sock_close(fd);
+  ck_assert(wait_for(&v->disconnected, 1));
+  srv_free(v);
+}
+END_TEST
+
+/* A graceful close in the callback that wrote the reply sends it, then FIN;
+ * an abort drops it and resets the peer. */
+START_TEST(test_net_a_close_after_a_reply_sends_it_and_an_abort_drops_it) {
+  srv *v = srv_start(test_backend(_i), MODE_REPLY, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fd = test_connect(v->port), fd2;
+  char buf[3];
+  size_t got = 0;
+
+  ck_assert_int_eq(test_sock_send(fd, "c", 1), 1);
+  ck_assert_int_eq(test_recv_exact(fd, buf, 3), 0);
+  ck_assert_int_eq(memcmp(buf, "bye", 3), 0);
+  ck_assert_int_eq(test_recv_until_close(fd, &got), 0);
+  ck_assert_uint_eq(got, 0);
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_CLOSED]), 1);
+  os_sock_close(fd);
+
+  fd2 = test_connect(v->port);
+  ck_assert_int_eq(test_sock_send(fd2, "a", 1), 1);
+  test_assert_reset(test_recv_until_close(fd2, &got));
+  ck_assert_uint_eq(got, 0);
+  ck_assert(wait_for(&v->disconnected, 2));
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_KICKED]), 1);
+  os_sock_close(fd2);
+  srv_free(v);
+}
+END_TEST
+
+/* A session written to from the on_send of a staged reply joins the flush
+ * pass that sent it, and goes, as any session joining a pass does, as a send
+ * with a completion: its on_send comes after the pass, not inside it. */
+START_TEST(test_net_a_session_sent_to_from_a_staged_replys_on_send_waits_its_turn) {
+  srv *v = srv_start(test_backend(_i), MODE_REPLY, 1, 100, 1u << 20, NET_FRAMING_RAW);
+  int fa = test_connect(v->port), fb;
+  char c;
+
+  ck_assert(wait_for(&v->connected, 1));
+  fb = test_connect(v->port);
+  ck_assert(wait_for(&v->connected, 2));
+  ck_assert_int_eq(test_sock_send(fa, "p", 1), 1);
+  ck_assert_int_eq(test_recv_exact(fa, &c, 1), 0);
+  ck_assert_int_eq(c, '1');
+  ck_assert_int_eq(test_recv_exact(fb, &c, 1), 0);
+  ck_assert_int_eq(c, '2');
+  ck_assert(wait_for(&v->relayed, 1));
+  ck_assert_int_eq(atomic_load(&v->relayed_in_pass), 0);
+  os_sock_close(fa);
+  os_sock_close(fb);
+  ck_assert(wait_for(&v->disconnected, 2));
+  srv_free(v);
+}
+END_TEST
+
+/* max_send_queue counts what is staged: a second write that would pass it
+ * is refused and the session disconnected, as for bytes in the queue. */
+START_TEST(test_net_staged_bytes_count_against_max_send_queue) {
+  srv *v = srv_start(test_backend(_i), MODE_REPLY, 1, 100, 1000, NET_FRAMING_RAW);
+  int fd = test_connect(v->port);
+  size_t got = 0;
+
+  ck_assert_int_eq(test_sock_send(fd, "q", 1), 1);
+  test_assert_reset(test_recv_until_close(fd, &got));
+  ck_assert(wait_for(&v->disconnected, 1));
+  ck_assert_int_eq(atomic_load(&v->reply_rc[0]), 0);
+  ck_assert_int_eq(atomic_load(&v->reply_rc[1]), -ENOBUFS);
+  ck_assert_int_eq(atomic_load(&v->reasons[PIER_REASON_SEND_QUEUE_FULL]), 1);
+  ck_assert_uint_eq(got, 0);
+  os_sock_close(fd);
+  srv_free(v);
+}
+END_TEST
+
+/* A peer that does not read: once its socket is full a reply goes out in
+ * part or not at once, and the queue takes the rest; every byte of every
+ * reply arrives in order when the peer reads again. */
+#define R_COUNT 200
+START_TEST(test_net_replies_the_socket_cannot_take_whole_arrive_in_order) {
+  net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
+                .max_send_queue = 8u << 20, .close_timeout_ms = 3000};
+  srv *v = srv_create_o(&o, MODE_REPLY, NET_FRAMING_RAW);
+  int fd;
+  static char buf[R_REPLY];
+
+  v->sndbuf = 4096; /* full after a reply or two */
+  ck_assert_int_eq(net_start(v->n), 0);
+  fd = test_connect_rcvbuf(v->port, 4096);
+
+  for (int i = 0; i < R_COUNT; i++) { /* one callback each, mostly: each reply is staged */
+    ck_assert_int_eq(test_sock_send(fd, "r", 1), 1);
+    os_sleep_ms(1);
+  }
+  for (uint32_t r = 0; r < R_COUNT; r++) {
+    ck_assert_msg(test_recv_exact(fd, buf, R_REPLY) == 0, "reply %u did not arrive", r);
+    for (size_t k = 0; k < R_REPLY; k++)
+      ck_assert_msg((uint8_t)buf[k] == test_pattern(r, k), "reply %u, byte %zu differs", r, k);
+  }
+  ck_assert(wait_send_bytes(v, (size_t)R_COUNT * R_REPLY));
+  os_sock_close(fd);
+  ck_assert(wait_for(&v->disconnected, 1));
+  srv_free(v);
 }
 END_TEST
 
@@ -2118,6 +2331,15 @@ int main(void) {
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_a_lone_round_trip_costs_one_wait, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_sends_to_many_sessions_ride_the_ring_on_io_uring, 0,
+                      TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_a_reply_of_many_writes_arrives_in_order, 0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_a_close_after_a_reply_sends_it_and_an_abort_drops_it, 0,
+                      TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_a_session_sent_to_from_a_staged_replys_on_send_waits_its_turn,
+                      0, TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_staged_bytes_count_against_max_send_queue, 0,
+                      TEST_NBACKENDS);
+  tcase_add_loop_test(tc, test_net_replies_the_socket_cannot_take_whole_arrive_in_order, 0,
                       TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_abort_resets_peer, 0, TEST_NBACKENDS);
   tcase_add_loop_test(tc, test_net_half_close_still_gets_echo, 0, TEST_NBACKENDS);

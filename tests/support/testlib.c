@@ -321,6 +321,12 @@ int test_sock_rcvbuf(int fd, int bytes) {
              : 0;
 }
 
+int test_sock_sndbuf(int fd, int bytes) {
+  return setsockopt(fd, SOL_SOCKET, SO_SNDBUF, (const void *)&bytes, sizeof(bytes)) != 0
+             ? -os_sock_errno()
+             : 0;
+}
+
 uint16_t test_unused_port(void) {
   struct sockaddr_in in;
   socklen_t len = sizeof(in);

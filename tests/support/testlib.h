@@ -79,6 +79,8 @@ long test_sock_recv(int fd, void *buf, size_t len);
 int test_sock_nonblock(int fd);
 /* SO_RCVBUF; 0 or -errno. */
 int test_sock_rcvbuf(int fd, int bytes);
+/* SO_SNDBUF; 0 or -errno. */
+int test_sock_sndbuf(int fd, int bytes);
 /* Whether rc, from test_recv_until_close, is the reset (RST) of an abortive
  * close: -ECONNRESET. Under Wine also 0, a clean EOF: Wine 8 closes a
  * socket with SO_LINGER {1, 0} by FIN, not RST (checked with a bare Winsock
