@@ -683,6 +683,7 @@ START_TEST(test_net_a_reply_of_many_writes_arrives_in_order) {
   srv *v = srv_start(test_backend(_i), MODE_REPLY, 1, 100, 1u << 20, NET_FRAMING_RAW);
   int fd = test_connect(v->port);
   char buf[3 * 5 * REPLY_PIECE];
+  net_stats st;
 
   ck_assert_int_eq(test_sock_send(fd, "o", 1), 1);
   ck_assert_int_eq(test_recv_exact(fd, buf, 5 * REPLY_PIECE), 0);
@@ -700,6 +701,9 @@ START_TEST(test_net_a_reply_of_many_writes_arrives_in_order) {
     ck_assert_msg(buf[i] == 'a' + (char)(i % (5 * REPLY_PIECE) / REPLY_PIECE), "byte %zu is %c",
                   i, buf[i]);
   ck_assert(wait_send_bytes(v, 5 * REPLY_PIECE + 14 + sizeof(buf)));
+  net_get_stats(v->n, &st); /* every write counted once, every byte once */
+  ck_assert_uint_eq(st.messages_out, 5 + 3 + 15);
+  ck_assert_uint_eq(st.bytes_out, 5 * REPLY_PIECE + 14 + sizeof(buf));
   os_sock_close(fd);
   ck_assert(wait_for(&v->disconnected, 1));
   srv_free(v);
@@ -780,7 +784,8 @@ END_TEST
 
 /* A peer that does not read: once its socket is full a reply goes out in
  * part or not at once, and the queue takes the rest; every byte of every
- * reply arrives in order when the peer reads again. */
+ * reply arrives in order when the peer reads again, and on_send and the
+ * byte count report each byte once. */
 #define R_COUNT 200
 START_TEST(test_net_replies_the_socket_cannot_take_whole_arrive_in_order) {
   net_opts o = {.workers = 1, .backend = test_backend(_i), .max_sessions = 8,
@@ -788,6 +793,7 @@ START_TEST(test_net_replies_the_socket_cannot_take_whole_arrive_in_order) {
   srv *v = srv_create_o(&o, MODE_REPLY, NET_FRAMING_RAW);
   int fd;
   static char buf[R_REPLY];
+  net_stats st;
 
   v->sndbuf = 4096; /* full after a reply or two */
   ck_assert_int_eq(net_start(v->n), 0);
@@ -803,6 +809,8 @@ START_TEST(test_net_replies_the_socket_cannot_take_whole_arrive_in_order) {
       ck_assert_msg((uint8_t)buf[k] == test_pattern(r, k), "reply %u, byte %zu differs", r, k);
   }
   ck_assert(wait_send_bytes(v, (size_t)R_COUNT * R_REPLY));
+  net_get_stats(v->n, &st); /* the part of a reply sent at once and the rest, once each */
+  ck_assert_uint_eq(st.bytes_out, (size_t)R_COUNT * R_REPLY);
   os_sock_close(fd);
   ck_assert(wait_for(&v->disconnected, 1));
   srv_free(v);
