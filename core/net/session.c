@@ -790,6 +790,11 @@ void session_resume_reading(session *s) {
 static void on_send_done(io_ev *ev, int res, unsigned flags, char *data);
 static void send_done(session *s, int res, int at_once);
 
+/* Why a session whose send failed with res is closed. */
+static pier_reason send_failure(int res) {
+  return res == -ECONNRESET || res == -EPIPE ? PIER_REASON_PEER_RESET : PIER_REASON_IO_ERROR;
+}
+
 /* What waits in s's queue goes out: at once where the backend can send
  * without a completion (epoll, and io_uring for a flush of one session: the
  * send a completion would only report later, a loop iteration and another
@@ -869,9 +874,7 @@ static void send_done(session *s, int res, int at_once) {
     }
     relieve_congestion(s);
   } else if (res != -ECANCELED) {
-    session_close(s, res == -ECONNRESET || res == -EPIPE ? PIER_REASON_PEER_RESET
-                                                          : PIER_REASON_IO_ERROR,
-                  1);
+    session_close(s, send_failure(res), 1);
   }
   if (s->state == SS_OPEN || s->state == SS_CLOSING) {
     if (session_qbytes(s) || (s->xp && xport_pending(s)))
@@ -905,6 +908,12 @@ static void on_send_done(io_ev *ev, int res, unsigned flags, char *data) {
  * leave within the loop iteration, does not hold them. */
 
 static int queue_no_memory(session *s, size_t len);
+
+/* The stage holds nothing for anyone. */
+static void stage_clear(net_worker *w) {
+  w->staged = NULL;
+  w->staged_len = 0;
+}
 
 static int stage_idle(const session *s) {
   const session_ext *x = s->ext;
@@ -946,8 +955,7 @@ static int stage_spill(session *s, uint32_t off) {
     ext_release(s);
     return queue_no_memory(s, len);
   }
-  w->staged = NULL;
-  w->staged_len = 0;
+  stage_clear(w);
   return 0;
 }
 
@@ -987,14 +995,13 @@ static void flush_staged(net_worker *w, session **batch) {
   int rc;
 
   if (s->state != SS_OPEN || !len) { /* aborted meanwhile: nothing to send */
-    w->staged = NULL;
-    w->staged_len = 0;
+    stage_clear(w);
     unref(s);
     return;
   }
   if (*batch && w->loop.be->try_send_lone) {
     if (stage_spill(s, 0) < 0) {
-      w->staged = NULL;
+      stage_clear(w);
       unref(s);
     } else {
       stage_join(s, batch);
@@ -1005,11 +1012,8 @@ static void flush_staged(net_worker *w, session **batch) {
   iov.iov_len = len;
   rc = io_try_send(&w->loop, &s->iofd, &iov, 1);
   if (rc < 0 && rc != -EAGAIN && rc != -EBUSY) { /* a send that failed: nothing to queue */
-    w->staged = NULL;
-    w->staged_len = 0;
-    session_close(s, rc == -ECONNRESET || rc == -EPIPE ? PIER_REASON_PEER_RESET
-                                                        : PIER_REASON_IO_ERROR,
-                  1);
+    stage_clear(w);
+    session_close(s, send_failure(rc), 1);
     unref(s);
     return;
   }
@@ -1019,12 +1023,8 @@ static void flush_staged(net_worker *w, session **batch) {
     if (s->ext && s->ext->send_timing)
       s->ext->last_tx = now32(s);
   }
-  if (sent == len) {
-    w->staged = NULL;
-    w->staged_len = 0;
-  } else if (stage_spill(s, sent) < 0) { /* else the rest is queued, and sent below */
-    w->staged = NULL; /* s is closed for want of memory; what went out is still reported */
-  }
+  if (sent == len || stage_spill(s, sent) < 0) /* else the rest is queued, and sent below */
+    stage_clear(w); /* after a failed spill s is closed; what went out is still reported */
   if (sent && s->notified && s->ep->handler->on_send)
     s->ep->handler->on_send(s->ep->ctx, s, sent);
   if (sent)
