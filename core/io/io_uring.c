@@ -26,6 +26,15 @@
 #define ARENA_SIZE (64 * 1024)
 #define BATCH 256
 
+/* Linux 6.15 (liburing 2.10): a wait entered with NO_IOWAIT does not count
+ * as waiting on I/O. liburing 2.3 predates both names. */
+#ifndef IORING_FEAT_NO_IOWAIT
+#define IORING_FEAT_NO_IOWAIT (1U << 17)
+#endif
+#ifndef IORING_ENTER_NO_IOWAIT
+#define IORING_ENTER_NO_IOWAIT (1U << 7)
+#endif
+
 typedef struct uring_impl {
   struct io_uring ring;
   struct io_uring_buf_ring *br;
@@ -39,6 +48,7 @@ typedef struct uring_impl {
   int sends_queued; /* a send SQE made since the last poll's enter */
   int disabled;   /* created IORING_SETUP_R_DISABLED: enabled by the first enter */
   int deferred;   /* DEFER_TASKRUN: the kernel fills buffers only inside our enter */
+  unsigned enter_flags; /* of every io_uring_enter: GETEVENTS | EXT_ARG [| NO_IOWAIT] */
 } uring_impl;
 
 /* A loop's ring has one thread, the loop's: IORING_SETUP_SINGLE_ISSUER |
@@ -78,6 +88,18 @@ static int setup_ring(struct io_uring *ring, unsigned entries, int *disabled) {
     return -ENOTSUP;
   }
   return 0;
+}
+
+/* A loop waits on sockets, not on a disk: the kernel (since 6.15 on request)
+ * would otherwise count every wait with a recv in flight as I/O wait, so
+ * an idle pierd with players connected showed its CPUs 100 % in iowait
+ * (top's "wa") and raised the system's I/O pressure (/proc/pressure/io),
+ * which monitors and systemd-oomd read as a stalled disk. */
+static unsigned uring_enter_flags(unsigned features) {
+  unsigned f = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+  if (features & IORING_FEAT_NO_IOWAIT)
+    f |= IORING_ENTER_NO_IOWAIT;
+  return f;
 }
 
 static int setup_bufs(uring_impl *u, unsigned count, unsigned size) {
@@ -204,6 +226,7 @@ static int uring_init(io_loop *loop, const io_opts *opts) {
     loop->impl = NULL;
     return rc;
   }
+  u->enter_flags = uring_enter_flags(u->ring.features);
   u->arena = malloc(ARENA_SIZE);
   rc = u->arena ? setup_bufs(u, opts->buf_count, opts->buf_size) : -ENOMEM;
   if (rc == 0)
@@ -399,8 +422,8 @@ static int enter(uring_impl *u, unsigned wait_nr, const struct __kernel_timespec
   }
   memset(&arg, 0, sizeof(arg));
   arg.ts = (uint64_t)(uintptr_t)ts;
-  rc = syscall(__NR_io_uring_enter, u->ring.ring_fd, tail - *sq->khead, wait_nr,
-               IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof(arg));
+  rc = syscall(__NR_io_uring_enter, u->ring.ring_fd, tail - *sq->khead, wait_nr, u->enter_flags,
+               &arg, sizeof(arg));
   return rc < 0 ? -errno : 0;
 }
 

@@ -20,6 +20,7 @@
 #define MSG_NOSIGNAL 0
 #else
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 #endif
@@ -1816,6 +1817,78 @@ START_TEST(test_io_cancel_waiting_recv_ends_with_ecanceled) {
 }
 END_TEST
 
+#ifndef _WIN32
+/* CPU cpu's idle and iowait times from /proc/stat, in clock ticks (what top
+ * shows as "id" and "wa"). 0 on success. */
+static int cpu_idle_iowait(int cpu, unsigned long long *idle, unsigned long long *iowait) {
+  char want[32], line[512];
+  FILE *f = fopen("/proc/stat", "r");
+  int found = 0;
+
+  if (!f)
+    return -1;
+  snprintf(want, sizeof want, "cpu%d ", cpu);
+  while (!found && fgets(line, sizeof line, f))
+    found = strncmp(line, want, strlen(want)) == 0 &&
+            sscanf(line + strlen(want), "%*u %*u %*u %llu %llu", idle, iowait) == 2;
+  fclose(f);
+  return found ? 0 : -1;
+}
+
+/* A loop blocked with a recv in flight and no data is an idle server, and
+ * the CPU it waits on reads as idle, not as waiting for I/O: io_uring would
+ * otherwise count every such wait as iowait (unless the kernel predates
+ * IORING_ENTER_NO_IOWAIT, 6.15, where it cannot be asked not to). The
+ * thread is pinned so the wait is accounted to one known CPU. */
+START_TEST(test_io_a_loop_waiting_on_a_socket_leaves_its_cpu_idle_not_in_iowait) {
+  io_loop loop;
+  rx r;
+  int sv[2], cpu = sched_getcpu();
+  cpu_set_t was, one;
+  unsigned long long idle0, wa0, idle1, wa1;
+  uint64_t t0, t1, ticks;
+  long hz = sysconf(_SC_CLK_TCK);
+
+  ck_assert_int_ge(cpu, 0);
+  ck_assert_int_gt(hz, 0);
+  ck_assert_int_eq(sched_getaffinity(0, sizeof was, &was), 0);
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+  loop_setup(&loop, _i, NULL);
+  make_pair(sv);
+  memset(&r, 0, sizeof(r));
+  r.fd.fd = sv[0];
+  r.cap = 64;
+  r.buf = calloc(1, r.cap);
+  ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
+  run_for(&loop, 30); /* armed and in flight */
+  ck_assert_int_eq(cpu_idle_iowait(cpu, &idle0, &wa0), 0);
+  t0 = now_ms();
+  while (now_ms() - t0 < 1000)
+    io_loop_once(&loop, (int)(1000 - (now_ms() - t0)));
+  t1 = now_ms();
+  ck_assert_int_eq(cpu_idle_iowait(cpu, &idle1, &wa1), 0);
+  ticks = (t1 - t0) * (uint64_t)hz / 1000;
+  ck_assert_int_eq(r.data_cbs + r.finals, 0);
+  if (strcmp(test_io_backend(_i), "io_uring") != 0 || kernel_at_least(6, 15))
+    ck_assert_msg(wa1 - wa0 <= ticks / 20,
+                  "%s: CPU %d was in iowait for %llu of the %llu ticks the loop waited (idle %llu)",
+                  test_io_backend(_i), cpu, wa1 - wa0, (unsigned long long)ticks, idle1 - idle0);
+  ck_assert_msg(idle1 - idle0 + (wa1 - wa0) >= ticks / 2,
+                "CPU %d was idle for %llu ticks of the %llu the loop waited: something else ran",
+                cpu, idle1 - idle0 + (wa1 - wa0), (unsigned long long)ticks);
+  ck_assert_int_eq(io_cancel(&loop, &r.ev), 0);
+  ck_assert(run_until(&loop, &r.finals));
+  io_close_fd(&loop, &r.fd);
+  tclose(sv[1]);
+  free(r.buf);
+  io_loop_done(&loop);
+  ck_assert_int_eq(sched_setaffinity(0, sizeof was, &was), 0);
+}
+END_TEST
+#endif
+
 /* Fills an owner with a byte so a later write into it (a completion
  * reaching memory its owner has given up) is seen. */
 #define POISON 0xa5
@@ -2152,6 +2225,10 @@ int main(void) {
   tcase_add_loop_test(tc, test_io_accept_burst_of_200_connects, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_accept_survives_clients_that_reset, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_cancel_waiting_recv_ends_with_ecanceled, 0, TEST_IO_NBACKENDS);
+#ifndef _WIN32
+  tcase_add_loop_test(tc, test_io_a_loop_waiting_on_a_socket_leaves_its_cpu_idle_not_in_iowait, 0,
+                      TEST_IO_NBACKENDS);
+#endif
   tcase_add_loop_test(tc, test_io_cancel_and_close_fd_leave_owner_alone, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_close_fd_alone_ends_waiting_recv, 0, TEST_IO_NBACKENDS);
   tcase_add_loop_test(tc, test_io_loop_done_with_ops_in_flight, 0, TEST_IO_NBACKENDS);
