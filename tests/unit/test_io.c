@@ -1835,17 +1835,38 @@ static int cpu_idle_iowait(int cpu, unsigned long long *idle, unsigned long long
   return found ? 0 : -1;
 }
 
+/* The microseconds some task has been stalled on I/O since boot, from
+ * /proc/pressure/io's "some" line; -1 where the kernel has no PSI. */
+static long long io_pressure_us(void) {
+  char line[256];
+  long long total = -1;
+  FILE *f = fopen("/proc/pressure/io", "r");
+
+  if (!f)
+    return -1;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "some ", 5) == 0) {
+      const char *t = strstr(line, "total=");
+      if (t)
+        total = atoll(t + 6);
+    }
+  fclose(f);
+  return total;
+}
+
 /* A loop blocked with a recv in flight and no data is an idle server, and
  * the CPU it waits on reads as idle, not as waiting for I/O: io_uring would
  * otherwise count every such wait as iowait (unless the kernel predates
- * IORING_ENTER_NO_IOWAIT, 6.15, where it cannot be asked not to). The
- * thread is pinned so the wait is accounted to one known CPU. */
+ * IORING_ENTER_NO_IOWAIT, 6.15, where it cannot be asked not to), and
+ * as I/O pressure. The thread is pinned so the wait is accounted to one
+ * known CPU. */
 START_TEST(test_io_a_loop_waiting_on_a_socket_leaves_its_cpu_idle_not_in_iowait) {
   io_loop loop;
   rx r;
   int sv[2], cpu = sched_getcpu();
   cpu_set_t was, one;
   unsigned long long idle0, wa0, idle1, wa1;
+  long long psi0, psi1;
   uint64_t t0, t1, ticks;
   long hz = sysconf(_SC_CLK_TCK);
 
@@ -1864,17 +1885,25 @@ START_TEST(test_io_a_loop_waiting_on_a_socket_leaves_its_cpu_idle_not_in_iowait)
   ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
   run_for(&loop, 30); /* armed and in flight */
   ck_assert_int_eq(cpu_idle_iowait(cpu, &idle0, &wa0), 0);
+  psi0 = io_pressure_us();
   t0 = now_ms();
   while (now_ms() - t0 < 1000)
     io_loop_once(&loop, (int)(1000 - (now_ms() - t0)));
   t1 = now_ms();
   ck_assert_int_eq(cpu_idle_iowait(cpu, &idle1, &wa1), 0);
+  psi1 = io_pressure_us();
   ticks = (t1 - t0) * (uint64_t)hz / 1000;
   ck_assert_int_eq(r.data_cbs + r.finals, 0);
   if (strcmp(test_io_backend(_i), "io_uring") != 0 || kernel_at_least(6, 15))
     ck_assert_msg(wa1 - wa0 <= ticks / 20,
                   "%s: CPU %d was in iowait for %llu of the %llu ticks the loop waited (idle %llu)",
                   test_io_backend(_i), cpu, wa1 - wa0, (unsigned long long)ticks, idle1 - idle0);
+  /* I/O pressure is the whole system's: a loop's wait counted as a stall
+   * adds its full second; allow others' disk I/O half of it. */
+  if (psi0 >= 0 && (strcmp(test_io_backend(_i), "io_uring") != 0 || kernel_at_least(6, 15)))
+    ck_assert_msg(psi1 - psi0 < (long long)(t1 - t0) * 500,
+                  "%s: /proc/pressure/io rose by %lld us while the loop waited %llu ms",
+                  test_io_backend(_i), psi1 - psi0, (unsigned long long)(t1 - t0));
   ck_assert_msg(idle1 - idle0 + (wa1 - wa0) >= ticks / 2,
                 "CPU %d was idle for %llu ticks of the %llu the loop waited: something else ran",
                 cpu, idle1 - idle0 + (wa1 - wa0), (unsigned long long)ticks);
