@@ -754,6 +754,18 @@ static void on_rx(io_ev *ev, int res, unsigned flags, char *data) {
   }
 }
 
+/* A loop of backend i and a connected pair, with r ready to receive 64-byte
+ * reads on sv[0] (not yet armed). */
+static void rx_setup(io_loop *loop, int i, rx *r, int sv[2]) {
+  loop_setup(loop, i, NULL);
+  make_pair(sv);
+  memset(r, 0, sizeof(*r));
+  r->fd.fd = sv[0];
+  r->cap = 64;
+  r->buf = calloc(1, r->cap);
+  ck_assert_ptr_nonnull(r->buf);
+}
+
 typedef struct writer {
   int fd;
   size_t total;
@@ -948,12 +960,7 @@ START_TEST(test_io_recv_data_before_arm_is_delivered) {
   rx r;
   int sv[2];
 
-  loop_setup(&loop, _i, NULL);
-  make_pair(sv);
-  memset(&r, 0, sizeof(r));
-  r.fd.fd = sv[0];
-  r.cap = 64;
-  r.buf = calloc(1, r.cap);
+  rx_setup(&loop, _i, &r, sv);
   ck_assert_int_eq(tsend(sv[1], "early", 5), 5);
   ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
   {
@@ -984,12 +991,7 @@ static void cancel_case(int i, int data_first) {
   rx r;
   int sv[2];
 
-  loop_setup(&loop, i, NULL);
-  make_pair(sv);
-  memset(&r, 0, sizeof(r));
-  r.fd.fd = sv[0];
-  r.cap = 64;
-  r.buf = calloc(1, r.cap);
+  rx_setup(&loop, i, &r, sv);
   ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
   if (data_first) {
     uint64_t end = now_ms() + DEADLINE_MS;
@@ -1037,12 +1039,7 @@ START_TEST(test_io_cancel_before_first_poll) {
   rx r;
   int sv[2];
 
-  loop_setup(&loop, _i, NULL);
-  make_pair(sv);
-  memset(&r, 0, sizeof(r));
-  r.fd.fd = sv[0];
-  r.cap = 64;
-  r.buf = calloc(1, r.cap);
+  rx_setup(&loop, _i, &r, sv);
   ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
   ck_assert_int_eq(io_cancel(&loop, &r.ev), 0);
   ck_assert(run_until(&loop, &r.finals));
@@ -1792,12 +1789,7 @@ START_TEST(test_io_cancel_waiting_recv_ends_with_ecanceled) {
   rx r;
   int sv[2];
 
-  loop_setup(&loop, _i, NULL);
-  make_pair(sv);
-  memset(&r, 0, sizeof(r));
-  r.fd.fd = sv[0];
-  r.cap = 64;
-  r.buf = calloc(1, r.cap);
+  rx_setup(&loop, _i, &r, sv);
   ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
   run_for(&loop, 30); /* waiting, no data */
   ck_assert_int_eq(r.finals + r.data_cbs, 0);
@@ -1876,12 +1868,7 @@ START_TEST(test_io_a_loop_waiting_on_a_socket_leaves_its_cpu_idle_not_in_iowait)
   CPU_ZERO(&one);
   CPU_SET(cpu, &one);
   ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
-  loop_setup(&loop, _i, NULL);
-  make_pair(sv);
-  memset(&r, 0, sizeof(r));
-  r.fd.fd = sv[0];
-  r.cap = 64;
-  r.buf = calloc(1, r.cap);
+  rx_setup(&loop, _i, &r, sv);
   ck_assert_int_eq(io_recv(&loop, &r.ev, &r.fd, on_rx), 0);
   run_for(&loop, 30); /* armed and in flight */
   ck_assert_int_eq(cpu_idle_iowait(cpu, &idle0, &wa0), 0);
