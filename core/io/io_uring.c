@@ -48,7 +48,7 @@ typedef struct uring_impl {
   int sends_queued; /* a send SQE made since the last poll's enter */
   int disabled;   /* created IORING_SETUP_R_DISABLED: enabled by the first enter */
   int deferred;   /* DEFER_TASKRUN: the kernel fills buffers only inside our enter */
-  unsigned enter_flags; /* of every io_uring_enter: GETEVENTS | EXT_ARG [| NO_IOWAIT] */
+  unsigned enter_flags; /* of every wait's io_uring_enter: GETEVENTS | EXT_ARG [| NO_IOWAIT] */
 } uring_impl;
 
 /* A loop's ring has one thread, the loop's: IORING_SETUP_SINGLE_ISSUER |
@@ -90,8 +90,9 @@ static int setup_ring(struct io_uring *ring, unsigned entries, int *disabled) {
   return 0;
 }
 
-/* A loop waits on sockets, not on a disk: the kernel (since 6.15 on request)
- * would otherwise count every wait with a recv in flight as I/O wait, so
+/* A loop waits on sockets, not on a disk: the kernel (6.5 on, and stable
+ * kernels that took the change; since 6.15 it can be asked not to) would
+ * otherwise count every wait with a recv in flight as I/O wait, so
  * an idle pierd with players connected showed its CPUs 100 % in iowait
  * (top's "wa") and raised the system's I/O pressure (/proc/pressure/io),
  * which monitors and systemd-oomd read as a stalled disk. */
