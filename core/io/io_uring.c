@@ -26,8 +26,8 @@
 #define ARENA_SIZE (64 * 1024)
 #define BATCH 256
 
-/* Linux 6.15 (liburing 2.10): a wait entered with NO_IOWAIT does not count
- * as waiting on I/O. liburing 2.3 predates both names. */
+/* Linux 6.15: a wait entered with NO_IOWAIT does not count as waiting on
+ * I/O. liburing 2.3's headers predate both names. */
 #ifndef IORING_FEAT_NO_IOWAIT
 #define IORING_FEAT_NO_IOWAIT (1U << 17)
 #endif
