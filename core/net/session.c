@@ -850,6 +850,17 @@ static void flush_now(session *s, int now) {
   }
 }
 
+/* res bytes of s went out: its plugin hears of them (through a transport,
+ * of its own bytes once they are all out) and its congestion may ease. */
+static void report_sent(session *s, size_t res) {
+  if (s->notified && s->ep->handler->on_send) {
+    size_t app = s->xp ? xport_sent(s) : res;
+    if (app)
+      s->ep->handler->on_send(s->ep->ctx, s, app);
+  }
+  relieve_congestion(s);
+}
+
 /* A send of x->inflight bytes ended with res: from its completion, or
  * at_once in flush_now. Drops the send's reference. What was queued
  * meanwhile (by on_send, say) goes out next; after a send made at once, or
@@ -866,13 +877,7 @@ static void send_done(session *s, int res, int at_once) {
   if (res > 0) {
     sendq_consume(&s->ext->q, (size_t)res);
     STAT_ADD(s->w, bytes_out, res);
-    if (s->notified && s->ep->handler->on_send) {
-      /* Through a transport, the plugin's own bytes, once they are out. */
-      size_t app = s->xp ? xport_sent(s) : (size_t)res;
-      if (app)
-        s->ep->handler->on_send(s->ep->ctx, s, app);
-    }
-    relieve_congestion(s);
+    report_sent(s, (size_t)res);
   } else if (res != -ECANCELED) {
     session_close(s, send_failure(res), 1);
   }
@@ -1025,10 +1030,8 @@ static void flush_staged(net_worker *w, session **batch) {
   }
   if (sent == len || stage_spill(s, sent) < 0) /* else the rest is queued, and sent below */
     stage_clear(w); /* after a failed spill s is closed; what went out is still reported */
-  if (sent && s->notified && s->ep->handler->on_send)
-    s->ep->handler->on_send(s->ep->ctx, s, sent);
   if (sent)
-    relieve_congestion(s);
+    report_sent(s, sent);
   if (session_qbytes(s))
     flush_now(s, 0);
   ext_release(s);
